@@ -1,0 +1,1 @@
+print("overlay-bench: not yet")

@@ -1,0 +1,1 @@
+print("three-host-overlay: not yet")

@@ -1,0 +1,88 @@
+// swift-tools-version: 6.0
+// swift-overlay: multi-host overlay networks (VXLAN, gossip, IPAM, DNS, VIPs) as Swift libraries,
+// a reference daemon (overlayd) and a CLI (overlayctl). See README.md and ../shared/DESIGN.md.
+import PackageDescription
+
+let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+
+let package = Package(
+    name: "swift-overlay",
+    products: [
+        .library(name: "OverlayModel", targets: ["OverlayModel"]),
+        .library(name: "OverlayCrypto", targets: ["OverlayCrypto"]),
+        .library(name: "VXLANCodec", targets: ["VXLANCodec"]),
+        .library(name: "IPAM", targets: ["IPAM"]),
+        .library(name: "Gossip", targets: ["Gossip"]),
+        .library(name: "IPsecKeys", targets: ["IPsecKeys"]),
+        .library(name: "Netlink", targets: ["Netlink"]),
+        .library(name: "PacketFilter", targets: ["PacketFilter"]),
+        .library(name: "GWBridge", targets: ["GWBridge"]),
+        .library(name: "Ingress", targets: ["Ingress"]),
+        .library(name: "Discovery", targets: ["Discovery"]),
+        .library(name: "OverlayDriver", targets: ["OverlayDriver"]),
+        .library(name: "ClusterControl", targets: ["ClusterControl"]),
+        .library(name: "OverlayTestKit", targets: ["OverlayTestKit"]),
+        .executable(name: "overlayd", targets: ["overlayd"]),
+        .executable(name: "overlayctl", targets: ["overlayctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // C layers: system libraries found by pkg-config, and one shim target for what Swift
+        // cannot import (macros, unions, variadics).
+        .systemLibrary(
+            name: "CNetlink", pkgConfig: "libnl-route-3.0",
+            providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CNFTables", pkgConfig: "libnftables", providers: [.apt(["libnftables-dev"])]),
+        .target(name: "COverlayShims", dependencies: ["CNetlink"]),
+
+        // Value types and protocol libraries: no I/O.
+        .target(name: "OverlayModel"),
+        .target(name: "OverlayCrypto", dependencies: ["COpenSSL"]),
+        .target(name: "VXLANCodec", dependencies: ["OverlayModel", nioCore]),
+        .target(name: "IPAM", dependencies: ["OverlayModel"]),
+        .target(name: "Gossip", dependencies: ["OverlayModel", "OverlayCrypto"]),
+        .target(name: "IPsecKeys", dependencies: ["OverlayModel", "OverlayCrypto"]),
+
+        // Kernel work.
+        .target(name: "Netlink", dependencies: ["OverlayModel", "CNetlink", "COverlayShims"]),
+        .target(name: "PacketFilter", dependencies: ["CNFTables"]),
+
+        // Features built on the above.
+        .target(name: "GWBridge", dependencies: ["OverlayModel", "Netlink", "PacketFilter"]),
+        .target(name: "Ingress", dependencies: ["OverlayModel", "Netlink", "PacketFilter"]),
+        .target(name: "Discovery", dependencies: ["OverlayModel"]),
+        .target(name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys"]),
+        .target(name: "ClusterControl", dependencies: [
+            "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "Ingress", "GWBridge",
+        ]),
+        .target(name: "OverlayTestKit", dependencies: ["OverlayModel", "Netlink"]),
+
+        // Thin executables.
+        .executableTarget(name: "overlayd", dependencies: ["ClusterControl", argumentParser, logging]),
+        .executableTarget(name: "overlayctl", dependencies: ["ClusterControl", argumentParser]),
+
+        // Examples and benchmarks: programs, not tests.
+        .executableTarget(
+            name: "three-host-overlay", dependencies: ["OverlayModel", "Netlink", "OverlayTestKit"],
+            path: "Examples/ThreeHostOverlay"),
+        .executableTarget(
+            name: "overlay-bench", dependencies: ["OverlayModel", "VXLANCodec", "IPAM", "Netlink", nioCore],
+            path: "Benchmarks/OverlayBench"),
+
+        // Tests.
+        .testTarget(name: "OverlayModelTests", dependencies: ["OverlayModel"]),
+        .testTarget(
+            name: "VXLANCodecTests", dependencies: ["VXLANCodec", "OverlayModel", "Netlink", "OverlayTestKit", nioCore],
+            resources: [.copy("Vectors")]),
+        .testTarget(name: "IPAMTests", dependencies: ["IPAM", "OverlayModel"]),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "OverlayModel", "OverlayTestKit"]),
+    ]
+)
