@@ -13,7 +13,7 @@ public struct CIDR: Hashable, Sendable {
     public init(containing address: IPAddress, prefixLength: Int) throws(ModelError) {
         let width = address.family.bitWidth
         guard (0...width).contains(prefixLength) else {
-            throw ModelError(.invalidCIDR, "prefix length /\(prefixLength) is out of range for \(address.family) (0...\(width))")
+            throw ModelError(.invalidCIDR, "prefix length /\(prefixLength) is out of range for \(address.family.rawValue) (0...\(width))")
         }
         let host = CIDR.hostMask(width: width, prefixLength: prefixLength)
         self.network = IPAddress(family: address.family, integer: address.integer & ~host)!
@@ -39,7 +39,7 @@ public struct CIDR: Hashable, Sendable {
         guard let address = IPAddress(String(parts[0])) else {
             throw ModelError(.invalidCIDR, "'\(parts[0])' in '\(text)' is not an IP address")
         }
-        guard let prefix = Int(parts[1]), parts[1].allSatisfy(\.isASCII) else {
+        guard !parts[1].isEmpty, parts[1].utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let prefix = Int(parts[1]) else {
             throw ModelError(.invalidCIDR, "'\(parts[1])' in '\(text)' is not a prefix length")
         }
         return try CIDR(network: address, prefixLength: prefix)

@@ -69,19 +69,35 @@ extension IPv4Address: LosslessStringConvertible, CustomStringConvertible {
 }
 
 /// An IPv6 address, held as a host-order 128-bit integer.
+///
+/// Stored as two 64-bit halves rather than a `UInt128`: values of 16-byte alignment captured in
+/// closures have been seen to crash on this toolchain (a misaligned `movaps`), and an address is
+/// captured in closures everywhere.
 public struct IPv6Address: Hashable, Sendable, Comparable {
+    private var high: UInt64
+    private var low: UInt64
+
     /// The address as a host-order integer: ::1 is 1.
-    public var value: UInt128
+    public var value: UInt128 {
+        get { UInt128(high) << 64 | UInt128(low) }
+        set {
+            high = UInt64(truncatingIfNeeded: newValue >> 64)
+            low = UInt64(truncatingIfNeeded: newValue)
+        }
+    }
 
     /// Makes an address from a host-order integer.
-    public init(_ value: UInt128) { self.value = value }
+    public init(_ value: UInt128) {
+        high = UInt64(truncatingIfNeeded: value >> 64)
+        low = UInt64(truncatingIfNeeded: value)
+    }
 
     /// Makes an address from sixteen network-order bytes; nil unless there are exactly sixteen.
     public init?<Bytes: Collection>(bytes: Bytes) where Bytes.Element == UInt8 {
         guard bytes.count == 16 else { return nil }
         var v: UInt128 = 0
         for b in bytes { v = v << 8 | UInt128(b) }
-        value = v
+        self.init(v)
     }
 
     /// The sixteen bytes in network order.
@@ -98,14 +114,16 @@ public struct IPv6Address: Hashable, Sendable, Comparable {
     public static let loopback = IPv6Address(1)
 
     /// The IPv4-mapped form `::ffff:a.b.c.d` of an IPv4 address.
-    public init(mapping v4: IPv4Address) { value = 0xFFFF_0000_0000 | UInt128(v4.value) }
+    public init(mapping v4: IPv4Address) { self.init(0xFFFF_0000_0000 | UInt128(v4.value)) }
 
     /// The embedded IPv4 address when this is an IPv4-mapped address.
     public var mappedIPv4: IPv4Address? {
         value >> 32 == 0xFFFF ? IPv4Address(UInt32(truncatingIfNeeded: value)) : nil
     }
 
-    public static func < (lhs: IPv6Address, rhs: IPv6Address) -> Bool { lhs.value < rhs.value }
+    public static func < (lhs: IPv6Address, rhs: IPv6Address) -> Bool {
+        (lhs.high, lhs.low) < (rhs.high, rhs.low)
+    }
 }
 
 extension IPv6Address: LosslessStringConvertible, CustomStringConvertible {
@@ -122,7 +140,7 @@ extension IPv6Address: LosslessStringConvertible, CustomStringConvertible {
         if utf8.count >= 2 && utf8[0] == UInt8(ascii: ":") && utf8[1] == UInt8(ascii: ":") {
             sawDoubleColon = true
             i = 2
-            if i == utf8.count { value = 0; return }
+            if i == utf8.count { self.init(0); return }
         } else if utf8[0] == UInt8(ascii: ":") {
             return nil
         }
@@ -169,7 +187,7 @@ extension IPv6Address: LosslessStringConvertible, CustomStringConvertible {
         let groups = head + Array(repeating: 0, count: 8 - count) + tail
         var v: UInt128 = 0
         for g in groups { v = v << 16 | UInt128(g) }
-        value = v
+        self.init(v)
     }
 
     /// RFC 5952 canonical text: lowercase, leading zeros dropped, the longest run (of two or more)
