@@ -1,0 +1,44 @@
+# swift-overlay: the quick start is `make demo` (a 3-host lab with an overlay between them) and
+# `make test`. Both install what they need first (`make deps`), so they work on a fresh Debian 12
+# machine with Swift 6.3 installed, run as root (the lab and the kernel tests need it).
+
+SWIFT ?= swift
+SHELL := /bin/bash
+
+# Debian packages the build, the tests and the lab need.
+DEPS := pkg-config libnl-3-dev libnl-route-3-dev libssl-dev libnftables-dev iproute2 nftables \
+        iputils-ping iperf3 dnsutils tcpdump tshark
+
+.PHONY: deps build test demo bench lab-clean
+
+deps:
+	@missing=""; for p in $(DEPS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null || { echo "make deps: apt-get install$$missing failed" >&2; exit 1; }; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+# Every test, kernel ones included (they run for real as root, in namespaces they create and remove).
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+# Until the daemon exists the demo is an example program built on the SDK alone (see README).
+demo: deps
+	$(SWIFT) build --product three-host-overlay
+	$$($(SWIFT) build --show-bin-path)/three-host-overlay
+
+# Benchmarks print ratios against a baseline measured in the same run; see Documentation/Performance.md.
+bench: deps
+	$(SWIFT) build -c release --product overlay-bench
+	$$($(SWIFT) build -c release --show-bin-path)/overlay-bench all
+
+# Removes every namespace the lab, the demo or a test left behind (they are all prefixed "ovl").
+lab-clean:
+	@for ns in $$(ip netns list | awk '{print $$1}' | grep '^ovl'); do ip netns del $$ns && echo "removed $$ns"; done; true
