@@ -231,10 +231,9 @@ public struct AddressSpace: Sendable, Hashable {
             throw IPAMError(
                 .addressReserved, "address \(address) is \(describe(r)); it is released only with the network")
         }
-        guard used.contains(o) else {
+        guard used.removeIfPresent(o) else {
             throw IPAMError(.addressNotAllocated, "address \(address) is not allocated; nothing to release")
         }
-        used.remove(o, o)
         allocatedW = Wide(allocatedW.value &- 1)
     }
 
