@@ -22,6 +22,7 @@ public struct AddressPool: Hashable, Sendable, CustomStringConvertible {
     /// The family of the pool.
     public var family: IPFamily { base.family }
 
+    /// `10.0.0.0/8 split into /24`, for messages and logs.
     public var description: String { "\(base) split into /\(size)" }
 
     /// Docker's local (bridge) defaults: 172.17.0.0/16 ... 172.31.0.0/16 as one /16 each, then
@@ -91,6 +92,7 @@ extension AddressPool: Codable {
         }
     }
 
+    /// Encodes `{"base": "10.0.0.0/8", "size": 24}`.
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(base, forKey: .base)

@@ -28,6 +28,7 @@ public struct IPAMError: Error, Hashable, Sendable, CustomStringConvertible {
         /// A snapshot that cannot be restored as it stands.
         public static let invalidSnapshot = Code(name: "invalidSnapshot")
 
+        /// The code's name, as in `poolExhausted`.
         public var description: String { name }
     }
 
@@ -42,5 +43,6 @@ public struct IPAMError: Error, Hashable, Sendable, CustomStringConvertible {
         self.message = message
     }
 
+    /// The message, so `print(error)` shows one actionable line.
     public var description: String { message }
 }
