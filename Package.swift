@@ -46,13 +46,13 @@ let package = Package(
         // Value types and protocol libraries: no I/O.
         .target(name: "OverlayModel"),
         .target(name: "OverlayCrypto", dependencies: ["COpenSSL"]),
-        .target(name: "VXLANCodec", dependencies: ["OverlayModel", nioCore]),
-        .target(name: "IPAM", dependencies: ["OverlayModel"]),
-        .target(name: "Gossip", dependencies: ["OverlayModel", "OverlayCrypto"]),
+        .target(name: "VXLANCodec", dependencies: ["OverlayModel", nioCore], exclude: ["README.md"]),
+        .target(name: "IPAM", dependencies: ["OverlayModel"], exclude: ["README.md"]),
+        .target(name: "Gossip", dependencies: ["OverlayModel", "OverlayCrypto", nioCore, nioPosix, logging]),
         .target(name: "IPsecKeys", dependencies: ["OverlayModel", "OverlayCrypto"]),
 
         // Kernel work.
-        .target(name: "Netlink", dependencies: ["OverlayModel", "CNetlink", "COverlayShims"]),
+        .target(name: "Netlink", dependencies: ["OverlayModel", "CNetlink", "COverlayShims"], exclude: ["README.md"]),
         .target(name: "PacketFilter", dependencies: ["CNFTables"]),
 
         // Features built on the above.
@@ -71,7 +71,8 @@ let package = Package(
 
         // Examples and benchmarks: programs, not tests.
         .executableTarget(
-            name: "three-host-overlay", dependencies: ["OverlayModel", "Netlink", "OverlayTestKit"],
+            name: "three-host-overlay",
+            dependencies: ["OverlayModel", "IPAM", "VXLANCodec", "Netlink", "OverlayTestKit", nioCore],
             path: "Examples/ThreeHostOverlay"),
         .executableTarget(
             name: "overlay-bench", dependencies: ["OverlayModel", "VXLANCodec", "IPAM", "Netlink", nioCore],
@@ -84,5 +85,7 @@ let package = Package(
             resources: [.copy("Vectors")]),
         .testTarget(name: "IPAMTests", dependencies: ["IPAM", "OverlayModel"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "OverlayModel", "OverlayTestKit"]),
+        .testTarget(name: "OverlayCryptoTests", dependencies: ["OverlayCrypto"]),
+        .testTarget(name: "GossipTests", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto", nioCore, nioPosix]),
     ]
 )
