@@ -9,41 +9,39 @@ public enum FlowHash {
     /// The 32-bit hash of an inner Ethernet frame (read, not consumed). Never fails: what cannot be
     /// parsed is hashed as far as it goes.
     public static func hash(innerFrame f: ByteBuffer, seed: UInt32) -> UInt32 {
-        let i = f.readerIndex
+        f.withUnsafeReadableBytes { hash(RawBytes($0), seed: seed) }
+    }
+
+    static func hash(_ f: RawBytes, seed: UInt32) -> UInt32 {
         var h = Mixer(seed: seed)
-        guard var type = f.getInteger(at: i + 12, as: UInt16.self) else {
-            return hashBytes(f, seed: seed)
-        }
-        var l3 = i + 14
-        if type == 0x8100 || type == 0x88A8, let t = f.getInteger(at: i + 16, as: UInt16.self) {
+        guard var type = f.u16(12) else { return hashBytes(f, seed: seed) }
+        var l3 = 14
+        if type == 0x8100 || type == 0x88A8, let t = f.u16(16) {
             type = t
-            l3 = i + 18
+            l3 = 18
         }
         var proto: UInt8 = 0
         var l4 = -1
+        var swapPorts = false
         switch type {
         case 0x0800:
-            guard let vihl = f.getInteger(at: l3, as: UInt8.self), vihl >> 4 == 4,
-                  let frag = f.getInteger(at: l3 + 6, as: UInt16.self), let p = f.getInteger(at: l3 + 9, as: UInt8.self),
-                  let s = f.getInteger(at: l3 + 12, as: UInt32.self), let d = f.getInteger(at: l3 + 16, as: UInt32.self)
+            guard let vihl = f.u8(l3), vihl >> 4 == 4, let frag = f.u16(l3 + 6), let p = f.u8(l3 + 9),
+                  let s = f.u32(l3 + 12), let d = f.u32(l3 + 16)
             else { return ethernetHash(f, seed: seed) }
-            let (a, b) = s <= d ? (s, d) : (d, s)
-            h.mix(a); h.mix(b)
+            h.mix(min(s, d)); h.mix(max(s, d))
             proto = p
             if frag & 0x3FFF == 0 { l4 = l3 + Int(vihl & 0xF) * 4 }
-            h.swapPorts = s > d
+            swapPorts = s > d
         case 0x86DD:
-            guard let p = f.getInteger(at: l3 + 6, as: UInt8.self),
-                  let sh = f.getInteger(at: l3 + 8, as: UInt64.self), let sl = f.getInteger(at: l3 + 16, as: UInt64.self),
-                  let dh = f.getInteger(at: l3 + 24, as: UInt64.self), let dl = f.getInteger(at: l3 + 32, as: UInt64.self)
+            guard let p = f.u8(l3 + 6), let sh = f.u64(l3 + 8), let sl = f.u64(l3 + 16),
+                  let dh = f.u64(l3 + 24), let dl = f.u64(l3 + 32)
             else { return ethernetHash(f, seed: seed) }
             let srcFirst = (sh, sl) <= (dh, dl)
             let (ah, al, bh, bl) = srcFirst ? (sh, sl, dh, dl) : (dh, dl, sh, sl)
-            for w in [ah, al, bh, bl] { h.mix(UInt32(truncatingIfNeeded: w >> 32)); h.mix(UInt32(truncatingIfNeeded: w)) }
-            if let flow = f.getInteger(at: l3, as: UInt32.self) { h.mix(flow & 0xF_FFFF) }
+            h.mix(ah); h.mix(al); h.mix(bh); h.mix(bl)
             proto = p
             l4 = l3 + 40
-            h.swapPorts = !srcFirst
+            swapPorts = !srcFirst
         default:
             return ethernetHash(f, seed: seed)
         }
@@ -51,13 +49,12 @@ public enum FlowHash {
         if l4 >= 0 {
             switch proto {
             case 6, 17, 132, 136:  // TCP, UDP, SCTP, UDP-Lite: source and destination ports
-                if let sp = f.getInteger(at: l4, as: UInt16.self), let dp = f.getInteger(at: l4 + 2, as: UInt16.self) {
-                    let (a, b) = h.swapPorts ? (dp, sp) : (sp, dp)
+                if let sp = f.u16(l4), let dp = f.u16(l4 + 2) {
+                    let (a, b) = swapPorts ? (dp, sp) : (sp, dp)
                     ports = UInt32(a) << 16 | UInt32(b)
                 }
             case 1, 58:  // ICMP / ICMPv6 echo: the identifier, so requests and replies stay together
-                if let t = f.getInteger(at: l4, as: UInt8.self), [0, 8, 128, 129].contains(t),
-                   let id = f.getInteger(at: l4 + 4, as: UInt16.self) {
+                if let t = f.u8(l4), t == 0 || t == 8 || t == 128 || t == 129, let id = f.u16(l4 + 4) {
                     ports = UInt32(id)
                 }
             default:
@@ -75,18 +72,17 @@ public enum FlowHash {
         return UInt16((UInt64(hash) &* span) >> 32) + range.lowerBound
     }
 
-    static func ethernetHash(_ f: ByteBuffer, seed: UInt32) -> UInt32 {
+    static func ethernetHash(_ f: RawBytes, seed: UInt32) -> UInt32 {
         // Linux: jhash(eth->h_dest, 2 * ETH_ALEN, eth->h_proto) when the frame has no flow hash.
         var h = Mixer(seed: seed)
-        let i = f.readerIndex
-        for k in 0..<3 { h.mix(f.getInteger(at: i + 4 * k, as: UInt32.self) ?? 0) }
-        h.mix(UInt32(f.getInteger(at: i + 12, as: UInt16.self) ?? 0))
+        for k in 0..<3 { h.mix(f.u32(4 * k) ?? 0) }
+        h.mix(UInt32(f.u16(12) ?? 0))
         return h.finish()
     }
 
-    static func hashBytes(_ f: ByteBuffer, seed: UInt32) -> UInt32 {
+    static func hashBytes(_ f: RawBytes, seed: UInt32) -> UInt32 {
         var h = Mixer(seed: seed)
-        f.withUnsafeReadableBytes { for b in $0 { h.mix(UInt32(b)) } }
+        for i in 0..<f.count { h.mix(UInt32(f.u8(i)!)) }
         return h.finish()
     }
 
@@ -94,8 +90,11 @@ public enum FlowHash {
     struct Mixer {
         var state: UInt32
         var count: UInt32 = 0
-        var swapPorts = false
         init(seed: UInt32) { state = seed }
+        mutating func mix(_ w: UInt64) {
+            mix(UInt32(truncatingIfNeeded: w >> 32))
+            mix(UInt32(truncatingIfNeeded: w))
+        }
         mutating func mix(_ w: UInt32) {
             var k = w &* 0xCC9E_2D51
             k = (k << 15) | (k >> 17)

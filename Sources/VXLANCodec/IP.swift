@@ -72,14 +72,11 @@ public struct IPv4Header: Hashable, Sendable {
     public var isFragment: Bool { moreFragments || fragmentOffset != 0 }
 }
 
-extension ByteBuffer {
-    /// Reads an IPv4 header (RFC 791 section 3.1) and verifies its checksum; the payload is not consumed.
-    ///
-    /// Returns nil, reader index unchanged, if the buffer ends inside the header. Throws for a version
-    /// other than 4, an IHL under 5, a total length shorter than the header, or a bad checksum.
-    public mutating func readIPv4Header() throws(VXLANCodecError) -> IPv4Header? {
-        let i = readerIndex
-        guard let vihl = getInteger(at: i, as: UInt8.self) else { return nil }
+extension IPv4Header {
+    /// Parses the header at the start of `r` (options left empty; the caller slices them) and its length.
+    /// Nil if `r` ends inside the header; throws on a malformed header or a bad checksum.
+    static func parse(_ r: RawBytes) throws(VXLANCodecError) -> (IPv4Header, Int)? {
+        guard let vihl = r.u8(0) else { return nil }
         guard vihl >> 4 == 4 else {
             throw VXLANCodecError(.badIPVersion, "IP version \(vihl >> 4) where IPv4 was expected")
         }
@@ -87,26 +84,36 @@ extension ByteBuffer {
         guard hl >= 20 else {
             throw VXLANCodecError(.badLength, "IPv4 header length \(hl) bytes is under the minimum 20 (RFC 791 IHL >= 5)")
         }
-        guard readableBytes >= hl,
-              let tos = getInteger(at: i + 1, as: UInt8.self), let total = getInteger(at: i + 2, as: UInt16.self),
-              let ident = getInteger(at: i + 4, as: UInt16.self), let frag = getInteger(at: i + 6, as: UInt16.self),
-              let ttl = getInteger(at: i + 8, as: UInt8.self), let proto = getInteger(at: i + 9, as: UInt8.self),
-              let src = getInteger(at: i + 12, as: UInt32.self), let dst = getInteger(at: i + 16, as: UInt32.self)
+        guard let hdr = r.bytes(0, hl), let tos = r.u8(1), let total = r.u16(2), let ident = r.u16(4), let frag = r.u16(6),
+              let ttl = r.u8(8), let proto = r.u8(9), let src = r.u32(12), let dst = r.u32(16)
         else { return nil }
         guard Int(total) >= hl else {
             throw VXLANCodecError(.badLength, "IPv4 total length \(total) is shorter than its header (\(hl) bytes)")
         }
         var sum = InternetChecksum()
-        sum.add(buffer: self, at: i, length: hl)
+        sum.add(bytes: hdr)
         guard sum.verifies else {
             throw VXLANCodecError(.badIPv4Checksum, "IPv4 header checksum does not verify (\(IPv4Address(src)) -> \(IPv4Address(dst)))")
         }
-        let options = hl > 20 ? getSlice(at: i + 20, length: hl - 20)! : ByteBuffer()
         var h = IPv4Header(source: IPv4Address(src), destination: IPv4Address(dst), protocol: IPProtocol(rawValue: proto),
                            totalLength: total, ttl: ttl, tos: tos, identification: ident,
-                           dontFragment: frag & 0x4000 != 0, moreFragments: frag & 0x2000 != 0,
-                           fragmentOffset: frag & 0x1FFF, options: options)
+                           dontFragment: frag & 0x4000 != 0, moreFragments: frag & 0x2000 != 0, fragmentOffset: frag & 0x1FFF)
         h.reservedFlag = frag & 0x8000 != 0
+        return (h, hl)
+    }
+}
+
+extension ByteBuffer {
+    /// Reads an IPv4 header (RFC 791 section 3.1) and verifies its checksum; the payload is not consumed.
+    ///
+    /// Returns nil, reader index unchanged, if the buffer ends inside the header. Throws for a version
+    /// other than 4, an IHL under 5, a total length shorter than the header, or a bad checksum.
+    public mutating func readIPv4Header() throws(VXLANCodecError) -> IPv4Header? {
+        let r = withUnsafeReadableBytes { raw in
+            Result { () throws(VXLANCodecError) -> (IPv4Header, Int)? in try IPv4Header.parse(RawBytes(raw)) }
+        }
+        guard var (h, hl) = try r.get() else { return nil }
+        if hl > 20 { h.options = getSlice(at: readerIndex + 20, length: hl - 20)! }
         moveReaderIndex(forwardBy: hl)
         return h
     }
@@ -180,6 +187,21 @@ public struct IPv6Header: Hashable, Sendable {
     public static let length = 40
 }
 
+extension IPv6Header {
+    /// Parses the fixed header at the start of `r`: nil if short, throws if the version is not 6.
+    static func parse(_ r: RawBytes) throws(VXLANCodecError) -> IPv6Header? {
+        guard let first = r.u32(0) else { return nil }
+        guard first >> 28 == 6 else {
+            throw VXLANCodecError(.badIPVersion, "IP version \(first >> 28) where IPv6 was expected")
+        }
+        guard let plen = r.u16(4), let nh = r.u8(6), let hop = r.u8(7), let sh = r.u64(8), let sl = r.u64(16),
+              let dh = r.u64(24), let dl = r.u64(32) else { return nil }
+        return IPv6Header(source: IPv6Address(UInt128(sh) << 64 | UInt128(sl)), destination: IPv6Address(UInt128(dh) << 64 | UInt128(dl)),
+                          nextHeader: IPProtocol(rawValue: nh), payloadLength: plen, hopLimit: hop,
+                          trafficClass: UInt8(truncatingIfNeeded: first >> 20), flowLabel: first & 0xF_FFFF)
+    }
+}
+
 extension ByteBuffer {
     func getIPv6(at index: Int) -> IPv6Address? {
         guard let hi = getInteger(at: index, as: UInt64.self), let lo = getInteger(at: index + 8, as: UInt64.self) else { return nil }
@@ -195,19 +217,12 @@ extension ByteBuffer {
     ///
     /// Returns nil on a short buffer; throws if the version is not 6.
     public mutating func readIPv6Header() throws(VXLANCodecError) -> IPv6Header? {
-        let i = readerIndex
-        guard let first = getInteger(at: i, as: UInt32.self) else { return nil }
-        guard first >> 28 == 6 else {
-            throw VXLANCodecError(.badIPVersion, "IP version \(first >> 28) where IPv6 was expected")
+        let r = withUnsafeReadableBytes { raw in
+            Result { () throws(VXLANCodecError) -> IPv6Header? in try IPv6Header.parse(RawBytes(raw)) }
         }
-        guard readableBytes >= IPv6Header.length,
-              let plen = getInteger(at: i + 4, as: UInt16.self), let nh = getInteger(at: i + 6, as: UInt8.self),
-              let hop = getInteger(at: i + 7, as: UInt8.self),
-              let src = getIPv6(at: i + 8), let dst = getIPv6(at: i + 24) else { return nil }
+        guard let h = try r.get() else { return nil }
         moveReaderIndex(forwardBy: IPv6Header.length)
-        return IPv6Header(source: src, destination: dst, nextHeader: IPProtocol(rawValue: nh), payloadLength: plen,
-                          hopLimit: hop, trafficClass: UInt8(truncatingIfNeeded: first >> 20),
-                          flowLabel: first & 0xF_FFFF)
+        return h
     }
 
     /// Writes the IPv6 fixed header as given (40 bytes).

@@ -35,6 +35,12 @@ public struct VXLANHeader: Hashable, Sendable {
         self.reserved2 = reserved2
     }
 
+    /// The header from its 8 bytes read as one big-endian word.
+    init(word: UInt64) {
+        self.init(flags: UInt8(word >> 56), reserved1: UInt32(truncatingIfNeeded: word >> 32) & 0xFF_FFFF,
+                  vniValue: UInt32(truncatingIfNeeded: word >> 8) & 0xFF_FFFF, reserved2: UInt8(truncatingIfNeeded: word))
+    }
+
     /// The VNI, or nil for VNI 0.
     public var vni: VNI? { try? VNI(vniValue) }
 
@@ -59,10 +65,8 @@ extension ByteBuffer {
     /// `.badVXLANFlags` when the I flag is clear (then there is no VNI to speak of); other checks
     /// are `VXLANHeader.validate`'s.
     public mutating func readVXLANHeader() throws(VXLANCodecError) -> VXLANHeader? {
-        guard let w0 = getInteger(at: readerIndex, as: UInt32.self),
-              let w1 = getInteger(at: readerIndex + 4, as: UInt32.self) else { return nil }
-        let h = VXLANHeader(flags: UInt8(w0 >> 24), reserved1: w0 & 0xFF_FFFF, vniValue: w1 >> 8,
-                            reserved2: UInt8(truncatingIfNeeded: w1))
+        guard let word = getInteger(at: readerIndex, as: UInt64.self) else { return nil }
+        let h = VXLANHeader(word: word)
         guard h.flags & VXLANHeader.flagI != 0 else {
             throw VXLANCodecError(.badVXLANFlags, "VXLAN flags 0x\(String(h.flags, radix: 16)) lack the I bit (0x08, RFC 7348 section 5)")
         }
@@ -178,7 +182,7 @@ public struct VXLANEncapsulator: Hashable, Sendable {
         guard innerFrame.readableBytes >= 14 else {
             throw VXLANCodecError(.innerFrameTooShort, "inner frame of \(innerFrame.readableBytes) bytes is shorter than an Ethernet header (14)")
         }
-        return buffer.writeVXLANHeader(VXLANHeader(vni: vni)) + buffer.writeImmutableBuffer(innerFrame)
+        return buffer.writeInteger(UInt64(VXLANHeader.flagI) << 56 | UInt64(vni.value) << 8) + buffer.writeImmutableBuffer(innerFrame)
     }
 
     /// The UDP payload form in a new buffer.
@@ -202,34 +206,85 @@ public struct VXLANEncapsulator: Hashable, Sendable {
         }
         let udpLength = 8 + 8 + inner
         let sport = sourcePort(forInnerFrame: innerFrame)
-        let start = buffer.writerIndex
+        let vxlanWord = UInt64(VXLANHeader.flagI) << 56 | UInt64(vni.value) << 8  // RFC 7348 section 5 layout
+        // Sum of the inner frame for the UDP checksum, when there is one (headers are added below).
+        func innerSum() -> InternetChecksum {
+            var c = InternetChecksum()
+            innerFrame.withUnsafeReadableBytes { c.add(bytes: $0) }
+            return c
+        }
+        // All outer headers are written in one go into the buffer's memory, then the inner frame is copied.
         switch (source, destination) {
         case (.v4(let s), .v4(let d)):
-            guard 20 + udpLength <= 0xFFFF else {
-                throw VXLANCodecError(.tooLarge, "outer IPv4 packet of \(20 + udpLength) bytes exceeds 65535")
+            let total = 20 + udpLength
+            guard total <= 0xFFFF else {
+                throw VXLANCodecError(.tooLarge, "outer IPv4 packet of \(total) bytes exceeds 65535")
             }
-            buffer.writeIPv4Header(IPv4Header(source: s, destination: d, protocol: .udp, totalLength: UInt16(20 + udpLength),
-                                              ttl: ttl, tos: tos, identification: identification, dontFragment: dontFragment))
-            let u = buffer.writerIndex
-            buffer.writeUDPHeader(UDPHeader(sourcePort: sport, destinationPort: destinationPort, length: UInt16(udpLength)))
-            buffer.writeVXLANHeader(VXLANHeader(vni: vni))
+            let payloadSum: InternetChecksum? = ipv4UDPChecksum ? innerSum() : nil
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 36) { p in
+                // RFC 791 section 3.1: version 4, IHL 5.
+                p.put(UInt16(0x4500) | UInt16(tos), 0)
+                p.put(UInt16(total), 2)
+                p.put(identification, 4)
+                p.put(UInt16(dontFragment ? 0x4000 : 0), 6)
+                p.put(UInt16(ttl) << 8 | UInt16(IPProtocol.udp.rawValue), 8)
+                p.put(UInt16(0), 10)
+                p.put(s.value, 12)
+                p.put(d.value, 16)
+                var ck = InternetChecksum()
+                ck.add(bytes: UnsafeRawBufferPointer(rebasing: p[0..<20]))
+                p.put(ck.checksum, 10)
+                // RFC 768 header, then the VXLAN header.
+                p.put(sport, 20)
+                p.put(destinationPort, 22)
+                p.put(UInt16(udpLength), 24)
+                p.put(UInt16(0), 26)
+                p.put(vxlanWord, 28)
+                if var sum = payloadSum {
+                    var full = InternetChecksum.pseudoHeader(source: s, destination: d, protocol: IPProtocol.udp.rawValue, length: udpLength)
+                    full.add(bytes: UnsafeRawBufferPointer(rebasing: p[20..<36]))
+                    full.add(sum.foldedSum)
+                    sum = full
+                    let c = sum.checksum
+                    p.put(c == 0 ? 0xFFFF : c, 26)
+                }
+                return 36
+            }
             buffer.writeImmutableBuffer(innerFrame)
-            if ipv4UDPChecksum { buffer.fillUDPChecksum(at: u, length: udpLength, pseudoHeader: .v4(source: s, destination: d)) }
+            return total
         case (.v6(let s), .v6(let d)):
             guard udpLength <= 0xFFFF else {
                 throw VXLANCodecError(.tooLarge, "outer IPv6 payload of \(udpLength) bytes exceeds 65535")
             }
-            buffer.writeIPv6Header(IPv6Header(source: s, destination: d, nextHeader: .udp, payloadLength: UInt16(udpLength),
-                                              hopLimit: ttl, trafficClass: tos, flowLabel: flowLabel))
-            let u = buffer.writerIndex
-            buffer.writeUDPHeader(UDPHeader(sourcePort: sport, destinationPort: destinationPort, length: UInt16(udpLength)))
-            buffer.writeVXLANHeader(VXLANHeader(vni: vni))
+            let payloadSum = innerSum()
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 56) { p in
+                // RFC 8200 section 3: version 6, traffic class, flow label.
+                p.put(UInt32(6) << 28 | UInt32(tos) << 20 | (flowLabel & 0xF_FFFF), 0)
+                p.put(UInt16(udpLength), 4)
+                p.put(IPProtocol.udp.rawValue, 6)
+                p.put(ttl, 7)
+                p.put(UInt64(truncatingIfNeeded: s.value >> 64), 8)
+                p.put(UInt64(truncatingIfNeeded: s.value), 16)
+                p.put(UInt64(truncatingIfNeeded: d.value >> 64), 24)
+                p.put(UInt64(truncatingIfNeeded: d.value), 32)
+                p.put(sport, 40)
+                p.put(destinationPort, 42)
+                p.put(UInt16(udpLength), 44)
+                p.put(UInt16(0), 46)
+                p.put(vxlanWord, 48)
+                // RFC 8200 section 8.1: the checksum is mandatory and covers the pseudo-header.
+                var sum = InternetChecksum.pseudoHeader(source: s, destination: d, nextHeader: IPProtocol.udp.rawValue, length: udpLength)
+                sum.add(bytes: UnsafeRawBufferPointer(rebasing: p[40..<56]))
+                sum.add(payloadSum.foldedSum)
+                let c = sum.checksum
+                p.put(c == 0 ? 0xFFFF : c, 46)
+                return 56
+            }
             buffer.writeImmutableBuffer(innerFrame)
-            buffer.fillUDPChecksum(at: u, length: udpLength, pseudoHeader: .v6(source: s, destination: d))
+            return 40 + udpLength
         default:
             throw VXLANCodecError(.addressFamilyMismatch, "outer source \(source) and destination \(destination) are of different IP families")
         }
-        return buffer.writerIndex - start
     }
 
     /// The full outer packet in a new buffer.
@@ -270,6 +325,7 @@ public struct VXLANDecapsulator: Hashable, Sendable {
         guard let h = try b.readVXLANHeader() else {
             throw VXLANCodecError(.truncated, "VXLAN payload of \(udpPayload.readableBytes) bytes is shorter than the 8-byte header")
         }
+        try h.validate(strictReserved: strictReservedBits)
         try check(h)
         guard b.readableBytes >= 14 else {
             throw VXLANCodecError(.innerFrameTooShort, "inner frame of \(b.readableBytes) bytes is shorter than an Ethernet header (14)")
@@ -278,7 +334,6 @@ public struct VXLANDecapsulator: Hashable, Sendable {
     }
 
     private func check(_ h: VXLANHeader) throws(VXLANCodecError) {
-        try h.validate(strictReserved: strictReservedBits)
         guard h.vniValue != 0 else {
             throw VXLANCodecError(.vniMismatch, "VXLAN VNI 0 is not a valid network (1...16777215)")
         }
@@ -292,17 +347,39 @@ public struct VXLANDecapsulator: Hashable, Sendable {
     /// `destinationPort`, the UDP length and checksum (when present; mandatory over IPv6), then the
     /// VXLAN header and VNI. Bytes after the IP packet's length (link padding) are ignored.
     public func decapsulate(packet: ByteBuffer) throws(VXLANCodecError) -> VXLANPacket {
-        var b = packet
-        guard let first = b.getInteger(at: b.readerIndex, as: UInt8.self) else {
-            throw VXLANCodecError(.truncated, "empty packet")
+        // One pass over the raw bytes; only the inner frame (and any IPv4 options) become slices.
+        let r = packet.withUnsafeReadableBytes { raw in
+            Result { () throws(VXLANCodecError) -> ParsedPacket in try parse(RawBytes(raw)) }
         }
+        let parsed = try r.get()
+        var outer = parsed.outer
+        if case .v4(var h) = outer, parsed.ipHeaderLength > 20 {
+            h.options = packet.getSlice(at: packet.readerIndex + 20, length: parsed.ipHeaderLength - 20)!
+            outer = .v4(h)
+        }
+        let inner = packet.getSlice(at: packet.readerIndex + parsed.innerOffset, length: parsed.innerLength)!
+        return VXLANPacket(outer: outer, udp: parsed.udp, header: parsed.vxlan, innerFrame: inner)
+    }
+
+    private struct ParsedPacket {
+        var outer: OuterIPHeader
+        var ipHeaderLength: Int
+        var udp: UDPHeader
+        var vxlan: VXLANHeader
+        var innerOffset: Int
+        var innerLength: Int
+    }
+
+    private func parse(_ r: RawBytes) throws(VXLANCodecError) -> ParsedPacket {
+        guard let first = r.u8(0) else { throw VXLANCodecError(.truncated, "empty packet") }
         let outer: OuterIPHeader
         let pseudo: PseudoHeader
-        var udpBytes: ByteBuffer
+        let ipHeaderLength: Int
+        let udpLength: Int
         switch first >> 4 {
         case 4:
-            guard let h = try b.readIPv4Header() else {
-                throw VXLANCodecError(.truncated, "packet of \(packet.readableBytes) bytes ends inside its IPv4 header")
+            guard let (h, hl) = try IPv4Header.parse(r) else {
+                throw VXLANCodecError(.truncated, "packet of \(r.count) bytes ends inside its IPv4 header")
             }
             guard !h.isFragment else {
                 throw VXLANCodecError(.fragmented, "outer IPv4 packet is a fragment (offset \(h.fragmentOffset), MF \(h.moreFragments)); reassemble first or fix the underlay MTU")
@@ -310,51 +387,62 @@ public struct VXLANDecapsulator: Hashable, Sendable {
             guard h.protocol == .udp else {
                 throw VXLANCodecError(.notUDP, "outer IPv4 protocol \(h.protocol.rawValue) is not UDP (17)")
             }
-            guard let body = b.readSlice(length: Int(h.totalLength) - h.headerLength) else {
-                throw VXLANCodecError(.truncated, "IPv4 total length \(h.totalLength) exceeds the \(packet.readableBytes) bytes received")
+            guard Int(h.totalLength) <= r.count else {
+                throw VXLANCodecError(.truncated, "IPv4 total length \(h.totalLength) exceeds the \(r.count) bytes received")
             }
             outer = .v4(h)
             pseudo = .v4(source: h.source, destination: h.destination)
-            udpBytes = body
+            ipHeaderLength = hl
+            udpLength = Int(h.totalLength) - hl
         case 6:
-            guard let h = try b.readIPv6Header() else {
-                throw VXLANCodecError(.truncated, "packet of \(packet.readableBytes) bytes ends inside its IPv6 header")
+            guard let h = try IPv6Header.parse(r) else {
+                throw VXLANCodecError(.truncated, "packet of \(r.count) bytes ends inside its IPv6 header")
             }
             guard h.nextHeader == .udp else {
                 throw VXLANCodecError(.notUDP, "outer IPv6 next header \(h.nextHeader.rawValue) is not UDP (17); extension headers are not supported")
             }
-            guard let body = b.readSlice(length: Int(h.payloadLength)) else {
-                throw VXLANCodecError(.truncated, "IPv6 payload length \(h.payloadLength) exceeds the \(packet.readableBytes - 40) bytes received")
+            guard 40 + Int(h.payloadLength) <= r.count else {
+                throw VXLANCodecError(.truncated, "IPv6 payload length \(h.payloadLength) exceeds the \(r.count - 40) bytes received")
             }
             outer = .v6(h)
             pseudo = .v6(source: h.source, destination: h.destination)
-            udpBytes = body
+            ipHeaderLength = 40
+            udpLength = Int(h.payloadLength)
         default:
             throw VXLANCodecError(.badIPVersion, "IP version \(first >> 4) is neither 4 nor 6")
         }
-        let udpRegion = udpBytes
-        let udpLength = udpBytes.readableBytes
-        guard let u = try udpBytes.readUDPHeader() else {
+        let u = ipHeaderLength
+        guard udpLength >= 8, let sp = r.u16(u), let dp = r.u16(u + 2), let ulen = r.u16(u + 4), let ck = r.u16(u + 6) else {
             throw VXLANCodecError(.truncated, "IP payload of \(udpLength) bytes is shorter than a UDP header")
         }
-        guard Int(u.length) == udpLength else {
-            throw VXLANCodecError(.badLength, "UDP length \(u.length) does not match the \(udpLength) bytes the IP header gives")
+        let udp = UDPHeader(sourcePort: sp, destinationPort: dp, length: ulen, checksum: ck)
+        guard Int(ulen) == udpLength else {
+            throw VXLANCodecError(.badLength, "UDP length \(ulen) does not match the \(udpLength) bytes the IP header gives")
         }
-        guard u.destinationPort == destinationPort else {
-            throw VXLANCodecError(.wrongPort, "UDP destination port \(u.destinationPort) is not the VXLAN port \(destinationPort)")
+        guard dp == destinationPort else {
+            throw VXLANCodecError(.wrongPort, "UDP destination port \(dp) is not the VXLAN port \(destinationPort)")
         }
-        if u.checksum == 0 {
+        if ck == 0 {
             if pseudo.isV6 && !allowZeroIPv6UDPChecksum {
                 throw VXLANCodecError(.badUDPChecksum, "UDP checksum is zero over IPv6 (mandatory, RFC 8200 section 8.1)")
             }
         } else {
             var sum = pseudo.checksum(protocol: .udp, length: udpLength)
-            sum.add(buffer: udpRegion)
+            sum.add(bytes: r.bytes(u, udpLength)!)
             guard sum.verifies else {
-                throw VXLANCodecError(.badUDPChecksum, "outer UDP checksum 0x\(String(u.checksum, radix: 16)) does not verify (\(outer.source) -> \(outer.destination))")
+                throw VXLANCodecError(.badUDPChecksum, "outer UDP checksum 0x\(String(ck, radix: 16)) does not verify (\(outer.source) -> \(outer.destination))")
             }
         }
-        let f = try decapsulate(udpPayload: udpBytes)
-        return VXLANPacket(outer: outer, udp: u, header: f.header, innerFrame: f.innerFrame)
+        guard let word = r.u64(u + 8) else {
+            throw VXLANCodecError(.truncated, "UDP payload of \(udpLength - 8) bytes is shorter than the 8-byte VXLAN header")
+        }
+        let vx = VXLANHeader(word: word)
+        try vx.validate(strictReserved: strictReservedBits)
+        try check(vx)
+        let innerLength = udpLength - 16
+        guard innerLength >= 14 else {
+            throw VXLANCodecError(.innerFrameTooShort, "inner frame of \(innerLength) bytes is shorter than an Ethernet header (14)")
+        }
+        return ParsedPacket(outer: outer, ipHeaderLength: ipHeaderLength, udp: udp, vxlan: vx, innerOffset: u + 16, innerLength: innerLength)
     }
 }
