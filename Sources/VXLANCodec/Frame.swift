@@ -154,8 +154,8 @@ extension ByteBuffer {
     /// Reads an IPv6 packet (RFC 8200) of 40 + `payloadLength` bytes, decoding UDP and ICMPv6 when they
     /// directly follow the fixed header; anything else (including extension headers) is kept raw.
     ///
-    /// Returns nil if the buffer ends early; throws on a bad version, a zero payload length (jumbograms
-    /// are not supported), or a bad payload checksum.
+    /// Returns nil if the buffer ends early; throws on a bad version, a UDP/ICMPv6 payload too short for
+    /// its header (a zero payload length included: jumbograms are not supported), or a bad checksum.
     public mutating func readIPv6Packet() throws(VXLANCodecError) -> IPv6Packet? {
         var copy = self
         guard let h = try copy.readIPv6Header() else { return nil }
