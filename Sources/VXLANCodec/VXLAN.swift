@@ -109,9 +109,9 @@ public enum OuterIPHeader: Hashable, Sendable {
 /// A decapsulated VXLAN UDP payload: the header and the inner Ethernet frame (a slice, not a copy).
 public struct VXLANFrame: Hashable, Sendable {
     /// The VXLAN header.
-    public var header: VXLANHeader
+    public let header: VXLANHeader
     /// The inner Ethernet frame, without FCS.
-    public var innerFrame: ByteBuffer
+    public let innerFrame: ByteBuffer
 
     /// The VNI (validated non-zero by the decapsulator).
     public var vni: VNI { header.vni! }
@@ -120,13 +120,13 @@ public struct VXLANFrame: Hashable, Sendable {
 /// A decapsulated full VXLAN packet: outer IP and UDP headers, VXLAN header, inner frame (a slice).
 public struct VXLANPacket: Hashable, Sendable {
     /// The outer IP header.
-    public var outer: OuterIPHeader
+    public let outer: OuterIPHeader
     /// The outer UDP header.
-    public var udp: UDPHeader
+    public let udp: UDPHeader
     /// The VXLAN header.
-    public var header: VXLANHeader
+    public let header: VXLANHeader
     /// The inner Ethernet frame, without FCS.
-    public var innerFrame: ByteBuffer
+    public let innerFrame: ByteBuffer
 
     /// The VNI (validated non-zero by the decapsulator).
     public var vni: VNI { header.vni! }
