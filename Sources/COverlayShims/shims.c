@@ -15,6 +15,9 @@
 #include <linux/neighbour.h>
 #include <linux/nsfs.h>
 #include <linux/rtnetlink.h>
+#include <netlink/netlink.h>
+#include <netlink/msg.h>
+#include <netlink/route/route.h>
 
 // The kernel's struct ifreq layout that TUNSETIFF reads: name then a union (flags at offset 16).
 _Static_assert(sizeof(((struct ifreq *)0)->ifr_name) == IFNAMSIZ, "ifr_name is IFNAMSIZ bytes");
@@ -72,6 +75,17 @@ int ovl_tap_create(const char *name, int persistent, char *out_name, size_t out_
         return 0;
     }
     return fd;
+}
+
+int ovl_rtnl_route_delete(struct nl_sock *sock, struct rtnl_route *route) {
+    struct nl_msg *msg = NULL;
+    int err = rtnl_route_build_del_request(route, 0, &msg);
+    if (err < 0) return err;
+    struct rtmsg *rtm = nlmsg_data(nlmsg_hdr(msg));
+    rtm->rtm_scope = RT_SCOPE_NOWHERE;
+    rtm->rtm_protocol = RTPROT_UNSPEC;
+    // nl_send_sync sends, waits for the kernel's ACK or error, and frees the message.
+    return nl_send_sync(sock, msg);
 }
 
 const unsigned int ovl_iff_up = IFF_UP;

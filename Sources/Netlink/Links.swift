@@ -336,7 +336,13 @@ extension NetlinkSocket {
             try withObject(alloc, free: { rtnl_link_put($0) }, op) { link throws(NetlinkError) in
                 rtnl_link_set_name(link, name)
                 try configure(link, op, sock)
-                try nlCheck(rtnl_link_add(sock, link, NLM_F_CREATE | NLM_F_EXCL), op)
+                let rc = rtnl_link_add(sock, link, NLM_F_CREATE | NLM_F_EXCL)
+                if rc == -NLE_OPNOTSUPP {
+                    throw NetlinkError(
+                        .unsupported, operation: op,
+                        reason: "this kernel has no '\(kind)' link type (built without it, or its module is not loaded)")
+                }
+                try nlCheck(rc, op)
             }
         }
     }

@@ -80,7 +80,8 @@ extension NetlinkSocket {
         }
     }
 
-    /// The IPv4/IPv6 neighbour entries that have a MAC address, on `device` or on every device.
+    /// The IPv4/IPv6 neighbour entries that have a MAC address, on `device` or on every device;
+    /// like `ip neigh show`, without the NOARP entries the kernel makes for multicast addresses.
     public func neighbors(device: String? = nil) throws(NetlinkError) -> [Neighbor] {
         let op = "list neighbours\(device.map { " on " + $0 } ?? "")\(inNamespace)"
         return try withSocket { sock throws(NetlinkError) in
@@ -95,7 +96,10 @@ extension NetlinkSocket {
                 guard let ip = ipAddress(rtnl_neigh_get_dst(n)), let mac = macAddress(rtnl_neigh_get_lladdr(n)),
                       let name = names[ifindex]
                 else { return }
-                let permanent = rtnl_neigh_get_state(n) & ovl_nud_permanent != 0
+                let state = rtnl_neigh_get_state(n)
+                // Like `ip neigh show`: no NOARP entries (multicast, loopback), which the kernel makes itself.
+                if state & ovl_nud_noarp != 0 { return }
+                let permanent = state & ovl_nud_permanent != 0
                 result.append(Neighbor(address: ip, mac: mac, device: name, permanent: permanent))
             }
             return result.sorted { ($0.device, $0.address) < ($1.device, $1.address) }
@@ -146,7 +150,20 @@ extension NetlinkSocket {
         return try withSocket { sock throws(NetlinkError) in
             let index = try self.index(of: device, sock, for: op)
             var result: [FDBEntry] = []
-            try forEachObject(sock, op, alloc: { rtnl_neigh_alloc_cache($0, $1) }) { n in
+            // A plain neighbour dump (AF_UNSPEC) has no FDB entries: dump family AF_BRIDGE.
+            try forEachObject(sock, op, alloc: { sock, result in
+                var cache: OpaquePointer?
+                var rc = nl_cache_alloc_name("route/neigh", &cache)
+                guard rc >= 0, let cache else { return rc }
+                nl_cache_set_arg1(cache, ovl_af_bridge)
+                rc = nl_cache_refill(sock, cache)
+                if rc < 0 {
+                    nl_cache_free(cache)
+                    return rc
+                }
+                result.pointee = cache
+                return 0
+            }) { n in
                 guard rtnl_neigh_get_family(n) == ovl_af_bridge, Int32(rtnl_neigh_get_ifindex(n)) == index,
                       let mac = macAddress(rtnl_neigh_get_lladdr(n))
                 else { return }

@@ -231,12 +231,11 @@ public final class NetworkNamespace: @unchecked Sendable {
                 || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9"))
                 || c == UInt8(ascii: ".") || c == UInt8(ascii: "_") || c == UInt8(ascii: "-") || c == UInt8(ascii: "/")
         }
-        let parts = key.split(separator: "/", omittingEmptySubsequences: false)
-        guard !key.isEmpty, allowed, !key.hasPrefix("/"), !parts.contains(where: { $0 == ".." || $0 == "." || $0.isEmpty })
-        else {
+        let relative = key.contains("/") ? key : key.replacingDots()
+        let parts = relative.split(separator: "/", omittingEmptySubsequences: false)
+        guard !key.isEmpty, allowed, !parts.contains(where: { $0 == ".." || $0 == "." || $0.isEmpty }) else {
             throw NetlinkError.invalid(op, "'\(key)' is not a sysctl name (like net.ipv4.ip_forward or net/ipv4/conf/eth0.5/forwarding)")
         }
-        let relative = key.contains("/") ? key : key.replacingDots()
         return "/proc/sys/" + relative
     }
 

@@ -47,17 +47,18 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
 extension NetlinkSocket {
     /// Adds `route` (`ip route add`); `.exists` when a route for the destination is there already.
     public func addRoute(_ route: Route) throws(NetlinkError) {
-        try changeRoute(route, "add route \(route)") { sock, r in rtnl_route_add(sock, r, NLM_F_EXCL) }
+        try changeRoute(route, "add route \(route)", needsNextHop: true) { sock, r in rtnl_route_add(sock, r, NLM_F_EXCL) }
     }
 
     /// Adds `route` or replaces the route for the same destination (`ip route replace`).
     public func replaceRoute(_ route: Route) throws(NetlinkError) {
-        try changeRoute(route, "replace route \(route)") { sock, r in rtnl_route_add(sock, r, NLM_F_REPLACE) }
+        try changeRoute(route, "replace route \(route)", needsNextHop: true) { sock, r in rtnl_route_add(sock, r, NLM_F_REPLACE) }
     }
 
-    /// Deletes `route` (`ip route del`); gateway and device narrow the match when given.
+    /// Deletes `route` (`ip route del`), whoever added it; gateway and device narrow the match when
+    /// given.
     public func deleteRoute(_ route: Route) throws(NetlinkError) {
-        try changeRoute(route, "delete route \(route)") { sock, r in rtnl_route_delete(sock, r, 0) }
+        try changeRoute(route, "delete route \(route)") { sock, r in ovl_rtnl_route_delete(sock, r) }
     }
 
     /// The unicast routes in `table`, optionally of one family, with device names resolved.
@@ -96,13 +97,13 @@ extension NetlinkSocket {
     }
 
     private func changeRoute(
-        _ route: Route, _ what: String, _ send: (OpaquePointer, OpaquePointer) -> Int32
+        _ route: Route, _ what: String, needsNextHop: Bool = false, _ send: (OpaquePointer, OpaquePointer) -> Int32
     ) throws(NetlinkError) {
         let op = what + inNamespace
         guard let family = route.family else {
             throw NetlinkError.invalid(op, "a default route needs a gateway to say its family")
         }
-        if route.gateway == nil && route.device == nil {
+        if needsNextHop && route.gateway == nil && route.device == nil {
             throw NetlinkError.invalid(op, "a route needs a gateway, a device or both")
         }
         if let gateway = route.gateway, gateway.family != family {
@@ -119,6 +120,10 @@ extension NetlinkSocket {
                 try nlCheck(rtnl_route_set_dst(r, dst), op)
                 rtnl_route_set_table(r, route.table)
                 try nlCheck(rtnl_route_set_type(r, ovl_rtn_unicast), op)
+                if route.gateway == nil && route.device == nil {
+                    try nlCheck(send(sock, r), op)
+                    return
+                }
                 guard let nh = rtnl_route_nh_alloc() else {
                     throw NetlinkError(.system, operation: op, reason: "libnl could not allocate a next hop (out of memory)")
                 }

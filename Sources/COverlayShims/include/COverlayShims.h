@@ -35,6 +35,17 @@ int32_t ovl_gettid(void);
 /// Returns -errno on failure.
 int ovl_tap_create(const char *name, int persistent, char *out_name, size_t out_len);
 
+// ---- libnl gaps ----
+
+struct nl_sock;
+struct rtnl_route;
+
+/// Deletes the route described by `route` the way `ip route del` does: libnl always guesses a
+/// scope (link scope when no gateway is given) and sends protocol "static", and the kernel then only
+/// deletes a route with that scope and protocol. This sends RT_SCOPE_NOWHERE and protocol 0
+/// ("any") instead. Returns 0 or a negative libnl error code.
+int ovl_rtnl_route_delete(struct nl_sock *sock, struct rtnl_route *route);
+
 // ---- Constants that arrive as macros or enums Swift does not see everywhere ----
 
 /// IFF_UP from <net/if.h>.
