@@ -1,1 +1,102 @@
+#define _GNU_SOURCE
 #include "COverlayShims.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+#include <linux/neighbour.h>
+#include <linux/nsfs.h>
+#include <linux/rtnetlink.h>
+#include <netlink/netlink.h>
+#include <netlink/msg.h>
+#include <netlink/route/route.h>
+
+// The kernel's struct ifreq layout that TUNSETIFF reads: name then a union (flags at offset 16).
+_Static_assert(sizeof(((struct ifreq *)0)->ifr_name) == IFNAMSIZ, "ifr_name is IFNAMSIZ bytes");
+_Static_assert(offsetof(struct ifreq, ifr_flags) == IFNAMSIZ, "ifr_flags follows the name");
+_Static_assert(sizeof(struct ifreq) == 40, "struct ifreq is 40 bytes on Linux");
+_Static_assert(IFNAMSIZ == 16, "IFNAMSIZ is 16 on Linux");
+
+int ovl_unshare_net(void) { return unshare(CLONE_NEWNET) == 0 ? 0 : -errno; }
+
+int ovl_setns_net(int fd) { return setns(fd, CLONE_NEWNET) == 0 ? 0 : -errno; }
+
+int ovl_is_net_namespace(int fd) {
+    int type = ioctl(fd, NS_GET_NSTYPE);
+    if (type < 0) return errno == ENOTTY || errno == EINVAL ? 0 : -errno;
+    return type == CLONE_NEWNET ? 1 : 0;
+}
+
+int ovl_bind_mount(const char *source, const char *target, int recursive) {
+    unsigned long flags = MS_BIND | (recursive ? MS_REC : 0);
+    return mount(source, target, "none", flags, NULL) == 0 ? 0 : -errno;
+}
+
+int ovl_make_shared(const char *path) {
+    return mount("", path, "none", MS_SHARED | MS_REC, NULL) == 0 ? 0 : -errno;
+}
+
+int ovl_umount_detach(const char *path) { return umount2(path, MNT_DETACH) == 0 ? 0 : -errno; }
+
+int32_t ovl_gettid(void) { return (int32_t)syscall(SYS_gettid); }
+
+int ovl_tap_create(const char *name, int persistent, char *out_name, size_t out_len) {
+    if (name == NULL || strlen(name) >= IFNAMSIZ) return -EINVAL;
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, (void *)&ifr) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    if (out_name != NULL && out_len > 0) {
+        strncpy(out_name, ifr.ifr_name, out_len - 1);
+        out_name[out_len - 1] = 0;
+    }
+    if (persistent) {
+        if (ioctl(fd, TUNSETPERSIST, 1) < 0) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
+        close(fd);
+        return 0;
+    }
+    return fd;
+}
+
+int ovl_rtnl_route_delete(struct nl_sock *sock, struct rtnl_route *route) {
+    struct nl_msg *msg = NULL;
+    int err = rtnl_route_build_del_request(route, 0, &msg);
+    if (err < 0) return err;
+    struct rtmsg *rtm = nlmsg_data(nlmsg_hdr(msg));
+    rtm->rtm_scope = RT_SCOPE_NOWHERE;
+    rtm->rtm_protocol = RTPROT_UNSPEC;
+    // nl_send_sync sends, waits for the kernel's ACK or error, and frees the message.
+    return nl_send_sync(sock, msg);
+}
+
+const unsigned int ovl_iff_up = IFF_UP;
+const int ovl_nud_permanent = NUD_PERMANENT;
+const int ovl_nud_noarp = NUD_NOARP;
+const int ovl_nud_reachable = NUD_REACHABLE;
+const unsigned int ovl_ntf_self = NTF_SELF;
+const unsigned int ovl_ntf_master = NTF_MASTER;
+const unsigned int ovl_rtnh_f_onlink = RTNH_F_ONLINK;
+const uint32_t ovl_rt_table_main = RT_TABLE_MAIN;
+const uint8_t ovl_rtn_unicast = RTN_UNICAST;
+const int ovl_af_bridge = AF_BRIDGE;
+const int ovl_af_llc = AF_LLC;
+const int ovl_ifnamsiz = IFNAMSIZ;

@@ -2,6 +2,75 @@
 #define COVERLAYSHIMS_H
 // C shims for what Swift cannot import directly (macros, unions, variadics). Every name here is
 // prefixed `ovl_`. Mirrored structs carry _Static_asserts in the .c file.
+//
+// Conventions: functions that wrap a system call return >= 0 on success and -errno on failure,
+// so the Swift side turns every failure into an error in one place without reading errno later.
 #include <stdint.h>
+#include <stddef.h>
+
+// ---- Namespaces (sched.h / sys/mount.h need _GNU_SOURCE or are macros) ----
+
+/// Puts the calling thread into a new, empty network namespace (unshare(CLONE_NEWNET)).
+int ovl_unshare_net(void);
+/// Moves the calling thread into the network namespace behind `fd` (setns(fd, CLONE_NEWNET)).
+int ovl_setns_net(int fd);
+/// Whether `fd` is a network namespace handle (an nsfs file whose NS_GET_NSTYPE is CLONE_NEWNET):
+/// 1 yes, 0 no, -errno when it cannot be asked.
+int ovl_is_net_namespace(int fd);
+/// Bind-mounts `source` onto `target` (mount(source, target, "none", MS_BIND, NULL)).
+int ovl_bind_mount(const char *source, const char *target, int recursive);
+/// Marks the mount at `path` shared, recursively (mount("", path, "none", MS_SHARED|MS_REC)).
+int ovl_make_shared(const char *path);
+/// Lazily unmounts `path` (umount2(path, MNT_DETACH)).
+int ovl_umount_detach(const char *path);
+/// The kernel thread ID of the calling thread.
+int32_t ovl_gettid(void);
+
+// ---- TUN/TAP (TUNSETIFF takes a union-bearing struct ifreq) ----
+
+/// Creates (or attaches to) TAP device `name` in the calling thread's network namespace with
+/// IFF_TAP|IFF_NO_PI. Writes the kernel's name into `out_name` (at least 16 bytes). When
+/// `persistent` is non-zero the device is made persistent (TUNSETPERSIST) and the fd is closed:
+/// returns 0. Otherwise returns the fd owning the device (closing it deletes the device).
+/// Returns -errno on failure.
+int ovl_tap_create(const char *name, int persistent, char *out_name, size_t out_len);
+
+// ---- libnl gaps ----
+
+struct nl_sock;
+struct rtnl_route;
+
+/// Deletes the route described by `route` the way `ip route del` does: libnl always guesses a
+/// scope (link scope when no gateway is given) and sends protocol "static", and the kernel then only
+/// deletes a route with that scope and protocol. This sends RT_SCOPE_NOWHERE and protocol 0
+/// ("any") instead. Returns 0 or a negative libnl error code.
+int ovl_rtnl_route_delete(struct nl_sock *sock, struct rtnl_route *route);
+
+// ---- Constants that arrive as macros or enums Swift does not see everywhere ----
+
+/// IFF_UP from <net/if.h>.
+extern const unsigned int ovl_iff_up;
+/// NUD_PERMANENT from <linux/neighbour.h>.
+extern const int ovl_nud_permanent;
+/// NUD_REACHABLE from <linux/neighbour.h>.
+extern const int ovl_nud_reachable;
+/// NUD_NOARP from <linux/neighbour.h>.
+extern const int ovl_nud_noarp;
+/// NTF_SELF from <linux/neighbour.h>.
+extern const unsigned int ovl_ntf_self;
+/// NTF_MASTER from <linux/neighbour.h>.
+extern const unsigned int ovl_ntf_master;
+/// RTNH_F_ONLINK from <linux/rtnetlink.h>.
+extern const unsigned int ovl_rtnh_f_onlink;
+/// RT_TABLE_MAIN from <linux/rtnetlink.h>.
+extern const uint32_t ovl_rt_table_main;
+/// RTN_UNICAST from <linux/rtnetlink.h>.
+extern const uint8_t ovl_rtn_unicast;
+/// AF_BRIDGE / PF_BRIDGE.
+extern const int ovl_af_bridge;
+/// AF_LLC (libnl's family for link-layer addresses).
+extern const int ovl_af_llc;
+/// IFNAMSIZ (16, including the terminating zero).
+extern const int ovl_ifnamsiz;
 
 #endif
