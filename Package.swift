@@ -63,7 +63,7 @@ let package = Package(
         .target(name: "ClusterControl", dependencies: [
             "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "Ingress", "GWBridge",
         ]),
-        .target(name: "OverlayTestKit", dependencies: ["OverlayModel", "Netlink"]),
+        .target(name: "OverlayTestKit", dependencies: ["OverlayModel", "Netlink", "COverlayShims"]),
 
         // Thin executables.
         .executableTarget(name: "overlayd", dependencies: ["ClusterControl", argumentParser, logging]),

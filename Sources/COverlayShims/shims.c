@@ -100,3 +100,31 @@ const uint8_t ovl_rtn_unicast = RTN_UNICAST;
 const int ovl_af_bridge = AF_BRIDGE;
 const int ovl_af_llc = AF_LLC;
 const int ovl_ifnamsiz = IFNAMSIZ;
+
+// ---- Packet capture ----
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+#include <errno.h>
+#include <string.h>
+
+int ovl_packet_socket(const char *ifname) {
+    unsigned int index = if_nametoindex(ifname);
+    if (index == 0) return -errno;
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    if (fd < 0) return -errno;
+    struct sockaddr_ll sll;
+    memset(&sll, 0, sizeof sll);
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = htons(ETH_P_ALL);
+    sll.sll_ifindex = (int)index;
+    if (bind(fd, (struct sockaddr *)&sll, sizeof sll) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}

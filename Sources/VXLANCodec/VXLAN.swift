@@ -309,13 +309,19 @@ public struct VXLANDecapsulator: Hashable, Sendable {
     public var strictReservedBits: Bool
     /// Accept a zero UDP checksum over IPv6 (RFC 6935/6936; Linux's `udp6zerocsumrx`). Off by default.
     public var allowZeroIPv6UDPChecksum: Bool
+    /// Verify a non-zero outer UDP checksum (full packet form). On by default; turn it off only for
+    /// packets captured on the sending side of a device with checksum offload (a veth, a NIC),
+    /// where the kernel has written just the pseudo-header sum and the device would finish it.
+    public var verifyUDPChecksum: Bool
 
     /// Makes a decapsulator.
-    public init(vni: VNI?, destinationPort: UInt16 = 4789, strictReservedBits: Bool = true, allowZeroIPv6UDPChecksum: Bool = false) {
+    public init(vni: VNI?, destinationPort: UInt16 = 4789, strictReservedBits: Bool = true,
+                allowZeroIPv6UDPChecksum: Bool = false, verifyUDPChecksum: Bool = true) {
         self.vni = vni
         self.destinationPort = destinationPort
         self.strictReservedBits = strictReservedBits
         self.allowZeroIPv6UDPChecksum = allowZeroIPv6UDPChecksum
+        self.verifyUDPChecksum = verifyUDPChecksum
     }
 
     /// Decapsulates the UDP payload form (what a UDP socket receives): VXLAN header + inner frame.
@@ -426,7 +432,7 @@ public struct VXLANDecapsulator: Hashable, Sendable {
             if pseudo.isV6 && !allowZeroIPv6UDPChecksum {
                 throw VXLANCodecError(.badUDPChecksum, "UDP checksum is zero over IPv6 (mandatory, RFC 8200 section 8.1)")
             }
-        } else {
+        } else if verifyUDPChecksum {
             var sum = pseudo.checksum(protocol: .udp, length: udpLength)
             sum.add(bytes: r.bytes(u, udpLength)!)
             guard sum.verifies else {

@@ -35,6 +35,12 @@ int32_t ovl_gettid(void);
 /// Returns -errno on failure.
 int ovl_tap_create(const char *name, int persistent, char *out_name, size_t out_len);
 
+// ---- Packet capture (sockaddr_ll lives in <linux/if_packet.h>, which Glibc's module lacks) ----
+
+/// Opens a non-blocking AF_PACKET/SOCK_RAW socket for every protocol (ETH_P_ALL), bound to
+/// interface `ifname` of the calling thread's network namespace. Returns the fd or -errno.
+int ovl_packet_socket(const char *ifname);
+
 // ---- libnl gaps ----
 
 struct nl_sock;
