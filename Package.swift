@@ -59,7 +59,7 @@ let package = Package(
         .target(name: "GWBridge", dependencies: ["OverlayModel", "Netlink", "PacketFilter"]),
         .target(name: "Ingress", dependencies: ["OverlayModel", "Netlink", "PacketFilter"]),
         .target(name: "Discovery", dependencies: ["OverlayModel"]),
-        .target(name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys"]),
+        .target(name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys", logging]),
         .target(name: "ClusterControl", dependencies: [
             "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "Ingress", "GWBridge",
         ]),
@@ -75,6 +75,9 @@ let package = Package(
             dependencies: ["OverlayModel", "IPAM", "VXLANCodec", "Netlink", "OverlayTestKit", nioCore],
             path: "Examples/ThreeHostOverlay"),
         .executableTarget(
+            name: "two-host-overlay", dependencies: ["OverlayModel", "IPAM", "OverlayDriver", "OverlayTestKit"],
+            path: "Examples/TwoHostOverlay"),
+        .executableTarget(
             name: "overlay-bench", dependencies: ["OverlayModel", "VXLANCodec", "IPAM", "Netlink", nioCore],
             path: "Benchmarks/OverlayBench"),
 
@@ -85,6 +88,8 @@ let package = Package(
             resources: [.copy("Vectors")]),
         .testTarget(name: "IPAMTests", dependencies: ["IPAM", "OverlayModel"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "OverlayModel", "OverlayTestKit"]),
+        .testTarget(
+            name: "OverlayDriverTests", dependencies: ["OverlayDriver", "OverlayModel", "IPAM", "Netlink", "OverlayTestKit"]),
         .testTarget(name: "OverlayCryptoTests", dependencies: ["OverlayCrypto"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto", nioCore, nioPosix]),
     ]

@@ -1,0 +1,1 @@
+print("two-host-overlay: arrives with the data-plane issue")
