@@ -139,6 +139,12 @@ public final class NetworkNamespace: @unchecked Sendable {
     /// Deletes every handle in `handleDirectory`, undoes the directory's own bind mount and removes
     /// it. For a daemon's state directory or a test's temporary directory, not `/run/netns`.
     public static func removeHandleDirectory(_ handleDirectory: String) throws(NetlinkError) {
+        let trimmed = handleDirectory.hasSuffix("/") ? String(handleDirectory.dropLast()) : handleDirectory
+        guard trimmed != defaultHandleDirectory, !trimmed.isEmpty else {
+            throw NetlinkError.invalid(
+                "remove namespace directory \(handleDirectory)",
+                "refusing to remove the shared \(defaultHandleDirectory); delete single namespaces with delete(named:)")
+        }
         for name in list(handleDirectory: handleDirectory) {
             try delete(named: name, handleDirectory: handleDirectory)
         }

@@ -102,6 +102,23 @@ struct LinkTests {
         try sock.deleteLink(named: "vxlan4096")
     }
 
+    @Test func vxlanCreatedInHostThenMovedIntoSandbox() throws {
+        let lab = try TestNamespaces()
+        defer { lab.cleanup() }
+        let (_, host) = try lab.make()
+        let (sandboxNS, sandbox) = try lab.make()
+        try host.createVXLAN(named: "vx-move", options: VXLANOptions(vni: try VNI(4100)))
+        try host.moveLink("vx-move", to: sandboxNS)
+        try sandbox.createBridge(named: "br-ov")
+        try sandbox.setMaster("br-ov", of: "vx-move")
+        try sandbox.setUp("vx-move")
+        let moved = try sandbox.link(named: "vx-move")
+        #expect(moved.vni == (try VNI(4100)))
+        #expect(moved.masterIndex == (try sandbox.link(named: "br-ov").index))
+        #expect(moved.isUp)
+        #expect(throws: NetlinkError.self) { try host.link(named: "vx-move") }
+    }
+
     @Test func vethWithPeerInAnotherNamespaceAndPing() throws {
         let lab = try TestNamespaces()
         defer { lab.cleanup() }

@@ -62,6 +62,10 @@ struct NamespaceTests {
             try NetworkNamespace.open(named: "ovlt-nl-missing", handleDirectory: lab.directory)
         }
         #expect(missing?.code == .notFound)
+        let noProcess = #expect(throws: NetlinkError.self) { try NetworkNamespace.open(pid: Int32.max) }
+        #expect(noProcess?.code == .notFound)
+        let shared = #expect(throws: NetlinkError.self) { try NetworkNamespace.removeHandleDirectory("/run/netns/") }
+        #expect(shared?.code == .invalidArgument)
     }
 
     @Test func runPassesResultsAndErrorsThrough() throws {
