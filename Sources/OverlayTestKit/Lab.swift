@@ -1,4 +1,3 @@
-import Foundation
 import Netlink
 import OverlayModel
 
@@ -128,27 +127,7 @@ public final class Lab: @unchecked Sendable {
 
     /// Runs a command and returns its exit status and combined output, killing it after `timeout`.
     public static func run(_ command: [String], timeout: Double = 30) throws -> CommandResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = command
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let deadline = DispatchTime.now() + timeout
-        let reader = DispatchQueue(label: "lab.run.reader")
-        nonisolated(unsafe) var data = Data()
-        let done = DispatchSemaphore(value: 0)
-        reader.async {
-            data = pipe.fileHandleForReading.readDataToEndOfFile()
-            done.signal()
-        }
-        if done.wait(timeout: deadline) == .timedOut {
-            process.terminate()
-            done.wait()
-        }
-        process.waitUntilExit()
-        return CommandResult(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+        try Command.run(command, timeout: timeout)
     }
 }
 

@@ -1,0 +1,61 @@
+import Glibc
+
+/// Runs programs for tests, demos and benchmarks: posix_spawn and waitpid directly, so it neither
+/// depends on how the caller set up SIGCHLD (Foundation's Process can hang when it is blocked) nor
+/// pays Process's start-up cost (about 50 ms a start measured here, against ~1 ms).
+public enum Command {
+    /// Runs `arguments` (the program found on PATH), with standard input from /dev/null, and
+    /// returns its exit status (128 + signal when killed) and its standard output and error
+    /// interleaved. The program is killed (SIGKILL) once `timeout` seconds have passed.
+    public static func run(_ arguments: [String], timeout: Double = 30) throws -> CommandResult {
+        guard let program = arguments.first else { throw LabError("no command to run") }
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw LabError("pipe: \(String(cString: strerror(errno)))") }
+        // Close-on-exec so other children spawned meanwhile do not hold the write end open.
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var pid: pid_t = 0
+        let rc = posix_spawnp(&pid, program, &actions, nil, argv, environ)
+        close(fds[1])
+        defer { close(fds[0]) }
+        guard rc == 0 else { throw LabError("could not start \(program): \(String(cString: strerror(rc)))") }
+
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        var deadline = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &deadline)
+        let end = Double(deadline.tv_sec) + Double(deadline.tv_nsec) / 1e9 + timeout
+        var killed = false
+        while true {
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            let left = end - (Double(now.tv_sec) + Double(now.tv_nsec) / 1e9)
+            if left <= 0 && !killed {
+                kill(pid, SIGKILL)
+                killed = true
+            }
+            var pfd = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
+            let ready = poll(&pfd, 1, killed ? 1000 : Int32(min(left, 1) * 1000) + 1)
+            if ready < 0 && errno == EINTR { continue }
+            if ready == 0 { if killed { break } else { continue } }
+            let n = buffer.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            output += buffer[0..<n]
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exitCode: Int32 = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+        var text = String(decoding: output, as: UTF8.self)
+        if killed { text += "\n[killed after \(timeout) s]" }
+        return CommandResult(status: exitCode, output: text)
+    }
+}

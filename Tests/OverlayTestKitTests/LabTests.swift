@@ -1,0 +1,54 @@
+import Glibc
+import Netlink
+import OverlayModel
+import OverlayTestKit
+import Testing
+
+let isRoot = getuid() == 0
+
+@Suite struct LabTests {
+    @Test(.enabled(if: isRoot, "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) to create network namespaces"))
+    func hostsReachEachOtherAndTeardownRemovesEverything() throws {
+        let name = "ovlt-lab\(UInt16.random(in: 0...0xFFFF))"
+        let lab = try Lab.create(name: name, hosts: 3)
+        defer { lab.destroy() }
+        #expect(lab.hosts.map(\.address.description) == ["198.18.0.1", "198.18.0.2", "198.18.0.3"])
+        #expect(lab.hosts.allSatisfy { Lab.underlay.contains(.v4($0.address)) })
+        let ping = try lab.run(["ping", "-c1", "-W2", "198.18.0.3"], on: lab.hosts[0])
+        #expect(ping.succeeded, "\(ping.output)")
+        // No host has a route off the lab: the machine's uplink is unreachable from inside.
+        let off = try lab.run(["ping", "-c1", "-W1", "192.0.2.1"], on: lab.hosts[0])
+        #expect(!off.succeeded)
+        #expect(off.output.contains("unreachable"), "\(off.output)")
+        let extra = try lab.makeNamespace("c1")
+        #expect(extra.name == "\(name)-c1")
+        let names = NetworkNamespace.list().filter { $0.hasPrefix(name + "-") }
+        #expect(Set(names) == ["\(name)-sw", "\(name)-h1", "\(name)-h2", "\(name)-h3", "\(name)-c1"])
+        lab.destroy()
+        #expect(NetworkNamespace.list().filter { $0.hasPrefix(name + "-") }.isEmpty)
+    }
+
+    @Test(.enabled(if: isRoot, "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) to create network namespaces"))
+    func leftoversOfACrashedRunAreRemovedOnCreate() throws {
+        let name = "ovlt-lab\(UInt16.random(in: 0...0xFFFF))"
+        _ = try NetworkNamespace.create(named: "\(name)-stale")
+        let lab = try Lab.create(name: name, hosts: 1)
+        defer { lab.destroy() }
+        #expect(!NetworkNamespace.list().contains("\(name)-stale"))
+    }
+
+    @Test func refusesBadLabs() {
+        #expect(throws: LabError.self) { try Lab.create(name: "mylab", hosts: 2) }
+        #expect(throws: LabError.self) { try Lab.create(name: "ovlt-x", hosts: 0) }
+    }
+
+    @Test func commandReportsStatusOutputAndTimeout() throws {
+        let ok = try Command.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+        #expect(ok.status == 3)
+        #expect(ok.output.contains("out") && ok.output.contains("err"))
+        let slow = try Command.run(["sleep", "10"], timeout: 0.3)
+        #expect(slow.status == 128 + SIGKILL)
+        #expect(slow.output.contains("killed after"))
+        #expect(throws: LabError.self) { try Command.run(["/nonexistent/program"]) }
+    }
+}
