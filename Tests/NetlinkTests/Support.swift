@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Netlink
 import OverlayModel
+import OverlayTestKit
 import Testing
 
 /// Whether the tests can touch the kernel: namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN.
@@ -41,41 +42,12 @@ final class TestNamespaces {
     }
 }
 
-/// Runs a program (found on PATH) and returns its exit status and combined output. posix_spawn and
-/// waitpid directly: no dependence on how the test runner set up SIGCHLD.
+/// Runs a program (found on PATH) and returns its exit status and combined output (through
+/// OverlayTestKit's posix_spawn runner: no dependence on how the test runner set up SIGCHLD).
 @discardableResult
 func shell(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    var fds: [Int32] = [-1, -1]
-    guard pipe(&fds) == 0 else { throw NetlinkError(.system, operation: "pipe", reason: "failed") }
-    _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-    _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-    let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-    defer { for a in argv { free(a) } }
-    var pid: pid_t = 0
-    let rc = posix_spawnp(&pid, arguments[0], &actions, nil, argv, environ)
-    close(fds[1])
-    defer { close(fds[0]) }
-    guard rc == 0 else {
-        throw NetlinkError(.system, operation: "run \(arguments[0])", reason: String(cString: strerror(rc)))
-    }
-    var output: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = buffer.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { break }
-        output += buffer[0..<n]
-    }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    let exitCode: Int32 = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
-    return (exitCode, String(decoding: output, as: UTF8.self))
+    let r = try Command.run(arguments)
+    return (r.status, r.output)
 }
 
 /// Runs a program inside the namespace pinned at `ns.path` (nsenter, not `ip netns exec`, since the
