@@ -1,1 +1,1 @@
-print("two-host-overlay: arrives with the data-plane issue")
+print("placeholder")
