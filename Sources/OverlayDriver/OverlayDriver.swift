@@ -444,6 +444,12 @@ public final class OverlayDriver: @unchecked Sendable {
             socket = sb
             try kernel("set up sandbox \(name)") { () throws(NetlinkError) in
                 try sb.setUp("lo")
+                // An IPv4-only network needs no IPv6 on its bridges and veth ends (no DAD, MLD or
+                // router solicitations on every port).
+                if !network.subnets.contains(where: { $0.cidr.family == .v6 }) {
+                    try namespace.setSysctl("net.ipv6.conf.default.disable_ipv6", to: "1")
+                    try namespace.setSysctl("net.ipv6.conf.all.disable_ipv6", to: "1")
+                }
                 if network.subnets.count > 1 {
                     try namespace.setSysctl("net.ipv4.ip_forward", to: "1")
                     try namespace.setSysctl("net.ipv6.conf.all.forwarding", to: "1")
@@ -489,9 +495,11 @@ public final class OverlayDriver: @unchecked Sendable {
                 logger.warning("tunnel removal failed", metadata: ["error": "\(error)"])
             }
         }
-        if let links = try? sandbox.socket.links() {
-            for link in links where link.kind == "veth" || link.kind == "bridge" {
-                try? sandbox.socket.deleteLink(named: link.name)
+        // Bridges go now; veth ends go with the namespace when its last reference (this sandbox's
+        // socket and descriptor) is released, in one kernel batch rather than one by one.
+        for s in network.subnets {
+            do throws(NetlinkError) { try sandbox.socket.deleteLink(named: s.bridgeName) } catch {
+                if error.code != .notFound { logger.warning("bridge removal failed", metadata: ["error": "\(error)"]) }
             }
         }
         do {
