@@ -299,6 +299,9 @@ public final class OverlayDriver: @unchecked Sendable {
             if builtSandbox { teardownSandbox(net.network, sandbox) }
             throw mapAttachError(error, spec)
         }
+        if let v4 = spec.address.v4 {
+            Announce.gratuitousARP(v4, mac: mac, interface: spec.interfaceName, in: container)
+        }
         let endpoint = OverlayEndpoint(
             id: spec.id, network: net.network.name, namespace: spec.namespace, address: spec.address,
             prefixLength: subnet.cidr.prefixLength, mac: mac, interfaceName: spec.interfaceName, mtu: net.network.mtu,
