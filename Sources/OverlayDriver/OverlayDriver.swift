@@ -131,7 +131,7 @@ public final class OverlayDriver: @unchecked Sendable {
         try locked { () throws(OverlayDriverError) in
             let network = try validate(spec)
             state.networks[network.name] = NetworkState(network: network)
-            logger.info("network created", metadata: ["network": "\(network.name)", "vni": "\(network.subnets.map(\.vni))"])
+            logger.debug("network created", metadata: ["network": "\(network.name)", "vni": "\(network.subnets.map(\.vni))"])
             return network
         }
     }
@@ -484,7 +484,7 @@ public final class OverlayDriver: @unchecked Sendable {
             try? NetworkNamespace.delete(named: name, handleDirectory: handleDirectory)
             throw error
         }
-        logger.info("sandbox created", metadata: [
+        logger.debug("sandbox created", metadata: [
             "network": "\(network.name)", "sandbox": "\(handleDirectory)/\(name)",
             "peers": "\(net.peers.count)", "took": "\(ContinuousClock.now - started)",
         ])
@@ -510,11 +510,12 @@ public final class OverlayDriver: @unchecked Sendable {
         } catch {
             logger.warning("sandbox removal failed", metadata: ["error": "\(error)"])
         }
-        logger.info("sandbox removed", metadata: ["network": "\(network.name)"])
+        logger.debug("sandbox removed", metadata: ["network": "\(network.name)"])
     }
 
-    /// Detaches every endpoint and removes every sandbox (peers and networks are kept). For an
-    /// orderly stop; a driver that is simply released leaves its sandboxes for the next start-up.
+    /// Detaches every endpoint and removes every sandbox (peers and networks are kept), then the
+    /// handle directory's mount and the directory itself when nothing else is in it. For an orderly
+    /// stop; a driver that is simply released leaves its sandboxes for the next start-up.
     public func shutdown() {
         lock.withLock {
             for (name, var net) in state.networks {
@@ -523,6 +524,11 @@ public final class OverlayDriver: @unchecked Sendable {
                 net.endpoints = [:]
                 net.sandbox = nil
                 state.networks[name] = net
+            }
+            if NetworkNamespace.list(handleDirectory: handleDirectory).isEmpty {
+                do { try NetworkNamespace.removeHandleDirectory(handleDirectory) } catch {
+                    logger.warning("could not remove the handle directory", metadata: ["error": "\(error)"])
+                }
             }
         }
     }

@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 import Netlink
 import OverlayDriver
 import OverlayModel
@@ -33,7 +32,7 @@ final class Fixture: @unchecked Sendable {
         let h = lab.hosts[host]
         return try OverlayDriver(configuration: OverlayDriverConfiguration(
             nodeID: h.name, stateDirectory: stateDirectory(host), hostNamespacePath: h.namespace.path,
-            dataPathAddress: .v4(h.address), logger: quietLogger))
+            dataPathAddress: .v4(h.address)))
     }
 
     /// A fresh container namespace `<lab>-<name>` with loopback up.
@@ -71,13 +70,6 @@ final class Fixture: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: root)
     }
 }
-
-/// Warnings and errors only, so test output shows the timing lines.
-let quietLogger: Logger = {
-    var l = Logger(label: "overlay-driver-test")
-    l.logLevel = .warning
-    return l
-}()
 
 func ip(_ s: String) -> IPAddress { IPAddress(s)! }
 
