@@ -370,8 +370,15 @@ public final class OverlayDriver: @unchecked Sendable {
                 try unprogram(old, &net)
             }
             net.peers[peer.address] = peer
-            state.networks[name] = net  // recorded before programming, so a failure below can be retried
-            try program(peer, index, &net)
+            do throws(OverlayDriverError) {
+                try program(peer, index, &net)
+            } catch {
+                // Undo the reference and any partial entry, so a retry programs it afresh.
+                try? unprogram(peer, &net)
+                net.peers[peer.address] = nil
+                state.networks[name] = net
+                throw error
+            }
             state.networks[name] = net
         }
     }
