@@ -39,6 +39,10 @@ public final class OverlayDriver: @unchecked Sendable {
     /// What start-up found from an earlier run and removed (`sandbox sb-4096`, `link h1x1000`).
     public let removedStale: [String]
 
+    /// How many endpoints one subnet can have on one host: a Linux bridge has 1,024 port numbers
+    /// (BR_MAX_PORTS), port 0 is reserved, and the VXLAN device takes one.
+    public static let maxEndpointsPerSubnet = 1022
+
     private let host: NetlinkSocket
     private let lock = NSLock()
     private var state = DriverState()
@@ -255,6 +259,10 @@ public final class OverlayDriver: @unchecked Sendable {
               subnet.cidr.family == .v6 || spec.address != subnet.cidr.last
         else {
             throw OverlayDriverError(.addressNotInNetwork, "address \(spec.address) is the network, broadcast or gateway address of \(subnet.cidr); use another")
+        }
+        let onSubnet = net.endpoints.values.reduce(0) { $0 + (subnet.cidr.contains($1.address) ? 1 : 0) }
+        guard onSubnet < OverlayDriver.maxEndpointsPerSubnet else {
+            throw OverlayDriverError(.capacityExceeded, "subnet \(subnet.cidr) of network '\(net.network.name)' already has \(onSubnet) endpoints on this host, as many as one Linux bridge takes (1,023 ports, one for the VXLAN device); add another subnet to the network")
         }
         if let other = net.endpoints.values.first(where: { $0.address == spec.address }) {
             throw OverlayDriverError(.duplicateAddress, "address \(spec.address) is already used by endpoint '\(other.id)' on network '\(net.network.name)'")
