@@ -55,6 +55,7 @@ public struct KernelDatapath: Datapath {
     public let host: NetlinkSocket
     /// The prefix of every link this datapath names in the host namespace.
     public let linkPrefix: String
+    /// `kernel`.
     public var name: String { "kernel" }
 
     /// Makes a kernel datapath working in `host`; `nodeTag` is the driver's short node tag.
@@ -65,6 +66,7 @@ public struct KernelDatapath: Datapath {
 
     func hostName(_ tunnel: TunnelSpec) -> String { linkPrefix + String(tunnel.vni.value, radix: 16) }
 
+    /// Deletes VXLAN links in the host namespace whose names carry this node's prefix.
     public func removeStale() throws(OverlayDriverError) -> [String] {
         let links = try kernel("list links in the host namespace") { () throws(NetlinkError) in try host.links() }
         var removed: [String] = []
@@ -75,6 +77,8 @@ public struct KernelDatapath: Datapath {
         return removed
     }
 
+    /// Creates the VXLAN device in the host namespace, moves it into the sandbox, renames it,
+    /// enslaves it to the bridge and sets it up; deletes it again if any step fails.
     public func createTunnel(_ tunnel: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) {
         let temp = hostName(tunnel)
         let options = VXLANOptions(
@@ -104,12 +108,14 @@ public struct KernelDatapath: Datapath {
         }
     }
 
+    /// Deletes the VXLAN device from the sandbox (its entries go with it).
     public func removeTunnel(_ tunnel: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) {
         try ignoringNotFound("remove \(tunnel.deviceName) from sandbox \(sandbox.namespace.name)") {
             () throws(NetlinkError) in try sandbox.deleteLink(named: tunnel.deviceName)
         }
     }
 
+    /// Appends the flood entry `00:00:00:00:00:00 dst VTEP` on the VXLAN device.
     public func addRemoteVTEP(_ vtep: IPAddress, on tunnel: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) {
         try kernel("add flood entry to \(vtep) on \(tunnel.deviceName)") { () throws(NetlinkError) in
             do throws(NetlinkError) {
@@ -120,12 +126,14 @@ public struct KernelDatapath: Datapath {
         }
     }
 
+    /// Deletes the flood entry for `vtep`.
     public func removeRemoteVTEP(_ vtep: IPAddress, on tunnel: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) {
         try ignoringNotFound("remove flood entry to \(vtep) on \(tunnel.deviceName)") { () throws(NetlinkError) in
             try sandbox.deleteFDB(FDBEntry(mac: .zero, destination: vtep, device: tunnel.deviceName))
         }
     }
 
+    /// Replaces the permanent neighbour entry (IP -> MAC) and the FDB entry (MAC -> VTEP).
     public func programPeer(_ peer: PeerEntry, on tunnel: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) {
         try kernel("program peer \(peer) on \(tunnel.deviceName)") { () throws(NetlinkError) in
             try sandbox.replaceNeighbor(Neighbor(address: peer.address, mac: peer.mac, device: tunnel.deviceName))
@@ -133,6 +141,7 @@ public struct KernelDatapath: Datapath {
         }
     }
 
+    /// Deletes the peer's neighbour and FDB entries.
     public func unprogramPeer(_ peer: PeerEntry, on tunnel: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) {
         try ignoringNotFound("remove peer \(peer) from \(tunnel.deviceName)") { () throws(NetlinkError) in
             try sandbox.deleteNeighbor(peer.address, device: tunnel.deviceName)

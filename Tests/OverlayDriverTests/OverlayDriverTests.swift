@@ -130,6 +130,40 @@ struct OverlayDriverTests {
         #expect(r.succeeded, "\(r.output)")
     }
 
+    @Test("a process's namespace attached by PID (a container without a handle)")
+    func attachByPID() throws {
+        let f = try Fixture("ovlt-dpid", hosts: 1)
+        defer { f.destroy() }
+        let d = f.drivers[0]
+        try d.createNetwork(OverlayNetworkSpec(name: "n", subnet: "10.61.0.0/24", vni: 4150))
+        // A process in a fresh namespace of its own, known only by its PID.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        process.arguments = ["--net", "--", "sleep", "30"]
+        try process.run()
+        defer { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        let pid = process.processIdentifier
+        func netInode(_ path: String) -> UInt64? {
+            var st = stat()
+            return stat(path, &st) == 0 ? UInt64(st.st_ino) : nil
+        }
+        let ours = netInode("/proc/self/ns/net")
+        var waited = 0
+        while netInode("/proc/\(pid)/ns/net") == ours && waited < 200 {
+            usleep(10_000)
+            waited += 1
+        }
+        try #require(netInode("/proc/\(pid)/ns/net") != ours, "unshare did not enter a new namespace")
+        let ep = try d.attach(EndpointSpec(id: "p", network: "n", namespace: .pid(pid), address: ip("10.61.0.2")))
+        #expect(ep.namespace == .pid(pid))
+        let r = try Lab.run(["nsenter", "--net=/proc/\(pid)/ns/net", "--", "ping", "-c", "1", "-W", "2", "10.61.0.1"])
+        #expect(r.succeeded, "\(r.output)")
+        try d.detach(endpoint: "p")
+        let after = try Lab.run(["nsenter", "--net=/proc/\(pid)/ns/net", "--", "ip", "-o", "link"])
+        #expect(!after.output.contains("eth0"), "\(after.output)")
+        #expect(f.sandboxes(0).isEmpty)
+    }
+
     @Test("detaching the last endpoint removes the sandbox: namespace and VXLAN device gone")
     func detachRemovesSandbox() throws {
         let f = try Fixture("ovlt-ddet", hosts: 1)
