@@ -295,6 +295,11 @@ public final class OverlayDriver: @unchecked Sendable {
                 try sandbox.socket.setMaster(subnet.bridgeName, of: veth)
                 try sandbox.socket.setUp(veth)
                 let c = try NetlinkSocket(namespace: container)
+                if spec.address.family == .v6 {
+                    // The address is ours by IPAM: no duplicate detection (Docker adds it NODAD), so
+                    // it is usable at once instead of tentative for a second.
+                    try container.setSysctl("net/ipv6/conf/\(spec.interfaceName)/accept_dad", to: "0")
+                }
                 try c.setMAC(mac, of: spec.interfaceName)
                 try c.addAddress(InterfaceAddress(spec.address, prefixLength: subnet.cidr.prefixLength)!, to: spec.interfaceName)
                 try c.setUp(spec.interfaceName)
@@ -467,6 +472,8 @@ public final class OverlayDriver: @unchecked Sendable {
                 if !network.subnets.contains(where: { $0.cidr.family == .v6 }) {
                     try namespace.setSysctl("net.ipv6.conf.default.disable_ipv6", to: "1")
                     try namespace.setSysctl("net.ipv6.conf.all.disable_ipv6", to: "1")
+                } else {
+                    try namespace.setSysctl("net.ipv6.conf.default.accept_dad", to: "0")
                 }
                 if network.subnets.count > 1 {
                     try namespace.setSysctl("net.ipv4.ip_forward", to: "1")

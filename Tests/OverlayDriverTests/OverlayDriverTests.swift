@@ -164,6 +164,26 @@ struct OverlayDriverTests {
         #expect(f.sandboxes(0).isEmpty)
     }
 
+    @Test("an IPv6 network: containers on two hosts ping each other (proxy ND on the VXLAN device)")
+    func ipv6() throws {
+        let f = try Fixture("ovlt-dv6", hosts: 2)
+        defer { f.destroy() }
+        for d in f.drivers { try d.createNetwork(OverlayNetworkSpec(name: "v6", subnet: "fd00:5::/64", vni: 4160)) }
+        let c1 = try f.container("c1"), c2 = try f.container("c2")
+        let e1 = try f.drivers[0].attach(EndpointSpec(id: "c1", network: "v6", namespace: .path(c1.path!), address: ip("fd00:5::2")))
+        let e2 = try f.drivers[1].attach(EndpointSpec(id: "c2", network: "v6", namespace: .path(c2.path!), address: ip("fd00:5::3")))
+        #expect(e1.mac.isLocallyAdministered)
+        try f.drivers[0].addPeer(e2.peer, network: "v6")
+        try f.drivers[1].addPeer(e1.peer, network: "v6")
+        let r = try f.lab.run(["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", e2.address.description], in: c1)
+        #expect(r.succeeded, "\(r.output)")
+        let gw = try f.lab.run(["ping", "-6", "-c", "1", "-W", "2", "fd00:5::1"], in: c2)
+        #expect(gw.succeeded, "\(gw.output)")
+        // No duplicate address detection: the address is not tentative.
+        let addr = try f.lab.run(["ip", "-6", "-o", "addr", "show", "dev", "eth0"], in: c1)
+        #expect(addr.output.contains("fd00:5::2/64") && !addr.output.contains("tentative"), "\(addr.output)")
+    }
+
     @Test("detaching the last endpoint removes the sandbox: namespace and VXLAN device gone")
     func detachRemovesSandbox() throws {
         let f = try Fixture("ovlt-ddet", hosts: 1)
