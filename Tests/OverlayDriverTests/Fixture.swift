@@ -1,0 +1,81 @@
+import Foundation
+import Netlink
+import OverlayDriver
+import OverlayModel
+import OverlayTestKit
+import Testing
+
+/// A lab with one overlay driver per host, each with its own state directory under
+/// `/run/<lab>-state/`. ``destroy()`` shuts the drivers down and removes the lab and every handle.
+final class Fixture: @unchecked Sendable {
+    // @unchecked: a test owns its fixture; drivers are themselves Sendable.
+    let lab: Lab
+    let stateRoot: String
+    var drivers: [OverlayDriver] = []
+
+    init(_ name: String, hosts: Int) throws {
+        stateRoot = "/run/\(name)-state"
+        Fixture.removeState(stateRoot)
+        lab = try Lab.create(name: name, hosts: hosts)
+        do {
+            for i in lab.hosts.indices { drivers.append(try makeDriver(i)) }
+        } catch {
+            destroy()
+            throw error
+        }
+    }
+
+    func stateDirectory(_ host: Int) -> String { "\(stateRoot)/\(lab.hosts[host].name)" }
+
+    /// A driver for host `host` (0-based) with that host's state directory.
+    func makeDriver(_ host: Int) throws -> OverlayDriver {
+        let h = lab.hosts[host]
+        return try OverlayDriver(configuration: OverlayDriverConfiguration(
+            nodeID: h.name, stateDirectory: stateDirectory(host), hostNamespacePath: h.namespace.path,
+            dataPathAddress: .v4(h.address)))
+    }
+
+    /// A fresh container namespace `<lab>-<name>` with loopback up.
+    func container(_ name: String) throws -> NetworkNamespace {
+        let ns = try lab.makeNamespace(name)
+        try NetlinkSocket(namespace: ns).setUp("lo")
+        return ns
+    }
+
+    func ping(_ target: IPAddress, from ns: NetworkNamespace, extra: [String] = []) throws -> CommandResult {
+        try lab.run(["ping", "-c", "2", "-i", "0.2", "-W", "2"] + extra + [target.description], in: ns)
+    }
+
+    /// The sandbox handles in host `host`'s state directory.
+    func sandboxes(_ host: Int) -> [String] {
+        NetworkNamespace.list(handleDirectory: stateDirectory(host) + "/netns")
+    }
+
+    /// The VXLAN links in host `host`'s namespace.
+    func hostVXLANs(_ host: Int) throws -> [String] {
+        try NetlinkSocket(namespace: lab.hosts[host].namespace).links().filter { $0.kind == "vxlan" }.map(\.name)
+    }
+
+    func destroy() {
+        for d in drivers { d.shutdown() }
+        drivers = []
+        lab.destroy()
+        Fixture.removeState(stateRoot)
+    }
+
+    static func removeState(_ root: String) {
+        if let hosts = try? FileManager.default.contentsOfDirectory(atPath: root) {
+            for h in hosts { try? NetworkNamespace.removeHandleDirectory("\(root)/\(h)/netns") }
+        }
+        try? FileManager.default.removeItem(atPath: root)
+    }
+}
+
+func ip(_ s: String) -> IPAddress { IPAddress(s)! }
+
+/// Milliseconds since `start`, for timing lines.
+func ms(since start: ContinuousClock.Instant) -> String {
+    let d = ContinuousClock.now - start
+    let v = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+    return String(format: "%.1f ms", v)
+}
