@@ -78,7 +78,8 @@ let package = Package(
             name: "two-host-overlay", dependencies: ["OverlayModel", "IPAM", "OverlayDriver", "OverlayTestKit"],
             path: "Examples/TwoHostOverlay"),
         .executableTarget(
-            name: "overlay-bench", dependencies: ["OverlayModel", "VXLANCodec", "IPAM", "Netlink", nioCore],
+            name: "overlay-bench",
+            dependencies: ["OverlayModel", "VXLANCodec", "IPAM", "Netlink", "OverlayDriver", "OverlayTestKit", nioCore],
             path: "Benchmarks/OverlayBench"),
 
         // Tests.

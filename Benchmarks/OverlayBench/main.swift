@@ -1,14 +1,17 @@
 // overlay-bench: the foundation's benchmarks. Each prints its numbers beside a baseline measured
-// in the same run (memcpy for the codec; `ip` for netlink), so the ratios mean something on any
-// machine. Build with -c release: `make bench`, or `overlay-bench codec|ipam|netlink|all`.
+// in the same run (memcpy for the codec; `ip` for netlink; a hand-built VXLAN pair and the
+// underlay for the data plane), so the ratios mean something on any
+// machine. Build with -c release: `make bench`, or `overlay-bench codec|ipam|netlink|dataplane|all`.
 // Results and the command that produced them: Documentation/Performance.md.
 
 import Foundation
 
-let usage = "usage: overlay-bench codec|ipam|netlink|all [--seconds S] [--links N]"
+let usage = "usage: overlay-bench codec|ipam|netlink|dataplane|all [--seconds S] [--links N] [--iperf-seconds T] [--rounds R]"
 var args = Array(CommandLine.arguments.dropFirst())
 var seconds = 2.0
 var links = 500
+var iperfSeconds = 5
+var rounds = 3
 var which: [String] = []
 while !args.isEmpty {
     let a = args.removeFirst()
@@ -19,15 +22,21 @@ while !args.isEmpty {
     case "--links":
         guard let v = args.first.flatMap(Int.init), v > 0 else { FileHandle.standardError.write(Data("\(usage)\n".utf8)); exit(2) }
         links = v; args.removeFirst()
-    case "codec", "ipam", "netlink": which.append(a)
-    case "all": which += ["codec", "ipam", "netlink"]
+    case "--iperf-seconds":
+        guard let v = args.first.flatMap(Int.init), v > 0 else { FileHandle.standardError.write(Data("\(usage)\n".utf8)); exit(2) }
+        iperfSeconds = v; args.removeFirst()
+    case "--rounds":
+        guard let v = args.first.flatMap(Int.init), v > 0 else { FileHandle.standardError.write(Data("\(usage)\n".utf8)); exit(2) }
+        rounds = v; args.removeFirst()
+    case "codec", "ipam", "netlink", "dataplane": which.append(a)
+    case "all": which += ["codec", "ipam", "netlink", "dataplane"]
     case "-h", "--help": print(usage); exit(0)
     default:
         FileHandle.standardError.write(Data("overlay-bench: unknown argument '\(a)'\n\(usage)\n".utf8))
         exit(2)
     }
 }
-if which.isEmpty { which = ["codec", "ipam", "netlink"] }
+if which.isEmpty { which = ["codec", "ipam", "netlink", "dataplane"] }
 
 for b in which {
     switch b {
@@ -40,6 +49,12 @@ for b in which {
     case "netlink":
         print("== netlink: link create/delete via Netlink vs ip")
         runNetlinkBenchmark(count: links)
+    case "dataplane":
+        print("== dataplane: iperf3 and ping over the underlay, a hand-built VXLAN pair and our overlay")
+        do { try runDataplaneBenchmark(seconds: iperfSeconds, rounds: rounds) } catch {
+            print("dataplane: failed: \(error)")
+            exit(1)
+        }
     default: break
     }
     fflush(nil)

@@ -1,0 +1,197 @@
+import Foundation
+import OverlayDriver
+import OverlayModel
+import OverlayTestKit
+
+// The data plane benchmark: iperf3 TCP (1 and 4 streams) and ping RTT between two lab hosts,
+// side by side in one run over (1) the underlay veth, (2) a VXLAN pair built by hand with `ip
+// link` (the baseline), (3) our overlay (OverlayDriver: containers, veths, sandbox bridges,
+// VXLAN). Then the control-path timings: sandbox create + first attach, further attaches, and
+// programming 1,000 peers.
+
+private struct PathResult {
+    var name: String
+    var tcp1: Double  // bits/s
+    var tcp4: Double
+    var rttAverage: Double  // ms
+    var rttMax: Double
+}
+
+private func iperf(_ lab: Lab, client: String, server: String, serverIP: String, streams: Int, seconds: Int) throws -> Double {
+    let port = "\(5201 + streams)"
+    let s = try Command.run(["nsenter", "--net=\(server)", "--", "iperf3", "-s", "-1", "-D", "-p", port])
+    guard s.succeeded else { throw LabError("iperf3 server: \(s.output)") }
+    usleep(200_000)
+    let r = try Command.run(["nsenter", "--net=\(client)", "--", "iperf3", "-c", serverIP, "-p", port,
+                             "-t", "\(seconds)", "-P", "\(streams)", "-J"], timeout: Double(seconds) + 20)
+    guard r.succeeded,
+          let json = try? JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any],
+          let end = json["end"] as? [String: Any],
+          let received = end["sum_received"] as? [String: Any],
+          let bps = received["bits_per_second"] as? Double
+    else { throw LabError("iperf3 client to \(serverIP): \(r.output.prefix(400))") }
+    return bps
+}
+
+private func pingRTT(client: String, target: String, count: Int) throws -> (Double, Double) {
+    let r = try Command.run(["nsenter", "--net=\(client)", "--", "ping", "-q", "-c", "\(count)", "-i", "0.01", "-W", "2", target],
+                            timeout: 60)
+    // rtt min/avg/max/mdev = 0.041/0.052/0.085/0.009 ms
+    guard r.succeeded, let line = r.output.split(separator: "\n").first(where: { $0.contains("min/avg/max") }),
+          let values = line.split(separator: "=").last?.trimmingCharacters(in: .whitespaces).split(separator: " ").first
+    else { throw LabError("ping \(target): \(r.output.prefix(300))") }
+    let parts = values.split(separator: "/").compactMap { Double($0) }
+    guard parts.count >= 3 else { throw LabError("ping \(target): could not read '\(line)'") }
+    return (parts[1], parts[2])
+}
+
+private struct Path {
+    var name: String
+    var client: String
+    var server: String
+    var serverIP: String
+}
+
+/// Measures every path `rounds` times, interleaved (path A, B, C, then again) so a burst of
+/// noise on this shared machine hits all of them alike, and keeps the median of each figure.
+private func measure(_ lab: Lab, _ paths: [Path], seconds: Int, rounds: Int) throws -> [PathResult] {
+    var samples = Array(repeating: [PathResult](), count: paths.count)
+    for p in paths { _ = try pingRTT(client: p.client, target: p.serverIP, count: 5) }  // ARP, caches
+    for _ in 0..<rounds {
+        for (i, p) in paths.enumerated() {
+            let (avg, max) = try pingRTT(client: p.client, target: p.serverIP, count: 200)
+            let t1 = try iperf(lab, client: p.client, server: p.server, serverIP: p.serverIP, streams: 1, seconds: seconds)
+            let t4 = try iperf(lab, client: p.client, server: p.server, serverIP: p.serverIP, streams: 4, seconds: seconds)
+            samples[i].append(PathResult(name: p.name, tcp1: t1, tcp4: t4, rttAverage: avg, rttMax: max))
+        }
+    }
+    func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+    return samples.map { s in
+        PathResult(name: s[0].name, tcp1: median(s.map(\.tcp1)), tcp4: median(s.map(\.tcp4)),
+                   rttAverage: median(s.map(\.rttAverage)), rttMax: median(s.map(\.rttMax)))
+    }
+}
+
+private func elapsed(_ body: () throws -> Void) rethrows -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    try body()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+}
+
+func runDataplaneBenchmark(seconds: Int, rounds: Int = 3) throws {
+    guard getuid() == 0 else {
+        print("dataplane: skipped, needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+        return
+    }
+    guard (try? Command.run(["iperf3", "--version"]).succeeded) == true else {
+        print("dataplane: skipped, iperf3 is not installed (make deps installs it)")
+        return
+    }
+    let stateRoot = "/run/ovlb-dp-state"
+    let lab = try Lab.create(name: "ovlb-dp", hosts: 2)
+    var drivers: [OverlayDriver] = []
+    defer {
+        for d in drivers { d.shutdown() }
+        lab.destroy()
+        try? FileManager.default.removeItem(atPath: stateRoot)
+    }
+    let h1 = lab.hosts[0], h2 = lab.hosts[1]
+    let p1 = h1.namespace.path!, p2 = h2.namespace.path!
+
+    // (2) The baseline: a VXLAN pair by hand, device on each host, addresses on the device.
+    for (h, other, ip) in [(h1, h2, "10.199.0.1/24"), (h2, h1, "10.199.0.2/24")] {
+        for cmd in [["ip", "link", "add", "vxhand", "type", "vxlan", "id", "100", "local", h.address.description,
+                     "remote", other.address.description, "dstport", "4789", "dev", "eth0"],
+                    ["ip", "addr", "add", ip, "dev", "vxhand"], ["ip", "link", "set", "vxhand", "up"]] {
+            let r = try lab.run(cmd, on: h)
+            guard r.succeeded else { throw LabError("\(cmd.joined(separator: " ")): \(r.output)") }
+        }
+    }
+
+    // (2b) The same topology as a container's, by hand: a container namespace whose veth is a
+    // port of a bridge that also holds a VXLAN device (in the host namespace, no sandbox).
+    var hc: [String] = []
+    for (i, (h, other)) in [(h1, h2), (h2, h1)].enumerated() {
+        let ns = try lab.makeNamespace("hc\(i + 1)")
+        hc.append(ns.path!)
+        for cmd in [["ip", "link", "add", "brh", "type", "bridge"],
+                    ["ip", "link", "add", "vxh", "mtu", "1450", "type", "vxlan", "id", "200", "local", h.address.description,
+                     "remote", other.address.description, "dstport", "4789", "dev", "eth0"],
+                    ["ip", "link", "set", "vxh", "master", "brh"],
+                    ["ip", "link", "add", "vh0", "mtu", "1450", "type", "veth", "peer", "name", "eth0", "netns", ns.path!],
+                    ["ip", "link", "set", "vh0", "master", "brh"],
+                    ["ip", "link", "set", "brh", "up"], ["ip", "link", "set", "vxh", "up"], ["ip", "link", "set", "vh0", "up"]] {
+            let r = try lab.run(cmd, on: h)
+            guard r.succeeded else { throw LabError("\(cmd.joined(separator: " ")): \(r.output)") }
+        }
+        for cmd in [["ip", "addr", "add", "10.196.0.\(i + 1)/24", "dev", "eth0"], ["ip", "link", "set", "eth0", "up"],
+                    ["ip", "link", "set", "lo", "up"]] {
+            let r = try lab.run(cmd, in: ns)
+            guard r.succeeded else { throw LabError("\(cmd.joined(separator: " ")): \(r.output)") }
+        }
+    }
+
+    // (3) Our overlay: a driver per host, one container each, peers exchanged.
+    for h in lab.hosts {
+        drivers.append(try OverlayDriver(configuration: OverlayDriverConfiguration(
+            nodeID: h.name, stateDirectory: "\(stateRoot)/\(h.name)", hostNamespacePath: h.namespace.path,
+            dataPathAddress: .v4(h.address))))
+    }
+    let spec = OverlayNetworkSpec(name: "bench", subnet: "10.198.0.0/24", vni: 4096)
+    for d in drivers { try d.createNetwork(spec) }
+    let c1 = try lab.makeNamespace("c1"), c2 = try lab.makeNamespace("c2")
+    var e1: OverlayEndpoint?
+    let firstAttach = try elapsed {
+        e1 = try drivers[0].attach(EndpointSpec(id: "c1", network: "bench", namespace: .path(c1.path!), address: IPAddress("10.198.0.2")!))
+    }
+    let e2 = try drivers[1].attach(EndpointSpec(id: "c2", network: "bench", namespace: .path(c2.path!), address: IPAddress("10.198.0.3")!))
+    try drivers[0].addPeer(e2.peer, network: "bench")
+    try drivers[1].addPeer(e1!.peer, network: "bench")
+
+    print("dataplane: 2 lab hosts, iperf3 TCP \(seconds) s per run, ping 200 x 10 ms, median of \(rounds) interleaved rounds; MTU 1450 on every VXLAN path")
+    let results = try measure(lab, [
+        Path(name: "underlay veth (no VXLAN)", client: p1, server: p2, serverIP: h2.address.description),
+        Path(name: "VXLAN by hand (ip link)", client: p1, server: p2, serverIP: "10.199.0.2"),
+        Path(name: "VXLAN+bridge+veth by hand", client: hc[0], server: hc[1], serverIP: "10.196.0.2"),
+        Path(name: "our overlay (OverlayDriver)", client: c1.path!, server: c2.path!, serverIP: "10.198.0.3"),
+    ], seconds: seconds, rounds: rounds)
+    let base = results[1]
+    func g(_ bps: Double) -> String { String(format: "%.2f", bps / 1e9) }
+    func pct(_ a: Double, _ b: Double) -> String { String(format: "%.0f%%", a / b * 100) }
+    print("path                          TCP x1 Gbit/s  TCP x4 Gbit/s  RTT avg ms  RTT max ms  x1 vs hand  x4 vs hand  RTT vs hand")
+    for r in results {
+        print(r.name.padding(toLength: 30, withPad: " ", startingAt: 0)
+              + g(r.tcp1).padding(toLength: 15, withPad: " ", startingAt: 0)
+              + g(r.tcp4).padding(toLength: 15, withPad: " ", startingAt: 0)
+              + String(format: "%.3f", r.rttAverage).padding(toLength: 12, withPad: " ", startingAt: 0)
+              + String(format: "%.3f", r.rttMax).padding(toLength: 12, withPad: " ", startingAt: 0)
+              + pct(r.tcp1, base.tcp1).padding(toLength: 12, withPad: " ", startingAt: 0)
+              + pct(r.tcp4, base.tcp4).padding(toLength: 12, withPad: " ", startingAt: 0)
+              + pct(r.rttAverage, base.rttAverage))
+    }
+
+    // Control path: attaches into an existing sandbox, and 1,000 peers.
+    var attachTimes: [Double] = []
+    for i in 0..<20 {
+        let ns = try lab.makeNamespace("a\(i)")
+        attachTimes.append(try elapsed {
+            _ = try drivers[0].attach(EndpointSpec(id: "a\(i)", network: "bench", namespace: .path(ns.path!),
+                                                   address: IPAddress("10.198.0.\(10 + i)")!))
+        })
+    }
+    let spec2 = OverlayNetworkSpec(name: "peers", subnet: "10.197.0.0/16", vni: 4097)
+    try drivers[1].createNetwork(spec2)
+    let cp = try lab.makeNamespace("cp")
+    _ = try drivers[1].attach(EndpointSpec(id: "cp", network: "peers", namespace: .path(cp.path!), address: IPAddress("10.197.0.2")!))
+    // 1,000 remote endpoints on 200 remote VTEPs (addresses that exist nowhere: programming only).
+    let peers = (0..<1000).map { i in
+        PeerEntry(address: IPAddress("10.197.\(1 + i / 250).\(i % 250 + 1)")!,
+                  mac: MACAddress(0x0242_0000_0000 | UInt64(i + 1)), vtep: IPAddress("198.18.1.\(i % 200 + 1)")!)
+    }
+    let programTime = try elapsed { try drivers[1].addPeers(peers, network: "peers") }
+    attachTimes.sort()
+    print("control path: sandbox create + first attach \(String(format: "%.1f", firstAttach)) ms; "
+          + "attach into the sandbox median \(String(format: "%.1f", attachTimes[attachTimes.count / 2])) ms "
+          + "(max \(String(format: "%.1f", attachTimes.last!)) ms, 20 attaches); "
+          + "program 1,000 peers (200 VTEPs) \(String(format: "%.0f", programTime)) ms")
+}
