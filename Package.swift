@@ -72,7 +72,7 @@ let package = Package(
         // Examples and benchmarks: programs, not tests.
         .executableTarget(
             name: "three-host-overlay",
-            dependencies: ["OverlayModel", "IPAM", "VXLANCodec", "Netlink", "OverlayTestKit", nioCore],
+            dependencies: ["OverlayModel", "IPAM", "VXLANCodec", "Netlink", "OverlayDriver", "OverlayTestKit", nioCore],
             path: "Examples/ThreeHostOverlay"),
         .executableTarget(
             name: "two-host-overlay", dependencies: ["OverlayModel", "IPAM", "OverlayDriver", "OverlayTestKit"],

@@ -1,17 +1,18 @@
-// three-host-overlay: a 3-host lab with one overlay network between them, built with the SDK
-// alone (OverlayTestKit for the lab, IPAM for addresses, Netlink for the kernel objects).
+// three-host-overlay: the demo (`make demo`). A 3-host lab with one overlay network between
+// them, built with the SDK alone: OverlayTestKit for the hosts, IPAM for the addresses, one
+// OverlayDriver per host (the network sandbox with its bridge and VXLAN device, the containers'
+// veths, the peers), and VXLANCodec to decode what crossed the underlay.
 //
-// Each host gets what Docker's overlay driver builds: a network sandbox (a namespace) holding a
-// bridge with the gateway address and a VXLAN device (created in the host namespace, so its UDP
-// socket is on the underlay, then moved in); a container namespace attached by veth; and, for
-// every container on another host, a permanent neighbour entry and an FDB entry pointing at that
-// host's VTEP. Then every container pings every other, and the underlay is checked for VXLAN.
+// Until the daemon and gossip exist, the peers are exchanged by hand: each host's driver is told
+// where the other hosts' containers live, which is what the gossip layer will do.
 //
-// Run as root: `make demo`. Everything is named `ovl-demo-…` and removed at the end, also on failure.
+// Run as root: `make demo`. Everything is named `ovl-demo-…` or lives in /run/ovl-demo-state, and
+// is removed at the end, also on failure.
 
 import Foundation
 import IPAM
 import Netlink
+import OverlayDriver
 import OverlayModel
 import OverlayTestKit
 
@@ -19,8 +20,7 @@ struct Container {
     let host: Lab.Host
     let name: String
     let namespace: NetworkNamespace
-    let address: IPv4Address
-    var mac: MACAddress { MACAddress(derivedFrom: address) }
+    let endpoint: OverlayEndpoint
 }
 
 func say(_ line: String) {
@@ -29,63 +29,45 @@ func say(_ line: String) {
 }
 
 func runDemo() throws -> Bool {
-    let vni = try VNI(4096)
-    let mtu: UInt32 = 1450
-
+    let stateRoot = "/run/ovl-demo-state"
     say("== lab: 3 hosts on 198.18.0.0/15 (a bridge in its own namespace, no uplink)")
     let lab = try Lab.create(name: "ovl-demo", hosts: 3)
+    var drivers: [OverlayDriver] = []
     defer {
+        for d in drivers { d.shutdown() }
         lab.destroy()
-        say("== teardown: removed every ovl-demo-* namespace")
+        try? FileManager.default.removeItem(atPath: stateRoot)
+        say("== teardown: sandboxes, containers and hosts removed")
     }
-    for h in lab.hosts { say("   \(h.name)  \(h.address)") }
+    for h in lab.hosts {
+        drivers.append(try OverlayDriver(configuration: OverlayDriverConfiguration(
+            nodeID: h.name, stateDirectory: "\(stateRoot)/\(h.name)", hostNamespacePath: h.namespace.path,
+            dataPathAddress: .v4(h.address))))
+        say("   \(h.name)  \(h.address)")
+    }
 
     // Addresses come from IPAM, as the manager would hand them out: a /24 from the global pool,
-    // the gateway reserved, containers serially.
-    var ipam = try DemoAddressing()
-    say("== network 'demo': subnet \(ipam.subnet), gateway \(ipam.gateway), VXLAN ID \(vni), MTU \(mtu)")
+    // the gateway reserved, containers serially. VXLAN ID 4096, Docker's first.
+    var ipam = IPAM(pools: AddressPool.globalDefaults, strategy: .serial)
+    let space = try ipam.createNetwork("demo")[0]
+    let spec = OverlayNetworkSpec(name: "demo", subnet: space.subnet.description, gateway: space.gateway.description, vni: 4096)
+    for d in drivers { try d.createNetwork(spec) }
+    say("== network 'demo': subnet \(space.subnet), gateway \(space.gateway), VXLAN ID 4096, MTU \(drivers[0].networks()[0].mtu)")
 
     var containers: [Container] = []
-    for host in lab.hosts {
-        let socket = try NetlinkSocket(namespace: host.namespace)
-        // The network sandbox: bridge + VXLAN device, like Docker's "1-<netid>" namespace.
-        let sandbox = try lab.makeNamespace("\(host.name)-sb\(vni)")
-        let sb = try NetlinkSocket(namespace: sandbox)
-        try sb.setUp("lo")
-        try sb.createBridge(named: "br0", mtu: mtu)
-        try sb.addAddress(InterfaceAddress(.v4(ipam.gateway), prefixLength: ipam.subnet.prefixLength)!, to: "br0")
-        try sb.setUp("br0")
-        // Created in the host namespace so its socket binds there (on the underlay), then moved.
-        try socket.createVXLAN(named: "vx\(vni)", options: VXLANOptions(
-            vni: vni, local: .v4(host.address), learning: false, proxyARP: true, l2miss: false, l3miss: false, mtu: mtu))
-        try socket.moveLink("vx\(vni)", to: sandbox)
-        try sb.renameLink("vx\(vni)", to: "vxlan0")
-        try sb.setMaster("br0", of: "vxlan0")
-        try sb.setUp("vxlan0")
-
-        // One container on this host, attached by a veth pair.
-        let name = "c\(containers.count + 1)"
+    for (i, host) in lab.hosts.enumerated() {
+        let name = "c\(i + 1)"
         let ns = try lab.makeNamespace("\(host.name)-\(name)")
-        let address = try ipam.nextAddress()
-        let container = Container(host: host, name: name, namespace: ns, address: address)
-        try sb.createVeth(named: "veth-\(name)", peerName: "eth0", peerNamespace: ns, mtu: mtu)
-        try sb.setMaster("br0", of: "veth-\(name)")
-        try sb.setUp("veth-\(name)")
-        let cs = try NetlinkSocket(namespace: ns)
-        try cs.setUp("lo")
-        try cs.setMAC(container.mac, of: "eth0")
-        try cs.addAddress(InterfaceAddress(.v4(address), prefixLength: ipam.subnet.prefixLength)!, to: "eth0")
-        try cs.setUp("eth0")
-        containers.append(container)
-        say("   \(host.name): sandbox \(sandbox.name), container \(name) \(address) \(container.mac)")
+        let endpoint = try drivers[i].attach(EndpointSpec(
+            id: name, network: "demo", namespace: .path(ns.path!), address: try ipam.allocateAddress(in: "demo")))
+        containers.append(Container(host: host, name: name, namespace: ns, endpoint: endpoint))
+        say("   \(host.name): container \(name) \(endpoint.address) \(endpoint.mac), sandbox \(drivers[i].sandboxPath(network: "demo")!)")
     }
 
     say("== peers: each host learns the other hosts' containers (neighbour + FDB -> VTEP)")
-    for host in lab.hosts {
-        let sb = try NetlinkSocket(namespace: NetworkNamespace.open(named: "ovl-demo-\(host.name)-sb\(vni)"))
-        for peer in containers where peer.host.name != host.name {
-            try sb.replaceNeighbor(Neighbor(address: .v4(peer.address), mac: peer.mac, device: "vxlan0"))
-            try sb.replaceFDB(FDBEntry(mac: peer.mac, destination: .v4(peer.host.address), device: "vxlan0"))
+    for (i, d) in drivers.enumerated() {
+        for c in containers where c.host.name != lab.hosts[i].name {
+            try d.addPeer(c.endpoint.peer, network: "demo")
         }
     }
 
@@ -94,9 +76,9 @@ func runDemo() throws -> Bool {
     var allOK = true
     for from in containers {
         for to in containers where to.name != from.name {
-            let r = try lab.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", to.address.description], in: from.namespace)
+            let r = try lab.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", to.endpoint.address.description], in: from.namespace)
             let summary = r.output.split(separator: "\n").first { $0.contains("packet loss") }.map(String.init) ?? r.output
-            say("   \(from.name)@\(from.host.name) -> \(to.name)@\(to.host.name) \(to.address): \(r.succeeded ? "ok" : "FAILED")  \(summary)")
+            say("   \(from.name)@\(from.host.name) -> \(to.name)@\(to.host.name) \(to.endpoint.address): \(r.succeeded ? "ok" : "FAILED")  \(summary)")
             allOK = allOK && r.succeeded
         }
     }
