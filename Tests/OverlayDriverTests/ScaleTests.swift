@@ -64,7 +64,7 @@ struct ScaleTests {
         let pingStart = ContinuousClock.now
         let missing = try f.lab.unreachable(endpoints.map(\.address.description), from: probe)
         let pingTime = ContinuousClock.now - pingStart
-        print("1k: pinged 1,000 endpoints from h2 in \(pingTime) (fping: \(FileManager.default.isExecutableFile(atPath: "/usr/bin/fping"))); unreachable: \(missing.count)")
+        print("1k: pinged 1,000 endpoints from h2 in \(pingTime) (with \(FileManager.default.isExecutableFile(atPath: "/usr/bin/fping") && ProcessInfo.processInfo.environment["OVERLAY_LAB_NO_FPING"] == nil ? "fping" : "ping x64 via xargs")); unreachable: \(missing.count)")
         #expect(missing.isEmpty, "unreachable: \(missing.prefix(20))")
 
         // The bridge's port limit: BR_MAX_PORTS is 1,024 port numbers, 0 reserved, one taken by
