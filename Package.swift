@@ -59,7 +59,9 @@ let package = Package(
         .target(name: "GWBridge", dependencies: ["OverlayModel", "Netlink", "PacketFilter"]),
         .target(name: "Ingress", dependencies: ["OverlayModel", "Netlink", "PacketFilter"]),
         .target(name: "Discovery", dependencies: ["OverlayModel"]),
-        .target(name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys", logging]),
+        .target(
+            name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys", logging],
+            exclude: ["README.md"]),
         .target(name: "ClusterControl", dependencies: [
             "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "Ingress", "GWBridge",
         ]),

@@ -22,8 +22,22 @@ public enum Command {
         posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for a in argv { free(a) } }
+        // The child starts with no signal blocked and default dispositions: a Swift test runner
+        // (or a daemon) may block SIGCHLD or SIGTERM in its threads, and a child inheriting that
+        // would ignore its timeout or never see its own children exit (`sh`'s `wait`).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for sig in [SIGCHLD, SIGTERM, SIGINT, SIGPIPE, SIGHUP] { sigaddset(&defaults, sig) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, program, &actions, nil, argv, environ)
+        let rc = posix_spawnp(&pid, program, &actions, &attributes, argv, environ)
         close(fds[1])
         defer { close(fds[0]) }
         guard rc == 0 else { throw LabError("could not start \(program): \(String(cString: strerror(rc)))") }

@@ -52,3 +52,20 @@ let isRoot = getuid() == 0
         #expect(throws: LabError.self) { try Command.run(["/nonexistent/program"]) }
     }
 }
+
+@Suite struct CommandSignalTests {
+    /// A child must not inherit the caller's blocked signals: with SIGCHLD blocked, `sh`'s `wait`
+    /// would never return; with SIGTERM blocked, `timeout` could not stop its child.
+    @Test func childrenStartWithNoBlockedSignals() throws {
+        var blocked = sigset_t()
+        sigemptyset(&blocked)
+        sigaddset(&blocked, SIGCHLD)
+        sigaddset(&blocked, SIGTERM)
+        var old = sigset_t()
+        pthread_sigmask(SIG_BLOCK, &blocked, &old)
+        defer { pthread_sigmask(SIG_SETMASK, &old, nil) }
+        let r = try Command.run(["sh", "-c", "grep SigBlk /proc/self/status; sleep 0.1 & wait; timeout -s TERM 0.2 sleep 5; echo rc=$?"], timeout: 10)
+        #expect(r.output.contains("SigBlk:\t0000000000000000"), "\(r.output)")
+        #expect(r.output.contains("rc=124"), "\(r.output)")
+    }
+}
