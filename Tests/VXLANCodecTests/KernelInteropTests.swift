@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import NIOCore
 import OverlayModel
+import OverlayTestKit
 import Testing
 @testable import VXLANCodec
 
@@ -114,20 +115,11 @@ enum Shell {
 
     @discardableResult
     static func run(_ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard p.terminationStatus == 0 else {
-            throw Failure(description: "\(args.joined(separator: " ")) failed (\(p.terminationStatus)): \(text)")
+        let r = try Command.run(args)
+        guard r.succeeded else {
+            throw Failure(description: "\(args.joined(separator: " ")) failed (\(r.status)): \(r.output)")
         }
-        return text
+        return r.output
     }
 }
 
