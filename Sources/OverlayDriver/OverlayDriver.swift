@@ -475,6 +475,13 @@ public final class OverlayDriver: @unchecked Sendable {
                 } else {
                     try namespace.setSysctl("net.ipv6.conf.default.accept_dad", to: "0")
                 }
+                // Bridged overlay frames need not pass iptables/arptables (br_netfilter, when the
+                // host has it loaded, turns these on in every new namespace): a per-packet cost
+                // for nothing, since the overlay's own filtering lives in nftables tables.
+                for key in ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables",
+                            "net.bridge.bridge-nf-call-arptables"] where (try? namespace.sysctl(key)) != nil {
+                    try namespace.setSysctl(key, to: "0")
+                }
                 if network.subnets.count > 1 {
                     try namespace.setSysctl("net.ipv4.ip_forward", to: "1")
                     try namespace.setSysctl("net.ipv6.conf.all.forwarding", to: "1")
