@@ -407,7 +407,10 @@ public final class GossipNode: @unchecked Sendable {
                     promise.fail(GossipError(.io, "cannot connect to \(to): \(e)"))
                 }
             }
-        promise.futureResult.whenFailure { [self] _ in counters.streamErrors += 1 }
+        promise.futureResult.whenFailure { [self] error in
+            counters.streamErrors += 1
+            if let e = error as? GossipError, e.code == .unauthenticated { counters.unauthenticated += 1 }
+        }
         return promise.futureResult
     }
 

@@ -1,0 +1,170 @@
+import Foundation
+import Testing
+import OverlayCrypto
+import OverlayModel
+@testable import Gossip
+
+/// A real `serf agent` on a loopback address, started by a test and always killed by it.
+final class SerfAgent: @unchecked Sendable {
+    // @unchecked: the Process is only touched from the test that owns the agent.
+    static let path = ["/usr/bin/serf", "/usr/local/bin/serf"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static var installed: Bool { path != nil }
+
+    let name: String
+    let ip: IPAddress
+    let process = Process()
+    let log = Pipe()
+
+    init(name: String, ip: IPAddress, encryptKey: [UInt8]? = nil) throws {
+        self.name = name
+        self.ip = ip
+        process.executableURL = URL(fileURLWithPath: Self.path!)
+        var args = ["agent", "-node=\(name)", "-bind=\(ip):7946", "-rpc-addr=\(ip):7373", "-log-level=debug"]
+        if let k = encryptKey { args.append("-encrypt=\(Data(k).base64EncodedString())") }
+        process.arguments = args
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+    }
+
+    var address: NodeAddress { NodeAddress(ip: ip, port: 7946) }
+
+    /// Runs a serf CLI command against this agent's RPC address.
+    func cli(_ args: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.path!)
+        // Go's flag parsing stops at the first positional argument: flags go right after the command.
+        p.arguments = [args[0], "-rpc-addr=\(ip):7373"] + args.dropFirst()
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// `serf members` as name -> status.
+    func members() -> [String: String] {
+        guard let text = try? cli(["members"]) else { return [:] }
+        var out: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            if f.count >= 3 { out[String(f[0])] = String(f[2]) }
+        }
+        return out
+    }
+
+    func waitForRPC() async throws {
+        _ = try await waitUntil(.seconds(5)) { !self.members().isEmpty }
+    }
+
+    /// SIGKILL: the agent vanishes without a leave.
+    func kill() {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    /// SIGINT: serf leaves gracefully.
+    func interrupt() {
+        if process.isRunning { process.interrupt() }
+        process.waitUntilExit()
+    }
+
+    var output: String {
+        String(decoding: log.fileHandleForReading.availableData, as: UTF8.self)
+    }
+}
+
+private func ourNode(_ name: String, key: SecretKey? = nil, meta: [UInt8] = []) throws -> (GossipNode, NodeAddress) {
+    let address = NodeAddress(ip: uniqueLoopback(), port: 7946)
+    var swim = SwimConfig(name: name, advertise: address, meta: meta)
+    swim.pushPullInterval = .seconds(10)
+    let node = try GossipNode(configuration: GossipConfiguration(swim: swim, keyring: try key.map { try Keyring(primary: $0) }))
+    return (node, address)
+}
+
+@Suite(.serialized, .enabled(if: SerfAgent.installed, "serf not installed: apt-get install serf"))
+struct SerfInteropTests {
+    @Test func weJoinSerfAndSerfSeesUsFailWhenWeStop() async throws {
+        let serf = try SerfAgent(name: "serf-a", ip: uniqueLoopback())
+        defer { serf.kill() }
+        try await serf.waitForRPC()
+        let (node, _) = try ourNode("swift-a", meta: SerfTags.encode(["role": "overlay"]))
+        try await node.start()
+        var stopped = false
+        defer { if !stopped { Task { try? await node.shutdown() } } }
+        try await node.join([serf.address])
+        #expect(try await waitUntil(.seconds(10)) { serf.members()["swift-a"] == "alive" }, "serf members: \(serf.members())")
+        #expect(try await waitUntil(.seconds(5)) { try await node.members().contains { $0.name == "serf-a" && $0.state == .alive } })
+        let tags = try serf.cli(["members", "-format=json"])
+        #expect(tags.contains("overlay"), "serf should decode our tags: \(tags)")
+        // Stay a few probe rounds: serf must keep us alive (we answer UDP and TCP pings).
+        try await Task.sleep(for: .seconds(4))
+        #expect(serf.members()["swift-a"] == "alive")
+        try await node.shutdown()
+        stopped = true
+        #expect(try await waitUntil(.seconds(20)) { serf.members()["swift-a"] == "failed" }, "serf members: \(serf.members())")
+    }
+
+    @Test func serfKilledIsMarkedDeadWithinTheSuspicionTimeout() async throws {
+        let serf = try SerfAgent(name: "serf-b", ip: uniqueLoopback())
+        defer { serf.kill() }
+        try await serf.waitForRPC()
+        let (node, _) = try ourNode("swift-b")
+        try await node.start()
+        defer { Task { try? await node.shutdown() } }
+        try await node.join([serf.address])
+        #expect(try await waitUntil(.seconds(10)) { serf.members()["swift-b"] == "alive" })
+        let killedAt = ContinuousClock.now
+        serf.kill()
+        // Two members: up to ~2 probe intervals to notice, then 4 s suspicion (k = 0).
+        #expect(try await waitUntil(.seconds(10)) { try await node.members().first { $0.name == "serf-b" }?.state == .dead })
+        let elapsed = ContinuousClock.now - killedAt
+        #expect(elapsed >= .seconds(4), "declared dead after \(elapsed), before the minimum suspicion")
+        #expect(elapsed < .seconds(9))
+    }
+
+    @Test func serfJoinsUsAndLeavesGracefully() async throws {
+        let (node, address) = try ourNode("swift-c")
+        try await node.start()
+        defer { Task { try? await node.shutdown() } }
+        let serf = try SerfAgent(name: "serf-c", ip: uniqueLoopback())
+        defer { serf.kill() }
+        try await serf.waitForRPC()
+        let out = try serf.cli(["join", "\(address)"])
+        #expect(out.contains("Successfully joined"), "serf join said: \(out)")
+        #expect(try await waitUntil(.seconds(5)) { try await node.members().contains { $0.name == "serf-c" && $0.state == .alive } })
+        serf.interrupt()
+        #expect(try await waitUntil(.seconds(10)) { try await node.members().first { $0.name == "serf-c" }?.state == .left })
+    }
+
+    @Test func encryptedClusterWithSerf() async throws {
+        let key = try SecretKey.random(byteCount: 32)
+        let keyBytes = key.withUnsafeBytes { Array($0) }
+        let serf = try SerfAgent(name: "serf-d", ip: uniqueLoopback(), encryptKey: keyBytes)
+        defer { serf.kill() }
+        try await serf.waitForRPC()
+        let (node, address) = try ourNode("swift-d", key: key)
+        try await node.start()
+        defer { Task { try? await node.shutdown() } }
+        try await node.join([serf.address])
+        #expect(try await waitUntil(.seconds(10)) { serf.members()["swift-d"] == "alive" })
+        try await Task.sleep(for: .seconds(3))
+        #expect(serf.members()["swift-d"] == "alive")
+        let c = try await node.counters()
+        #expect(c.unauthenticated == 0 && c.packetsReceived > 0)
+
+        // A second node with the wrong key is refused by serf, and serf's attempts are counted by it.
+        let (wrong, wrongAddress) = try ourNode("swift-wrong", key: try SecretKey.random(byteCount: 16))
+        try await wrong.start()
+        defer { Task { try? await wrong.shutdown() } }
+        await #expect(throws: GossipError.self) { try await wrong.join([serf.address]) }
+        #expect(try await wrong.counters().unauthenticated >= 1)
+        _ = try serf.cli(["join", "\(wrongAddress)"])
+        #expect(try await waitUntil(.seconds(3)) { try await wrong.counters().unauthenticated >= 2 })
+        #expect(serf.members()["swift-wrong"] == nil)
+        #expect(try await node.members().allSatisfy { $0.name != "swift-wrong" })
+        _ = address
+    }
+}
