@@ -17,3 +17,21 @@ public enum SerfTags {
         return out
     }
 }
+
+/// serf's own intent messages, sent as memberlist user messages, for nodes that want serf agents
+/// to report them as "left" (serf needs a leave intent before memberlist's leave) or to see a
+/// join intent. Encodings follow serf messages.go: one type byte, then a MessagePack struct.
+public enum SerfIntent {
+    /// `messageLeave{LTime, Node, Prune}` with serf type 0.
+    public static func leave(node: String, lamportTime: UInt64, prune: Bool = false) -> [UInt8] {
+        [0] + MsgPack.encode(.map([MsgPackPair(.string("LTime"), .int(Int64(clamping: lamportTime))),
+                                   MsgPackPair(.string("Node"), .string(node)),
+                                   MsgPackPair(.string("Prune"), .bool(prune))]))
+    }
+
+    /// `messageJoin{LTime, Node}` with serf type 1.
+    public static func join(node: String, lamportTime: UInt64) -> [UInt8] {
+        [1] + MsgPack.encode(.map([MsgPackPair(.string("LTime"), .int(Int64(clamping: lamportTime))),
+                                   MsgPackPair(.string("Node"), .string(node))]))
+    }
+}

@@ -102,9 +102,29 @@ struct SerfInteropTests {
         // Stay a few probe rounds: serf must keep us alive (we answer UDP and TCP pings).
         try await Task.sleep(for: .seconds(4))
         #expect(serf.members()["swift-a"] == "alive")
+        let log = serf.output
+        #expect(!log.contains("[ERR]") && !log.contains("[WARN]"), "serf complained about us:\n\(log)")
         try await node.shutdown()
         stopped = true
         #expect(try await waitUntil(.seconds(20)) { serf.members()["swift-a"] == "failed" }, "serf members: \(serf.members())")
+    }
+
+    @Test func weLeaveGracefullyAndSerfSaysLeft() async throws {
+        let serf = try SerfAgent(name: "serf-e", ip: uniqueLoopback())
+        defer { serf.kill() }
+        try await serf.waitForRPC()
+        let (node, _) = try ourNode("swift-e")
+        try await node.start()
+        try await node.join([serf.address])
+        #expect(try await waitUntil(.seconds(10)) { serf.members()["swift-e"] == "alive" })
+        // serf reports "left" only after its own leave intent; memberlist's leave alone reads as "failed".
+        try await node.broadcastUserMessage(SerfIntent.leave(node: "swift-e", lamportTime: 1))
+        try await Task.sleep(for: .milliseconds(600))
+        try await node.leave()
+        try await node.shutdown()
+        #expect(try await waitUntil(.seconds(10)) { serf.members()["swift-e"] == "left" }, "serf members: \(serf.members())")
+        let log = serf.output
+        #expect(!log.contains("[ERR] memberlist"), "serf logged memberlist errors about us:\n\(log)")
     }
 
     @Test func serfKilledIsMarkedDeadWithinTheSuspicionTimeout() async throws {

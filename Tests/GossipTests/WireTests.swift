@@ -32,6 +32,15 @@ import OverlayModel
         #expect(again == original)
     }
 
+    @Test func serfUserMessagesMatchOurIntentEncoding() throws {
+        // serf's join intent as captured: user message, serf type 1, {LTime: 1, Node: "sb"}.
+        let p = try PacketCodec.decode(hex("0cab8c50ff080182a54c54696d6501a44e6f6465a27362"), keyring: nil)
+        #expect(p.messages == [.user(SerfIntent.join(node: "sb", lamportTime: 1))])
+        #expect(SerfTags.decode([0xff, 0x80]) == [:])
+        #expect(SerfTags.decode(SerfTags.encode(["role": "overlay", "dc": "x"])) == ["role": "overlay", "dc": "x"])
+        #expect(SerfTags.decode([0x41]) == nil)
+    }
+
     @Test func pingReencodesByteForByte() throws {
         for d in serfPlainCapture where d.proto == "udp" && d.hex.hasPrefix("0085") {
             let bytes = hex(d.hex)
