@@ -16,6 +16,9 @@ public struct GossipConfiguration: Sendable {
     public var keyring: Keyring?
     /// With a keyring: refuse plaintext (memberlist `GossipVerifyIncoming`, true).
     public var verifyIncoming: Bool
+    /// memberlist (>= 0.3) cluster label: sent as a header on every packet and stream and
+    /// authenticated; packets and streams with another (or no) label are refused. Empty = none.
+    public var label: String
     /// Decoder bounds.
     public var limits: WireLimits
     /// Deadline for a whole TCP exchange (10 s, memberlist `TCPTimeout`).
@@ -38,6 +41,7 @@ public struct GossipConfiguration: Sendable {
         self.bindPort = bindPort ?? Int(swim.advertise.port)
         self.keyring = keyring
         verifyIncoming = true
+        label = ""
         limits = WireLimits()
         tcpTimeout = .seconds(10)
         maxConcurrentStreams = 128
@@ -243,7 +247,7 @@ public final class GossipNode: @unchecked Sendable {
 
     /// Sends an opaque user message to one node over TCP (reliable, any size up to the stream limit).
     public func sendUserMessage(_ payload: [UInt8], to: NodeAddress) async throws {
-        let bytes = try StreamCodec.encodeUser(payload, keyring: try await loop.submit { [self] in keyring }.get())
+        let bytes = try StreamCodec.encodeUser(payload, keyring: try await loop.submit { [self] in keyring }.get(), label: configuration.label)
         try await exchange(bytes, to: to, expectReply: false).map { _ in () }.get()
     }
 
@@ -312,7 +316,7 @@ public final class GossipNode: @unchecked Sendable {
             return
         }
         do {
-            let bytes = try PacketCodec.encode(parts, crc: crc, keyring: keyring)
+            let bytes = try PacketCodec.encode(parts, crc: crc, keyring: keyring, label: configuration.label)
             let sa = try SocketAddress(ipAddress: "\(to.ip)", port: Int(to.port))
             counters.packetsSent += 1
             udp.writeAndFlush(AddressedEnvelope(remoteAddress: sa, data: udp.allocator.buffer(bytes: bytes)), promise: nil)
@@ -327,7 +331,7 @@ public final class GossipNode: @unchecked Sendable {
         guard running, let fromAddress = NodeAddress(from) else { return }
         counters.packetsReceived += 1
         do {
-            let p = try PacketCodec.decode(bytes, keyring: keyring, verifyIncoming: configuration.verifyIncoming, limits: configuration.limits)
+            let p = try PacketCodec.decode(bytes, keyring: keyring, verifyIncoming: configuration.verifyIncoming, label: configuration.label, limits: configuration.limits)
             counters.compressedSections += p.compressedSections
             counters.droppedParts += p.truncatedParts + p.malformedParts
             execute(core.onMessages(p.messages, from: fromAddress, now: now))
@@ -353,7 +357,7 @@ public final class GossipNode: @unchecked Sendable {
         var local = core.localState(join: join)
         local.userState = configuration.localUserState(join)
         let bytes: [UInt8]
-        do { bytes = try StreamCodec.encode(.pushPull(local), keyring: keyring) } catch { return loop.makeFailedFuture(error) }
+        do { bytes = try StreamCodec.encode(.pushPull(local), keyring: keyring, label: configuration.label) } catch { return loop.makeFailedFuture(error) }
         return exchange(bytes, to: to, expectReply: true).flatMapThrowing { [self] reply in
             switch reply {
             case .pushPull(let remote):
@@ -368,7 +372,7 @@ public final class GossipNode: @unchecked Sendable {
 
     private func tcpPing(_ ping: PingMessage, to: NodeAddress, timeout: Duration) {
         let bytes: [UInt8]
-        do { bytes = try StreamCodec.encode(.ping(ping), keyring: keyring) } catch { return }
+        do { bytes = try StreamCodec.encode(.ping(ping), keyring: keyring, label: configuration.label) } catch { return }
         exchange(bytes, to: to, expectReply: true, timeout: timeout).whenComplete { [self] result in
             var acked = false
             if case .success(.ack(let seq, _)) = result, seq == ping.seqNo { acked = true }
@@ -421,11 +425,11 @@ public final class GossipNode: @unchecked Sendable {
         switch message {
         case .ping(let p):
             guard let ack = core.onStreamPing(p) else { return nil }
-            return try? StreamCodec.encode(ack, keyring: keyring)
+            return try? StreamCodec.encode(ack, keyring: keyring, label: configuration.label)
         case .pushPull(let remote):
             var (reply, ds) = core.onPushPullRequest(remote, now: now)
             reply.userState = configuration.localUserState(false)
-            let bytes = try? StreamCodec.encode(.pushPull(reply), keyring: keyring)
+            let bytes = try? StreamCodec.encode(.pushPull(reply), keyring: keyring, label: configuration.label)
             execute(ds)
             return bytes
         case .user(let b):
@@ -529,7 +533,8 @@ private final class StreamHandler: ChannelInboundHandler {
             guard buffer.count <= limits.maxStreamBytes + 5 else {
                 throw GossipCodecError(.tooLarge, "stream exceeds \(limits.maxStreamBytes) bytes")
             }
-            switch try StreamCodec.decode(buffer, keyring: node.streamKeyring, verifyIncoming: node.configuration.verifyIncoming, limits: limits) {
+            switch try StreamCodec.decode(buffer, keyring: node.streamKeyring, verifyIncoming: node.configuration.verifyIncoming,
+                                          label: node.configuration.label, limits: limits) {
             case .needMore:
                 return
             case .message(let m, _):

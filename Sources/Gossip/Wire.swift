@@ -202,6 +202,38 @@ public enum PayloadCrypto {
     }
 }
 
+/// memberlist (>= 0.3) labels: an optional `244, len(u8), label` header in front of packets and
+/// streams; the label is also authenticated (packet AAD = label, stream AAD = 5-byte header + label).
+/// Nodes with different labels ignore each other. Empty label = no header (memberlist 0.2, serf 0.9).
+public enum LabelHeader {
+    /// The header's type byte.
+    public static let typeByte: UInt8 = 244
+
+    /// `244, len, label` for a non-empty label; empty for none. Labels are 1...255 bytes.
+    public static func encode(_ label: String) throws -> [UInt8] {
+        let b = Array(label.utf8)
+        if b.isEmpty { return [] }
+        guard b.count <= 255 else { throw GossipError(.invalidConfiguration, "label of \(b.count) bytes; memberlist allows 255") }
+        return [typeByte, UInt8(b.count)] + b
+    }
+
+    /// Splits a label header off `bytes`: (label, header length), or nil when more bytes are needed.
+    static func split(_ bytes: [UInt8]) throws -> (label: String, length: Int)? {
+        guard bytes.first == typeByte else { return ("", 0) }
+        guard bytes.count >= 2 else { return nil }
+        let n = Int(bytes[1])
+        guard n >= 1 else { throw GossipCodecError(.malformed, "label header cannot be empty when present") }
+        guard bytes.count >= 2 + n else { return nil }
+        return (String(decoding: bytes[2 ..< 2 + n], as: UTF8.self), 2 + n)
+    }
+
+    static func check(_ got: String, expected: String) throws {
+        guard got == expected else {
+            throw GossipError(.unauthenticated, "gossip label \"\(got)\" does not match ours (\"\(expected)\"); nodes of different clusters must not mix")
+        }
+    }
+}
+
 /// What one UDP packet held after decryption, CRC, compound and compression framing were removed.
 public struct DecodedPacket: Sendable, Equatable {
     /// Messages in order.
@@ -231,29 +263,34 @@ public enum PacketCodec {
 
     /// Frames encoded messages for one packet: compound if several, CRC if the peer speaks
     /// protocol >= 5, then encryption with the primary key if a keyring is given.
-    public static func encode(_ messages: [[UInt8]], crc: Bool, keyring: Keyring?, encryptionVersion: UInt8 = 1) throws -> [UInt8] {
+    public static func encode(_ messages: [[UInt8]], crc: Bool, keyring: Keyring?, encryptionVersion: UInt8 = 1, label: String = "") throws -> [UInt8] {
         var msg = messages.count == 1 ? messages[0] : compound(messages)
         if crc {
             let c = CRC32.checksum(msg)
             msg = [MessageType.hasCrc.rawValue, UInt8(c >> 24), UInt8(truncatingIfNeeded: c >> 16), UInt8(truncatingIfNeeded: c >> 8), UInt8(truncatingIfNeeded: c)] + msg
         }
         if let k = keyring {
-            msg = try PayloadCrypto.encrypt(version: encryptionVersion, key: k.primary, plaintext: msg)
+            msg = try PayloadCrypto.encrypt(version: encryptionVersion, key: k.primary, plaintext: msg, aad: Array(label.utf8))
         }
-        return msg
+        return try LabelHeader.encode(label) + msg
     }
 
     /// Decodes one UDP packet. With a keyring the packet must decrypt unless `verifyIncoming` is
     /// false (then plaintext is accepted too, as memberlist's `GossipVerifyIncoming`).
-    public static func decode(_ packet: [UInt8], keyring: Keyring?, verifyIncoming: Bool = true, limits: WireLimits = .init()) throws -> DecodedPacket {
+    public static func decode(_ packet: [UInt8], keyring: Keyring?, verifyIncoming: Bool = true, label: String = "", limits: WireLimits = .init()) throws -> DecodedPacket {
         guard packet.count <= limits.maxPacketBytes else {
             throw GossipCodecError(.tooLarge, "packet of \(packet.count) bytes exceeds \(limits.maxPacketBytes)")
         }
+        guard let (got, headerLength) = try LabelHeader.split(packet) else {
+            throw GossipCodecError(.truncated, "packet ends inside its label header")
+        }
+        try LabelHeader.check(got, expected: label)
         var result = DecodedPacket()
-        var buf = packet
+        let body = headerLength == 0 ? packet : Array(packet[headerLength...])
+        var buf = body
         if let k = keyring {
             do {
-                buf = try PayloadCrypto.decrypt(keys: k.keys, payload: packet)
+                buf = try PayloadCrypto.decrypt(keys: k.keys, payload: body, aad: Array(label.utf8))
                 result.wasEncrypted = true
             } catch {
                 if verifyIncoming { throw error }
@@ -330,17 +367,31 @@ public enum StreamDecodeResult: Sendable, Equatable {
 /// a `compress` message.
 public enum StreamCodec {
     /// Frames one message for a stream, encrypting with the primary key when a keyring is given.
-    public static func encode(_ message: GossipMessage, keyring: Keyring?, encryptionVersion: UInt8 = 1) throws -> [UInt8] {
-        let plain = message.encode()
-        guard let k = keyring else { return plain }
+    public static func encode(_ message: GossipMessage, keyring: Keyring?, encryptionVersion: UInt8 = 1, label: String = "") throws -> [UInt8] {
+        try frame(message.encode(), keyring: keyring, encryptionVersion: encryptionVersion, label: label)
+    }
+
+    static func frame(_ plain: [UInt8], keyring: Keyring?, encryptionVersion: UInt8 = 1, label: String) throws -> [UInt8] {
+        let labelHeader = try LabelHeader.encode(label)
+        guard let k = keyring else { return labelHeader + plain }
         let len = PayloadCrypto.encryptedLength(version: encryptionVersion, plaintextCount: plain.count)
         let header: [UInt8] = [MessageType.encrypt.rawValue, UInt8(truncatingIfNeeded: len >> 24), UInt8(truncatingIfNeeded: len >> 16), UInt8(truncatingIfNeeded: len >> 8), UInt8(truncatingIfNeeded: len)]
-        return header + (try PayloadCrypto.encrypt(version: encryptionVersion, key: k.primary, plaintext: plain, aad: header))
+        return labelHeader + header + (try PayloadCrypto.encrypt(version: encryptionVersion, key: k.primary, plaintext: plain, aad: header + Array(label.utf8)))
     }
 
     /// Reads one message from the start of `bytes`. With a keyring, plaintext streams are refused
     /// unless `verifyIncoming` is false; encrypted streams without a keyring are refused.
-    public static func decode(_ bytes: [UInt8], keyring: Keyring?, verifyIncoming: Bool = true, limits: WireLimits = .init()) throws -> StreamDecodeResult {
+    public static func decode(_ bytes: [UInt8], keyring: Keyring?, verifyIncoming: Bool = true, label: String = "", limits: WireLimits = .init()) throws -> StreamDecodeResult {
+        guard !bytes.isEmpty, let (got, headerLength) = try LabelHeader.split(bytes) else { return .needMore }
+        try LabelHeader.check(got, expected: label)
+        if headerLength == 0 { return try decodeUnlabelled(bytes, keyring: keyring, verifyIncoming: verifyIncoming, label: label, limits: limits) }
+        switch try decodeUnlabelled(Array(bytes[headerLength...]), keyring: keyring, verifyIncoming: verifyIncoming, label: label, limits: limits) {
+        case .needMore: return .needMore
+        case .message(let m, let used): return .message(m, consumed: used + headerLength)
+        }
+    }
+
+    private static func decodeUnlabelled(_ bytes: [UInt8], keyring: Keyring?, verifyIncoming: Bool, label: String, limits: WireLimits) throws -> StreamDecodeResult {
         guard let first = bytes.first else { return .needMore }
         guard let type = MessageType(rawValue: first) else {
             throw GossipCodecError(.unknownMessage, "stream starts with unknown message type \(first)")
@@ -355,7 +406,7 @@ public enum StreamCodec {
                 throw GossipCodecError(.tooLarge, "encrypted stream of \(len) bytes exceeds \(limits.maxStreamBytes)")
             }
             guard bytes.count >= 5 + len else { return .needMore }
-            let plain = try PayloadCrypto.decrypt(keys: k.keys, payload: Array(bytes[5 ..< 5 + len]), aad: Array(bytes[0 ..< 5]))
+            let plain = try PayloadCrypto.decrypt(keys: k.keys, payload: Array(bytes[5 ..< 5 + len]), aad: Array(bytes[0 ..< 5]) + Array(label.utf8))
             return .message(try decodeComplete(plain, limits: limits), consumed: 5 + len)
         }
         if keyring != nil, verifyIncoming {
@@ -410,13 +461,10 @@ public enum StreamCodec {
     }
 
     /// Encodes a user message for a stream (`userMsgHeader` then the bytes).
-    public static func encodeUser(_ payload: [UInt8], keyring: Keyring?) throws -> [UInt8] {
+    public static func encodeUser(_ payload: [UInt8], keyring: Keyring?, label: String = "") throws -> [UInt8] {
         var plain: [UInt8] = [MessageType.user.rawValue]
         MsgPack.encode(.map([MsgPackPair(.string("UserMsgLen"), .int(Int64(payload.count)))]), into: &plain)
         plain += payload
-        guard let k = keyring else { return plain }
-        let len = PayloadCrypto.encryptedLength(version: 1, plaintextCount: plain.count)
-        let header: [UInt8] = [MessageType.encrypt.rawValue, UInt8(truncatingIfNeeded: len >> 24), UInt8(truncatingIfNeeded: len >> 16), UInt8(truncatingIfNeeded: len >> 8), UInt8(truncatingIfNeeded: len)]
-        return header + (try PayloadCrypto.encrypt(version: 1, key: k.primary, plaintext: plain, aad: header))
+        return try frame(plain, keyring: keyring, label: label)
     }
 }

@@ -112,4 +112,21 @@ final class Collector<T: Sendable>: Sendable {
         #expect(try await a.members().allSatisfy { $0.state == .alive })
         for n in [a, b, c] { try await n.shutdown() }
     }
+
+    @Test func labelsSeparateClusters() async throws {
+        let ipA = uniqueLoopback(), ipB = uniqueLoopback(), ipC = uniqueLoopback()
+        func node(_ name: String, _ ip: IPAddress, _ label: String) throws -> GossipNode {
+            var cfg = GossipConfiguration(swim: fastSwim(name, NodeAddress(ip: ip, port: 7946)))
+            cfg.label = label
+            return try GossipNode(configuration: cfg)
+        }
+        let a = try node("a", ipA, "blue"), b = try node("b", ipB, "blue"), c = try node("c", ipC, "green")
+        for n in [a, b, c] { try await n.start() }
+        try await b.join([NodeAddress(ip: ipA, port: 7946)])
+        await #expect(throws: GossipError.self) { try await c.join([NodeAddress(ip: ipA, port: 7946)]) }
+        #expect(try await waitUntil(.seconds(2)) { try await a.members().count == 2 })
+        #expect(try await a.members().allSatisfy { $0.name != "c" })
+        #expect(try await a.counters().unauthenticated >= 1)
+        for n in [a, b, c] { try await n.shutdown() }
+    }
 }

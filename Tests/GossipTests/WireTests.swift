@@ -195,3 +195,36 @@ import OverlayModel
         #expect(throws: GossipCodecError.self) { try LZW.decode([0xff, 0xff, 0xff, 0xff], maxOutput: 100) }
     }
 }
+
+@Suite struct LabelTests {
+    let ping = GossipMessage.ping(PingMessage(seqNo: 1, node: "x"))
+
+    @Test func labelledPacketsRoundTripAndMismatchesAreRefused() throws {
+        let ring = try Keyring(primary: SecretKey.random(byteCount: 16))
+        for kr in [nil, ring] {
+            let wire = try PacketCodec.encode([ping.encode()], crc: true, keyring: kr, label: "cluster-a")
+            #expect(Array(wire.prefix(11)) == [244, 9] + Array("cluster-a".utf8))
+            #expect(try PacketCodec.decode(wire, keyring: kr, label: "cluster-a").messages == [ping])
+            #expect(throws: GossipError.self) { try PacketCodec.decode(wire, keyring: kr, label: "cluster-b") }
+            #expect(throws: GossipError.self) { try PacketCodec.decode(wire, keyring: kr) }
+            let unlabelled = try PacketCodec.encode([ping.encode()], crc: true, keyring: kr)
+            #expect(throws: GossipError.self) { try PacketCodec.decode(unlabelled, keyring: kr, label: "cluster-a") }
+        }
+        // The label is authenticated: swapping the header on an encrypted packet fails decryption.
+        let sealed = try PacketCodec.encode([ping.encode()], crc: false, keyring: ring, label: "aaaa")
+        let swapped = [244, 4] + Array("bbbb".utf8) + sealed.dropFirst(6)
+        let e = #expect(throws: GossipError.self) { try PacketCodec.decode(swapped, keyring: ring, label: "bbbb") }
+        #expect(e?.code == .unauthenticated)
+    }
+
+    @Test func labelledStreamsRoundTripWithPrefixes() throws {
+        let ring = try Keyring(primary: SecretKey.random(byteCount: 32))
+        for kr in [nil, ring] {
+            let bytes = try StreamCodec.encode(ping, keyring: kr, label: "L")
+            #expect(try StreamCodec.decode(bytes, keyring: kr, label: "L") == .message(ping, consumed: bytes.count))
+            for cut in 0 ..< bytes.count { #expect(try StreamCodec.decode(Array(bytes[..<cut]), keyring: kr, label: "L") == .needMore) }
+            #expect(throws: GossipError.self) { try StreamCodec.decode(bytes, keyring: kr, label: "M") }
+        }
+        #expect(throws: GossipCodecError.self) { try StreamCodec.decode([244, 0, 0], keyring: nil) }
+    }
+}
