@@ -174,10 +174,7 @@ public struct SwimCore: Sendable {
     // MARK: - Queries
 
     /// Every known member including this node, sorted by name.
-    public var members_: [Member] { members.values.map(\.member).sorted { $0.name < $1.name } }
-
-    /// Every known member including this node, sorted by name.
-    public func allMembers() -> [Member] { members_ }
+    public func allMembers() -> [Member] { members.values.map(\.member).sorted { $0.name < $1.name } }
 
     /// The member named `name`, if known.
     public func member(named name: String) -> Member? { members[name]?.member }
@@ -186,7 +183,7 @@ public struct SwimCore: Sendable {
     public func member(at address: NodeAddress) -> Member? { members.values.first { $0.member.address == address }?.member }
 
     /// Alive (and suspect) members other than this node.
-    public var liveMembers: [Member] { members_.filter { $0.name != config.name && ($0.state == .alive || $0.state == .suspect) } }
+    public var liveMembers: [Member] { allMembers().filter { $0.name != config.name && ($0.state == .alive || $0.state == .suspect) } }
 
     /// Number of broadcasts waiting to be gossiped.
     public var pendingBroadcasts: Int { broadcasts.count }

@@ -129,4 +129,16 @@ final class Collector<T: Sendable>: Sendable {
         #expect(try await a.counters().unauthenticated >= 1)
         for n in [a, b, c] { try await n.shutdown() }
     }
+
+    @Test func ipv6Loopback() async throws {
+        let port = UInt16.random(in: 20000 ... 60000)
+        let a6 = NodeAddress(ip: IPAddress("::1")!, port: port), b6 = NodeAddress(ip: IPAddress("::1")!, port: port + 1)
+        let a = try GossipNode(configuration: GossipConfiguration(swim: fastSwim("a6", a6)))
+        let b = try GossipNode(configuration: GossipConfiguration(swim: fastSwim("b6", b6)))
+        try await a.start()
+        try await b.start()
+        try await b.join([a6])
+        #expect(try await waitUntil(.seconds(3)) { try await a.members().filter { $0.state == .alive }.map(\.address) == [a6, b6] })
+        for n in [a, b] { try await n.shutdown() }
+    }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import OverlayCrypto
 @testable import Gossip
@@ -171,5 +172,35 @@ private func cluster(seed: UInt64, count: Int = 5, keyring: Keyring? = nil, conf
         sim.partition(["node1"], ["node2", "node3"])
         sim.run(for: .seconds(3))
         #expect(sim.nodes["node1"]!.core.healthScore > 0)
+    }
+}
+
+@Suite struct LargerClusterTests {
+    @Test func thirtyNodesConvergeAndDetectThreeFailures() {
+        var sim = SimNetwork(seed: 30)
+        sim.addNode("n01", index: 1)
+        let all = (1 ... 30).map { String(format: "n%02d", $0) }
+        for i in 2 ... 30 {
+            sim.run(for: .milliseconds(100))
+            sim.addNode(all[i - 1], index: i, joining: SimNetwork.address(Int.random(in: 1 ..< i, using: &sim.rng)))
+        }
+        sim.run(for: .seconds(10))
+        for a in all { #expect(sim.nodes[a]!.core.allMembers().filter { $0.state == .alive }.count == 30, "\(a) has not converged") }
+        let killedAt = sim.now
+        for v in ["n07", "n18", "n29"] { sim.kill(v) }
+        // n = 30: min suspicion = 4 s * log10(30) = 5.9 s; with k = 2 confirmations it ends near min.
+        sim.run(for: .seconds(30))
+        for a in all where !["n07", "n18", "n29"].contains(a) {
+            for v in ["n07", "n18", "n29"] {
+                #expect(sim.view(a, of: v) == .dead, "\(a) sees \(v) as \(String(describing: sim.view(a, of: v)))")
+                if let t = sim.firstEvent(a, matching: isFailed(v), after: killedAt) {
+                    #expect(t - killedAt >= .milliseconds(5_900))
+                }
+            }
+        }
+        // Nobody alive was declared dead.
+        for a in all where !["n07", "n18", "n29"].contains(a) {
+            for b in all where !["n07", "n18", "n29"].contains(b) { #expect(sim.firstEvent(a, matching: isFailed(b)) == nil) }
+        }
     }
 }
