@@ -528,9 +528,16 @@ private final class StreamHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !done else { return }
         buffer.append(contentsOf: unwrapInboundIn(data).readableBytesView)
+    }
+
+    /// Tries to decode once per batch of reads (not per read), so a large push-pull arriving in
+    /// many segments is not re-parsed from the start for each one.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        defer { context.fireChannelReadComplete() }
+        guard !done, !buffer.isEmpty else { return }
         let limits = node.configuration.limits
         do {
-            guard buffer.count <= limits.maxStreamBytes + 5 else {
+            guard buffer.count <= limits.maxStreamBytes + 5 + 257 else {
                 throw GossipCodecError(.tooLarge, "stream exceeds \(limits.maxStreamBytes) bytes")
             }
             switch try StreamCodec.decode(buffer, keyring: node.streamKeyring, verifyIncoming: node.configuration.verifyIncoming,
