@@ -141,4 +141,35 @@ final class Collector<T: Sendable>: Sendable {
         #expect(try await waitUntil(.seconds(3)) { try await a.members().filter { $0.state == .alive }.map(\.address) == [a6, b6] })
         for n in [a, b] { try await n.shutdown() }
     }
+
+    /// Opens a raw TCP connection, writes `request`, and returns everything read until the peer closes.
+    func rawExchange(_ request: [UInt8], to: NodeAddress) async throws -> [UInt8] {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "\(to.ip)", port: Int(to.port)) { ch in
+            ch.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch) }
+        }
+        return try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(bytes: request))
+            var got: [UInt8] = []
+            for try await chunk in inbound { got += Array(chunk.readableBytesView) }
+            return got
+        }
+    }
+
+    @Test func answersTCPPingsAndRefusesBadStreams() async throws {
+        let ip = uniqueLoopback()
+        let address = NodeAddress(ip: ip, port: 7946)
+        let a = try GossipNode(configuration: GossipConfiguration(swim: fastSwim("a", address)))
+        try await a.start()
+        let ack = try await rawExchange(try StreamCodec.encode(.ping(PingMessage(seqNo: 77, node: "a")), keyring: nil), to: address)
+        #expect(try StreamCodec.decode(ack, keyring: nil) == .message(.ack(seqNo: 77, payload: []), consumed: ack.count))
+        // Addressed to another name: no answer (memberlist guards against restarted nodes this way).
+        #expect(try await rawExchange(try StreamCodec.encode(.ping(PingMessage(seqNo: 78, node: "zz")), keyring: nil), to: address).isEmpty)
+        // Garbage: closed and counted.
+        #expect(try await rawExchange([0xee, 1, 2, 3], to: address).isEmpty)
+        #expect(try await rawExchange([0x06, 0x83, 0xc1], to: address).isEmpty)
+        let c = try await a.counters()
+        #expect(c.malformedPackets >= 2 && c.streamErrors >= 2 && c.streamsAccepted >= 4)
+        #expect(c.swim.misaddressedPings == 1)
+        try await a.shutdown()
+    }
 }
