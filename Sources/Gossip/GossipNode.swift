@@ -142,6 +142,9 @@ public final class GossipNode: @unchecked Sendable {
         do {
             udpChannel = try await DatagramBootstrap(group: loop)
                 .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                // NIO reads datagrams into 2 KiB buffers by default; take any size up to our limit so
+                // big packets are judged (and counted) by the decoder, not silently truncated.
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: min(cfg.limits.maxPacketBytes + 1, 65536)))
                 .channelInitializer { [self] ch in
                     ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(PacketHandler(node: self)) }
                 }

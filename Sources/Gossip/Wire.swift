@@ -26,12 +26,20 @@ public enum CRC32 {
         for _ in 0 ..< 8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
         return c
     }
-    /// The checksum of `bytes`.
-    public static func checksum<C: Collection>(_ bytes: C) -> UInt32 where C.Element == UInt8 {
-        var c: UInt32 = 0xFFFF_FFFF
-        for b in bytes { c = table[Int((c ^ UInt32(b)) & 0xff)] ^ (c >> 8) }
-        return c ^ 0xFFFF_FFFF
+    /// The checksum of the bytes in `buffer`.
+    public static func checksum(_ buffer: UnsafeRawBufferPointer) -> UInt32 {
+        table.withUnsafeBufferPointer { t in
+            var c: UInt32 = 0xFFFF_FFFF
+            for b in buffer { c = t[Int(UInt8(truncatingIfNeeded: c) ^ b)] ^ (c >> 8) }
+            return c ^ 0xFFFF_FFFF
+        }
     }
+
+    /// The checksum of `bytes`.
+    public static func checksum(_ bytes: [UInt8]) -> UInt32 { bytes.withUnsafeBytes { checksum($0) } }
+
+    /// The checksum of `bytes`.
+    public static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt32 { bytes.withUnsafeBytes { checksum($0) } }
 }
 
 /// LZW decoding as Go's `compress/lzw` with LSB bit order and 8-bit literals (memberlist's

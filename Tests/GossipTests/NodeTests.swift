@@ -172,4 +172,21 @@ final class Collector<T: Sendable>: Sendable {
         #expect(c.swim.misaddressedPings == 1)
         try await a.shutdown()
     }
+
+    @Test func largeDatagramsArriveWhole() async throws {
+        let address = NodeAddress(ip: uniqueLoopback(), port: 7946)
+        var cfg = GossipConfiguration(swim: fastSwim("big", address))
+        let received = Collector<[UInt8]>()
+        cfg.userMessage = { received.add($0) }
+        let node = try GossipNode(configuration: cfg)
+        try await node.start()
+        let payload = (0 ..< 9000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        let sender = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let bytes = try PacketCodec.encode([GossipMessage.user(payload).encode()], crc: true, keyring: nil)
+        try await sender.writeAndFlush(AddressedEnvelope(remoteAddress: try SocketAddress(ipAddress: "\(address.ip)", port: 7946), data: ByteBuffer(bytes: bytes)))
+        try await sender.close()
+        #expect(try await waitUntil(.seconds(2)) { received.all == [payload] })
+        #expect(try await node.counters().malformedPackets == 0)
+        try await node.shutdown()
+    }
 }

@@ -131,6 +131,12 @@ import OverlayModel
         }
     }
 
+    @Test func crc32KnownValues() {
+        #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)  // the CRC-32/IEEE check value
+        #expect(CRC32.checksum([UInt8]()) == 0)
+        #expect(CRC32.checksum(Array("xx123456789".utf8).dropFirst(2)) == 0xCBF4_3926)
+    }
+
     @Test func crcMismatchIsRefused() throws {
         var wire = try PacketCodec.encode([ping.encode()], crc: true, keyring: nil)
         wire[wire.count - 1] ^= 0x40
