@@ -187,4 +187,36 @@ struct SerfInteropTests {
         #expect(try await node.members().allSatisfy { $0.name != "swift-wrong" })
         _ = address
     }
+
+    @Test func mixedClusterOfTwoSerfsAndUs() async throws {
+        let s1 = try SerfAgent(name: "serf-m1", ip: uniqueLoopback())
+        defer { s1.kill() }
+        let s2 = try SerfAgent(name: "serf-m2", ip: uniqueLoopback())
+        defer { s2.kill() }
+        try await s1.waitForRPC()
+        try await s2.waitForRPC()
+        let address = NodeAddress(ip: uniqueLoopback(), port: 7946)
+        var cfg = GossipConfiguration(swim: SwimConfig(name: "swift-m", advertise: address))
+        let received = Collector<[UInt8]>()
+        cfg.userMessage = { received.add($0) }
+        let node = try GossipNode(configuration: cfg)
+        try await node.start()
+        defer { Task { try? await node.shutdown() } }
+        // We join serf-m1; serf-m2 joins us: membership must flow through our node both ways.
+        try await node.join([s1.address])
+        _ = try s2.cli(["join", "\(address)"])
+        #expect(try await waitUntil(.seconds(10)) {
+            s1.members()["serf-m2"] == "alive" && s2.members()["serf-m1"] == "alive" && s2.members()["swift-m"] == "alive"
+        }, "serf-m1: \(s1.members()), serf-m2: \(s2.members())")
+        #expect(try await node.members().filter { $0.state == .alive }.count == 3)
+        // serf user events are memberlist user messages: they reach our hook (serf type 3).
+        _ = try s1.cli(["event", "deploy", "v42"])
+        #expect(try await waitUntil(.seconds(5)) { received.all.contains { $0.first == 3 && String(decoding: $0, as: UTF8.self).contains("deploy") } })
+        // serf-m2 vanishes: both the other serf and we declare it failed/dead.
+        s2.kill()
+        #expect(try await waitUntil(.seconds(20)) {
+            try await node.members().first { $0.name == "serf-m2" }?.state == .dead && s1.members()["serf-m2"] == "failed"
+        }, "serf-m1: \(s1.members())")
+        #expect(s1.members()["swift-m"] == "alive")
+    }
 }
