@@ -491,7 +491,7 @@ private final class StreamHandler: ChannelInboundHandler {
     let node: GossipNode
     let request: ([UInt8], Bool)?
     let promise: EventLoopPromise<GossipMessage?>?
-    var buffer: [UInt8] = []
+    var buffer = ByteBuffer()
     var done = false
     var counted = false
 
@@ -530,36 +530,33 @@ private final class StreamHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !done else { return }
-        buffer.append(contentsOf: unwrapInboundIn(data).readableBytesView)
+        var incoming = unwrapInboundIn(data)
+        buffer.writeBuffer(&incoming)
     }
 
     /// Tries to decode once per batch of reads (not per read), so a large push-pull arriving in
     /// many segments is not re-parsed from the start for each one.
     func channelReadComplete(context: ChannelHandlerContext) {
         defer { context.fireChannelReadComplete() }
-        guard !done, !buffer.isEmpty else { return }
+        guard !done, buffer.readableBytes > 0 else { return }
         let limits = node.configuration.limits
         do {
-            guard buffer.count <= limits.maxStreamBytes + 5 + 257 else {
+            guard buffer.readableBytes <= limits.maxStreamBytes + 5 + 257 else {
                 throw GossipCodecError(.tooLarge, "stream exceeds \(limits.maxStreamBytes) bytes")
             }
-            switch try StreamCodec.decode(buffer, keyring: node.streamKeyring, verifyIncoming: node.configuration.verifyIncoming,
-                                          label: node.configuration.label, limits: limits) {
-            case .needMore:
-                return
-            case .message(let m, _):
-                done = true
-                if let promise {
-                    promise.succeed(m)
-                    context.close(promise: nil)
-                } else if let reply = node.serveStream(m) {
-                    let ch = context.channel
-                    context.writeAndFlush(wrapOutboundOut(ch.allocator.buffer(bytes: reply))).whenComplete { _ in
-                        ch.close(promise: nil)
-                    }
-                } else {
-                    context.close(promise: nil)
+            guard let m = try buffer.readGossipStreamMessage(keyring: node.streamKeyring, verifyIncoming: node.configuration.verifyIncoming,
+                                                             label: node.configuration.label, limits: limits) else { return }
+            done = true
+            if let promise {
+                promise.succeed(m)
+                context.close(promise: nil)
+            } else if let reply = node.serveStream(m) {
+                let ch = context.channel
+                context.writeAndFlush(wrapOutboundOut(ch.allocator.buffer(bytes: reply))).whenComplete { _ in
+                    ch.close(promise: nil)
                 }
+            } else {
+                context.close(promise: nil)
             }
         } catch {
             done = true

@@ -1,6 +1,7 @@
 import Testing
 import OverlayCrypto
 import OverlayModel
+import NIOCore
 @testable import Gossip
 
 @Suite struct SerfCaptureTests {
@@ -232,5 +233,29 @@ import OverlayModel
             #expect(throws: GossipError.self) { try StreamCodec.decode(bytes, keyring: kr, label: "M") }
         }
         #expect(throws: GossipCodecError.self) { try StreamCodec.decode([244, 0, 0], keyring: nil) }
+    }
+}
+
+@Suite struct ByteBufferGossipTests {
+    @Test func streamMessagesReadIncrementally() throws {
+        let ring = try Keyring(primary: SecretKey.random(byteCount: 16))
+        let ping = GossipMessage.ping(PingMessage(seqNo: 5, node: "n"))
+        let one = try StreamCodec.encode(ping, keyring: ring)
+        var buf = ByteBuffer()
+        for (i, b) in one.enumerated() {
+            buf.writeInteger(b)
+            let before = buf.readerIndex
+            let m = try buf.readGossipStreamMessage(keyring: ring)
+            if i < one.count - 1 {
+                #expect(m == nil)
+                #expect(buf.readerIndex == before)
+            } else {
+                #expect(m == ping)
+                #expect(buf.readableBytes == 0)
+            }
+        }
+        var packet = ByteBuffer(bytes: try PacketCodec.encode([ping.encode()], crc: true, keyring: nil))
+        #expect(try packet.readGossipPacket(keyring: nil).messages == [ping])
+        #expect(packet.readableBytes == 0)
     }
 }
