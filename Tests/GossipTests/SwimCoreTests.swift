@@ -115,3 +115,47 @@ import Testing
         #expect(c.onTimer(.probe, now: .seconds(2)).contains(.scheduleTimer(.probe, after: .seconds(3))))
     }
 }
+
+@Suite struct SwimCoreFuzzTests {
+    @Test func randomMessagesKeepInvariants() throws {
+        var rng = SeededRNG(seed: 2024)
+        var c = try SwimCore(config: SwimConfig(name: "me", advertise: SimNetwork.address(1), randomSeed: 3))
+        _ = c.start(now: .zero)
+        var now = Duration.zero
+        var lastIncarnation = c.incarnation
+        let names = ["me", "a", "b", "c", "d"]
+        for step in 0 ..< 5000 {
+            now += .milliseconds(Int.random(in: 0 ... 300, using: &rng))
+            let name = names.randomElement(using: &rng)!
+            let inc = UInt32.random(in: 0 ... 20, using: &rng)
+            let from = SimNetwork.address(Int.random(in: 1 ... 9, using: &rng))
+            let msg: GossipMessage
+            switch Int.random(in: 0 ..< 7, using: &rng) {
+            case 0: msg = .alive(AliveMessage(incarnation: inc, node: name, address: SimNetwork.address(Int.random(in: 1 ... 9, using: &rng)), meta: [UInt8(step % 3)], versions: .serfCompatible))
+            case 1: msg = .suspect(AccusationMessage(incarnation: inc, node: name, from: names.randomElement(using: &rng)!))
+            case 2: msg = .dead(AccusationMessage(incarnation: inc, node: name, from: names.randomElement(using: &rng)!))
+            case 3: msg = .ack(seqNo: UInt32.random(in: 0 ... 50, using: &rng), payload: [])
+            case 4: msg = .nack(seqNo: UInt32.random(in: 0 ... 50, using: &rng))
+            case 5: msg = .ping(PingMessage(seqNo: 1, node: name))
+            default: msg = .indirectPing(IndirectPingMessage(seqNo: 9, target: from, node: name, nack: true))
+            }
+            func timers(_ ds: [SwimDirective]) -> [SwimTimer] {
+                ds.compactMap { if case .scheduleTimer(let t, _) = $0 { return t } else { return nil } }
+            }
+            // Fire the timers the core asked for right away (not the periodic ones).
+            var pending = timers(c.onMessages([msg], from: from, now: now))
+            var fired = 0
+            while let t = pending.popLast(), fired < 20 {
+                fired += 1
+                if t == .probe || t == .gossip || t == .pushPull || t == .reconnect { continue }
+                pending += timers(c.onTimer(t, now: now))
+            }
+            let me = c.member(named: "me")
+            #expect(me?.state == .alive, "step \(step): self is \(String(describing: me?.state))")
+            #expect(c.incarnation >= lastIncarnation)
+            lastIncarnation = c.incarnation
+            #expect(c.allMembers().count <= names.count)
+            #expect(c.healthScore >= 0 && c.healthScore < c.config.awarenessMaxMultiplier)
+        }
+    }
+}
