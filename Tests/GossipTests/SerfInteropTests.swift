@@ -219,4 +219,26 @@ struct SerfInteropTests {
         }, "serf-m1: \(s1.members())")
         #expect(s1.members()["swift-m"] == "alive")
     }
+
+    @Test func weRestartAfterSerfMarkedUsFailedAndRefute() async throws {
+        let serf = try SerfAgent(name: "serf-r", ip: uniqueLoopback())
+        defer { serf.kill() }
+        try await serf.waitForRPC()
+        let address = NodeAddress(ip: uniqueLoopback(), port: 7946)
+        func make() throws -> GossipNode { try GossipNode(configuration: GossipConfiguration(swim: SwimConfig(name: "swift-r", advertise: address))) }
+        let first = try make()
+        try await first.start()
+        try await first.join([serf.address])
+        #expect(try await waitUntil(.seconds(10)) { serf.members()["swift-r"] == "alive" })
+        try await first.shutdown()
+        #expect(try await waitUntil(.seconds(20)) { serf.members()["swift-r"] == "failed" })
+        // A new process with the same name starts at incarnation 1, below what serf remembers; serf's
+        // push-pull tells it it is dead, it refutes with a higher incarnation, and serf accepts.
+        let second = try make()
+        try await second.start()
+        defer { Task { try? await second.shutdown() } }
+        try await second.join([serf.address])
+        #expect(try await waitUntil(.seconds(10)) { serf.members()["swift-r"] == "alive" }, "serf members: \(serf.members())")
+        #expect(try await second.counters().swim.refutations >= 1)
+    }
 }
