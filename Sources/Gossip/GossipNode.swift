@@ -174,6 +174,24 @@ public final class GossipNode: @unchecked Sendable {
         logger.info("gossip node started", metadata: ["name": "\(cfg.swim.name)", "advertise": "\(cfg.swim.advertise)"])
     }
 
+    /// Runs the node as a long-lived service: starts it, joins `seeds` (if any), then waits until
+    /// the task is cancelled, leaves gracefully and shuts down. Shaped like
+    /// swift-service-lifecycle's `Service.run()` so it can be wrapped in one.
+    public func run(joining seeds: [NodeAddress] = []) async throws {
+        try await start()
+        do {
+            if !seeds.isEmpty { try await join(seeds) }
+        } catch {
+            try? await shutdown()
+            throw error
+        }
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .seconds(3600)) } catch { break }
+        }
+        try? await leave()
+        try await shutdown()
+    }
+
     /// Joins a cluster through `seeds` (push-pull with each); returns how many answered. Throws
     /// `.joinFailed` if none did.
     @discardableResult

@@ -189,4 +189,21 @@ final class Collector<T: Sendable>: Sendable {
         #expect(try await node.counters().malformedPackets == 0)
         try await node.shutdown()
     }
+
+    @Test func runLeavesAndShutsDownOnCancellation() async throws {
+        let ipA = uniqueLoopback(), ipB = uniqueLoopback()
+        let a = try GossipNode(configuration: GossipConfiguration(swim: fastSwim("a", NodeAddress(ip: ipA, port: 7946))))
+        try await a.start()
+        defer { Task { try? await a.shutdown() } }
+        let b = try GossipNode(configuration: GossipConfiguration(swim: fastSwim("b", NodeAddress(ip: ipB, port: 7946))))
+        let service = Task { try await b.run(joining: [NodeAddress(ip: ipA, port: 7946)]) }
+        #expect(try await waitUntil(.seconds(3)) { try await a.members().contains { $0.name == "b" && $0.state == .alive } })
+        service.cancel()
+        try await service.value
+        #expect(try await waitUntil(.seconds(3)) { try await a.members().first { $0.name == "b" }?.state == .left })
+        // The port is free again.
+        let again = try GossipNode(configuration: GossipConfiguration(swim: fastSwim("b", NodeAddress(ip: ipB, port: 7946))))
+        try await again.start()
+        try await again.shutdown()
+    }
 }
