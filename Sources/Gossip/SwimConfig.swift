@@ -41,6 +41,11 @@ public struct SwimConfig: Sendable, Equatable {
     public var reconnectInterval: Duration
     /// How long failed members are retried before being forgotten (serf's 24 h).
     public var reconnectTimeout: Duration
+    /// Most members remembered; alive messages for new names beyond this are ignored (and counted),
+    /// so an unauthenticated flood cannot grow memory without bound (10 000).
+    public var maxMembers: Int
+    /// Most broadcasts queued for gossip; beyond it the most-sent (then oldest) are dropped (4096).
+    public var maxQueuedBroadcasts: Int
     /// Seed for the member shuffles and random picks (tests pass a fixed one).
     public var randomSeed: UInt64
 
@@ -65,6 +70,8 @@ public struct SwimConfig: Sendable, Equatable {
         udpBufferSize = 1400
         encryptionOverhead = 0
         tcpPings = true
+        maxMembers = 10_000
+        maxQueuedBroadcasts = 4096
         reconnectInterval = .seconds(30)
         reconnectTimeout = .seconds(24 * 3600)
         self.randomSeed = randomSeed
@@ -79,6 +86,9 @@ public struct SwimConfig: Sendable, Equatable {
         }
         guard gossipInterval > .zero, suspicionMult >= 1, suspicionMaxTimeoutMult >= 1, retransmitMult >= 1, awarenessMaxMultiplier >= 1 else {
             throw GossipError(.invalidConfiguration, "intervals and multipliers must be positive")
+        }
+        guard maxMembers >= 1, maxQueuedBroadcasts >= 1 else {
+            throw GossipError(.invalidConfiguration, "maxMembers and maxQueuedBroadcasts must be at least 1")
         }
         guard udpBufferSize >= 512, udpBufferSize <= 65000 else {
             throw GossipError(.invalidConfiguration, "udpBufferSize \(udpBufferSize) must be 512...65000")

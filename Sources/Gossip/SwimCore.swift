@@ -80,6 +80,10 @@ public struct SwimCounters: Sendable, Equatable {
     public var misaddressedPings = 0
     /// Acks/nacks for no pending probe (late or forged).
     public var unexpectedAcks = 0
+    /// New members refused because `maxMembers` was reached.
+    public var membersRefused = 0
+    /// Broadcasts dropped because `maxQueuedBroadcasts` was reached.
+    public var broadcastsDropped = 0
 }
 
 private struct Prng {
@@ -479,6 +483,10 @@ public struct SwimCore: Sendable {
                 }
             }
         } else {
+            guard members.count < config.maxMembers else {
+                counters.membersRefused += 1
+                return
+            }
             rec = MemberRecord(member: Member(name: a.node, address: a.address, meta: a.meta, state: .dead, incarnation: 0, versions: a.versions),
                                stateChange: now)
             members[a.node] = rec
@@ -627,6 +635,14 @@ public struct SwimCore: Sendable {
         if invalidates { broadcasts.removeAll { $0.name == name } }
         broadcastID &+= 1
         broadcasts.append(Broadcast(name: name, bytes: bytes, transmits: 0, id: broadcastID))
+        if broadcasts.count > config.maxQueuedBroadcasts {
+            // Drop the most-sent, oldest first (memberlist's TransmitLimitedQueue.Prune keeps the newest).
+            let victim = broadcasts.indices.max {
+                broadcasts[$0].transmits != broadcasts[$1].transmits ? broadcasts[$0].transmits < broadcasts[$1].transmits : broadcasts[$0].id > broadcasts[$1].id
+            }!
+            broadcasts.remove(at: victim)
+            counters.broadcastsDropped += 1
+        }
     }
 
     /// Takes broadcasts fewest-transmits first (newest first among equals) that fit in `limit`.

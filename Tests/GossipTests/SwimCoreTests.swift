@@ -18,6 +18,23 @@ import Testing
         return nil
     }
 
+    @Test func membersAndBroadcastsAreBounded() throws {
+        var cfg = SwimConfig(name: "me", advertise: SimNetwork.address(1), randomSeed: 1)
+        cfg.maxMembers = 10
+        cfg.maxQueuedBroadcasts = 5
+        var c = try SwimCore(config: cfg)
+        _ = c.start(now: .zero)
+        for i in 2 ... 50 { _ = c.onMessages([alive("n\(i)", i)], from: SimNetwork.address(i), now: .zero) }
+        #expect(c.allMembers().count == 10)
+        #expect(c.counters.membersRefused == 40)
+        for i in 0 ..< 100 { c.broadcastUser([UInt8(i)]) }
+        #expect(c.pendingBroadcasts == 5)
+        #expect(c.counters.broadcastsDropped > 0)
+        // The newest survive.
+        let sent = c.onTimer(.gossip, now: .seconds(1)).compactMap { if case .sendPacket(_, let parts, _) = $0 { return parts } else { return nil } }.flatMap { $0 }
+        #expect(sent.contains([MessageType.user.rawValue, 99]))
+    }
+
     @Test func lifeguardConfirmationsShortenSuspicion() throws {
         var c = try core()
         for i in 2 ... 5 { _ = c.onMessages([alive("n\(i)", i)], from: SimNetwork.address(i), now: .zero) }
