@@ -85,6 +85,10 @@ public struct ProtocolVersions: Hashable, Sendable {
     }
     /// memberlist 1..5 speaking 2, delegate 2..5 speaking 5: what serf 0.9.4 speaks and expects of its peers.
     public static let serfCompatible = ProtocolVersions(protocolMin: 1, protocolMax: 5, protocolCurrent: 2, delegateMin: 2, delegateMax: 5, delegateCurrent: 5)
+    /// memberlist 1..5 speaking 2 with no delegate versions (0, 0, 0): what a plain memberlist user
+    /// such as Docker's NetworkDB advertises. memberlist refuses a push-pull whose delegate version
+    /// ranges do not overlap, so pick this one to join such a cluster.
+    public static let plainMemberlist = ProtocolVersions(protocolMin: 1, protocolMax: 5, protocolCurrent: 2, delegateMin: 0, delegateMax: 0, delegateCurrent: 0)
     /// All zero: what a node that sent no `Vsn` is taken to speak.
     public static let unknown = ProtocolVersions(protocolMin: 0, protocolMax: 0, protocolCurrent: 0, delegateMin: 0, delegateMax: 0, delegateCurrent: 0)
     var wire: [UInt8] { [protocolMin, protocolMax, protocolCurrent, delegateMin, delegateMax, delegateCurrent] }
