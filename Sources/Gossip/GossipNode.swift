@@ -382,6 +382,10 @@ public final class GossipNode: @unchecked Sendable {
         return exchange(bytes, to: to, expectReply: true).flatMapThrowing { [self] reply in
             switch reply {
             case .pushPull(let remote):
+                if let problem = core.incompatibility(with: remote) {
+                    _ = core.onPushPullReply(remote, join: join, now: now)  // counts it
+                    throw GossipError(.remote, "not merging state from \(to): \(problem)")
+                }
                 execute(core.onPushPullReply(remote, join: join, now: now))
             case .err(let text):
                 throw GossipError(.remote, "\(to) refused the push-pull: \(text)")

@@ -80,6 +80,8 @@ public struct SwimCounters: Sendable, Equatable {
     public var misaddressedPings = 0
     /// Acks/nacks for no pending probe (late or forged).
     public var unexpectedAcks = 0
+    /// Push-pull states not merged because of incompatible versions.
+    public var incompatibleStates = 0
     /// New members refused because `maxMembers` was reached.
     public var membersRefused = 0
     /// Broadcasts dropped because `maxQueuedBroadcasts` was reached.
@@ -321,15 +323,49 @@ public struct SwimCore: Sendable {
         }.sorted { $0.name < $1.name })
     }
 
+    /// Why merging `remote` would mix incompatible protocol or delegate versions (memberlist's
+    /// `verifyProtocol`), or nil when it is safe. Every current version must lie inside the range
+    /// all alive members understand.
+    public func incompatibility(with remote: PushPullMessage) -> String? {
+        var maxPMin: UInt8 = 0, minPMax: UInt8 = .max, maxDMin: UInt8 = 0, minDMax: UInt8 = .max
+        func widen(_ v: ProtocolVersions) {
+            maxPMin = max(maxPMin, v.protocolMin)
+            minPMax = min(minPMax, v.protocolMax)
+            maxDMin = max(maxDMin, v.delegateMin)
+            minDMax = min(minDMax, v.delegateMax)
+        }
+        for r in remote.nodes where r.state == .alive && r.versions != .unknown { widen(r.versions) }
+        for m in members.values where m.member.state == .alive { widen(m.member.versions) }
+        let all = remote.nodes.map { ($0.name, $0.versions) } + members.values.map { ($0.member.name, $0.member.versions) }
+        for (name, v) in all {
+            if v.protocolCurrent < maxPMin || v.protocolCurrent > minPMax {
+                return "node \(name) speaks memberlist protocol \(v.protocolCurrent), outside the cluster's common range \(maxPMin)...\(minPMax)"
+            }
+            if v.delegateCurrent < maxDMin || v.delegateCurrent > minDMax {
+                return "node \(name) speaks delegate protocol \(v.delegateCurrent), outside the cluster's common range \(maxDMin)...\(minDMax); set SwimConfig.versions to match the cluster (.serfCompatible for serf, .plainMemberlist for plain memberlist)"
+            }
+        }
+        return nil
+    }
+
     /// A remote started a push-pull with us: returns our state (to send first) and merges theirs.
+    /// Incompatible versions (see `incompatibility(with:)`) are not merged, as in memberlist.
     public mutating func onPushPullRequest(_ remote: PushPullMessage, now: Duration) -> (reply: PushPullMessage, directives: [SwimDirective]) {
         let reply = localState(join: false)
+        if incompatibility(with: remote) != nil {
+            counters.incompatibleStates += 1
+            return (reply, [])
+        }
         return (reply, merge(remote, now: now))
     }
 
-    /// The reply to our push-pull arrived.
+    /// The reply to our push-pull arrived; incompatible versions are not merged (counted).
     public mutating func onPushPullReply(_ remote: PushPullMessage, join: Bool, now: Duration) -> [SwimDirective] {
-        merge(PushPullMessage(join: join, nodes: remote.nodes, userState: remote.userState), now: now)
+        if incompatibility(with: remote) != nil {
+            counters.incompatibleStates += 1
+            return []
+        }
+        return merge(PushPullMessage(join: join, nodes: remote.nodes, userState: remote.userState), now: now)
     }
 
     // MARK: - Message handling

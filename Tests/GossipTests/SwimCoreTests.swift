@@ -18,6 +18,19 @@ import Testing
         return nil
     }
 
+    @Test func incompatibleVersionsAreNotMerged() throws {
+        var c = try core()
+        let plain = PushPullMessage(join: true, nodes: [PushNodeState(name: "docker1", address: SimNetwork.address(2), meta: [], incarnation: 1, state: .alive, versions: .plainMemberlist)])
+        #expect(c.incompatibility(with: plain)?.contains("delegate protocol") == true)
+        #expect(c.onPushPullReply(plain, join: true, now: .zero).isEmpty)
+        #expect(c.member(named: "docker1") == nil)
+        #expect(c.counters.incompatibleStates == 1)
+        let serf = PushPullMessage(join: true, nodes: [PushNodeState(name: "serf1", address: SimNetwork.address(3), meta: [], incarnation: 1, state: .alive, versions: .serfCompatible)])
+        #expect(c.incompatibility(with: serf) == nil)
+        _ = c.onPushPullReply(serf, join: true, now: .zero)
+        #expect(c.member(named: "serf1")?.state == .alive)
+    }
+
     @Test func membersAndBroadcastsAreBounded() throws {
         var cfg = SwimConfig(name: "me", advertise: SimNetwork.address(1), randomSeed: 1)
         cfg.maxMembers = 10
