@@ -13,7 +13,8 @@ final class SerfAgent: @unchecked Sendable {
     let name: String
     let ip: IPAddress
     let process = Process()
-    let log = Pipe()
+    /// serf's output goes to a file (a pipe nobody drains would block the agent once full).
+    let logPath = "/tmp/ovlt-serf-\(UInt32.random(in: 0 ... .max)).log"
 
     init(name: String, ip: IPAddress, encryptKey: [UInt8]? = nil) throws {
         self.name = name
@@ -22,6 +23,8 @@ final class SerfAgent: @unchecked Sendable {
         var args = ["agent", "-node=\(name)", "-bind=\(ip):7946", "-rpc-addr=\(ip):7373", "-log-level=debug"]
         if let k = encryptKey { args.append("-encrypt=\(Data(k).base64EncodedString())") }
         process.arguments = args
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = log
         process.standardError = log
         try process.run()
@@ -48,21 +51,27 @@ final class SerfAgent: @unchecked Sendable {
     func members() -> [String: String] {
         guard let text = try? cli(["members"]) else { return [:] }
         var out: [String: String] = [:]
+        // Lines look like "name  ip:port  status  tags"; anything else (e.g. "Error connecting to
+        // Serf agent: ...") is not a member.
+        let statuses: Set<String> = ["alive", "leaving", "left", "failed", "none"]
         for line in text.split(separator: "\n") {
-            let f = line.split(separator: " ", omittingEmptySubsequences: true)
-            if f.count >= 3 { out[String(f[0])] = String(f[2]) }
+            let f = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+            if f.count >= 3, f[1].contains(":"), statuses.contains(f[2]) { out[f[0]] = f[2] }
         }
         return out
     }
 
+    /// Waits until the agent answers RPC and lists itself.
     func waitForRPC() async throws {
-        _ = try await waitUntil(.seconds(5)) { !self.members().isEmpty }
+        let up = try await waitUntil(.seconds(10)) { self.members()[self.name] == "alive" }
+        if !up { throw GossipError(.io, "serf agent \(name) did not come up: \(output)") }
     }
 
     /// SIGKILL: the agent vanishes without a leave.
     func kill() {
         if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: logPath)
     }
 
     /// SIGINT: serf leaves gracefully.
@@ -72,7 +81,7 @@ final class SerfAgent: @unchecked Sendable {
     }
 
     var output: String {
-        String(decoding: log.fileHandleForReading.availableData, as: UTF8.self)
+        (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
     }
 }
 
