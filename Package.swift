@@ -48,7 +48,9 @@ let package = Package(
         .target(name: "OverlayCrypto", dependencies: ["COpenSSL"]),
         .target(name: "VXLANCodec", dependencies: ["OverlayModel", nioCore], exclude: ["README.md"]),
         .target(name: "IPAM", dependencies: ["OverlayModel"], exclude: ["README.md"]),
-        .target(name: "Gossip", dependencies: ["OverlayModel", "OverlayCrypto", nioCore, nioPosix, logging]),
+        .target(
+            name: "Gossip", dependencies: ["OverlayModel", "OverlayCrypto", nioCore, nioPosix, logging],
+            exclude: ["README.md"]),
         .target(name: "IPsecKeys", dependencies: ["OverlayModel", "OverlayCrypto"]),
 
         // Kernel work.
@@ -79,6 +81,10 @@ let package = Package(
         .executableTarget(
             name: "two-host-overlay", dependencies: ["OverlayModel", "IPAM", "OverlayDriver", "OverlayTestKit"],
             path: "Examples/TwoHostOverlay"),
+        .executableTarget(
+            name: "gossip-agent", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto"], path: "Examples/gossip-agent"),
+        .executableTarget(
+            name: "gossip-bench", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto"], path: "Benchmarks/gossip-bench"),
         .executableTarget(
             name: "overlay-bench",
             dependencies: ["OverlayModel", "VXLANCodec", "IPAM", "Netlink", "OverlayDriver", "OverlayTestKit", nioCore],
