@@ -1,12 +1,14 @@
 import Foundation
+import Netlink
 import OverlayDriver
 import OverlayModel
 import OverlayTestKit
 
 // The data plane benchmark: iperf3 TCP (1 and 4 streams) and ping RTT between two lab hosts,
 // side by side in one run over (1) the underlay veth, (2) a VXLAN pair built by hand with `ip
-// link` (the baseline), (3) our overlay (OverlayDriver: containers, veths, sandbox bridges,
-// VXLAN). Then the control-path timings: sandbox create + first attach, further attaches, and
+// link` (the baseline), the same with a bridge and a container veth, and Docker's whole topology
+// by hand (bridge and VXLAN in a sandbox namespace), (3) our overlay (OverlayDriver: containers,
+// veths, sandbox bridges, VXLAN). Then the control-path timings: sandbox create + first attach, further attaches, and
 // programming 1,000 peers.
 
 private struct PathResult {
@@ -131,6 +133,32 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3) throws {
         }
     }
 
+    // (2c) Docker's topology by hand: bridge + VXLAN in a sandbox namespace of their own (the
+    // VXLAN device made in the host namespace and moved in), the container's veth on that bridge.
+    // The same kernel objects the driver builds, without the driver.
+    var dc: [String] = []
+    for (i, (h, other)) in [(h1, h2), (h2, h1)].enumerated() {
+        let sandbox = try lab.makeNamespace("hsb\(i + 1)")
+        let ns = try lab.makeNamespace("hs\(i + 1)")
+        dc.append(ns.path!)
+        let steps: [(NetworkNamespace, [String])] = [
+            (h.namespace, ["ip", "link", "add", "vxs", "mtu", "1450", "type", "vxlan", "id", "300", "local", h.address.description,
+                           "remote", other.address.description, "dstport", "4789", "dev", "eth0"]),
+            (h.namespace, ["ip", "link", "set", "vxs", "netns", sandbox.name]),
+            (sandbox, ["ip", "link", "add", "brs", "type", "bridge"]),
+            (sandbox, ["ip", "link", "set", "vxs", "master", "brs"]),
+            (sandbox, ["ip", "link", "add", "vs0", "mtu", "1450", "type", "veth", "peer", "name", "eth0", "netns", ns.path!]),
+            (sandbox, ["ip", "link", "set", "vs0", "master", "brs"]),
+            (sandbox, ["ip", "link", "set", "brs", "up"]), (sandbox, ["ip", "link", "set", "vxs", "up"]),
+            (sandbox, ["ip", "link", "set", "vs0", "up"]),
+            (ns, ["ip", "addr", "add", "10.195.0.\(i + 1)/24", "dev", "eth0"]), (ns, ["ip", "link", "set", "eth0", "up"]),
+        ]
+        for (where_, cmd) in steps {
+            let r = try lab.run(cmd, in: where_)
+            guard r.succeeded else { throw LabError("\(cmd.joined(separator: " ")): \(r.output)") }
+        }
+    }
+
     // (3) Our overlay: a driver per host, one container each, peers exchanged.
     for h in lab.hosts {
         drivers.append(try OverlayDriver(configuration: OverlayDriverConfiguration(
@@ -153,6 +181,7 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3) throws {
         Path(name: "underlay veth (no VXLAN)", client: p1, server: p2, serverIP: h2.address.description),
         Path(name: "VXLAN by hand (ip link)", client: p1, server: p2, serverIP: "10.199.0.2"),
         Path(name: "VXLAN+bridge+veth by hand", client: hc[0], server: hc[1], serverIP: "10.196.0.2"),
+        Path(name: "sandbox+bridge+VXLAN by hand", client: dc[0], server: dc[1], serverIP: "10.195.0.2"),
         Path(name: "our overlay (OverlayDriver)", client: c1.path!, server: c2.path!, serverIP: "10.198.0.3"),
     ], seconds: seconds, rounds: rounds)
     let base = results[1]
