@@ -370,7 +370,9 @@ public struct NetworkDBCore: Sendable {
 
     mutating func apply(_ r: EntryRecord, now: Duration) -> [NetworkDBDirective] {
         witness(r.ltime)
-        guard r.owner != me, isMember(r.network) else { return [] }
+        // Only live owners write: a late message from a node declared dead must not resurrect
+        // its entries (it re-announces them in a bulk sync when it is back).
+        guard r.owner != me, isMember(r.network), alive[r.owner] != nil else { return [] }
         let id = EntryID(network: r.network, table: r.table, key: r.key)
         let old = entries[id]
         if let old {

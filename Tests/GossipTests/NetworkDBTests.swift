@@ -145,6 +145,10 @@ struct TableSim {
         #expect(sim.keys("b").isEmpty && sim.keys("c").isEmpty)
         #expect(sim.changes["b"]?.last?.description == "delete n1/t/ka by a")
         #expect(sim.cores["b"]!.members(of: "n1") == ["b", "c"])
+        // A late write from the dead node does not resurrect anything.
+        let late = TableWire.encode(.entry(EntryRecord(owner: "a", network: "n1", table: "t", key: "late", value: [], ltime: 1 << 40, deleted: false)))
+        sim.run("b") { $0.receive(late, now: .zero) }
+        #expect(sim.keys("b").isEmpty)
         // Back before the reap: it answers the bulk syncs and the entry is visible again.
         sim.revive("a")
         #expect(sim.keys("b") == ["ka=1@a"])
