@@ -264,6 +264,10 @@ struct TableSim {
         let propagation = ContinuousClock.now - start
         #expect(dbs[2].entries(network: "demo").first?.owner == "t1")
         #expect(dbs[1].networkMembers("demo") == names)
+        // A new watcher gets the current entries first.
+        var late = dbs[1].watch(network: "demo").makeAsyncIterator()
+        let first = await late.next()
+        #expect(first == TableChange(kind: .create, network: "demo", table: "endpoint_table", key: "ep1", value: Array("hello".utf8), owner: "t1"))
         // A stranger's garbage with our prefix is counted, not fatal.
         try await dbs[0].node.sendUserMessage(TableWire.prefix + [0xff, 0x00], to: NodeAddress(ip: ips[1], port: 7946))
         #expect(try await waitUntil(.seconds(3)) { dbs[1].malformedMessages == 1 })
@@ -275,9 +279,18 @@ struct TableSim {
         #expect(try await waitUntil(.seconds(10)) { dbs[1].entries().isEmpty && dbs[2].entries().isEmpty })
         let withdrawal = ContinuousClock.now - killed
         // A new t1 at the same address re-announces its entry.
-        dbs[0] = try make(0)
+        // (The old listener's port can take a moment to be free again.)
+        for attempt in 1 ... 30 {
+            dbs[0] = try make(0)
+            do {
+                try await dbs[0].start()
+                break
+            } catch where attempt < 30 {
+                try? await dbs[0].shutdown(leave: false)
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
         stopped[0] = false
-        try await dbs[0].start()
         try await dbs[0].join([NodeAddress(ip: ips[1], port: 7946)])
         dbs[0].joinNetwork("demo")
         try dbs[0].createEntry(network: "demo", table: "endpoint_table", key: "ep1", value: Array("again".utf8))
