@@ -272,12 +272,18 @@ struct TableSim {
         try await dbs[0].node.sendUserMessage(TableWire.prefix + [0xff, 0x00], to: NodeAddress(ip: ips[1], port: 7946))
         #expect(try await waitUntil(.seconds(3)) { dbs[1].malformedMessages == 1 })
 
+        let memberships = dbs[1].watchNetworks()
+        let membershipSeen = Collector<NetworkMembershipEvent>()
+        let membershipWatcher = Task { for await m in memberships { membershipSeen.add(m) } }
+        defer { membershipWatcher.cancel() }
         // t1 dies without leaving: its entry is withdrawn on t2 and t3.
         let killed = ContinuousClock.now
         try await dbs[0].shutdown(leave: false)
         stopped[0] = true
         #expect(try await waitUntil(.seconds(10)) { dbs[1].entries().isEmpty && dbs[2].entries().isEmpty })
         let withdrawal = ContinuousClock.now - killed
+        #expect(try await waitUntil(.seconds(2)) { membershipSeen.all.contains(.left(network: "demo", node: "t1")) })
+        #expect(dbs[1].networkMembers("demo") == ["t2", "t3"])
         // A new t1 at the same address re-announces its entry.
         // (The old listener's port can take a moment to be free again.)
         for attempt in 1 ... 30 {
@@ -296,6 +302,7 @@ struct TableSim {
         try dbs[0].createEntry(network: "demo", table: "endpoint_table", key: "ep1", value: Array("again".utf8))
         #expect(try await waitUntil(.seconds(10)) { dbs[2].entries(network: "demo").map(\.value) == [Array("again".utf8)] })
         #expect(seen.all.map(\.kind).prefix(2) == [.create, .delete])
+        #expect(try await waitUntil(.seconds(2)) { membershipSeen.all.last == .joined(network: "demo", node: "t1") })
         print("NetworkDB loopback: propagation \(propagation), withdrawal after stop \(withdrawal)")
     }
 }
