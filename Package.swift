@@ -64,9 +64,10 @@ let package = Package(
         .target(
             name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys", logging],
             exclude: ["README.md"]),
-        .target(name: "ClusterControl", dependencies: [
-            "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "Ingress", "GWBridge",
-        ]),
+        .target(
+            name: "ClusterControl",
+            dependencies: ["OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "Ingress", "GWBridge", logging],
+            exclude: ["README.md"]),
         .target(name: "OverlayTestKit", dependencies: ["OverlayModel", "Netlink", "COverlayShims"]),
 
         // Thin executables.
@@ -83,6 +84,10 @@ let package = Package(
             path: "Examples/TwoHostOverlay"),
         .executableTarget(
             name: "gossip-agent", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto"], path: "Examples/gossip-agent"),
+        .executableTarget(
+            name: "overlay-node",
+            dependencies: ["ClusterControl", "Gossip", "OverlayDriver", "OverlayModel", "OverlayTestKit", logging],
+            path: "Examples/overlay-node"),
         .executableTarget(
             name: "gossip-bench", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto"], path: "Benchmarks/gossip-bench"),
         .executableTarget(
@@ -101,6 +106,9 @@ let package = Package(
             name: "OverlayDriverTests", dependencies: ["OverlayDriver", "OverlayModel", "IPAM", "Netlink", "OverlayTestKit"]),
         .testTarget(name: "OverlayTestKitTests", dependencies: ["OverlayTestKit", "Netlink", "OverlayModel"]),
         .testTarget(name: "OverlayCryptoTests", dependencies: ["OverlayCrypto"]),
+        .testTarget(
+            name: "ClusterControlTests",
+            dependencies: ["ClusterControl", "Gossip", "OverlayDriver", "OverlayModel", "OverlayTestKit", "Netlink"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto", nioCore, nioPosix]),
     ]
 )

@@ -1,0 +1,308 @@
+import Foundation
+import Synchronization
+import Testing
+import OverlayModel
+@testable import Gossip
+
+/// Several `NetworkDBCore`s wired together by a deterministic in-memory message queue.
+struct TableSim {
+    var cores: [String: NetworkDBCore] = [:]
+    var queue: [(to: String, bytes: [UInt8])] = []
+    var changes: [String: [TableChange]] = [:]
+    var memberships: [String: [NetworkMembershipEvent]] = [:]
+    var down: Set<String> = []
+    var now: Duration = .zero
+
+    static func config(_ name: String) -> NetworkDBConfig {
+        NetworkDBConfig(nodeName: name, reapInterval: .seconds(60), bulkSyncInterval: .seconds(30))
+    }
+
+    init(_ names: [String]) {
+        for n in names { add(n, clock: 0) }
+        for a in names { for b in names where a != b { run(a) { $0.nodeAlive(b, address: Self.address(b), now: .zero) } } }
+    }
+
+    static func address(_ name: String) -> NodeAddress {
+        NodeAddress(ip: .v4(IPv4Address(127, 0, 0, UInt8(truncatingIfNeeded: name.utf8.reduce(0) { $0 &+ Int($1) }))), port: 7946)
+    }
+
+    mutating func add(_ name: String, clock: UInt64) {
+        cores[name] = NetworkDBCore(config: Self.config(name), clock: clock)
+    }
+
+    mutating func run(_ name: String, _ body: (inout NetworkDBCore) throws -> [NetworkDBDirective]) rethrows {
+        let out = try body(&cores[name]!)
+        for d in out {
+            switch d {
+            case .send(let to, _, let bytes): queue.append((to, bytes))
+            case .broadcast(let bytes): for other in cores.keys.sorted() where other != name { queue.append((other, bytes)) }
+            case .change(let c): changes[name, default: []].append(c)
+            case .membership(let m): memberships[name, default: []].append(m)
+            }
+        }
+    }
+
+    /// Delivers queued messages (and what they cause) until none are left.
+    mutating func settle() {
+        var steps = 0
+        while !queue.isEmpty && steps < 10_000 {
+            let (to, bytes) = queue.removeFirst()
+            steps += 1
+            if down.contains(to) || cores[to] == nil { continue }
+            let now = self.now
+            run(to) { $0.receive(bytes, now: now) }
+        }
+    }
+
+    /// Cluster membership: `name` is gone (as the gossip layer would report on every other node).
+    mutating func fail(_ name: String) {
+        down.insert(name)
+        let now = self.now
+        for other in cores.keys.sorted() where other != name && !down.contains(other) { run(other) { $0.nodeGone(name, now: now) } }
+    }
+
+    mutating func revive(_ name: String) {
+        down.remove(name)
+        let now = self.now
+        for other in cores.keys.sorted() where other != name {
+            run(other) { $0.nodeAlive(name, address: Self.address(name), now: now) }
+            run(name) { $0.nodeAlive(other, address: Self.address(other), now: now) }
+            let state = cores[other]!.localState()   // the join push-pull
+            run(name) { $0.receive(state, now: now) }
+        }
+        settle()
+    }
+
+    func keys(_ node: String, _ network: String = "n1") -> [String] {
+        cores[node]!.visibleEntries(network: network).map { "\($0.key)=\(String(decoding: $0.value, as: UTF8.self))@\($0.owner)" }
+    }
+}
+
+@Suite struct NetworkDBCoreTests {
+    @Test func entriesReachOnlyNetworkMembers() throws {
+        var sim = TableSim(["a", "b", "c", "d"])
+        for n in ["a", "b", "c"] { sim.run(n) { $0.joinNetwork("n1", now: .zero) } }
+        sim.settle()
+        #expect(sim.cores["a"]!.members(of: "n1") == ["a", "b", "c"])
+        try sim.run("a") { try $0.createEntry(network: "n1", table: "t", key: "k1", value: Array("v1".utf8), now: .zero) }
+        sim.settle()
+        #expect(sim.keys("b") == ["k1=v1@a"])
+        #expect(sim.keys("c") == ["k1=v1@a"])
+        #expect(sim.keys("d").isEmpty)
+        #expect(sim.cores["d"]!.storedEntries == 0)
+        #expect(sim.changes["b"]?.map(\.description) == ["create n1/t/k1 by a"])
+
+        try sim.run("b") { try $0.updateEntry(network: "n1", table: "t", key: "k1", value: Array("v2".utf8), now: .zero) }
+        sim.settle()
+        #expect(sim.keys("a") == ["k1=v2@b"])
+        #expect(sim.keys("c") == ["k1=v2@b"])
+        #expect(sim.changes["c"]?.map(\.kind) == [.create, .update])
+
+        try sim.run("a") { try $0.deleteEntry(network: "n1", table: "t", key: "k1", now: .zero) }
+        sim.settle()
+        #expect(sim.keys("b").isEmpty && sim.keys("c").isEmpty)
+        #expect(sim.changes["c"]?.last?.kind == .delete)
+        #expect(sim.cores["c"]!.storedEntries == 1)   // the tombstone
+        // Writing to a network one is not in, or creating twice, is refused.
+        #expect(throws: GossipError.self) { try sim.run("d") { try $0.createEntry(network: "n1", table: "t", key: "x", value: [], now: .zero) } }
+        try sim.run("a") { try $0.createEntry(network: "n1", table: "t", key: "k2", value: [], now: .zero) }
+        #expect(throws: GossipError.self) { try sim.run("a") { try $0.createEntry(network: "n1", table: "t", key: "k2", value: [], now: .zero) } }
+        // Tombstones go after the reap interval.
+        sim.now = .seconds(61)
+        let now = sim.now
+        sim.run("c") { $0.onTick(now: now) }
+        #expect(sim.cores["c"]!.storedEntries == 0)
+    }
+
+    @Test func lateJoinerGetsBulkSyncAndLeaverIsForgotten() throws {
+        var sim = TableSim(["a", "b", "c"])
+        sim.run("a") { $0.joinNetwork("n1", now: .zero) }
+        sim.run("b") { $0.joinNetwork("n1", now: .zero) }
+        sim.settle()
+        try sim.run("a") { try $0.createEntry(network: "n1", table: "t", key: "ka", value: Array("1".utf8), now: .zero) }
+        try sim.run("b") { try $0.createEntry(network: "n1", table: "t", key: "kb", value: Array("2".utf8), now: .zero) }
+        sim.settle()
+        sim.run("c") { $0.joinNetwork("n1", now: .zero) }
+        sim.settle()
+        #expect(sim.keys("c") == ["ka=1@a", "kb=2@b"])
+        #expect(sim.memberships["a"]?.contains(.joined(network: "n1", node: "c")) == true)
+        // b leaves the network: its entries disappear everywhere, and it forgets the network.
+        sim.run("b") { $0.leaveNetwork("n1", now: .zero) }
+        sim.settle()
+        #expect(sim.keys("a") == ["ka=1@a"])
+        #expect(sim.keys("c") == ["ka=1@a"])
+        #expect(sim.keys("b").isEmpty)
+        #expect(sim.memberships["c"]?.last == .left(network: "n1", node: "b"))
+    }
+
+    @Test func failedNodeIsWithdrawnAndRestoredOnReturn() throws {
+        var sim = TableSim(["a", "b", "c"])
+        for n in ["a", "b", "c"] { sim.run(n) { $0.joinNetwork("n1", now: .zero) } }
+        sim.settle()
+        try sim.run("a") { try $0.createEntry(network: "n1", table: "t", key: "ka", value: Array("1".utf8), now: .zero) }
+        sim.settle()
+        sim.fail("a")
+        #expect(sim.keys("b").isEmpty && sim.keys("c").isEmpty)
+        #expect(sim.changes["b"]?.last?.description == "delete n1/t/ka by a")
+        #expect(sim.cores["b"]!.members(of: "n1") == ["b", "c"])
+        // A late write from the dead node does not resurrect anything.
+        let late = TableWire.encode(.entry(EntryRecord(owner: "a", network: "n1", table: "t", key: "late", value: [], ltime: 1 << 40, deleted: false)))
+        sim.run("b") { $0.receive(late, now: .zero) }
+        #expect(sim.keys("b").isEmpty)
+        // Back before the reap: it answers the bulk syncs and the entry is visible again.
+        sim.revive("a")
+        #expect(sim.keys("b") == ["ka=1@a"])
+        #expect(sim.keys("c") == ["ka=1@a"])
+        #expect(sim.changes["c"]?.map(\.kind) == [.create, .delete, .create])
+        // Gone for longer than the reap interval: the withdrawn entry is forgotten.
+        sim.fail("a")
+        sim.now = .seconds(120)
+        let now = sim.now
+        sim.run("b") { $0.onTick(now: now) }
+        #expect(sim.cores["b"]!.storedEntries == 0)
+    }
+
+    @Test func restartedNodeReplacesItsOldEntries() throws {
+        var sim = TableSim(["a", "b"])
+        for n in ["a", "b"] { sim.run(n) { $0.joinNetwork("n1", now: .zero) } }
+        sim.settle()
+        try sim.run("a") { try $0.createEntry(network: "n1", table: "t", key: "old", value: Array("1".utf8), now: .zero) }
+        try sim.run("a") { try $0.createEntry(network: "n1", table: "t", key: "same", value: Array("1".utf8), now: .zero) }
+        sim.settle()
+        sim.fail("a")
+        // A new process with the same name, a later clock and fresh state.
+        sim.add("a", clock: 1_000_000)
+        sim.revive("a")
+        sim.run("a") { $0.joinNetwork("n1", now: .zero) }
+        try sim.run("a") { try $0.createEntry(network: "n1", table: "t", key: "same", value: Array("2".utf8), now: .zero) }
+        sim.settle()
+        #expect(sim.keys("b") == ["same=2@a"])
+        #expect(sim.keys("a") == ["same=2@a"])
+    }
+
+    @Test func periodicBulkSyncRepairsLostMessages() throws {
+        var sim = TableSim(["a", "b"])
+        for n in ["a", "b"] { sim.run(n) { $0.joinNetwork("n1", now: .zero) } }
+        sim.settle()
+        sim.run("a") { $0.onTick(now: .zero) }
+        try sim.run("a") { try $0.createEntry(network: "n1", table: "t", key: "k", value: [1], now: .zero) }
+        sim.queue.removeAll()   // lost
+        #expect(sim.keys("b").isEmpty)
+        sim.run("a") { $0.onTick(now: .seconds(10)) }
+        sim.settle()
+        #expect(sim.keys("b").isEmpty)
+        sim.run("a") { $0.onTick(now: .seconds(31)) }
+        sim.settle()
+        #expect(sim.keys("b") == ["k=\u{1}@a"])
+    }
+
+    @Test func pushPullStateCarriesMemberships() {
+        var a = NetworkDBCore(config: TableSim.config("a"))
+        var b = NetworkDBCore(config: TableSim.config("b"))
+        _ = a.joinNetwork("n1", now: .zero)
+        _ = a.joinNetwork("n2", now: .zero)
+        _ = b.joinNetwork("n2", now: .zero)
+        _ = b.nodeAlive("a", address: TableSim.address("a"), now: .zero)
+        let out = b.receive(a.localState(), now: .zero)
+        #expect(b.members(of: "n2") == ["a", "b"])
+        #expect(b.members(of: "n1") == ["a"])
+        #expect(out.contains(.membership(.joined(network: "n2", node: "a"))))
+        #expect(b.clock >= a.clock)
+    }
+
+    @Test func malformedMessagesAreCountedAndDropped() {
+        var core = NetworkDBCore(config: TableSim.config("a"))
+        _ = core.joinNetwork("n1", now: .zero)
+        var rng = SystemRandomNumberGenerator()
+        var valid = TableWire.encode(.entry(EntryRecord(owner: "x", network: "n1", table: "t", key: "k", value: [1, 2], ltime: 5, deleted: false)))
+        let samples: [[UInt8]] = [
+            TableWire.prefix, TableWire.prefix + [0x90], TableWire.prefix + [0x92, 0x03, 0xc0], TableWire.prefix + [0xdd, 0xff, 0xff, 0xff, 0xff],
+            TableWire.prefix + MsgPack.encode(.array([.uint(3), .array([.string(""), .string("n1"), .string("t"), .string("k"), .bin([]), .uint(1), .bool(false)])])),
+            Array(valid.dropLast()),
+        ]
+        for s in samples { #expect(core.receive(s, now: .zero).isEmpty) }
+        #expect(core.malformedMessages == samples.count)
+        for _ in 0 ..< 2000 {   // random corruption of a valid message: never a crash
+            var m = valid
+            m[Int.random(in: 3 ..< m.count, using: &rng)] = UInt8.random(in: 0 ... 255, using: &rng)
+            _ = core.receive(m, now: .zero)
+        }
+        #expect(core.malformedMessages > samples.count)
+        valid[3] = 0x00   // not an array
+        let before = core.malformedMessages
+        #expect(core.receive(valid, now: .zero).isEmpty)
+        #expect(core.malformedMessages == before + 1)
+    }
+}
+
+@Suite(.serialized) struct NetworkDBNodeTests {
+    @Test func threeNodesOnLoopbackShareAWithdrawAndRestore() async throws {
+        let ips = (0 ..< 3).map { _ in uniqueLoopback() }
+        let names = ["t1", "t2", "t3"]
+        func make(_ i: Int) throws -> NetworkDB {
+            var cfg = GossipConfiguration(swim: fastSwim(names[i], NodeAddress(ip: ips[i], port: 7946)))
+            cfg.swim.pushPullInterval = .seconds(2)
+            return try NetworkDB(configuration: cfg, tables: NetworkDBConfig(
+                nodeName: names[i], reapInterval: .seconds(30), bulkSyncInterval: .seconds(2), tickInterval: .milliseconds(100)))
+        }
+        var dbs = try (0 ..< 3).map(make)
+        for db in dbs { try await db.start() }
+        var stopped = [false, false, false]
+        defer { for (i, db) in dbs.enumerated() where !stopped[i] { Task { try? await db.shutdown(leave: false) } } }
+        let seed = NodeAddress(ip: ips[0], port: 7946)
+        try await dbs[1].join([seed])
+        try await dbs[2].join([seed])
+        for db in dbs { db.joinNetwork("demo") }
+        let watch = dbs[2].watch(network: "demo", table: "endpoint_table")
+        let seen = Collector<TableChange>()
+        let watcher = Task { for await c in watch { seen.add(c) } }
+        defer { watcher.cancel() }
+
+        let start = ContinuousClock.now
+        try dbs[0].createEntry(network: "demo", table: "endpoint_table", key: "ep1", value: Array("hello".utf8))
+        #expect(try await waitUntil(.seconds(5)) { dbs[1].entries(network: "demo").count == 1 && dbs[2].entries(network: "demo").count == 1 })
+        let propagation = ContinuousClock.now - start
+        #expect(dbs[2].entries(network: "demo").first?.owner == "t1")
+        #expect(dbs[1].networkMembers("demo") == names)
+        // A new watcher gets the current entries first.
+        var late = dbs[1].watch(network: "demo").makeAsyncIterator()
+        let first = await late.next()
+        #expect(first == TableChange(kind: .create, network: "demo", table: "endpoint_table", key: "ep1", value: Array("hello".utf8), owner: "t1"))
+        // A stranger's garbage with our prefix is counted, not fatal.
+        try await dbs[0].node.sendUserMessage(TableWire.prefix + [0xff, 0x00], to: NodeAddress(ip: ips[1], port: 7946))
+        #expect(try await waitUntil(.seconds(3)) { dbs[1].malformedMessages == 1 })
+
+        let memberships = dbs[1].watchNetworks()
+        let membershipSeen = Collector<NetworkMembershipEvent>()
+        let membershipWatcher = Task { for await m in memberships { membershipSeen.add(m) } }
+        defer { membershipWatcher.cancel() }
+        // t1 dies without leaving: its entry is withdrawn on t2 and t3.
+        let killed = ContinuousClock.now
+        try await dbs[0].shutdown(leave: false)
+        stopped[0] = true
+        #expect(try await waitUntil(.seconds(10)) { dbs[1].entries().isEmpty && dbs[2].entries().isEmpty })
+        let withdrawal = ContinuousClock.now - killed
+        #expect(try await waitUntil(.seconds(2)) { membershipSeen.all.contains(.left(network: "demo", node: "t1")) })
+        #expect(dbs[1].networkMembers("demo") == ["t2", "t3"])
+        // A new t1 at the same address re-announces its entry.
+        // (The old listener's port can take a moment to be free again.)
+        for attempt in 1 ... 30 {
+            dbs[0] = try make(0)
+            do {
+                try await dbs[0].start()
+                break
+            } catch where attempt < 30 {
+                try? await dbs[0].shutdown(leave: false)
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        stopped[0] = false
+        try await dbs[0].join([NodeAddress(ip: ips[1], port: 7946)])
+        dbs[0].joinNetwork("demo")
+        try dbs[0].createEntry(network: "demo", table: "endpoint_table", key: "ep1", value: Array("again".utf8))
+        #expect(try await waitUntil(.seconds(10)) { dbs[2].entries(network: "demo").map(\.value) == [Array("again".utf8)] })
+        #expect(seen.all.map(\.kind).prefix(2) == [.create, .delete])
+        #expect(try await waitUntil(.seconds(2)) { membershipSeen.all.last == .joined(network: "demo", node: "t1") })
+        print("NetworkDB loopback: propagation \(propagation), withdrawal after stop \(withdrawal)")
+    }
+}
