@@ -88,9 +88,16 @@ func seconds(_ ns: Int64) -> Double { Double(ns) / 1e9 }
 
 /// Settings every simulated node gets: memberlist's LAN defaults (probe 1 s, gossip 200 ms to
 /// 3 nodes, retransmit mult 4), with a 64-broadcast queue cap (see `seed`).
-func nodeConfig(_ i: Int, seed: UInt64) -> SwimConfig {
+/// With `gossipOnly`, probing and push-pull are off (probe interval one day), so only the gossip
+/// rounds spread updates: the process serf's convergence model describes.
+func nodeConfig(_ i: Int, seed: UInt64, gossipOnly: Bool) -> SwimConfig {
     var c = SwimConfig(name: name(i), advertise: address(i), randomSeed: seed)
     c.maxQueuedBroadcasts = 64
+    if gossipOnly {
+        c.probeInterval = .seconds(86400)
+        c.pushPullInterval = .zero
+        c.reconnectInterval = .zero
+    }
     return c
 }
 
@@ -123,11 +130,12 @@ struct Cluster {
     /// A converged cluster: every core is started, then handed the full member list as a join
     /// push-pull reply, so all `n` know all `n` alive at incarnation 1 without simulating joins.
     /// Merging queues an alive broadcast per learned member (capped at `maxQueuedBroadcasts`);
-    /// those are drained by running gossip rounds whose packets are thrown away, so the
+    /// those are drained by answering pings (each ack piggybacks up to a packet's worth) whose
+    /// packets are thrown away, so the
     /// experiments start from a quiet, converged cluster.
-    static func converged(_ n: Int, seed: UInt64) -> Cluster {
+    static func converged(_ n: Int, seed: UInt64, gossipOnly: Bool = false) -> Cluster {
         var rng = SplitMix(state: seed)
-        var cores = (0 ..< n).map { try! SwimCore(config: nodeConfig($0, seed: rng.next())) }
+        var cores = (0 ..< n).map { try! SwimCore(config: nodeConfig($0, seed: rng.next(), gossipOnly: gossipOnly)) }
         let everyone = PushPullMessage(join: true, nodes: (0 ..< n).map {
             PushNodeState(name: name($0), address: address($0), meta: [], incarnation: 1, state: .alive, versions: .serfCompatible)
         })
@@ -136,8 +144,9 @@ struct Cluster {
             let start = cores[i].start(now: .zero)
             _ = cores[i].onPushPullReply(everyone, join: true, now: .zero)
             var rounds = 0
-            while cores[i].pendingBroadcasts > 0, rounds < 1000 {
-                _ = cores[i].onTimer(.gossip, now: .zero)
+            let ping = GossipMessage.ping(PingMessage(seqNo: 1, node: name(i)))
+            while cores[i].pendingBroadcasts > 0, rounds < 5000 {
+                _ = cores[i].onMessages([ping], from: address((i + 1) % n), now: .zero)
                 rounds += 1
             }
             c.cores.append(cores[i])
@@ -249,13 +258,16 @@ func say(_ line: String) {
 
 var nodes = 1000
 var seed: UInt64 = 1
+/// Quick mode (default) shortens the slow high-loss runs; `--full` runs them all to the end (~9 min).
+var full = false
 var args = CommandLine.arguments.dropFirst()
 while let flag = args.popFirst() {
     switch flag {
     case "--nodes": nodes = Int(args.popFirst() ?? "") ?? nodes
     case "--seed": seed = UInt64(args.popFirst() ?? "") ?? seed
+    case "--full": full = true
     default:
-        FileHandle.standardError.write(Data("usage: gossip-sim [--nodes N] [--seed S]\n".utf8))
+        FileHandle.standardError.write(Data("usage: gossip-sim [--nodes N] [--seed S] [--full]\n".utf8))
         exit(2)
     }
 }
@@ -281,8 +293,8 @@ func fmt(_ x: Double?) -> String { x.map { String(format: "%6.2f s", $0) } ?? " 
 struct UpdateResult { var t50: Double?; var t99: Double?; var t100: Double?; var reached: Int; var packets: Int; var lost: Int }
 
 /// One node announces new meta (alive, incarnation + 1): time until 50%, 99%, 100% have it.
-@MainActor func disseminate(loss: Double) -> UpdateResult {
-    var c = base
+@MainActor func disseminate(in cluster: Cluster, loss: Double, limit: Int64 = 20) -> UpdateResult {
+    var c = cluster
     c.loss = loss
     c.rng = SplitMix(state: seed &* 31 &+ UInt64(loss * 1000))
     c.run(until: 1_000_000_000)
@@ -293,7 +305,7 @@ struct UpdateResult { var t50: Double?; var t99: Double?; var t100: Double?; var
     var have = Set([origin])
     var marks: [Int: Int64] = [:]
     let n = c.count
-    c.run(until: start + 30_000_000_000) { c in
+    c.run(until: start + limit * 1_000_000_000) { c in
         for e in c.updatedEvents where e.node == name(origin) {
             have.insert(e.observer)
             for (k, need) in [(50, n / 2), (99, (n * 99 + 99) / 100), (100, n)] where marks[k] == nil && have.count >= need {
@@ -310,7 +322,7 @@ struct UpdateResult { var t50: Double?; var t99: Double?; var t100: Double?; var
 
 struct FailureResult {
     var firstSuspect: Double?; var firstDead: Double?; var allDead: Double?
-    var deadCount: Int; var falseDeaths: Int; var suspicions: Int; var refutations: Int
+    var deadCount: Int; var falseDeaths: Int; var falseObservations: Int; var suspicions: Int; var refutations: Int
 }
 
 /// A node stops (no more packets, timers or answers): first suspicion, first and last `failed`.
@@ -326,6 +338,7 @@ struct FailureResult {
     var firstSuspect: Int64?
     var dead = Set<Int>()
     var firstDead: Int64?, allDead: Int64?
+    var falselyDead = Set<String>()
     var falseDeaths = 0
     let vname = name(victim)
     c.run(until: start + duration * 1_000_000_000) { c in
@@ -337,15 +350,17 @@ struct FailureResult {
                 if firstDead == nil { firstDead = c.now - start }
             } else {
                 falseDeaths += 1
+                falselyDead.insert(e.node)
             }
         }
         c.failedEvents.removeAll()
         if allDead == nil, dead.count == c.count - 1 { allDead = c.now - start }
-        return false
+        // Quick mode stops 1 s after everyone declared it dead.
+        return !full && allDead.map { c.now - start > $0 + 1_000_000_000 } ?? false
     }
     account(c)
     return FailureResult(firstSuspect: firstSuspect.map(seconds), firstDead: firstDead.map(seconds), allDead: allDead.map(seconds),
-                         deadCount: dead.count, falseDeaths: falseDeaths,
+                         deadCount: dead.count, falseDeaths: falselyDead.count, falseObservations: falseDeaths,
                          suspicions: c.suspicionsRaised - s0, refutations: c.refutations - r0)
 }
 
@@ -357,37 +372,48 @@ struct FailureResult {
     c.failedEvents.removeAll()
     c.run(until: duration * 1_000_000_000)
     account(c)
-    return (c.failedEvents.count, c.suspicionsRaised, c.refutations, c.packets, c.lost)
+    return (Set(c.failedEvents.map(\.node)).count, c.suspicionsRaised, c.refutations, c.packets, c.lost)
 }
 
 
-say("(a) one update (alive, new incarnation + meta) from one node; serf model = logistic, rate fanout*(1-loss)/interval")
-say("loss  |    50%   |    99%   |   100%   | model 99.99% | ratio | within 20% | packets (lost)")
-var rows: [(Double, Double?, Double)] = []
+let gossipBase = Cluster.converged(nodes, seed: seed, gossipOnly: true)
+say("(a) one update (alive, new incarnation + meta) from one node, until 20 s\(full ? "" : " (full SWIM at 30% loss: 5 s; --full: 20 s)")")
+say("    gossip only = probes and push-pull off (what serf's model describes); full = SWIM with probes (1 s), whose")
+say("    acks also piggyback broadcasts but whose false suspicions compete for the same packets at high loss.")
+say("    model = serf's convergence model: logistic, rate fanout*(1-loss)/interval, 99.99% of nodes")
+say("loss | run         |    50%   |    99%   |   100%   | model 99.99% | ratio | within 20% | packets (lost)")
 for loss in [0.0, 0.1, 0.3, 0.5] {
-    let r = disseminate(loss: loss)
     let model = modelTime(nodes: nodes, loss: loss, fraction: 0.9999)
-    let ratio = r.t100.map { $0 / model }
-    let within = ratio.map { abs($0 - 1) <= 0.2 ? "yes" : "no" } ?? "no"
-    let reached = r.reached < nodes ? "  (reached \(r.reached)/\(nodes))" : ""
-    say(String(format: "%3.0f%%  | %@ | %@ | %@ |    %6.2f s  | %@ | %@        | %d (%d)%@",
-                 loss * 100, fmt(r.t50), fmt(r.t99), fmt(r.t100), model,
-                 ratio.map { String(format: "%5.2f", $0) } ?? "  -  ", within, r.packets, r.lost, reached))
-    rows.append((loss, r.t100, model))
+    // 50% is the model's comparison row; full SWIM there is a storm of false suspicions.
+    for (label, cluster) in [("gossip only", gossipBase), ("full SWIM  ", base)] where loss < 0.5 || cluster.cores[0].config.pushPullInterval == .zero {
+        let t0 = ContinuousClock.now
+        let r = disseminate(in: cluster, loss: loss, limit: full || label == "gossip only" || loss < 0.3 ? 20 : 5)
+        let ratio = r.t100.map { $0 / model }
+        let within = ratio.map { abs($0 - 1) <= 0.2 ? "yes" : "no " } ?? "no "
+        let reached = r.reached < nodes ? "  reached \(r.reached)/\(nodes)" : ""
+        say(String(format: "%3.0f%% | %@ | %@ | %@ | %@ |    %6.2f s  | %@ | %@        | %d (%d)%@  [%@]",
+                   loss * 100, label, fmt(r.t50), fmt(r.t99), fmt(r.t100), model,
+                   ratio.map { String(format: "%5.2f", $0) } ?? "  -  ", within, r.packets, r.lost, reached,
+                   "\(ContinuousClock.now - t0)"))
+    }
 }
 say("")
 say("(b) one node crashes (stops answering); suspicion min \(suspicionMin), max \(suspicionMin * 6), k = 2 confirmations")
-say("loss  | first suspects | first dead | all dead | dead/\(nodes - 1) | live nodes declared dead | suspicions | refutations")
-for loss in [0.0, 0.1, 0.3] {
+say("    over 30 s\(full ? "" : " (quick mode: until 1 s after all declared it dead; 30% loss only with --full)")")
+say("loss  | first suspects | first dead | all dead | dead/\(nodes - 1) | live nodes declared dead (by anyone) | suspicions | refutations")
+for loss in full ? [0.0, 0.1, 0.3] : [0.0, 0.1] {
+    let t0 = ContinuousClock.now
     let r = failure(loss: loss, duration: 30)
-    say(String(format: "%3.0f%%  |   %@     | %@   | %@ | %4d     | %4d                     | %6d     | %6d",
-                 loss * 100, fmt(r.firstSuspect), fmt(r.firstDead), fmt(r.allDead), r.deadCount, r.falseDeaths, r.suspicions, r.refutations))
+    say(String(format: "%3.0f%%  |   %@     | %@   | %@ | %4d     | %4d (%d declarations)              | %6d     | %6d  [%@]",
+                 loss * 100, fmt(r.firstSuspect), fmt(r.firstDead), fmt(r.allDead), r.deadCount, r.falseDeaths, r.falseObservations, r.suspicions, r.refutations,
+                 "\(ContinuousClock.now - t0)"))
 }
 say("")
-say("(c) no failure for 60 s of simulated time (the crash runs above also count live nodes declared dead over 30 s)")
+let quietSeconds: Int64 = full ? 60 : 15
+say("(c) no failure for \(quietSeconds) s of simulated time (--full: 60 s)")
 say("loss  | live nodes declared dead | suspicions raised | refutations | packets (lost)")
 for loss in [0.1] {
-    let q = quiet(loss: loss)
+    let q = quiet(loss: loss, duration: quietSeconds)
     say(String(format: "%3.0f%%  | %4d                     | %6d            | %6d      | %d (%d)", loss * 100, q.falseDeaths, q.suspicions, q.refutations, q.packets, q.lost))
 }
 say("")
