@@ -94,6 +94,7 @@ let package = Package(
             name: "overlay-bench",
             dependencies: ["OverlayModel", "VXLANCodec", "IPAM", "Netlink", "OverlayDriver", "OverlayTestKit", nioCore],
             path: "Benchmarks/OverlayBench"),
+        .executableTarget(name: "gossip-sim", dependencies: ["Gossip", "OverlayModel"], path: "Benchmarks/gossip-sim"),
 
         // Tests.
         .testTarget(name: "OverlayModelTests", dependencies: ["OverlayModel"]),
@@ -109,6 +110,6 @@ let package = Package(
         .testTarget(
             name: "ClusterControlTests",
             dependencies: ["ClusterControl", "Gossip", "OverlayDriver", "OverlayModel", "OverlayTestKit", "Netlink"]),
-        .testTarget(name: "GossipTests", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto", nioCore, nioPosix]),
+        .testTarget(name: "GossipTests", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto", "OverlayTestKit", nioCore, nioPosix]),
     ]
 )
