@@ -22,7 +22,7 @@ func fuzzGossip(_ bytes: [UInt8]) {
     _ = try? StreamCodec.decode(bytes, keyring: nil)
     _ = try? StreamCodec.decode(bytes, keyring: vectorKeyring, verifyIncoming: false)
     var buffer = ByteBuffer(bytes: bytes)
-    while buffer.readableBytes > 0, let m = try? buffer.readGossipStreamMessage(keyring: nil), m != nil {}
+    while buffer.readableBytes > 0, (try? buffer.readGossipStreamMessage(keyring: nil)) != nil {}
     var packet = ByteBuffer(bytes: bytes)
     _ = try? packet.readGossipPacket(keyring: nil)
 
