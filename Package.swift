@@ -96,6 +96,16 @@ let package = Package(
             path: "Benchmarks/OverlayBench"),
         .executableTarget(name: "gossip-sim", dependencies: ["Gossip", "OverlayModel"], path: "Benchmarks/gossip-sim"),
 
+        // libFuzzer harnesses (Fuzz/, Scripts/fuzz.sh, Documentation/Fuzzing.md). A plain build makes
+        // programs that replay input files; Scripts/fuzz.sh builds them with -sanitize=fuzzer.
+        .executableTarget(
+            name: "fuzz-vxlan", dependencies: ["VXLANCodec", "OverlayModel", nioCore], path: "Fuzz/VXLAN",
+            exclude: ["seeds"]),
+        .executableTarget(
+            name: "fuzz-gossip", dependencies: ["Gossip", "OverlayCrypto", nioCore], path: "Fuzz/Gossip",
+            exclude: ["seeds"]),
+        .executableTarget(name: "fuzz-model", dependencies: ["OverlayModel"], path: "Fuzz/Model", exclude: ["seeds"]),
+
         // Tests.
         .testTarget(name: "OverlayModelTests", dependencies: ["OverlayModel"]),
         .testTarget(

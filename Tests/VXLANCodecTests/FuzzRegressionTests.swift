@@ -55,4 +55,28 @@ import Testing
         #expect(b.readableBytes == 8)
         #expect(try b.readUDPDatagram(length: 8, pseudoHeader: ph)?.payload.readableBytes == 0)
     }
+
+    /// The libFuzzer harness's ARP seed (Fuzz/VXLAN/seeds/arp-request): who-has 10.0.0.3 tell
+    /// 10.0.0.2, and every prefix of it, through all the decoders (docs: Documentation/Fuzzing.md).
+    @Test func libFuzzerARPSeed() throws {
+        let seed: [UInt8] = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x42, 0xac, 0x11, 0x00, 0x02, 0x08, 0x06,
+            0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x42, 0xac, 0x11, 0x00, 0x02,
+            10, 0, 0, 2, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 10, 0, 0, 3,
+        ]
+        var b = ByteBuffer(bytes: seed)
+        let frame = try #require(try b.readEthernetFrame())
+        guard case .arp(let arp) = frame.payload else {
+            Issue.record("ARP seed decoded as \(frame.payload)")
+            return
+        }
+        #expect(arp.operation == .request)
+        #expect(arp.senderIP == IPv4Address(10, 0, 0, 2))
+        #expect(arp.targetIP == IPv4Address(10, 0, 0, 3))
+        for n in 0...seed.count { FuzzTests.exercise(Array(seed[..<n])) }
+        for n in 0..<28 {  // an ARP packet cut short is "need more bytes", not an error
+            var c = ByteBuffer(bytes: seed[14..<(14 + n)])
+            #expect(try c.readARPPacket() == nil)
+        }
+    }
 }
