@@ -21,10 +21,10 @@ private struct PathResult {
 
 private func iperf(_ lab: Lab, client: String, server: String, serverIP: String, streams: Int, seconds: Int) throws -> Double {
     let port = "\(5201 + streams)"
-    let s = try Command.run(["nsenter", "--net=\(server)", "--", "iperf3", "-s", "-1", "-D", "-p", port])
+    let s = try Command.run(["nsenter", "--net=\(server)", "--", "iperf3", "-s", "-1", "-D", "-A", "1", "-p", port])
     guard s.succeeded else { throw LabError("iperf3 server: \(s.output)") }
     usleep(200_000)
-    let r = try Command.run(["nsenter", "--net=\(client)", "--", "iperf3", "-c", serverIP, "-p", port,
+    let r = try Command.run(["nsenter", "--net=\(client)", "--", "iperf3", "-A", "0", "-c", serverIP, "-p", port,
                              "-t", "\(seconds)", "-P", "\(streams)", "-J"], timeout: Double(seconds) + 20)
     guard r.succeeded,
           let json = try? JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any],
@@ -54,6 +54,7 @@ private struct Path {
     var serverIP: String
 }
 
+/// iperf3's client runs on CPU 0 and its server on CPU 1 (`-A`), so runs differ less.
 /// Measures every path `rounds` times, interleaved (path A, B, C, then again) so a burst of
 /// noise on this shared machine hits all of them alike, and keeps the median of each figure.
 private func measure(_ lab: Lab, _ paths: [Path], seconds: Int, rounds: Int) throws -> [PathResult] {
