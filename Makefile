@@ -6,7 +6,7 @@ SWIFT ?= swift
 SHELL := /bin/bash
 
 # Debian packages the build, the tests and the lab need.
-DEPS := pkg-config libnl-3-dev libnl-route-3-dev libssl-dev libnftables-dev iproute2 nftables \
+DEPS := pkg-config libnl-3-dev libnl-route-3-dev libssl-dev libnftables-dev libsqlite3-dev iproute2 nftables \
         iputils-ping fping iperf3 dnsutils tcpdump serf
 
 .PHONY: deps build test demo bench lab-clean

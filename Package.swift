@@ -7,6 +7,11 @@ let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let nioHTTP1 = Target.Dependency.product(name: "NIOHTTP1", package: "swift-nio")
+let nioSSL = Target.Dependency.product(name: "NIOSSL", package: "swift-nio-ssl")
+let x509 = Target.Dependency.product(name: "X509", package: "swift-certificates")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
 
 let package = Package(
     name: "swift-overlay",
@@ -32,6 +37,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // C layers: system libraries found by pkg-config, and one shim target for what Swift
@@ -66,7 +75,10 @@ let package = Package(
             exclude: ["README.md"]),
         .target(
             name: "ClusterControl",
-            dependencies: ["OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "Ingress", "GWBridge", logging],
+            dependencies: [
+                "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "Ingress", "GWBridge", "Netlink",
+                "OverlayCrypto", logging, nioCore, nioPosix, nioHTTP1, nioSSL, x509, crypto, grdb,
+            ],
             exclude: ["README.md"]),
         .target(name: "OverlayTestKit", dependencies: ["OverlayModel", "Netlink", "COverlayShims"]),
 
@@ -119,7 +131,10 @@ let package = Package(
         .testTarget(name: "OverlayCryptoTests", dependencies: ["OverlayCrypto"]),
         .testTarget(
             name: "ClusterControlTests",
-            dependencies: ["ClusterControl", "Gossip", "OverlayDriver", "OverlayModel", "OverlayTestKit", "Netlink"]),
+            dependencies: [
+                "ClusterControl", "Gossip", "OverlayDriver", "OverlayModel", "OverlayTestKit", "Netlink", "IPAM",
+                nioCore, nioPosix, nioSSL, x509, crypto,
+            ]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto", "OverlayTestKit", nioCore, nioPosix]),
     ]
 )
