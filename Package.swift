@@ -67,7 +67,7 @@ let package = Package(
         .target(name: "PacketFilter", dependencies: ["CNFTables"]),
 
         // Features built on the above.
-        .target(name: "GWBridge", dependencies: ["OverlayModel", "Netlink", "PacketFilter"]),
+        .target(name: "GWBridge", dependencies: ["OverlayModel", "Netlink", "PacketFilter", "IPAM"]),
         .target(name: "Ingress", dependencies: ["OverlayModel", "Netlink", "PacketFilter"]),
         .target(name: "Discovery", dependencies: ["OverlayModel"]),
         .target(
@@ -129,6 +129,9 @@ let package = Package(
             name: "OverlayDriverTests", dependencies: ["OverlayDriver", "OverlayModel", "IPAM", "Netlink", "OverlayTestKit"]),
         .testTarget(name: "OverlayTestKitTests", dependencies: ["OverlayTestKit", "Netlink", "OverlayModel"]),
         .testTarget(name: "OverlayCryptoTests", dependencies: ["OverlayCrypto"]),
+        .testTarget(name: "PacketFilterTests", dependencies: ["PacketFilter", "Netlink", "OverlayTestKit"]),
+        .testTarget(
+            name: "GWBridgeTests", dependencies: ["GWBridge", "PacketFilter", "Netlink", "OverlayModel", "IPAM", "OverlayTestKit"]),
         .testTarget(
             name: "ClusterControlTests",
             dependencies: [

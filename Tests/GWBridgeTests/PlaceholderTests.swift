@@ -1,0 +1,4 @@
+import Testing
+@testable import GWBridge
+
+@Test func gwBridgeModuleLinks() { #expect(!GWBridgeModule.role.isEmpty) }

@@ -1,0 +1,4 @@
+import Testing
+@testable import PacketFilter
+
+@Test func packetFilterModuleLinks() { #expect(!PacketFilterModule.role.isEmpty) }
