@@ -84,7 +84,8 @@ let package = Package(
 
         // Thin executables.
         .executableTarget(name: "overlayd", dependencies: ["ClusterControl", argumentParser, logging]),
-        .executableTarget(name: "overlayctl", dependencies: ["ClusterControl", argumentParser]),
+        .executableTarget(
+            name: "overlayctl", dependencies: ["ClusterControl", "OverlayTestKit", argumentParser, nioCore, nioPosix]),
 
         // Examples and benchmarks: programs, not tests.
         .executableTarget(

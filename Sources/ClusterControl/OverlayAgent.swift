@@ -160,6 +160,34 @@ public final class OverlayAgent: Sendable {
         driver.shutdown()
     }
 
+    /// Stops following gossip and leaves the cluster without detaching anything: the kernel state
+    /// stays for the next start (a daemon restart), whose driver removes and rebuilds it.
+    public func shutdownKeepingEndpoints(leave: Bool = false) async {
+        let (tasks, observers) = state.withLock { s in
+            let r = (Array(s.watchers.values), Array(s.observers.values))
+            s.watchers = [:]
+            s.observers = [:]
+            return r
+        }
+        for t in tasks { t.cancel() }
+        for o in observers { o.finish() }
+        try? await db.shutdown(leave: leave)
+    }
+
+    /// Stops programming a network's peers and leaves its gossip network (the caller removes it
+    /// from the driver).
+    public func leaveNetwork(_ name: String) {
+        let task = state.withLock { s -> Task<Void, Never>? in
+            s.programmed[name] = nil
+            return s.watchers.removeValue(forKey: name)
+        }
+        task?.cancel()
+        db.leaveNetwork(name)
+    }
+
+    /// Whether the agent follows this network.
+    public func follows(_ name: String) -> Bool { state.withLock { $0.watchers[name] != nil } }
+
     private func apply(_ change: TableChange) {
         guard change.owner != me else { return }
         let network = change.network

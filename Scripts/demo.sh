@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The demo (`make demo`): a 3-host lab on this machine, each host a network namespace running its
+# own overlayd; h1 inits a swarm, h2 and h3 join; an attachable overlay network; one container per
+# host; each pings the others by IP across VXLAN. Then the lab is torn down, unless --keep.
+# Every step is printed as the command a user would type.
+set -euo pipefail
+KEEP=0
+[[ "${1:-}" == "--keep" ]] && KEEP=1
+BIN="${BIN:-$(swift build --show-bin-path)}"
+CTL="$BIN/overlayctl"
+step() { printf '\n$ %s\n' "$*"; "$@"; }
+lab() { "$CTL" lab exec "$@"; }
+
+cleanup() { [[ $KEEP == 1 ]] || "$CTL" lab down >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+step "$CTL" lab up --hosts 3
+step lab h1 -- overlayctl swarm init --advertise-addr 198.18.0.1
+TOKEN=$(lab h1 -- overlayctl swarm join-token -q worker)
+step lab h2 -- overlayctl swarm join --token "$TOKEN" 198.18.0.1:2377
+step lab h3 -- overlayctl swarm join --token "$TOKEN" 198.18.0.1:2377
+step lab h1 -- overlayctl node ls
+step lab h1 -- overlayctl network create -d overlay --attachable --subnet 10.10.0.0/24 demo
+for h in 1 2 3; do
+  step lab h$h -- overlayctl run -d --name c$h --network demo -- sleep infinity
+done
+declare -A IP
+for h in 1 2 3; do
+  IP[$h]=$(lab h$h -- overlayctl inspect c$h | sed -n 's/.*"IPAddress" : "\(.*\)".*/\1/p' | head -1)
+done
+echo; echo "containers: c1=${IP[1]} (h1)  c2=${IP[2]} (h2)  c3=${IP[3]} (h3)"
+for from in 1 2 3; do
+  for to in 1 2 3; do
+    [[ $from == $to ]] && continue
+    step lab h$from -- overlayctl exec c$from -- ping -c 2 -W 2 -q "${IP[$to]}"
+  done
+done
+step lab h2 -- overlayctl network inspect demo
+if [[ $KEEP == 1 ]]; then
+  echo; echo "the lab stays up: try \`$CTL lab exec h1 -- overlayctl ps\`; \`$CTL lab down\` removes it"
+else
+  step "$CTL" lab down
+  trap - EXIT
+fi
+echo; echo "demo: every container reached every other across 3 hosts"

@@ -1,0 +1,382 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// One HTTP request as the daemon's API handlers see it: method, path split from its query,
+/// the body, and who is asking when the connection was mutual TLS.
+public struct APIRequest: Sendable {
+    /// `GET`, `POST`, `DELETE`, ...
+    public var method: String
+    /// The path without the query, e.g. `/v1/networks/web`.
+    public var path: String
+    /// Query parameters (`?a=1&b=2`), percent-decoded; the last value of a repeated name wins.
+    public var query: [String: String]
+    /// The request body (empty when there is none).
+    public var body: Data
+    /// The authenticated client of a TLS connection (nil on the Unix socket or without a client cert).
+    public var peer: PeerIdentity?
+
+    /// Matches the path against a pattern such as `v1/networks/*` and returns what the `*`s matched.
+    public func match(_ method: String, _ pattern: String) -> [String]? {
+        guard method == self.method else { return nil }
+        let p = pattern.split(separator: "/").map(String.init)
+        let c = components
+        guard p.count == c.count else { return nil }
+        var captured: [String] = []
+        for (a, b) in zip(p, c) {
+            if a == "*" { captured.append(b) } else if a != b { return nil }
+        }
+        return captured
+    }
+
+    /// The path's components after the leading slash (`/v1/networks/web` -> ["v1", "networks", "web"]).
+    public var components: [String] { path.split(separator: "/").map { String($0).removingPercentEncoding ?? String($0) } }
+
+    /// Decodes the body as JSON, or throws an `APIError` (400) that says what is wrong with it.
+    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        guard !body.isEmpty else { throw APIError(400, "the request needs a JSON body") }
+        do { return try JSONDecoder().decode(T.self, from: body) } catch {
+            throw APIError(400, "malformed JSON in the request: \(APIError.describe(error))")
+        }
+    }
+}
+
+/// A TLS client's identity, read from its verified certificate.
+public struct PeerIdentity: Sendable, Hashable {
+    /// The node ID (the certificate's CN).
+    public var nodeID: String
+    /// "manager" or "worker" (from the certificate's OU).
+    public var role: String
+
+    /// Makes an identity.
+    public init(nodeID: String, role: String) {
+        self.nodeID = nodeID
+        self.role = role
+    }
+}
+
+/// An HTTP response: a status and a JSON (or text) body.
+public struct APIResponse: Sendable {
+    /// The HTTP status code.
+    public var status: Int
+    /// The body bytes.
+    public var body: Data
+
+    /// A response with a raw body.
+    public init(status: Int, body: Data) {
+        self.status = status
+        self.body = body
+    }
+
+    /// A 200 (or given status) response with `value` encoded as JSON.
+    public static func json<T: Encodable>(_ value: T, status: Int = 200) -> APIResponse {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        do { return APIResponse(status: status, body: try encoder.encode(value)) } catch {
+            return .error(APIError(500, "cannot encode the response: \(error)"))
+        }
+    }
+
+    /// An error response: `{"message": "..."}` with the error's status.
+    public static func error(_ error: APIError) -> APIResponse {
+        json(["message": error.message], status: error.status)
+    }
+}
+
+/// An error an API call answers with: an HTTP status and one line a person can act on.
+public struct APIError: Error, Sendable, CustomStringConvertible, Equatable {
+    /// The HTTP status (400 bad input, 403 not allowed, 404 unknown name, 409 conflict, 503 not ready, 500 bug).
+    public var status: Int
+    /// The line shown to the user.
+    public var message: String
+
+    /// Makes an error.
+    public init(_ status: Int, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+
+    public var description: String { message }
+
+    /// A short description of a JSON decoding error (which key, what was expected).
+    static func describe(_ error: Error) -> String {
+        guard let e = error as? DecodingError else { return "\(error)" }
+        func path(_ c: DecodingError.Context) -> String {
+            let p = c.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+            return p.isEmpty ? "" : " at \(p)"
+        }
+        switch e {
+        case .typeMismatch(let t, let c): return "expected \(t)\(path(c))"
+        case .valueNotFound(let t, let c): return "missing \(t)\(path(c))"
+        case .keyNotFound(let k, let c): return "missing key '\(k.stringValue)'\(path(c))"
+        case .dataCorrupted(let c): return "\(c.debugDescription)\(path(c))"
+        @unknown default: return "\(error)"
+        }
+    }
+}
+
+/// The handler an `APIServer` calls for each request.
+public typealias APIHandler = @Sendable (APIRequest) async -> APIResponse
+
+/// Where an API server listens or a client connects.
+public enum APIEndpoint: Sendable, CustomStringConvertible {
+    /// A Unix domain socket at this path (the local API).
+    case unix(String)
+    /// TCP host and port (the manager's 2377).
+    case tcp(host: String, port: Int)
+
+    public var description: String {
+        switch self {
+        case .unix(let p): return "unix://\(p)"
+        case .tcp(let h, let p): return h.contains(":") ? "[\(h)]:\(p)" : "\(h):\(p)"
+        }
+    }
+}
+
+/// A small HTTP/1.1 server over SwiftNIO: one request per connection, handled by an async
+/// handler; optionally TLS, where the peer's certificate identity is passed to the handler.
+public final class APIServer: Sendable {
+    /// The largest request body accepted (bigger ones get 413).
+    public static let maxBody = 4 << 20
+
+    private let channel: Channel
+    private let serveTask: Task<Void, Never>
+    /// Where it listens.
+    public let endpoint: APIEndpoint
+    /// The bound port (TCP) or 0.
+    public var port: Int { channel.localAddress?.port ?? 0 }
+
+    private init(channel: Channel, serveTask: Task<Void, Never>, endpoint: APIEndpoint) {
+        self.channel = channel
+        self.serveTask = serveTask
+        self.endpoint = endpoint
+    }
+
+    /// Binds and starts serving. `identify` reads the client's identity from a TLS connection.
+    public static func start(
+        _ endpoint: APIEndpoint, tls: NIOSSLContext? = nil, group: EventLoopGroup,
+        identify: (@Sendable (Channel) -> PeerIdentity?)? = nil,
+        handler: @escaping APIHandler
+    ) async throws -> APIServer {
+        let initializer: @Sendable (Channel) -> EventLoopFuture<Void> = { child in
+            child.eventLoop.makeCompletedFuture {
+                if let tls {
+                    try child.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                }
+                try child.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                try child.pipeline.syncOperations.addHandler(RequestHandler(handler: handler, identify: identify))
+            }
+        }
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer(initializer)
+        let channel: Channel
+        switch endpoint {
+        case .unix(let path):
+            channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+            chmod(path, 0o660)
+        case .tcp(let host, let port):
+            channel = try await bootstrap.bind(host: host, port: port).get()
+        }
+        let task = Task<Void, Never> { try? await channel.closeFuture.get() }
+        return APIServer(channel: channel, serveTask: task, endpoint: endpoint)
+    }
+
+    /// Stops listening (requests in flight finish).
+    public func close() async {
+        try? await channel.close()
+        serveTask.cancel()
+    }
+}
+
+private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let handler: APIHandler
+    let identify: (@Sendable (Channel) -> PeerIdentity?)?
+    var head: HTTPRequestHead?
+    var body = ByteBuffer()
+    var tooBig = false
+
+    init(handler: @escaping APIHandler, identify: (@Sendable (Channel) -> PeerIdentity?)?) {
+        self.handler = handler
+        self.identify = identify
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body.clear()
+            tooBig = false
+        case .body(var b):
+            if body.readableBytes + b.readableBytes > APIServer.maxBody { tooBig = true } else { body.writeBuffer(&b) }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            let channel = context.channel
+            let loop = context.eventLoop
+            let (path, query) = Self.split(head.uri)
+            let request = APIRequest(
+                method: head.method.rawValue, path: path, query: query,
+                body: Data(body.readableBytesView), peer: identify?(channel))
+            let handler = self.handler
+            let tooBig = self.tooBig
+            Task {
+                let response = tooBig
+                    ? APIResponse.error(APIError(413, "the request body is larger than \(APIServer.maxBody) bytes"))
+                    : await handler(request)
+                loop.execute {
+                    var headers = HTTPHeaders()
+                    headers.add(name: "Content-Type", value: "application/json")
+                    headers.add(name: "Content-Length", value: "\(response.body.count)")
+                    headers.add(name: "Connection", value: "close")
+                    let status = HTTPResponseStatus(statusCode: response.status)
+                    channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: head.version, status: status, headers: headers)), promise: nil)
+                    channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: response.body))), promise: nil)
+                    channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { _ in channel.close(promise: nil) }
+                }
+            }
+        }
+    }
+
+    static func split(_ uri: String) -> (String, [String: String]) {
+        guard let q = uri.firstIndex(of: "?") else { return (uri, [:]) }
+        var query: [String: String] = [:]
+        for pair in uri[uri.index(after: q)...].split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
+            if let k = kv.first { query[k] = kv.count > 1 ? kv[1] : "" }
+        }
+        return (String(uri[..<q]), query)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// A small HTTP/1.1 client for the daemon's APIs: one request per connection, JSON bodies.
+public struct APIClient: Sendable {
+    /// Where the server is.
+    public var endpoint: APIEndpoint
+    /// TLS to use (nil for the Unix socket).
+    public var tls: NIOSSLContext?
+    /// The TLS server name to present and verify, if any.
+    public var serverHostname: String?
+    /// How long a call may take before it fails.
+    public var timeout: TimeAmount
+
+    /// Makes a client.
+    public init(endpoint: APIEndpoint, tls: NIOSSLContext? = nil, serverHostname: String? = nil, timeout: TimeAmount = .seconds(60)) {
+        self.endpoint = endpoint
+        self.tls = tls
+        self.serverHostname = serverHostname
+        self.timeout = timeout
+    }
+
+    /// Sends a request and returns the status and body. Throws `APIError` (status 0) when the
+    /// server can't be reached, with a line that says where it tried.
+    public func call(_ method: String, _ path: String, body: Data? = nil, group: EventLoopGroup) async throws -> (Int, Data) {
+        let promise = group.next().makePromise(of: (Int, Data).self)
+        let tls = self.tls, hostname = self.serverHostname
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: hostname))
+                    }
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(ResponseHandler(promise: promise))
+                }
+            }
+        let channel: Channel
+        do {
+            switch endpoint {
+            case .unix(let path): channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
+            case .tcp(let host, let port): channel = try await bootstrap.connect(host: host, port: port).get()
+            }
+        } catch {
+            promise.fail(error)
+            throw APIError(0, "cannot reach \(endpoint): \(Self.describe(error))")
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: "overlayd")
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
+        headers.add(name: "Connection", value: "close")
+        let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path, headers: headers)
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        if let body, !body.isEmpty { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil) }
+        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        let timeout = channel.eventLoop.scheduleTask(in: self.timeout) {
+            promise.fail(APIError(0, "\(endpoint) did not answer \(method) \(path) in time"))
+            channel.close(promise: nil)
+        }
+        defer { timeout.cancel() }
+        do { return try await promise.futureResult.get() } catch let e as APIError { throw e } catch {
+            throw APIError(0, "\(endpoint): \(Self.describe(error))")
+        }
+    }
+
+    /// Calls and decodes a JSON answer; a non-2xx answer throws its `{"message"}` as an `APIError`.
+    public func json<T: Decodable>(_ method: String, _ path: String, body: (some Encodable)? = Optional<Data>.none,
+                                   as type: T.Type, group: EventLoopGroup) async throws -> T {
+        let data = try body.map { try JSONEncoder().encode($0) }
+        let (status, reply) = try await call(method, path, body: data, group: group)
+        guard (200..<300).contains(status) else { throw Self.error(status: status, body: reply) }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        do { return try decoder.decode(T.self, from: reply) } catch {
+            throw APIError(0, "\(endpoint) answered \(method) \(path) with a body that is not what was expected: \(APIError.describe(error))")
+        }
+    }
+
+    /// The `APIError` a non-2xx answer carries.
+    public static func error(status: Int, body: Data) -> APIError {
+        if let obj = try? JSONSerialization.jsonObject(with: body) as? [String: Any], let m = obj["message"] as? String {
+            return APIError(status, m)
+        }
+        return APIError(status, "HTTP \(status): \(String(decoding: body.prefix(200), as: UTF8.self))")
+    }
+
+    static func describe(_ error: Error) -> String {
+        if let e = error as? IOError { return e.description }
+        if let e = error as? NIOSSLError { return "TLS: \(e)" }
+        if let e = error as? BoringSSLError { return "TLS: \(e)" }
+        return "\(error)"
+    }
+}
+
+private final class ResponseHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    let promise: EventLoopPromise<(Int, Data)>
+    var status = 0
+    var body = ByteBuffer()
+
+    init(promise: EventLoopPromise<(Int, Data)>) { self.promise = promise }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h): status = Int(h.status.code)
+        case .body(var b): body.writeBuffer(&b)
+        case .end:
+            promise.succeed((status, Data(body.readableBytesView)))
+            context.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        promise.fail(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(APIError(0, "the connection closed before an answer came"))
+    }
+}

@@ -1,0 +1,251 @@
+import Foundation
+import Netlink
+import OverlayDriver
+import OverlayModel
+
+extension OverlayDaemon {
+    var containerHandleDirectory: String { configuration.stateDirectory + "/containers/netns" }
+    var logDirectory: String { configuration.stateDirectory + "/containers/logs" }
+
+    func containerRecord(_ name: String) throws -> ContainerRecord {
+        let all = try store.all(.container, as: ContainerRecord.self)
+        if let c = all.first(where: { $0.name == name }) ?? all.first(where: { $0.id == name })
+            ?? all.first(where: { name.count >= 3 && $0.id.hasPrefix(name) }) {
+            return c
+        }
+        throw APIError(404, "no such container: \(name)")
+    }
+
+    static func validContainerName(_ name: String) -> Bool {
+        guard let f = name.unicodeScalars.first, CharacterSet.alphanumerics.contains(f), name.count <= 64 else { return false }
+        return name.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0) }
+    }
+
+    func runContainer(_ req: ContainerCreateRequest) async throws -> ContainerInspect {
+        let (s, _) = try requireSwarm()
+        let id = EndpointID.random().text
+        let name = req.name ?? "c-\(id.prefix(12))"
+        guard Self.validContainerName(name) else {
+            throw APIError(400, "invalid container name '\(name)': use letters, digits, '_', '.', '-' (starting with a letter or digit)")
+        }
+        if (try store.all(.container, as: ContainerRecord.self)).contains(where: { $0.name == name }) {
+            throw APIError(409, "the container name \(name) is already in use: remove it or pick another name")
+        }
+        if req.detach && req.command.isEmpty {
+            throw APIError(400, "-d needs a command to run in the background")
+        }
+        if !req.publish.isEmpty {
+            for p in req.publish {
+                do { _ = try PortSpec.parse(p) } catch { throw APIError(400, "invalid -p '\(p)': \(error.message)") }
+            }
+            throw APIError(400, "-p: publishing ports of standalone containers needs the gateway bridge, which this build does not have yet; nothing was created")
+        }
+        var networks: [NetworkRecord] = []
+        for n in req.networks {
+            let net = try network(named: n)
+            guard !net.ingress else { throw APIError(403, "network \(net.name) is the ingress network: containers cannot attach to it") }
+            guard net.attachable else {
+                throw APIError(403, "network \(net.name) is not attachable: standalone containers need a network created with --attachable")
+            }
+            guard !networks.contains(where: { $0.id == net.id }) else { throw APIError(400, "network \(net.name) is given twice") }
+            networks.append(net)
+        }
+        if req.ip != nil && networks.isEmpty { throw APIError(400, "--ip needs a --network") }
+        let handle = "c-\(id.prefix(12))"
+        let ns: NetworkNamespace
+        do {
+            ns = try NetworkNamespace.create(named: handle, handleDirectory: containerHandleDirectory)
+            try NetlinkSocket(namespace: ns).setUp("lo")
+        } catch {
+            try? NetworkNamespace.delete(named: handle, handleDirectory: containerHandleDirectory)
+            throw APIError(500, "cannot create the container's network namespace: \(error)")
+        }
+        var record = ContainerRecord(
+            id: id, name: name, created: Date(), namespacePath: containerHandleDirectory + "/" + handle, ownsNamespace: true,
+            command: req.command, detached: req.detach, pid: nil, logPath: nil, networks: [], publish: req.publish,
+            gatewayAddress: nil)
+        do {
+            for (i, n) in networks.enumerated() {
+                record.networks.append(try await connect(record, to: n, interface: "eth\(i)", ip: i == 0 ? req.ip : nil,
+                                                         aliases: req.aliases, nodeID: s.nodeID))
+            }
+            if req.detach { try spawn(&record) }
+            try store.put(.container, name, record)
+        } catch {
+            await disconnectAll(record)
+            if let pid = record.pid { kill(pid, SIGKILL) }
+            try? NetworkNamespace.delete(named: handle, handleDirectory: containerHandleDirectory)
+            if let e = error as? APIError { throw e }
+            throw APIError(500, "\(error)")
+        }
+        return try inspectContainer(name)
+    }
+
+    /// Allocates an address and attaches the container's namespace to a network.
+    func connect(_ c: ContainerRecord, to n: NetworkRecord, interface: String, ip: String?, aliases: [String],
+                 nodeID: String) async throws -> ContainerNetwork {
+        let (_, agent) = try requireSwarm()
+        let endpointID = EndpointID.random().text
+        let a = try await requestAddress(AllocateRequest(network: n.name, endpointID: endpointID, nodeID: nodeID, address: ip, name: c.name))
+        do {
+            let ep = try agent.attach(
+                EndpointSpec(id: endpointID, network: n.name, namespace: .path(c.namespacePath), address: IPAddress(a.address)!,
+                             interfaceName: interface),
+                name: c.name)
+            return ContainerNetwork(
+                networkID: n.id, networkName: n.name, endpointID: endpointID, address: a.address, prefixLength: ep.prefixLength,
+                gateway: ep.gateway.description, mac: ep.mac.description, aliases: aliases)
+        } catch {
+            await giveBack(ReleaseRequest(network: n.name, address: a.address, endpointID: endpointID))
+            if let e = error as? OverlayDriverError { throw APIError(e.code == .namespaceNotFound ? 404 : 500, e.message) }
+            throw error
+        }
+    }
+
+    func disconnectAll(_ c: ContainerRecord) async {
+        for cn in c.networks {
+            if let agent { try? agent.detach(endpoint: cn.endpointID) }
+            await giveBack(ReleaseRequest(network: cn.networkName, address: cn.address, endpointID: cn.endpointID))
+        }
+    }
+
+    func spawn(_ record: inout ContainerRecord) throws {
+        try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
+        let log = logDirectory + "/\(record.name).log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        guard let out = FileHandle(forWritingAtPath: log) else { throw APIError(500, "cannot open the log \(log)") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        p.arguments = ["--net=\(record.namespacePath)", "--"] + record.command
+        p.standardOutput = out
+        p.standardError = out
+        p.standardInput = FileHandle.nullDevice
+        do { try p.run() } catch { throw APIError(500, "cannot start \(record.command.joined(separator: " ")): \(error)") }
+        try? out.close()
+        record.pid = p.processIdentifier
+        record.logPath = log
+    }
+
+    func isRunning(_ c: ContainerRecord) -> Bool {
+        guard let pid = c.pid, kill(pid, 0) == 0 else { return false }
+        // The PID may have been reused: it must still be in the container's namespace.
+        var a = stat(), b = stat()
+        guard stat("/proc/\(pid)/ns/net", &a) == 0, stat(c.namespacePath, &b) == 0 else { return false }
+        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+           let close = stat.lastIndex(of: ")"), stat[stat.index(close, offsetBy: 2)] == "Z" { return false }
+        return a.st_ino == b.st_ino
+    }
+
+    func attachExisting(_ req: AttachRequest) async throws -> ContainerInspect {
+        let (s, _) = try requireSwarm()
+        guard Self.validContainerName(req.name) else { throw APIError(400, "invalid container name '\(req.name)'") }
+        let path: String
+        switch (req.namespacePath, req.pid) {
+        case (let p?, nil): path = p
+        case (nil, let pid?): path = "/proc/\(pid)/ns/net"
+        default: throw APIError(400, "give exactly one of a namespace path or a PID")
+        }
+        do { _ = try NetworkNamespace.open(path: path) } catch {
+            throw APIError(404, "\(path) is not a network namespace that can be opened: \(error)")
+        }
+        let n = try network(named: req.network)
+        guard n.attachable, !n.ingress else {
+            throw APIError(403, "network \(n.name) is not attachable: standalone containers need a network created with --attachable")
+        }
+        var record = (try? containerRecord(req.name)) ?? ContainerRecord(
+            id: EndpointID.random().text, name: req.name, created: Date(), namespacePath: path, ownsNamespace: false, command: [],
+            detached: false, pid: req.pid, logPath: nil, networks: [], publish: [], gatewayAddress: nil)
+        guard record.namespacePath == path else {
+            throw APIError(409, "the container name \(req.name) is already in use for another namespace")
+        }
+        guard !record.networks.contains(where: { $0.networkID == n.id }) else {
+            throw APIError(409, "\(req.name) is already attached to network \(n.name)")
+        }
+        let cn = try await connect(record, to: n, interface: "eth\(record.networks.count)", ip: req.ip, aliases: req.aliases ?? [],
+                                   nodeID: s.nodeID)
+        record.networks.append(cn)
+        do { try store.put(.container, record.name, record) } catch {
+            await disconnectAll(ContainerRecord(id: record.id, name: record.name, created: record.created, namespacePath: path,
+                                                ownsNamespace: false, command: [], detached: false, pid: nil, logPath: nil,
+                                                networks: [cn], publish: [], gatewayAddress: nil))
+            throw error
+        }
+        return try inspectContainer(record.name)
+    }
+
+    func containerList() throws -> [ContainerInspect] {
+        try store.all(.container, as: ContainerRecord.self).map { try inspect($0) }.sorted { $0.Name < $1.Name }
+    }
+
+    func inspectContainer(_ name: String) throws -> ContainerInspect { try inspect(try containerRecord(name)) }
+
+    func inspect(_ c: ContainerRecord) throws -> ContainerInspect {
+        let running = isRunning(c)
+        var nets: [String: ContainerInspect.EndpointSettings] = [:]
+        for n in c.networks {
+            nets[n.networkName] = .init(
+                NetworkID: n.networkID, EndpointID: n.endpointID, Gateway: n.gateway, IPAddress: n.address,
+                IPPrefixLen: n.prefixLength, MacAddress: n.mac, Aliases: [c.name] + n.aliases)
+        }
+        let status = running ? "running" : (c.pid == nil ? "created" : "exited")
+        return ContainerInspect(
+            Id: c.id, Name: c.name, Created: c.created, State: .init(Status: status, Running: running, Pid: running ? c.pid! : 0),
+            Config: .init(Cmd: c.command),
+            NetworkSettings: .init(SandboxKey: c.namespacePath, Ports: [:], Networks: nets), DaemonPid: getpid())
+    }
+
+    func removeContainer(_ name: String, force: Bool) async throws {
+        let c = try containerRecord(name)
+        if isRunning(c) {
+            guard force else { throw APIError(409, "container \(c.name) is running: stop its process or use rm -f") }
+            kill(c.pid!, SIGKILL)
+        }
+        await disconnectAll(c)
+        if c.ownsNamespace {
+            let handle = (c.namespacePath as NSString).lastPathComponent
+            try? NetworkNamespace.delete(named: handle, handleDirectory: containerHandleDirectory)
+        }
+        if let log = c.logPath { try? FileManager.default.removeItem(atPath: log) }
+        try store.delete(.container, c.name)
+    }
+
+    /// After a restart: every stored container whose namespace still exists gets its endpoints back
+    /// with the same IDs, addresses and MACs; one whose namespace is gone is removed and its
+    /// addresses given back.
+    func restoreContainers() async throws {
+        guard let agent else { return }
+        if manager == nil, let saved = try store.get(.setting, "cluster", as: ClusterState.self) {
+            cluster = saved
+            applyNetworks(saved.networks)
+        }
+        for c in try store.all(.container, as: ContainerRecord.self) {
+            var path = c.namespacePath
+            if (try? NetworkNamespace.open(path: path)) == nil, let pid = c.pid, isRunningByPID(pid) {
+                path = "/proc/\(pid)/ns/net"
+            }
+            guard let ns = try? NetworkNamespace.open(path: path) else {
+                logger.notice("container \(c.name) is gone (its namespace no longer exists): giving its addresses back")
+                await disconnectAll(c)
+                try? store.delete(.container, c.name)
+                continue
+            }
+            var record = c
+            record.namespacePath = path
+            let socket = try? NetlinkSocket(namespace: ns)
+            for (i, cn) in c.networks.enumerated() {
+                try? socket?.deleteLink(named: "eth\(i)")
+                do {
+                    _ = try agent.attach(
+                        EndpointSpec(id: cn.endpointID, network: cn.networkName, namespace: .path(path),
+                                     address: IPAddress(cn.address)!, mac: MACAddress(cn.mac), interfaceName: "eth\(i)"),
+                        name: c.name)
+                } catch {
+                    logger.error("cannot restore \(c.name) on \(cn.networkName): \(error)")
+                }
+            }
+            if record.namespacePath != c.namespacePath { try? store.put(.container, c.name, record) }
+        }
+    }
+
+    func isRunningByPID(_ pid: Int32) -> Bool { kill(pid, 0) == 0 }
+}

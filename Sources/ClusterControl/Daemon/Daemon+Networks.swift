@@ -1,0 +1,285 @@
+import Foundation
+import IPAM
+import OverlayDriver
+import OverlayModel
+
+extension NetworkCreateRequest {
+    /// The `ingress` network `swarm init` makes.
+    static var ingressDefault: NetworkCreateRequest {
+        var r = NetworkCreateRequest(name: "ingress")
+        r.ingress = true
+        return r
+    }
+}
+
+extension OverlayDaemon {
+    static let optMTU = "com.docker.network.driver.mtu"
+    static let optVNI = "com.docker.network.driver.overlay.vxlanid_list"
+
+    /// Validates a request and allocates its subnets and VNIs (changing `ipam` only on success).
+    func makeNetwork(_ req: NetworkCreateRequest, ipam: inout IPAM, existing: [NetworkRecord], pools: [String]) throws -> NetworkRecord {
+        let name = req.name
+        guard let first = name.unicodeScalars.first, CharacterSet.alphanumerics.contains(first),
+              name.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0) }),
+              name.count <= 64 else {
+            throw APIError(400, "invalid network name '\(name)': use letters, digits, '_', '.', '-' (starting with a letter or digit, at most 64)")
+        }
+        guard req.driver == "overlay" else {
+            throw APIError(400, "network driver '\(req.driver)' is not available on the cluster: use -d overlay")
+        }
+        if existing.contains(where: { $0.name == name }) {
+            throw APIError(409, "network with name \(name) already exists")
+        }
+        if req.ingress, existing.contains(where: { $0.ingress }) {
+            throw APIError(409, "an ingress network already exists (\(existing.first { $0.ingress }!.name)): remove it first")
+        }
+        var options: [String: String] = [:]
+        for o in req.options {
+            let kv = o.split(separator: "=", maxSplits: 1).map(String.init)
+            guard let k = kv.first, !k.isEmpty else { throw APIError(400, "invalid --opt '\(o)': use key=value") }
+            options[k] = kv.count > 1 ? kv[1] : ""
+        }
+        var labels: [String: String] = [:]
+        for l in req.labels {
+            let kv = l.split(separator: "=", maxSplits: 1).map(String.init)
+            guard let k = kv.first, !k.isEmpty else { throw APIError(400, "invalid --label '\(l)': use key=value") }
+            labels[k] = kv.count > 1 ? kv[1] : ""
+        }
+        if options["encrypted"] != nil {
+            throw APIError(400, "--opt encrypted: encrypted overlay networks are not available in this build yet (the userspace ESP datapath is planned); nothing was created")
+        }
+        for k in options.keys where k != Self.optMTU && k != Self.optVNI {
+            throw APIError(400, "unknown --opt '\(k)' for the overlay driver (known: encrypted, \(Self.optMTU), \(Self.optVNI))")
+        }
+        var mtu: UInt32 = 1450
+        if let m = options[Self.optMTU] {
+            guard let v = UInt32(m), (68...9000).contains(v) else {
+                throw APIError(400, "--opt \(Self.optMTU)=\(m): the MTU must be a number from 68 to 9000")
+            }
+            mtu = v
+        }
+        // Subnets: explicit ones with their gateways, ranges and aux addresses, or one from the pools.
+        for (flag, n) in [("--gateway", req.gateways.count), ("--ip-range", req.ipRanges.count)] where n > max(req.subnets.count, 0) {
+            throw APIError(400, req.subnets.isEmpty ? "\(flag) needs a --subnet to go with it" : "more \(flag) values than --subnet values")
+        }
+        var aux: [String: IPAddress] = [:]
+        for a in req.auxAddresses {
+            let kv = a.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, let ip = IPAddress(kv[1]) else {
+                throw APIError(400, "invalid --aux-address '\(a)': use name=address")
+            }
+            aux[kv[0]] = ip
+        }
+        if !aux.isEmpty && req.subnets.isEmpty { throw APIError(400, "--aux-address needs a --subnet to go with it") }
+        var requests: [SubnetRequest] = []
+        for (i, s) in req.subnets.enumerated() {
+            guard let cidr = CIDR(s) else { throw APIError(400, "invalid --subnet '\(s)': use a CIDR such as 10.1.0.0/24") }
+            var gw: IPAddress?
+            if i < req.gateways.count {
+                guard let g = IPAddress(req.gateways[i]) else { throw APIError(400, "invalid --gateway '\(req.gateways[i])'") }
+                gw = g
+            }
+            var range: CIDR?
+            if i < req.ipRanges.count {
+                guard let r = CIDR(req.ipRanges[i]) else { throw APIError(400, "invalid --ip-range '\(req.ipRanges[i])'") }
+                range = r
+            }
+            let mine = aux.filter { cidr.contains($0.value) }
+            requests.append(SubnetRequest(subnet: cidr, gateway: gw, ipRange: range, auxAddresses: mine))
+        }
+        let unmatched = aux.filter { a in !requests.contains { $0.subnet!.contains(a.value) } }
+        if let (n, ip) = unmatched.first { throw APIError(400, "--aux-address \(n)=\(ip) is in none of the subnets") }
+        let subnetCount = max(requests.count, 1)
+        // VNIs: given, or the next free ones from 4096.
+        let used = Set(existing.flatMap { $0.subnets.map(\.vni) })
+        var vnis: [UInt32] = []
+        if let list = options[Self.optVNI] {
+            for v in list.split(separator: ",") {
+                guard let n = UInt32(v.trimmingCharacters(in: .whitespaces)), (1...0xFF_FFFF).contains(n) else {
+                    throw APIError(400, "--opt \(Self.optVNI)=\(list): '\(v)' is not a VNI (1-16777215)")
+                }
+                guard !used.contains(n), !vnis.contains(n) else {
+                    throw APIError(409, "VNI \(n) is already in use by network \(existing.first { $0.subnets.contains { $0.vni == n } }?.name ?? name)")
+                }
+                vnis.append(n)
+            }
+            guard vnis.count == subnetCount else {
+                throw APIError(400, "--opt \(Self.optVNI) gives \(vnis.count) VNI(s) for \(subnetCount) subnet(s): give one per subnet")
+            }
+        } else {
+            var next: UInt32 = 4096
+            while vnis.count < subnetCount {
+                if !used.contains(next) { vnis.append(next) }
+                next += 1
+            }
+        }
+        let id = NetworkID.random().text
+        let spaces: [AddressSpace]
+        do { spaces = try ipam.createNetwork(id, subnets: requests.isEmpty ? [SubnetRequest()] : requests) } catch {
+            throw APIError(error.code == .poolExhausted ? 507 : 409, error.message.replacingOccurrences(of: "'\(id)'", with: "'\(name)'"))
+        }
+        let subnets = zip(spaces, vnis).map { space, vni in
+            SubnetConfig(
+                subnet: space.subnet.description, gateway: space.gateway.description, ipRange: space.ipRange?.description,
+                auxAddresses: space.auxAddresses.mapValues(\.description), vni: vni)
+        }
+        var recorded = options
+        recorded[Self.optVNI] = vnis.map(String.init).joined(separator: ",")
+        return NetworkRecord(
+            id: id, name: name, driver: "overlay", created: Date(), attachable: req.attachable, internal: req.internal,
+            ingress: req.ingress, encrypted: false, subnets: subnets, mtu: mtu, options: recorded, labels: labels)
+    }
+
+    func createNetwork(_ req: NetworkCreateRequest) async throws -> NetworkInspect {
+        var m = try requireManager()
+        let existing = try store.all(.network, as: NetworkRecord.self)
+        let record = try makeNetwork(req, ipam: &m.ipam, existing: existing, pools: m.settings.pools)
+        try store.write([try .set(.network, record.id, record), try .set(.setting, "ipam", m.ipam.snapshot())])
+        manager = m
+        try refreshClusterFromStore()
+        return try await inspectNetwork(record.name, verbose: false)
+    }
+
+    func network(named name: String) throws -> NetworkRecord {
+        if let n = cluster.networks.first(where: { $0.name == name }) ?? cluster.networks.first(where: { $0.id == name })
+            ?? cluster.networks.first(where: { name.count >= 3 && $0.id.hasPrefix(name) }) {
+            return n
+        }
+        if swarm == nil {
+            throw APIError(404, "network \(name) not found (this node is not part of a swarm: run `overlayctl swarm init` or `join`)")
+        }
+        throw APIError(404, "network \(name) not found")
+    }
+
+    func networkList() throws -> [NetworkInspect] {
+        try cluster.networks.sorted { $0.name < $1.name }.map { try inspect($0, verbose: false, peers: nil) }
+    }
+
+    func inspectNetwork(_ name: String, verbose: Bool) async throws -> NetworkInspect {
+        let n = try network(named: name)
+        var peers: [NetworkInspect.Peer] = []
+        if let agent {
+            let members = agent.db.networkMembers(n.name)
+            for id in Set(members + [swarm!.nodeID]).sorted() {
+                guard let node = cluster.nodes.first(where: { $0.id == id }) else { continue }
+                if id == swarm!.nodeID || members.contains(id) {
+                    peers.append(.init(Name: node.hostname, IP: node.advertiseAddr))
+                }
+            }
+        }
+        return try inspect(n, verbose: verbose, peers: peers)
+    }
+
+    func inspect(_ n: NetworkRecord, verbose: Bool, peers: [NetworkInspect.Peer]?) throws -> NetworkInspect {
+        var containers: [String: NetworkInspect.ContainerEntry] = [:]
+        for c in try store.all(.container, as: ContainerRecord.self) {
+            for cn in c.networks where cn.networkID == n.id {
+                containers[c.id] = .init(
+                    Name: c.name, EndpointID: cn.endpointID, MacAddress: cn.mac,
+                    IPv4Address: cn.address.contains(":") ? "" : "\(cn.address)/\(cn.prefixLength)",
+                    IPv6Address: cn.address.contains(":") ? "\(cn.address)/\(cn.prefixLength)" : "")
+            }
+        }
+        var endpoints: [String: NetworkInspect.ContainerEntry]?
+        if verbose, let agent {
+            endpoints = [:]
+            for e in agent.db.entries(network: n.name, table: OverlayAgent.endpointTable) {
+                guard let rec = EndpointRecord.decode(e.value) else { continue }
+                endpoints?[e.key] = .init(
+                    Name: rec.name, EndpointID: rec.id, MacAddress: rec.mac,
+                    IPv4Address: rec.address.contains(":") ? "" : rec.address, IPv6Address: rec.address.contains(":") ? rec.address : "")
+            }
+        }
+        return NetworkInspect(
+            Name: n.name, Id: n.id, Created: n.created, Scope: "swarm", Driver: n.driver,
+            EnableIPv6: n.subnets.contains { $0.subnet.contains(":") },
+            IPAM: .init(Driver: "default", Config: n.subnets.map {
+                .init(Subnet: $0.subnet, Gateway: $0.gateway, IPRange: $0.ipRange,
+                      AuxiliaryAddresses: $0.auxAddresses.isEmpty ? nil : $0.auxAddresses)
+            }),
+            Internal: n.internal, Attachable: n.attachable, Ingress: n.ingress, Containers: containers,
+            Options: n.options, Labels: n.labels, Peers: peers, Endpoints: endpoints)
+    }
+
+    func removeNetwork(_ name: String) async throws {
+        var m = try requireManager()
+        let n = try network(named: name)
+        let allocations = try store.all(.allocation, as: AllocationRecord.self).filter { $0.networkID == n.id }
+        if !allocations.isEmpty {
+            let nodes = Dictionary(cluster.nodes.map { ($0.id, $0.hostname) }, uniquingKeysWith: { a, _ in a })
+            let who = allocations.map { "\($0.name ?? String($0.endpointID.prefix(12))) on \(nodes[$0.nodeID] ?? $0.nodeID)" }
+            throw APIError(409, "network \(n.name) has active endpoints (\(who.joined(separator: ", "))): remove them first")
+        }
+        do { try m.ipam.removeNetwork(n.id) } catch { throw APIError(500, "IPAM: \(error.message)") }
+        try store.write([.delete(.network, n.id), try .set(.setting, "ipam", m.ipam.snapshot())])
+        manager = m
+        try refreshClusterFromStore()
+    }
+
+    // MARK: addresses (manager)
+
+    func allocate(_ req: AllocateRequest) throws -> AllocateReply {
+        var m = try requireManager()
+        let n = try network(named: req.network)
+        let existing = try store.all(.allocation, as: AllocationRecord.self)
+        if let a = existing.first(where: { $0.networkID == n.id && $0.endpointID == req.endpointID }) {
+            return try reply(n, a.address)   // a retry after a lost answer: same address
+        }
+        let address: IPAddress
+        do {
+            if let want = req.address {
+                guard let ip = IPAddress(want) else { throw APIError(400, "--ip '\(want)' is not an IP address") }
+                guard n.subnets.contains(where: { CIDR($0.subnet)!.contains(ip) }) else {
+                    throw APIError(400, "--ip \(want) is in none of network \(n.name)'s subnets (\(n.subnets.map(\.subnet).joined(separator: ", ")))")
+                }
+                try m.ipam.requestAddress(ip, in: n.id)
+                address = ip
+            } else {
+                address = try m.ipam.allocateAddress(in: n.id)
+            }
+        } catch let e as IPAMError {
+            throw APIError(e.code == .addressInUse ? 409 : 400, e.message.replacingOccurrences(of: "'\(n.id)'", with: "'\(n.name)'"))
+        }
+        let record = AllocationRecord(
+            networkID: n.id, address: address.description, endpointID: req.endpointID, nodeID: req.nodeID, name: req.name)
+        try store.write([try .set(.allocation, "\(n.id)/\(address)", record), try .set(.setting, "ipam", m.ipam.snapshot())])
+        manager = m
+        return try reply(n, address.description)
+    }
+
+    func reply(_ n: NetworkRecord, _ address: String) throws -> AllocateReply {
+        let ip = IPAddress(address)!
+        guard let s = n.subnets.first(where: { CIDR($0.subnet)!.contains(ip) }) else {
+            throw APIError(500, "address \(address) is outside network \(n.name)")
+        }
+        return AllocateReply(address: address, prefixLength: CIDR(s.subnet)!.prefixLength, gateway: s.gateway, networkID: n.id)
+    }
+
+    func release(_ req: ReleaseRequest) throws {
+        var m = try requireManager()
+        guard let n = try? network(named: req.network) else { return }
+        let key = "\(n.id)/\(req.address)"
+        guard let a = try store.get(.allocation, key, as: AllocationRecord.self), a.endpointID == req.endpointID else { return }
+        if let ip = IPAddress(req.address) { try? m.ipam.releaseAddress(ip, in: n.id) }
+        try store.write([.delete(.allocation, key), try .set(.setting, "ipam", m.ipam.snapshot())])
+        manager = m
+    }
+
+    /// Asks the manager (this node or the remote one) for an address.
+    func requestAddress(_ req: AllocateRequest) async throws -> AllocateReply {
+        if manager != nil { return try allocate(req) }
+        let client = APIClient(endpoint: try managerEndpoint(), timeout: .seconds(10))
+        return try await client.json("POST", "/v1/allocate", body: req, as: AllocateReply.self, group: group)
+    }
+
+    /// Gives an address back to the manager (best effort when it can't be reached: logged).
+    func giveBack(_ req: ReleaseRequest) async {
+        if manager != nil { try? release(req); return }
+        do {
+            let client = APIClient(endpoint: try managerEndpoint(), timeout: .seconds(10))
+            _ = try await client.json("POST", "/v1/release", body: req, as: [String: Bool].self, group: group)
+        } catch {
+            logger.error("could not give \(req.address) on \(req.network) back to the manager: \(error)")
+        }
+    }
+}

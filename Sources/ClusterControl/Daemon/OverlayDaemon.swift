@@ -1,0 +1,271 @@
+import Foundation
+import Gossip
+import IPAM
+import Logging
+import NIOCore
+import NIOPosix
+import OverlayCrypto
+import OverlayDriver
+import OverlayModel
+
+/// How one `overlayd` runs: where it keeps state, where it listens, its addresses and ports.
+public struct DaemonConfiguration: Sendable {
+    /// Everything the daemon creates lives here (store, namespace handles, certificates, logs).
+    public var stateDirectory: String
+    /// The local API's Unix socket.
+    public var socketPath: String
+    /// The manager API's listen address, `A:2377` (default 0.0.0.0:2377).
+    public var listenAddr: String?
+    /// The address other nodes reach this one at (default: the first non-loopback IPv4).
+    public var advertiseAddr: String?
+    /// The VXLAN source address (default: the advertise address).
+    public var dataPathAddr: String?
+    /// The VXLAN UDP port (default 4789).
+    public var dataPathPort: UInt16
+    /// The gossip port, UDP and TCP (default 7946).
+    public var gossipPort: UInt16
+    /// The node's name in `node ls` (default: the host name).
+    public var hostname: String
+    /// Short gossip intervals for labs and tests (200 ms probes).
+    public var fastGossip: Bool
+    /// Logs.
+    public var logger: Logger
+
+    /// Makes a configuration with Docker's defaults.
+    public init(stateDirectory: String, socketPath: String? = nil) {
+        self.stateDirectory = stateDirectory
+        self.socketPath = socketPath ?? "/run/overlayd/overlayd.sock"
+        dataPathPort = 4789
+        gossipPort = 7946
+        var buf = [CChar](repeating: 0, count: 256)
+        gethostname(&buf, 255)
+        hostname = String(cString: buf)
+        fastGossip = false
+        logger = Logger(label: "overlayd")
+    }
+}
+
+/// What the daemon remembers about its swarm membership.
+struct SwarmSettings: Codable, Sendable {
+    var clusterID: String
+    var nodeID: String
+    var role: String
+    var advertiseAddr: String
+    var listenHost: String
+    var listenPort: Int
+    var dataPathAddr: String
+    var dataPathPort: UInt16
+    var gossipPort: UInt16
+    /// Workers: the manager's `host:port`.
+    var managerAddr: String
+    /// Gossip addresses to join at start.
+    var gossipSeeds: [String]
+}
+
+/// The reference daemon: the local API on a Unix socket, and once in a swarm the overlay driver,
+/// gossip, and (on a manager) the cluster store and the manager API on 2377.
+public actor OverlayDaemon {
+    public let configuration: DaemonConfiguration
+    let store: SQLiteClusterStore
+    let group: MultiThreadedEventLoopGroup
+    var logger: Logger { configuration.logger }
+    var localServer: APIServer?
+    var managerServer: APIServer?
+    var swarm: SwarmSettings?
+    var agent: OverlayAgent?
+    var manager: ManagerState?
+    /// The cluster state as last received (workers) or as held (managers).
+    var cluster = ClusterState(version: 0, networks: [], nodes: [], gossipKeys: [])
+    var syncTask: Task<Void, Never>?
+    var tasks: [Task<Void, Never>] = []
+    var stopped: CheckedContinuation<Void, Never>?
+    var isStopped = false
+    let localNodeID: String
+
+    /// Opens the store and prepares; `start()` listens.
+    public init(configuration: DaemonConfiguration) throws {
+        self.configuration = configuration
+        try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+        store = try SQLiteClusterStore(path: configuration.stateDirectory + "/overlayd.db")
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        if let id = try store.get(.setting, "node-id", as: String.self) {
+            localNodeID = id
+        } else {
+            localNodeID = NodeID.random().text
+            try store.put(.setting, "node-id", localNodeID)
+        }
+    }
+
+    /// Starts the local API and, if the node was in a swarm, rejoins it.
+    public func start() async throws {
+        let socketDir = (configuration.socketPath as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: socketDir, withIntermediateDirectories: true)
+        if let s = try store.get(.setting, "swarm", as: SwarmSettings.self) {
+            do { try await resume(s) } catch {
+                logger.error("cannot resume the swarm membership: \(error)")
+                throw error
+            }
+        }
+        localServer = try await APIServer.start(.unix(configuration.socketPath), group: group) { [weak self] request in
+            guard let self else { return .error(APIError(503, "the daemon is stopping")) }
+            return await self.handleLocal(request)
+        }
+        logger.info("overlayd listening on \(configuration.socketPath)")
+    }
+
+    /// Waits until `stop()`.
+    public func wait() async {
+        if isStopped { return }
+        await withCheckedContinuation { c in stopped = c }
+    }
+
+    /// Stops serving; containers, sandboxes and the store stay for the next start.
+    public func stop() async {
+        guard !isStopped else { return }
+        isStopped = true
+        await localServer?.close()
+        await managerServer?.close()
+        syncTask?.cancel()
+        for t in tasks { t.cancel() }
+        if let agent { await agent.shutdownKeepingEndpoints() }
+        try? await group.shutdownGracefully()
+        stopped?.resume()
+        stopped = nil
+    }
+
+    // MARK: Local API
+
+    func handleLocal(_ r: APIRequest) async -> APIResponse {
+        do {
+            guard r.components.first == "v1" else { throw APIError(404, "unknown API path \(r.path); this daemon speaks /v1") }
+            if r.match("GET", "v1/info") != nil { return .json(info()) }
+            if r.match("POST", "v1/swarm/init") != nil { return .json(try await swarmInit(r.decode(SwarmInitRequest.self))) }
+            if r.match("POST", "v1/swarm/join") != nil { return .json(try await swarmJoin(r.decode(SwarmJoinRequest.self))) }
+            if r.match("POST", "v1/swarm/leave") != nil { return .json(try await swarmLeave(force: r.query["force"] == "1")) }
+            if r.match("GET", "v1/swarm/join-token") != nil {
+                return .json(try joinToken(role: r.query["role"] ?? "worker", rotate: r.query["rotate"] == "1"))
+            }
+            if r.match("POST", "v1/swarm/rotate-keys") != nil { return .json(try await rotateGossipKeys()) }
+            if r.match("GET", "v1/nodes") != nil { return .json(try await nodes()) }
+            if r.match("GET", "v1/networks") != nil { return .json(try networkList()) }
+            if r.match("POST", "v1/networks") != nil {
+                return .json(try await createNetwork(r.decode(NetworkCreateRequest.self)), status: 201)
+            }
+            if let m = r.match("GET", "v1/networks/*") {
+                return .json(try await inspectNetwork(m[0], verbose: r.query["verbose"] == "1"))
+            }
+            if let m = r.match("DELETE", "v1/networks/*") {
+                try await removeNetwork(m[0])
+                return .json(["removed": m[0]])
+            }
+            if r.match("GET", "v1/containers") != nil { return .json(try containerList()) }
+            if r.match("POST", "v1/containers") != nil {
+                return .json(try await runContainer(r.decode(ContainerCreateRequest.self)), status: 201)
+            }
+            if r.match("POST", "v1/attach") != nil { return .json(try await attachExisting(r.decode(AttachRequest.self)), status: 201) }
+            if let m = r.match("GET", "v1/containers/*") { return .json(try inspectContainer(m[0])) }
+            if let m = r.match("DELETE", "v1/containers/*") {
+                try await removeContainer(m[0], force: r.query["force"] == "1")
+                return .json(["removed": m[0]])
+            }
+            throw APIError(404, "no such API call: \(r.method) \(r.path)")
+        } catch let e as APIError {
+            return .error(e)
+        } catch {
+            return .error(APIError(500, "\(error)"))
+        }
+    }
+
+    func info() -> DaemonInfo {
+        DaemonInfo(
+            nodeID: swarm?.nodeID ?? localNodeID, hostname: configuration.hostname, swarm: swarm == nil ? "inactive" : "active",
+            role: swarm?.role, clusterID: swarm?.clusterID, managerAddr: swarm?.managerAddr, advertiseAddr: swarm?.advertiseAddr,
+            dataPathAddr: swarm?.dataPathAddr, dataPathPort: swarm?.dataPathPort ?? configuration.dataPathPort,
+            gossipPort: configuration.gossipPort, stateDir: configuration.stateDirectory, pid: getpid(),
+            datapath: agent.map { "\($0.driver.datapath)" } ?? "none")
+    }
+
+    func requireSwarm() throws -> (SwarmSettings, OverlayAgent) {
+        guard let swarm, let agent else {
+            throw APIError(503, "this node is not part of a swarm: run `overlayctl swarm init` or `overlayctl swarm join`")
+        }
+        return (swarm, agent)
+    }
+
+    func requireManager() throws -> ManagerState {
+        guard swarm != nil else {
+            throw APIError(503, "this node is not part of a swarm: run `overlayctl swarm init` or `overlayctl swarm join`")
+        }
+        guard let manager else {
+            throw APIError(403, "this node is not a swarm manager: run this on a manager node")
+        }
+        return manager
+    }
+}
+
+// MARK: Address helpers
+
+enum Addr {
+    /// Splits `A:port`, `[v6]:port` or `A` (with a default port).
+    static func split(_ s: String, defaultPort: Int) throws -> (String, Int) {
+        var host = s, port = defaultPort
+        if s.hasPrefix("[") {
+            guard let close = s.firstIndex(of: "]") else { throw APIError(400, "'\(s)' is not an address: missing ']'") }
+            host = String(s[s.index(after: s.startIndex)..<close])
+            let rest = s[s.index(after: close)...]
+            if rest.hasPrefix(":") {
+                guard let p = Int(rest.dropFirst()) else { throw APIError(400, "'\(s)' has a bad port") }
+                port = p
+            }
+        } else if s.filter({ $0 == ":" }).count == 1, let colon = s.firstIndex(of: ":") {
+            host = String(s[..<colon])
+            guard let p = Int(s[s.index(after: colon)...]) else { throw APIError(400, "'\(s)' has a bad port") }
+            port = p
+        }
+        guard (1...65535).contains(port) else { throw APIError(400, "port \(port) in '\(s)' is out of range 1-65535") }
+        guard host == "0.0.0.0" || IPAddress(host) != nil else {
+            throw APIError(400, "'\(host)' is not an IP address (give an address, not a name or interface)")
+        }
+        return (host, port)
+    }
+
+    /// The first non-loopback IPv4 address of this network namespace.
+    static func firstIPv4() -> String? {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0, let first = list else { return nil }
+        defer { freeifaddrs(list) }
+        var p: UnsafeMutablePointer<ifaddrs>? = first
+        while let cur = p {
+            if let sa = cur.pointee.ifa_addr, sa.pointee.sa_family == sa_family_t(AF_INET),
+               (cur.pointee.ifa_flags & UInt32(IFF_LOOPBACK)) == 0 {
+                var sin = sockaddr_in()
+                memcpy(&sin, sa, MemoryLayout<sockaddr_in>.size)
+                let v = UInt32(bigEndian: sin.sin_addr.s_addr)
+                return "\(v >> 24).\((v >> 16) & 255).\((v >> 8) & 255).\(v & 255)"
+            }
+            p = cur.pointee.ifa_next
+        }
+        return nil
+    }
+
+    /// Whether `ip` is one of this namespace's addresses.
+    static func isLocal(_ ip: String) -> Bool {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0, let first = list else { return false }
+        defer { freeifaddrs(list) }
+        var p: UnsafeMutablePointer<ifaddrs>? = first
+        while let cur = p {
+            if let sa = cur.pointee.ifa_addr {
+                var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+                let len = sa.pointee.sa_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size
+                if sa.pointee.sa_family == sa_family_t(AF_INET) || sa.pointee.sa_family == sa_family_t(AF_INET6),
+                   getnameinfo(sa, socklen_t(len), &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0,
+                   String(cString: host).split(separator: "%").first.map(String.init) == ip {
+                    return true
+                }
+            }
+            p = cur.pointee.ifa_next
+        }
+        return false
+    }
+}

@@ -1,0 +1,181 @@
+import Foundation
+import GRDB
+
+/// The kinds of objects the cluster and agent stores hold. Each object is a JSON document
+/// under (kind, key).
+public struct StoreKind: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    /// Manager: overlay networks, by ID.
+    public static let network = StoreKind(rawValue: "network")
+    /// Manager: nodes, by node ID.
+    public static let node = StoreKind(rawValue: "node")
+    /// Manager: address allocations, by "<networkID>/<address>".
+    public static let allocation = StoreKind(rawValue: "allocation")
+    /// Both: secrets and settings (CA, tokens, keyring, cluster ID, swarm membership), by name.
+    public static let setting = StoreKind(rawValue: "setting")
+    /// Agent: local containers, by name.
+    public static let container = StoreKind(rawValue: "container")
+}
+
+/// One change in an atomic write.
+public enum StoreChange: Sendable {
+    /// Sets (kind, key) to the value's JSON.
+    case put(StoreKind, String, Data)
+    /// Removes (kind, key) if present.
+    case delete(StoreKind, String)
+
+    /// A put of an `Encodable` value.
+    public static func set<T: Encodable>(_ kind: StoreKind, _ key: String, _ value: T) throws -> StoreChange {
+        .put(kind, key, try StoreCoding.encoder.encode(value))
+    }
+}
+
+/// An error of the store, with the database's own message.
+public struct StoreError: Error, Sendable, CustomStringConvertible {
+    /// What went wrong, for a person.
+    public var message: String
+    /// Makes an error.
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Where the manager keeps what the cluster owns (networks, global IPAM, VNIs, nodes, keys) and
+/// an agent keeps what is local (its containers and endpoints). A protocol so a distributed
+/// store can replace the embedded SQLite one later; every write is atomic and bumps `version`.
+public protocol ClusterStore: Sendable {
+    /// The JSON of (kind, key), if present.
+    func data(_ kind: StoreKind, _ key: String) throws -> Data?
+    /// Every (key, JSON) of a kind, by key.
+    func all(_ kind: StoreKind) throws -> [(String, Data)]
+    /// Applies the changes in one transaction: all or none.
+    func write(_ changes: [StoreChange]) throws
+    /// A number that grows with every write (persisted).
+    func version() throws -> UInt64
+}
+
+enum StoreCoding {
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        e.dateEncodingStrategy = .iso8601
+        return e
+    }()
+    static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .iso8601
+        return d
+    }()
+}
+
+extension ClusterStore {
+    /// The decoded value of (kind, key), if present.
+    public func get<T: Decodable>(_ kind: StoreKind, _ key: String, as type: T.Type) throws -> T? {
+        guard let d = try data(kind, key) else { return nil }
+        do { return try StoreCoding.decoder.decode(T.self, from: d) } catch {
+            throw StoreError("stored \(kind) '\(key)' cannot be read: \(error)")
+        }
+    }
+
+    /// Every decoded value of a kind, in key order.
+    public func all<T: Decodable>(_ kind: StoreKind, as type: T.Type) throws -> [T] {
+        try all(kind).map { key, d in
+            do { return try StoreCoding.decoder.decode(T.self, from: d) } catch {
+                throw StoreError("stored \(kind) '\(key)' cannot be read: \(error)")
+            }
+        }
+    }
+
+    /// Sets one value.
+    public func put<T: Encodable>(_ kind: StoreKind, _ key: String, _ value: T) throws {
+        try write([.set(kind, key, value)])
+    }
+
+    /// Removes one value.
+    public func delete(_ kind: StoreKind, _ key: String) throws {
+        try write([.delete(kind, key)])
+    }
+}
+
+/// The embedded store: one SQLite file through GRDB (WAL mode), a table of JSON documents keyed
+/// by (kind, key) and a version counter.
+public final class SQLiteClusterStore: ClusterStore {
+    private let queue: DatabaseQueue
+    /// The database file.
+    public let path: String
+
+    /// Opens (creating if needed) the store at `path`, migrating its schema.
+    public init(path: String) throws {
+        self.path = path
+        do {
+            try FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            var config = Configuration()
+            config.busyMode = .timeout(5)
+            queue = try DatabaseQueue(path: path, configuration: config)
+            var migrator = DatabaseMigrator()
+            migrator.registerMigration("v1") { db in
+                try db.create(table: "object") { t in
+                    t.column("kind", .text).notNull()
+                    t.column("key", .text).notNull()
+                    t.column("json", .blob).notNull()
+                    t.primaryKey(["kind", "key"])
+                }
+                try db.create(table: "meta") { t in
+                    t.column("name", .text).primaryKey()
+                    t.column("value", .integer).notNull()
+                }
+                try db.execute(sql: "INSERT INTO meta(name, value) VALUES ('version', 0)")
+            }
+            try migrator.migrate(queue)
+            chmod(path, 0o600)
+        } catch {
+            throw StoreError("cannot open the store \(path): \(error)")
+        }
+    }
+
+    public func data(_ kind: StoreKind, _ key: String) throws -> Data? {
+        do {
+            return try queue.read { db in
+                try Data.fetchOne(db, sql: "SELECT json FROM object WHERE kind = ? AND key = ?", arguments: [kind.rawValue, key])
+            }
+        } catch { throw StoreError("store read \(kind) '\(key)': \(error)") }
+    }
+
+    public func all(_ kind: StoreKind) throws -> [(String, Data)] {
+        do {
+            return try queue.read { db in
+                try Row.fetchAll(db, sql: "SELECT key, json FROM object WHERE kind = ? ORDER BY key", arguments: [kind.rawValue])
+                    .map { ($0["key"] as String, $0["json"] as Data) }
+            }
+        } catch { throw StoreError("store read \(kind): \(error)") }
+    }
+
+    public func write(_ changes: [StoreChange]) throws {
+        do {
+            try queue.write { db in
+                for c in changes {
+                    switch c {
+                    case .put(let kind, let key, let json):
+                        try db.execute(
+                            sql: "INSERT INTO object(kind, key, json) VALUES (?, ?, ?) ON CONFLICT(kind, key) DO UPDATE SET json = excluded.json",
+                            arguments: [kind.rawValue, key, json])
+                    case .delete(let kind, let key):
+                        try db.execute(sql: "DELETE FROM object WHERE kind = ? AND key = ?", arguments: [kind.rawValue, key])
+                    }
+                }
+                try db.execute(sql: "UPDATE meta SET value = value + 1 WHERE name = 'version'")
+            }
+        } catch { throw StoreError("store write: \(error)") }
+    }
+
+    public func version() throws -> UInt64 {
+        do {
+            return try queue.read { db in
+                UInt64(try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'version'") ?? 0)
+            }
+        } catch { throw StoreError("store read version: \(error)") }
+    }
+}

@@ -1,0 +1,345 @@
+import ArgumentParser
+import ClusterControl
+import Foundation
+
+/// Options every command that talks to the daemon takes.
+struct HostOptions: ParsableArguments {
+    @Option(name: [.customShort("H"), .long], help: "The daemon's socket, unix:///path (default: $OVERLAY_HOST or unix:///run/overlayd/overlayd.sock).")
+    var host: String?
+
+    func client() throws -> DaemonClient { try DaemonClient(host: host) }
+}
+
+struct FormatOption: ParsableArguments {
+    @Option(name: .long, help: "table (default) or json.")
+    var format = "table"
+
+    func validate() throws {
+        guard ["table", "json"].contains(format) else { throw ValidationError("--format \(format): use table or json") }
+    }
+    var json: Bool { format == "json" }
+}
+
+// MARK: info
+
+struct Info: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the daemon's node, swarm membership and addresses (JSON).")
+    @OptionGroup var global: HostOptions
+    func run() async throws { try printJSON(try await global.client().call("GET", "/v1/info", as: DaemonInfo.self)) }
+}
+
+// MARK: swarm
+
+struct Swarm: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage the swarm: init, join, join-token, leave, rotate-keys.",
+        subcommands: [SwarmInit.self, SwarmJoin.self, SwarmJoinToken.self, SwarmLeave.self, SwarmRotateKeys.self])
+}
+
+struct SwarmInit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init", abstract: "Make this node a swarm manager (and create the ingress network).")
+    @OptionGroup var global: HostOptions
+    @Option(help: "Address other nodes reach this manager at.") var advertiseAddr: String?
+    @Option(help: "Manager API listen address A:PORT (default 0.0.0.0:2377).") var listenAddr: String?
+    @Option(help: "VXLAN source address (e.g. on a separate data interface).") var dataPathAddr: String?
+    @Option(help: "VXLAN UDP port for the whole swarm, 1024-49151 (default 4789).") var dataPathPort: UInt16?
+    @Option(help: "Global address pool CIDR (repeatable; default 10.0.0.0/8).") var defaultAddrPool: [String] = []
+    @Option(help: "Subnet size taken from the pools (default 24).") var defaultAddrPoolMaskLength: Int?
+    @Option(help: "Gossip key rotation period in seconds (default 43200 = 12 h).") var keyRotationSeconds: Int?
+
+    func run() async throws {
+        var r = SwarmInitRequest()
+        r.advertiseAddr = advertiseAddr
+        r.listenAddr = listenAddr
+        r.dataPathAddr = dataPathAddr
+        r.dataPathPort = dataPathPort
+        r.defaultAddrPool = defaultAddrPool.isEmpty ? nil : defaultAddrPool
+        r.defaultAddrPoolMaskLength = defaultAddrPoolMaskLength
+        r.keyRotationSeconds = keyRotationSeconds
+        let c = try global.client()
+        let info = try await c.call("POST", "/v1/swarm/init", body: r, as: DaemonInfo.self)
+        print("Swarm initialized: current node (\(info.nodeID)) is now a manager.")
+        let t = try await c.call("GET", "/v1/swarm/join-token?role=worker", as: [String: String].self)
+        print("\nTo add a worker to this swarm, run the following command:\n\n    overlayctl swarm join --token \(t["token"] ?? "") \(t["manager"] ?? "")\n")
+    }
+}
+
+struct SwarmJoin: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "join", abstract: "Join a swarm as a worker: --token T MANAGER:2377.")
+    @OptionGroup var global: HostOptions
+    @Option(help: "The join token (overlayctl swarm join-token worker, on the manager).") var token: String
+    @Option(help: "Address other nodes reach this node at.") var advertiseAddr: String?
+    @Option(help: "Listen address A:PORT.") var listenAddr: String?
+    @Option(help: "VXLAN source address (e.g. on a separate data interface).") var dataPathAddr: String?
+    @Argument(help: "The manager, HOST:2377.") var remote: String
+
+    func run() async throws {
+        var r = SwarmJoinRequest(token: token, remoteAddr: remote)
+        r.advertiseAddr = advertiseAddr
+        r.listenAddr = listenAddr
+        r.dataPathAddr = dataPathAddr
+        let info = try await global.client().call("POST", "/v1/swarm/join", body: r, as: DaemonInfo.self)
+        print("This node joined a swarm as a \(info.role ?? "worker").")
+    }
+}
+
+struct SwarmJoinToken: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "join-token", abstract: "Show (or --rotate) the worker or manager join token.")
+    @OptionGroup var global: HostOptions
+    @Flag(help: "Replace the token's secret; the old token stops working.") var rotate = false
+    @Flag(name: .shortAndLong, help: "Print the token only.") var quiet = false
+    @Argument(help: "worker or manager.") var role: String
+
+    func validate() throws {
+        guard role == "worker" || role == "manager" else { throw ValidationError("unknown role '\(role)': use worker or manager") }
+    }
+
+    func run() async throws {
+        let t = try await global.client().call("GET", "/v1/swarm/join-token?role=\(role)\(rotate ? "&rotate=1" : "")", as: [String: String].self)
+        if quiet { print(t["token"] ?? ""); return }
+        if rotate { print("Successfully rotated \(role) join token.\n") }
+        print("To add a \(role) to this swarm, run the following command:\n\n    overlayctl swarm join --token \(t["token"] ?? "") \(t["manager"] ?? "")\n")
+    }
+}
+
+struct SwarmLeave: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "leave", abstract: "Leave the swarm (a manager needs --force).")
+    @OptionGroup var global: HostOptions
+    @Flag(name: .shortAndLong, help: "Leave even as the manager or with containers (they are removed).") var force = false
+    func run() async throws {
+        _ = try await global.client().call("POST", "/v1/swarm/leave\(force ? "?force=1" : "")", as: [String: String].self)
+        print("Node left the swarm.")
+    }
+}
+
+struct SwarmRotateKeys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rotate-keys", abstract: "Rotate the gossip encryption keys now.")
+    @OptionGroup var global: HostOptions
+    func run() async throws {
+        _ = try await global.client().call("POST", "/v1/swarm/rotate-keys", as: [String: String].self)
+        print("Gossip keys rotated.")
+    }
+}
+
+// MARK: node
+
+struct Node: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the swarm's nodes.", subcommands: [NodeList.self])
+}
+
+struct NodeList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List nodes: ID, hostname, status, role, addresses.")
+    @OptionGroup var global: HostOptions
+    @OptionGroup var format: FormatOption
+    func run() async throws {
+        let c = try global.client()
+        let nodes = try await c.call("GET", "/v1/nodes", as: [NodeRecord].self)
+        if format.json { return try printJSON(nodes) }
+        let me = try await c.call("GET", "/v1/info", as: DaemonInfo.self).nodeID
+        printTable(["ID", "HOSTNAME", "STATUS", "ROLE", "ADDRESS", "DATA PATH"], nodes.map {
+            [$0.id + ($0.id == me ? " *" : ""), $0.hostname, $0.status.capitalized, $0.role == "manager" ? "Leader" : "worker",
+             $0.advertiseAddr, $0.dataPathAddr]
+        })
+    }
+}
+
+// MARK: network
+
+struct Network: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage overlay networks.",
+        subcommands: [NetworkCreate.self, NetworkList.self, NetworkInspectCommand.self, NetworkRemove.self, NetworkConnect.self])
+}
+
+struct NetworkCreate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create", abstract: "Create an overlay network (on a manager).")
+    @OptionGroup var global: HostOptions
+    @Option(name: [.customShort("d"), .long], help: "Driver: overlay.") var driver = "overlay"
+    @Flag(help: "Standalone containers may attach (overlayctl run --network).") var attachable = false
+    @Flag(help: "The routing-mesh network.") var ingress = false
+    @Flag(help: "No gateway bridge: no egress, no published ports.") var `internal` = false
+    @Option(help: "Subnet CIDR (repeatable).") var subnet: [String] = []
+    @Option(help: "Gateway for the matching --subnet (repeatable).") var gateway: [String] = []
+    @Option(help: "Allocate container addresses from this sub-range (repeatable).") var ipRange: [String] = []
+    @Option(help: "Reserved address name=IP (repeatable).") var auxAddress: [String] = []
+    @Option(name: [.short, .customLong("opt")], help: "Driver option key=value: com.docker.network.driver.mtu=N, com.docker.network.driver.overlay.vxlanid_list=V[,V].")
+    var opt: [String] = []
+    @Option(help: "Label key=value (repeatable).") var label: [String] = []
+    @Argument(help: "The network's name.") var name: String
+
+    func run() async throws {
+        var r = NetworkCreateRequest(name: name, driver: driver)
+        r.attachable = attachable
+        r.ingress = ingress
+        r.internal = `internal`
+        r.subnets = subnet
+        r.gateways = gateway
+        r.ipRanges = ipRange
+        r.auxAddresses = auxAddress
+        r.options = opt
+        r.labels = label
+        let n = try await global.client().call("POST", "/v1/networks", body: r, as: NetworkInspect.self)
+        print(n.Id)
+    }
+}
+
+struct NetworkList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List networks.")
+    @OptionGroup var global: HostOptions
+    @OptionGroup var format: FormatOption
+    func run() async throws {
+        let list = try await global.client().call("GET", "/v1/networks", as: [NetworkInspect].self)
+        if format.json { return try printJSON(list) }
+        printTable(["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "ATTACHABLE"], list.map {
+            [String($0.Id.prefix(12)), $0.Name, $0.Driver, $0.Scope, $0.IPAM.Config.map(\.Subnet).joined(separator: ","),
+             $0.Attachable ? "true" : "false"]
+        })
+    }
+}
+
+struct NetworkInspectCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show networks as JSON (Docker's field names).")
+    @OptionGroup var global: HostOptions
+    @Flag(name: .shortAndLong, help: "Also every endpoint known on the network (local and learned by gossip).") var verbose = false
+    @Argument(help: "Network names or IDs.") var names: [String]
+
+    func validate() throws { if names.isEmpty { throw ValidationError("give at least one network name") } }
+
+    func run() async throws {
+        let c = try global.client()
+        var out: [NetworkInspect] = []
+        for n in names {
+            out.append(try await c.call("GET", "/v1/networks/\(escape(n))\(verbose ? "?verbose=1" : "")", as: NetworkInspect.self))
+        }
+        try printJSON(out)
+    }
+}
+
+struct NetworkRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove networks (refused while endpoints are attached).")
+    @OptionGroup var global: HostOptions
+    @Argument(help: "Network names or IDs.") var names: [String]
+    func validate() throws { if names.isEmpty { throw ValidationError("give at least one network name") } }
+    func run() async throws {
+        let c = try global.client()
+        for n in names {
+            _ = try await c.call("DELETE", "/v1/networks/\(escape(n))", as: [String: String].self)
+            print(n)
+        }
+    }
+}
+
+struct NetworkConnect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "connect",
+        abstract: "Attach an existing network namespace (another runtime's container) to an attachable network.")
+    @OptionGroup var global: HostOptions
+    @Option(help: "The namespace's path (e.g. /run/netns/x or /proc/PID/ns/net).") var netns: String?
+    @Option(help: "A process whose network namespace to attach.") var pid: Int32?
+    @Option(help: "The address to use.") var ip: String?
+    @Option(help: "Extra DNS alias (repeatable).") var alias: [String] = []
+    @Argument(help: "The network.") var network: String
+    @Argument(help: "The name to give the container.") var name: String
+
+    func validate() throws {
+        guard (netns == nil) != (pid == nil) else { throw ValidationError("give exactly one of --netns PATH or --pid PID") }
+    }
+
+    func run() async throws {
+        let r = AttachRequest(name: name, network: network, namespacePath: netns, pid: pid, ip: ip, aliases: alias)
+        let c = try await global.client().call("POST", "/v1/attach", body: r, as: ContainerInspect.self)
+        print(c.NetworkSettings.Networks[network]?.IPAddress ?? c.Id)
+    }
+}
+
+func escape(_ s: String) -> String { s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? s }
+
+// MARK: containers
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a command in a new container (a network namespace) attached to networks.",
+        discussion: "Without -d the command runs in the foreground of this terminal; the container stays until `overlayctl rm`.")
+    @OptionGroup var global: HostOptions
+    @Flag(name: .shortAndLong, help: "Run in the background (the daemon owns the process; output in its log).") var detach = false
+    @Option(help: "The container's name.") var name: String?
+    @Option(help: "A network to attach (repeatable; must be --attachable).") var network: [String] = []
+    @Option(help: "Extra DNS alias on the networks (repeatable).") var networkAlias: [String] = []
+    @Option(help: "The address on the first network.") var ip: String?
+    @Option(name: [.short, .long], help: "Publish a port: 8080:80[/tcp|/udp|/sctp] (repeatable).") var publish: [String] = []
+    @Argument(parsing: .captureForPassthrough, help: "-- CMD ARGS...") var command: [String] = []
+
+    func run() async throws {
+        var cmd = command
+        if cmd.first == "--" { cmd.removeFirst() }
+        var r = ContainerCreateRequest(name: name, networks: network, command: cmd, detach: detach)
+        r.aliases = networkAlias
+        r.ip = ip
+        r.publish = publish
+        let c = try await global.client().call("POST", "/v1/containers", body: r, as: ContainerInspect.self)
+        if detach || cmd.isEmpty {
+            print(c.Id)
+            return
+        }
+        throw execReplacing(["nsenter", "--net=\(reachableNamespacePath(c))", "--"] + cmd)
+    }
+}
+
+struct Exec: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a command inside a container's network namespace.")
+    @OptionGroup var global: HostOptions
+    @Argument(help: "The container.") var name: String
+    @Argument(parsing: .captureForPassthrough, help: "-- CMD ARGS...") var command: [String] = []
+
+    func run() async throws {
+        var cmd = command
+        if cmd.first == "--" { cmd.removeFirst() }
+        guard !cmd.isEmpty else { throw CLIError("exec needs a command: overlayctl exec NAME -- CMD", code: 64) }
+        let c = try await global.client().call("GET", "/v1/containers/\(escape(name))", as: ContainerInspect.self)
+        throw execReplacing(["nsenter", "--net=\(reachableNamespacePath(c))", "--"] + cmd)
+    }
+}
+
+struct PS: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ps", abstract: "List this node's containers.")
+    @OptionGroup var global: HostOptions
+    @OptionGroup var format: FormatOption
+    func run() async throws {
+        let list = try await global.client().call("GET", "/v1/containers", as: [ContainerInspect].self)
+        if format.json { return try printJSON(list) }
+        printTable(["CONTAINER ID", "NAME", "STATUS", "NETWORKS", "COMMAND"], list.map { c in
+            [String(c.Id.prefix(12)), c.Name, c.State.Status,
+             c.NetworkSettings.Networks.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.IPAddress)" }.joined(separator: ","),
+             c.Config.Cmd.joined(separator: " ")]
+        })
+    }
+}
+
+struct Remove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove containers (their addresses go back to the pool).")
+    @OptionGroup var global: HostOptions
+    @Flag(name: .shortAndLong, help: "Kill a running container's process first.") var force = false
+    @Argument(help: "Container names or IDs.") var names: [String]
+    func validate() throws { if names.isEmpty { throw ValidationError("give at least one container name") } }
+    func run() async throws {
+        let c = try global.client()
+        for n in names {
+            _ = try await c.call("DELETE", "/v1/containers/\(escape(n))\(force ? "?force=1" : "")", as: [String: String].self)
+            print(n)
+        }
+    }
+}
+
+struct InspectContainer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show containers as JSON (Docker's field names).")
+    @OptionGroup var global: HostOptions
+    @Argument(help: "Container names or IDs.") var names: [String]
+    func validate() throws { if names.isEmpty { throw ValidationError("give at least one container name") } }
+    func run() async throws {
+        let c = try global.client()
+        var out: [ContainerInspect] = []
+        for n in names { out.append(try await c.call("GET", "/v1/containers/\(escape(n))", as: ContainerInspect.self)) }
+        try printJSON(out)
+    }
+}

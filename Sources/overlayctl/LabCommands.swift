@@ -1,0 +1,171 @@
+import ArgumentParser
+import ClusterControl
+import Foundation
+import OverlayTestKit
+
+/// `overlayctl lab`: several hosts on this machine, each a network namespace running its own
+/// overlayd, joined by a bridge in a lab namespace (198.18.0.0/15, no link to the uplink).
+struct LabCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lab", abstract: "A local multi-host lab: up, exec, down.",
+        subcommands: [LabUp.self, LabExec.self, LabDown.self])
+}
+
+struct LabOptions: ParsableArguments {
+    @Option(help: "The lab's name (namespaces are <name>-h1, ...; it must start with 'ovl').") var name = "ovl-lab"
+
+    func validate() throws {
+        guard name.hasPrefix("ovl"), name.count <= 12,
+              name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) else {
+            throw ValidationError("--name \(name): start with 'ovl', at most 12 letters, digits or '-'")
+        }
+    }
+
+    var stateRoot: String { "/run/\(name)" }
+    func stateDir(_ host: String) -> String { "\(stateRoot)/\(host)" }
+    func socket(_ host: String) -> String { "\(stateRoot)/\(host)/overlayd.sock" }
+    func namespace(_ host: String) -> String { "\(name)-\(host)" }
+
+    /// The lab's hosts (h1, h2, ...) found by their namespaces.
+    func hosts() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []
+        return names.filter { $0.hasPrefix(name + "-h") }.map { String($0.dropFirst(name.count + 1)) }
+            .filter { Int($0.dropFirst()) != nil }.sorted { Int($0.dropFirst())! < Int($1.dropFirst())! }
+    }
+
+    /// `h2`, `2` or `<name>-h2` -> `h2`.
+    func host(_ given: String) throws -> String {
+        var h = given
+        if h.hasPrefix(name + "-") { h = String(h.dropFirst(name.count + 1)) }
+        if Int(h) != nil { h = "h" + h }
+        guard hosts().contains(h) else {
+            throw CLIError("no host \(given) in lab \(name) (hosts: \(hosts().joined(separator: ", ")); is the lab up?)")
+        }
+        return h
+    }
+}
+
+/// The directory this executable is in (overlayd is expected next to it).
+func binDirectory() -> String {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return (exe as NSString).deletingLastPathComponent
+}
+
+struct LabUp: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "up", abstract: "Create the lab's hosts and start overlayd in each (not yet in a swarm).")
+    @OptionGroup var lab: LabOptions
+    @Option(help: "How many hosts (1-250).") var hosts = 3
+    @Flag(help: "Docker's gossip intervals instead of the lab's fast ones.") var normalGossip = false
+
+    func validate() throws { guard (1...250).contains(hosts) else { throw ValidationError("--hosts \(hosts): use 1-250") } }
+
+    func run() async throws {
+        let overlayd = binDirectory() + "/overlayd"
+        guard FileManager.default.isExecutableFile(atPath: overlayd) else {
+            throw CLIError("cannot find overlayd next to overlayctl (\(overlayd)): build both (swift build)")
+        }
+        if !lab.hosts().isEmpty { try await LabDown.tearDown(lab) }
+        let created: Lab
+        do { created = try Lab.create(name: lab.name, hosts: hosts) } catch { throw CLIError("cannot create the lab: \(error)") }
+        for h in created.hosts {
+            let dir = lab.stateDir(h.name)
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: dir + "/overlayd.log", contents: nil)
+            let log = FileHandle(forWritingAtPath: dir + "/overlayd.log")!
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+            p.arguments = ["ip", "netns", "exec", lab.namespace(h.name), overlayd, "--state-dir", dir, "--socket", lab.socket(h.name),
+                           "--hostname", h.name, "--advertise-addr", h.address.description] + (normalGossip ? [] : ["--fast-gossip"])
+            p.standardOutput = log
+            p.standardError = log
+            p.standardInput = FileHandle.nullDevice
+            do { try p.run() } catch { throw CLIError("cannot start overlayd on \(h.name): \(error)") }
+        }
+        for h in created.hosts {
+            let client = try DaemonClient(host: "unix://" + lab.socket(h.name))
+            var up = false
+            for _ in 0..<100 where !up {
+                if (try? await client.call("GET", "/v1/info", as: DaemonInfo.self)) != nil { up = true } else {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            guard up else {
+                let log = (try? String(contentsOfFile: lab.stateDir(h.name) + "/overlayd.log", encoding: .utf8)) ?? ""
+                throw CLIError("overlayd on \(h.name) did not come up in 10 s: \(log.split(separator: "\n").last ?? "no log")")
+            }
+            print("\(h.name)  \(h.address)  netns \(lab.namespace(h.name))  socket \(lab.socket(h.name))")
+        }
+        print("lab \(lab.name) is up: `overlayctl lab exec h1 -- overlayctl swarm init` to begin")
+    }
+}
+
+struct LabExec: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exec",
+        abstract: "Run a command on a lab host (its namespace, with OVERLAY_HOST set to that host's overlayd).")
+    @OptionGroup var lab: LabOptions
+    @Argument(help: "The host: h1, 1 or <lab>-h1.") var host: String
+    @Argument(parsing: .captureForPassthrough, help: "-- CMD ARGS...") var command: [String] = []
+
+    func run() async throws {
+        var cmd = command
+        if cmd.first == "--" { cmd.removeFirst() }
+        guard !cmd.isEmpty else { throw CLIError("lab exec needs a command: overlayctl lab exec h1 -- CMD", code: 64) }
+        let h = try lab.host(host)
+        let path = binDirectory() + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin")
+        throw execReplacing(["ip", "netns", "exec", lab.namespace(h), "env", "OVERLAY_HOST=unix://\(lab.socket(h))", "PATH=\(path)"] + cmd)
+    }
+}
+
+struct LabDown: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "down", abstract: "Stop every host's overlayd, remove its containers and the lab's namespaces.")
+    @OptionGroup var lab: LabOptions
+
+    func run() async throws {
+        try await Self.tearDown(lab)
+        print("lab \(lab.name) is down")
+    }
+
+    static func tearDown(_ lab: LabOptions) async throws {
+        var pids: [Int32] = []
+        for h in lab.hosts() {
+            guard let client = try? DaemonClient(host: "unix://" + lab.socket(h)),
+                  let info = try? await client.call("GET", "/v1/info", as: DaemonInfo.self) else { continue }
+            if let containers = try? await client.call("GET", "/v1/containers", as: [ContainerInspect].self) {
+                for c in containers { _ = try? await client.call("DELETE", "/v1/containers/\(c.Id)?force=1", as: [String: String].self) }
+            }
+            kill(info.pid, SIGTERM)
+            pids.append(info.pid)
+        }
+        for _ in 0..<50 where pids.contains(where: { kill($0, 0) == 0 }) { try await Task.sleep(for: .milliseconds(100)) }
+        for p in pids where kill(p, 0) == 0 { kill(p, SIGKILL) }
+        // Processes still in the lab's namespaces (containers of a daemon that did not answer).
+        let labInodes = Set(lab.hosts().compactMap { inode("/run/netns/\(lab.namespace($0))") })
+        killProcesses(inNamespaces: labInodes)
+        // Namespace handles and other mounts the daemons left under the state root.
+        if let mounts = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
+            let points = mounts.split(separator: "\n").compactMap { line -> String? in
+                let f = line.split(separator: " ")
+                return f.count > 4 && f[4].hasPrefix(lab.stateRoot + "/") ? String(f[4]) : nil
+            }
+            for p in points.sorted(by: { $0.count > $1.count }) { umount2(p, Int32(MNT_DETACH)) }
+        }
+        try? FileManager.default.removeItem(atPath: lab.stateRoot)
+        Lab.destroyAll(prefix: lab.name + "-")
+    }
+
+    static func inode(_ path: String) -> UInt? {
+        var s = stat()
+        return stat(path, &s) == 0 ? UInt(s.st_ino) : nil
+    }
+
+    static func killProcesses(inNamespaces inodes: Set<UInt>) {
+        guard !inodes.isEmpty, let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
+        for e in entries {
+            guard let pid = Int32(e), pid != getpid(), let ino = inode("/proc/\(e)/ns/net"), inodes.contains(ino) else { continue }
+            kill(pid, SIGKILL)
+        }
+    }
+}

@@ -1,0 +1,40 @@
+import ArgumentParser
+import ClusterControl
+import Foundation
+
+/// The CLI: Docker's words (swarm, node, network, run, ps, exec, rm, inspect) against the local
+/// overlayd's API, plus `lab` for a multi-host lab on one machine. Every error is one line on
+/// stderr and a non-zero exit.
+struct Overlayctl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "overlayctl",
+        abstract: "Drive overlayd: swarms, overlay networks, containers, and a local multi-host lab.",
+        discussion: "Talks to the daemon at -H unix:///path, $OVERLAY_HOST, or unix:///run/overlayd/overlayd.sock.",
+        subcommands: [
+            Info.self, Swarm.self, Node.self, Network.self, Run.self, PS.self, Exec.self, Remove.self, InspectContainer.self,
+            LabCommand.self,
+        ])
+}
+
+@main
+enum Main {
+    static func main() async {
+        do {
+            var command = try Overlayctl.parseAsRoot()
+            if var c = command as? AsyncParsableCommand { try await c.run() } else { try command.run() }
+        } catch let e as CLIError {
+            FileHandle.standardError.write(Data("overlayctl: \(e.message)\n".utf8))
+            exit(e.code)
+        } catch {
+            let code = Overlayctl.exitCode(for: error)
+            if code == .success {
+                print(Overlayctl.fullMessage(for: error))
+                exit(0)
+            }
+            // Bad flags and arguments: one line (ArgumentParser's message without the usage).
+            let message = Overlayctl.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            FileHandle.standardError.write(Data("overlayctl: \(message) (see --help)\n".utf8))
+            exit(code.rawValue == 0 ? 1 : code.rawValue)
+        }
+    }
+}

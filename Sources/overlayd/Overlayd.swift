@@ -1,0 +1,98 @@
+import ArgumentParser
+import ClusterControl
+import Dispatch
+import Foundation
+import Logging
+
+/// The reference daemon: parses flags, starts an `OverlayDaemon`, stops it on SIGTERM/SIGINT.
+@main
+struct Overlayd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "overlayd",
+        abstract: "The swift-overlay daemon: overlay networks across hosts (VXLAN, gossip, IPAM), driven by overlayctl.",
+        discussion: """
+            Everything it creates lives under --state-dir (store, namespace handles, logs) or in this \
+            network namespace, so several daemons can share a machine (one per `ip netns exec HOST`). \
+            Firewall needs between nodes: 2377/tcp (manager API), 7946/tcp+udp (gossip), the data-path \
+            port (4789/udp by default, VXLAN).
+            """)
+
+    @Option(name: .long, help: "Where the daemon keeps its state.")
+    var stateDir = "/var/lib/overlayd"
+
+    @Option(name: .long, help: "The local API socket (default: <state-dir>/overlayd.sock).")
+    var socket: String?
+
+    @Option(name: .long, help: "Manager API listen address A:PORT (default 0.0.0.0:2377).")
+    var listenAddr: String?
+
+    @Option(name: .long, help: "The address other nodes reach this one at (default: the first non-loopback IPv4).")
+    var advertiseAddr: String?
+
+    @Option(name: .long, help: "The VXLAN source address, e.g. on a separate data interface (default: the advertise address).")
+    var dataPathAddr: String?
+
+    @Option(name: .long, help: "The VXLAN UDP port, 1024-49151 (a swarm uses the one its manager was started with).")
+    var dataPathPort: UInt16 = 4789
+
+    @Option(name: .long, help: "The gossip port (UDP and TCP).")
+    var gossipPort: UInt16 = 7946
+
+    @Option(name: .long, help: "This node's name in `node ls` (default: the host name).")
+    var hostname: String?
+
+    @Option(name: .long, help: "auto or kernel (the userspace datapath arrives with encrypted networks).")
+    var datapath = "auto"
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel = "info"
+
+    @Flag(name: .long, help: "Short gossip intervals (200 ms probes): for labs and tests.")
+    var fastGossip = false
+
+    func validate() throws {
+        guard (1024...49151).contains(dataPathPort) else {
+            throw ValidationError("--data-path-port \(dataPathPort) is out of range: use 1024-49151")
+        }
+        guard ["auto", "kernel"].contains(datapath) else {
+            throw ValidationError("--datapath \(datapath): this build has the kernel datapath only (auto or kernel)")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel) is not a level") }
+        guard stateDir.hasPrefix("/") else { throw ValidationError("--state-dir must be an absolute path") }
+    }
+
+    func run() async throws {
+        var config = DaemonConfiguration(stateDirectory: stateDir, socketPath: socket)
+        config.listenAddr = listenAddr
+        config.advertiseAddr = advertiseAddr
+        config.dataPathAddr = dataPathAddr
+        config.dataPathPort = dataPathPort
+        config.gossipPort = gossipPort
+        config.fastGossip = fastGossip
+        if let hostname { config.hostname = hostname }
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        config.logger = Logger(label: "overlayd")
+        let daemon: OverlayDaemon
+        do {
+            daemon = try OverlayDaemon(configuration: config)
+            try await daemon.start()
+        } catch {
+            FileHandle.standardError.write(Data("overlayd: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .main)
+            source.setEventHandler { Task { await daemon.stop() } }
+            source.resume()
+            return source
+        }
+        await daemon.wait()
+        _ = signals
+    }
+}

@@ -1,0 +1,219 @@
+import Foundation
+import Glibc
+import Testing
+import OverlayTestKit
+
+/// The real binaries in a lab: `overlayctl lab up` starts one overlayd per host namespace, and
+/// every step goes through `overlayctl lab exec HOST -- overlayctl ...`, as a user would type it.
+struct CLILab {
+    let name: String
+    let bin: String
+
+    static func binDirectory() -> String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = (exe as NSString).deletingLastPathComponent
+        // swift-overlayPackageTests.xctest/... lives in the same folder as the products.
+        while !FileManager.default.isExecutableFile(atPath: dir + "/overlayctl") && dir.count > 1 {
+            dir = (dir as NSString).deletingLastPathComponent
+        }
+        return dir
+    }
+
+    static func up(_ name: String, hosts: Int) throws -> CLILab {
+        let lab = CLILab(name: name, bin: binDirectory())
+        let r = try lab.ctl(["lab", "up", "--name", name, "--hosts", "\(hosts)"], timeout: 60)
+        guard r.succeeded else { throw LabError("lab up: \(r.output)") }
+        return lab
+    }
+
+    func ctl(_ args: [String], timeout: Double = 30) throws -> CommandResult {
+        try Command.run([bin + "/overlayctl"] + args, timeout: timeout)
+    }
+
+    /// `overlayctl lab exec HOST -- overlayctl ARGS`.
+    func on(_ host: String, _ args: [String], timeout: Double = 30) throws -> CommandResult {
+        try ctl(["lab", "exec", "--name", name, host, "--", "overlayctl"] + args, timeout: timeout)
+    }
+
+    /// `overlayctl lab exec HOST -- CMD` (any command in the host's namespace).
+    func sh(_ host: String, _ args: [String], timeout: Double = 30) throws -> CommandResult {
+        try ctl(["lab", "exec", "--name", name, host, "--"] + args, timeout: timeout)
+    }
+
+    func must(_ host: String, _ args: [String], timeout: Double = 30) throws -> String {
+        let r = try on(host, args, timeout: timeout)
+        guard r.succeeded else { throw LabError("\(host): overlayctl \(args.joined(separator: " ")): \(r.output)") }
+        return r.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func down() { _ = try? ctl(["lab", "down", "--name", name], timeout: 60) }
+
+    func ip(_ host: String, _ container: String, network: String) throws -> String {
+        let out = try must(host, ["inspect", container])
+        let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [[String: Any]]
+        let nets = (json[0]["NetworkSettings"] as! [String: Any])["Networks"] as! [String: Any]
+        return (nets[network] as! [String: Any])["IPAddress"] as! String
+    }
+
+    func pid(_ host: String) throws -> Int32 {
+        let out = try must(host, ["info"])
+        let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [String: Any]
+        return Int32(json["pid"] as! Int)
+    }
+
+    /// Stops the host's daemon (SIGTERM) and starts it again the way `lab up` does.
+    func restartDaemon(_ host: String, hostIndex: Int) throws {
+        let pid = try pid(host)
+        kill(pid, SIGTERM)
+        for _ in 0..<100 where kill(pid, 0) == 0 { usleep(100_000) }
+        let dir = "/run/\(name)/\(host)"
+        let log = dir + "/overlayd.log"
+        _ = try Child.spawn(["/usr/bin/setsid", "ip", "netns", "exec", "\(name)-\(host)", bin + "/overlayd", "--state-dir", dir,
+                             "--socket", dir + "/overlayd.sock", "--hostname", host, "--advertise-addr", "198.18.0.\(hostIndex)",
+                             "--fast-gossip"], log: log)
+        for _ in 0..<100 {
+            if (try? on(host, ["info"]))?.succeeded == true { return }
+            usleep(100_000)
+        }
+        throw LabError("overlayd on \(host) did not come back")
+    }
+}
+
+@Suite(.serialized) struct DaemonLabTests {
+    @Test func swarmNetworksAndContainersAcrossThreeHosts() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-dl", hosts: 3)
+        defer { lab.down() }
+
+        // init; tokens; a wrong token and a malformed one are refused with one clear line.
+        #expect(try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"]).contains("is now a manager"))
+        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
+        #expect(token.hasPrefix("SWMTKN-1-"))
+        let wrong = String(token.dropLast(25)) + String(repeating: "a", count: 25)
+        let refused = try lab.on("h2", ["swarm", "join", "--token", wrong, "198.18.0.1:2377"])
+        #expect(!refused.succeeded)
+        #expect(refused.output.contains("invalid join token"))
+        #expect(refused.output.split(separator: "\n").count == 1)
+        let malformed = try lab.on("h2", ["swarm", "join", "--token", "SWMTKN-1-abc", "198.18.0.1:2377"])
+        #expect(!malformed.succeeded && malformed.output.contains("invalid join token"))
+        for h in ["h2", "h3"] {
+            #expect(try lab.must(h, ["swarm", "join", "--token", token, "198.18.0.1:2377"]).contains("joined"))
+        }
+        let nodes = try lab.must("h1", ["node", "ls"])
+        for h in ["h1", "h2", "h3"] { #expect(nodes.contains(h)) }
+
+        // A network created on the manager is usable on every node within a second.
+        let created = Date()
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.20.0.0/24", "web"])
+        for h in ["h2", "h3"] {
+            var seen = false
+            while !seen && Date().timeIntervalSince(created) < 1.0 {
+                seen = (try lab.on(h, ["network", "inspect", "web"])).succeeded
+                if !seen { usleep(20_000) }
+            }
+            #expect(seen, "network web not on \(h) within 1 s")
+        }
+        // Workers can't create networks; duplicates and overlaps are refused.
+        let onWorker = try lab.on("h2", ["network", "create", "-d", "overlay", "x"])
+        #expect(!onWorker.succeeded && onWorker.output.contains("not a swarm manager"))
+        let dup = try lab.on("h1", ["network", "create", "-d", "overlay", "web"])
+        #expect(!dup.succeeded && dup.output.contains("already exists"))
+        let overlap = try lab.on("h1", ["network", "create", "-d", "overlay", "--subnet", "10.20.0.128/25", "web2"])
+        #expect(!overlap.succeeded && overlap.output.contains("overlap"))
+
+        // One container per host; everyone reaches everyone by IP.
+        for (i, h) in ["h1", "h2", "h3"].enumerated() {
+            _ = try lab.must(h, ["run", "-d", "--name", "c\(i + 1)", "--network", "web", "--", "sleep", "infinity"])
+        }
+        let ips = try (1...3).map { try lab.ip("h\($0)", "c\($0)", network: "web") }
+        #expect(Set(ips).count == 3)
+        for from in 1...3 {
+            for to in 1...3 where to != from {
+                let r = try lab.on("h\(from)", ["exec", "c\(from)", "--", "ping", "-c", "1", "-W", "3", ips[to - 1]])
+                #expect(r.succeeded, "c\(from) -> c\(to) (\(ips[to - 1])): \(r.output)")
+            }
+        }
+        // network rm is refused while endpoints are attached, naming them.
+        let busy = try lab.on("h1", ["network", "rm", "web"])
+        #expect(!busy.succeeded && busy.output.contains("c2 on h2"))
+
+        // An agent restart keeps its container, address and reachability.
+        try lab.restartDaemon("h2", hostIndex: 2)
+        #expect(try lab.ip("h2", "c2", network: "web") == ips[1])
+        var back = false
+        for _ in 0..<30 where !back {
+            back = (try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "1", "-W", "1", ips[1]])).succeeded
+        }
+        #expect(back, "c1 cannot reach c2 after h2's daemon restarted")
+
+        // A manager restart keeps networks and allocations: a new container gets a new address.
+        try lab.restartDaemon("h1", hostIndex: 1)
+        _ = try lab.must("h3", ["run", "-d", "--name", "c4", "--network", "web", "--", "sleep", "infinity"])
+        let ip4 = try lab.ip("h3", "c4", network: "web")
+        #expect(!ips.contains(ip4), "address \(ip4) given twice")
+
+        // Removing containers frees the network; then it can go.
+        for (h, c) in [("h1", "c1"), ("h2", "c2"), ("h3", "c3"), ("h3", "c4")] { _ = try lab.must(h, ["rm", "-f", c]) }
+        _ = try lab.must("h1", ["network", "rm", "web"])
+        let gone = try lab.on("h2", ["network", "inspect", "web"])
+        #expect(!gone.succeeded && gone.output.contains("not found"))
+    }
+
+    @Test func badInputGetsOneClearLine() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-db", hosts: 1)
+        defer { lab.down() }
+        // Before init: a clear line, not a hang.
+        let early = try lab.on("h1", ["network", "ls"])
+        #expect(early.succeeded)
+        let noSwarm = try lab.on("h1", ["run", "--network", "x", "--", "true"])
+        #expect(!noSwarm.succeeded && noSwarm.output.contains("not part of a swarm"))
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        let cases: [([String], String)] = [
+            (["network", "inspect", "nope"], "not found"),
+            (["network", "create", "-d", "overlay", "--subnet", "10.1.0.0/33", "n"], "invalid --subnet"),
+            (["network", "create", "-d", "overlay", "--opt", "com.docker.network.driver.overlay.vxlanid_list=99999999", "n"], "not a VNI"),
+            (["network", "create", "-d", "bogus", "n"], "not available"),
+            (["network", "create", "-d", "overlay", "--gateway", "10.1.0.1", "n"], "needs a --subnet"),
+            (["network", "create", "-d", "overlay", "bad name"], "invalid network name"),
+            (["run", "--network", "ingress", "--", "true"], "ingress"),
+            (["run", "--network", "nope", "--", "true"], "not found"),
+            (["rm", "nope"], "no such container"),
+            (["network", "create", "--bogus-flag", "n"], "Unknown option"),
+            (["swarm", "join-token", "admin"], "unknown role"),
+        ]
+        for (args, expected) in cases {
+            let r = try lab.on("h1", args)
+            #expect(!r.succeeded, "\(args) succeeded")
+            #expect(r.output.contains(expected), "\(args): \(r.output)")
+            #expect(r.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count == 1, "\(args): \(r.output)")
+        }
+        // Not attachable: refused, and nothing is left behind (no container, no address taken).
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--subnet", "10.30.0.0/24", "plain"])
+        let notAttachable = try lab.on("h1", ["run", "--name", "x", "--network", "plain", "--", "true"])
+        #expect(!notAttachable.succeeded && notAttachable.output.contains("not attachable"))
+        #expect(!(try lab.must("h1", ["ps"])).contains(" x "))
+        // A duplicate name and a duplicate --ip are refused and change nothing.
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.31.0.0/24", "att"])
+        _ = try lab.must("h1", ["run", "-d", "--name", "a", "--network", "att", "--ip", "10.31.0.9", "--", "sleep", "infinity"])
+        let dupName = try lab.on("h1", ["run", "-d", "--name", "a", "--network", "att", "--", "sleep", "infinity"])
+        #expect(!dupName.succeeded && dupName.output.contains("already in use"))
+        let dupIP = try lab.on("h1", ["run", "-d", "--name", "b", "--network", "att", "--ip", "10.31.0.9", "--", "sleep", "infinity"])
+        #expect(!dupIP.succeeded && dupIP.output.contains("10.31.0.9"))
+        let ps = try lab.must("h1", ["ps"])
+        #expect(ps.contains("a ") && !ps.contains(" b "))
+        // Malformed JSON straight to the API socket: a 400 with a message, and the daemon lives on.
+        let sock = "/run/ovlt-db/h1/overlayd.sock"
+        let raw = try Command.run(["curl", "-s", "-o", "-", "-w", " %{http_code}", "--unix-socket", sock, "-X", "POST",
+                                   "-H", "Content-Type: application/json", "-d", "{\"name\": 5", "http://x/v1/networks"])
+        #expect(raw.output.hasSuffix(" 400"), "\(raw.output)")
+        #expect(raw.output.contains("malformed JSON"))
+        #expect((try lab.on("h1", ["info"])).succeeded)
+    }
+}
