@@ -38,6 +38,11 @@ extension Certificate {
         }
     }
 
+    /// `date` truncated to whole seconds, as certificates store it.
+    static func pkiWholeSeconds(_ date: Date) -> Date {
+        Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
+    }
+
     /// The SHA-256 of the DER encoding.
     var pkiDigest: [UInt8] {
         get throws { Array(SHA256.hash(data: try pkiDER)) }
@@ -54,7 +59,7 @@ enum ClusterCertificateCheck {
                 "the certificate for \(leaf.subject) was not issued by this cluster's CA (\(ca.subject)); the node must join this cluster again to get a certificate")
         }
         // Whole seconds: certificate times have no fractions.
-        let seconds = Date(timeIntervalSince1970: now.timeIntervalSince1970.rounded(.down))
+        let seconds = Certificate.pkiWholeSeconds(now)
         if seconds < leaf.notValidBefore {
             throw PKIError(
                 .certificateNotYetValid,

@@ -27,6 +27,7 @@ public struct ClusterCA: Sendable {
         guard isValidID(clusterID) else {
             throw PKIError(.invalidInput, "cluster ID \"\(clusterID)\" must be 1-64 characters of a-z and 0-9")
         }
+        let now = Certificate.pkiWholeSeconds(now)
         let key = P256.Signing.PrivateKey()
         let publicKey = Certificate.PublicKey(key.publicKey)
         let name = try DistinguishedName {
@@ -134,6 +135,7 @@ public struct ClusterCA: Sendable {
         for name in dnsNames where name.isEmpty || name.utf8.count > 253 || name.contains(where: { $0.isWhitespace }) {
             throw PKIError(.invalidInput, "\"\(name)\" is not a DNS name")
         }
+        let now = Certificate.pkiWholeSeconds(now)
         var names: [GeneralName] = ([role.rawValue, nodeID] + dnsNames).map { .dnsName($0) }
         names += ipAddresses.map { .ipAddress(.init(contentBytes: ArraySlice($0.bytes))) }
         let subject = try DistinguishedName {

@@ -13,10 +13,11 @@ import X509
 /// ```swift
 /// let server = try ClusterTLS.Server(identity: managerIdentity)
 /// ServerBootstrap(group: group).childChannelInitializer { channel in
-///     channel.eventLoop.makeCompletedFuture { try server.addHandlers(to: channel.pipeline.syncOperations) }
+///     channel.eventLoop.makeCompletedFuture {
+///         let peer = try server.addHandlers(to: channel.pipeline.syncOperations)
+///         // peer: nil = no client certificate (allow only the join call), else nodeID and role
+///     }
 /// }
-/// // later, per connection: nil = no client certificate (only the join call is allowed)
-/// let peer = try await ClusterTLS.peerIdentity(of: channel).get()
 /// ```
 public enum ClusterTLS {
     /// Who an authenticated peer is, read from its verified certificate.
@@ -64,12 +65,17 @@ public enum ClusterTLS {
         }
 
         /// Adds the TLS handlers to a newly accepted channel; call on its event loop (e.g. in `childChannelInitializer`).
-        public func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations) throws {
+        /// The returned future is the client's identity once the handshake completes: nil if it presented no
+        /// certificate (allow only the join call), else who its verified certificate names; it fails with a
+        /// ``PKIError`` if the handshake fails (`untrustedCertificate`, `certificateExpired`, ...).
+        @discardableResult
+        public func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations) throws -> EventLoopFuture<PeerIdentity?> {
             let observer = HandshakeObserver(check: check)
             let tls = NIOSSLServerHandler(context: context) { certificates, promise in
                 observer.verify(certificates, promise)
             }
             try pipeline.addHandlers([tls, observer])
+            return observer.result
         }
     }
 
@@ -112,19 +118,27 @@ public enum ClusterTLS {
 
         /// Adds the TLS handlers to a new client channel; call on its event loop (e.g. in `channelInitializer`).
         /// `serverHostname` is sent as SNI only; the server is authenticated by the cluster checks, not by name.
-        public func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, serverHostname: String? = nil) throws {
+        /// The returned future is the manager's identity once the handshake completes, or fails with a
+        /// ``PKIError`` (`caDigestMismatch`, `untrustedCertificate`, `wrongRole`, ...). Wait for it before sending.
+        @discardableResult
+        public func addHandlers(
+            to pipeline: ChannelPipeline.SynchronousOperations, serverHostname: String? = nil
+        ) throws -> EventLoopFuture<PeerIdentity?> {
             let observer = HandshakeObserver(check: check)
             let tls = try NIOSSLClientHandler(context: context, serverHostname: serverHostname) { certificates, promise in
                 observer.verify(certificates, promise)
             }
             try pipeline.addHandlers([tls, observer])
+            return observer.result
         }
     }
 
     /// Who the peer of `channel` is, once its TLS handshake completes: the identity in its verified
     /// certificate, or nil if it presented none (only possible on the server, for a joining node). Fails
     /// with a ``PKIError`` if the handshake fails (e.g. `caDigestMismatch`, `untrustedCertificate`,
-    /// `certificateExpired`) or the channel has no ClusterTLS handlers.
+    /// `certificateExpired`) or the channel has no ClusterTLS handlers. A failed connection removes its
+    /// handlers when it closes, so call this before that can happen (in the channel initializer or a handler),
+    /// or keep the future that `addHandlers` returns, which is always safe.
     public static func peerIdentity(of channel: Channel) -> EventLoopFuture<PeerIdentity?> {
         channel.eventLoop.flatSubmit {
             do {
