@@ -7,7 +7,7 @@ SHELL := /bin/bash
 
 # Debian packages the build, the tests and the lab need.
 DEPS := pkg-config libnl-3-dev libnl-route-3-dev libssl-dev libnftables-dev libsqlite3-dev iproute2 nftables \
-        iputils-ping fping iperf3 dnsutils tcpdump serf
+        iputils-ping fping iperf3 dnsutils tcpdump serf curl
 
 .PHONY: deps build test demo bench lab-clean
 
@@ -29,10 +29,12 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
-# Until the daemon exists the demo is an example program built on the SDK alone (see README).
+# The demo: a 3-host lab, each host running overlayd; init, join, an overlay network, a container
+# per host pinging the others (Scripts/demo.sh prints every command). `make demo KEEP=1` leaves it up.
 demo: deps
-	$(SWIFT) build --product three-host-overlay
-	$$($(SWIFT) build --show-bin-path)/three-host-overlay
+	$(SWIFT) build --product overlayd
+	$(SWIFT) build --product overlayctl
+	BIN=$$($(SWIFT) build --show-bin-path) Scripts/demo.sh $(if $(KEEP),--keep,)
 
 # Benchmarks print ratios against a baseline measured in the same run; see Documentation/Performance.md.
 bench: deps

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// One HTTP request as the daemon's API handlers see it: method, path split from its query,
 /// the body, and who is asking when the connection was mutual TLS.
@@ -16,7 +17,7 @@ public struct APIRequest: Sendable {
     /// The request body (empty when there is none).
     public var body: Data
     /// The authenticated client of a TLS connection (nil on the Unix socket or without a client cert).
-    public var peer: PeerIdentity?
+    public var peer: ClusterTLS.PeerIdentity?
 
     /// Matches the path against a pattern such as `v1/networks/*` and returns what the `*`s matched.
     public func match(_ method: String, _ pattern: String) -> [String]? {
@@ -43,19 +44,9 @@ public struct APIRequest: Sendable {
     }
 }
 
-/// A TLS client's identity, read from its verified certificate.
-public struct PeerIdentity: Sendable, Hashable {
-    /// The node ID (the certificate's CN).
-    public var nodeID: String
-    /// "manager" or "worker" (from the certificate's OU).
-    public var role: String
-
-    /// Makes an identity.
-    public init(nodeID: String, role: String) {
-        self.nodeID = nodeID
-        self.role = role
-    }
-}
+/// Adds TLS handlers to a new connection's pipeline and returns the future of the peer's
+/// verified identity (nil: no certificate). `ClusterTLS.Server/Client.addHandlers` have this shape.
+public typealias TLSSetup = @Sendable (ChannelPipeline.SynchronousOperations) throws -> EventLoopFuture<ClusterTLS.PeerIdentity?>
 
 /// An HTTP response: a status and a JSON (or text) body.
 public struct APIResponse: Sendable {
@@ -157,17 +148,13 @@ public final class APIServer: Sendable {
 
     /// Binds and starts serving. `identify` reads the client's identity from a TLS connection.
     public static func start(
-        _ endpoint: APIEndpoint, tls: NIOSSLContext? = nil, group: EventLoopGroup,
-        identify: (@Sendable (Channel) -> PeerIdentity?)? = nil,
-        handler: @escaping APIHandler
+        _ endpoint: APIEndpoint, tls: TLSSetup? = nil, group: EventLoopGroup, handler: @escaping APIHandler
     ) async throws -> APIServer {
         let initializer: @Sendable (Channel) -> EventLoopFuture<Void> = { child in
             child.eventLoop.makeCompletedFuture {
-                if let tls {
-                    try child.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
-                }
+                let identity = try tls?(child.pipeline.syncOperations)
                 try child.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                try child.pipeline.syncOperations.addHandler(RequestHandler(handler: handler, identify: identify))
+                try child.pipeline.syncOperations.addHandler(RequestHandler(handler: handler, identity: identity))
             }
         }
         let bootstrap = ServerBootstrap(group: group)
@@ -198,14 +185,14 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias OutboundOut = HTTPServerResponsePart
 
     let handler: APIHandler
-    let identify: (@Sendable (Channel) -> PeerIdentity?)?
+    let identity: EventLoopFuture<ClusterTLS.PeerIdentity?>?
     var head: HTTPRequestHead?
     var body = ByteBuffer()
     var tooBig = false
 
-    init(handler: @escaping APIHandler, identify: (@Sendable (Channel) -> PeerIdentity?)?) {
+    init(handler: @escaping APIHandler, identity: EventLoopFuture<ClusterTLS.PeerIdentity?>?) {
         self.handler = handler
-        self.identify = identify
+        self.identity = identity
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -222,15 +209,21 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             let channel = context.channel
             let loop = context.eventLoop
             let (path, query) = Self.split(head.uri)
-            let request = APIRequest(
-                method: head.method.rawValue, path: path, query: query,
-                body: Data(body.readableBytesView), peer: identify?(channel))
+            let bodyData = Data(body.readableBytesView)
             let handler = self.handler
             let tooBig = self.tooBig
-            Task {
-                let response = tooBig
-                    ? APIResponse.error(APIError(413, "the request body is larger than \(APIServer.maxBody) bytes"))
-                    : await handler(request)
+            let identity = self.identity ?? loop.makeSucceededFuture(nil)
+            identity.whenComplete { result in Task {
+                let response: APIResponse
+                switch result {
+                case .failure(let e):
+                    response = .error(APIError(403, "the client certificate was refused: \(e)"))
+                case .success(let peer):
+                    let request = APIRequest(method: head.method.rawValue, path: path, query: query, body: bodyData, peer: peer)
+                    response = tooBig
+                        ? APIResponse.error(APIError(413, "the request body is larger than \(APIServer.maxBody) bytes"))
+                        : await handler(request)
+                }
                 loop.execute {
                     var headers = HTTPHeaders()
                     headers.add(name: "Content-Type", value: "application/json")
@@ -241,7 +234,7 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
                     channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: response.body))), promise: nil)
                     channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { _ in channel.close(promise: nil) }
                 }
-            }
+            } }
         }
     }
 
@@ -264,18 +257,15 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
 public struct APIClient: Sendable {
     /// Where the server is.
     public var endpoint: APIEndpoint
-    /// TLS to use (nil for the Unix socket).
-    public var tls: NIOSSLContext?
-    /// The TLS server name to present and verify, if any.
-    public var serverHostname: String?
+    /// TLS to use (nil for the Unix socket): e.g. `ClusterTLS.Client.addHandlers`.
+    public var tls: TLSSetup?
     /// How long a call may take before it fails.
     public var timeout: TimeAmount
 
     /// Makes a client.
-    public init(endpoint: APIEndpoint, tls: NIOSSLContext? = nil, serverHostname: String? = nil, timeout: TimeAmount = .seconds(60)) {
+    public init(endpoint: APIEndpoint, tls: TLSSetup? = nil, timeout: TimeAmount = .seconds(60)) {
         self.endpoint = endpoint
         self.tls = tls
-        self.serverHostname = serverHostname
         self.timeout = timeout
     }
 
@@ -283,13 +273,15 @@ public struct APIClient: Sendable {
     /// server can't be reached, with a line that says where it tried.
     public func call(_ method: String, _ path: String, body: Data? = nil, group: EventLoopGroup) async throws -> (Int, Data) {
         let promise = group.next().makePromise(of: (Int, Data).self)
-        let tls = self.tls, hostname = self.serverHostname
+        let tls = self.tls
+        let handshake = Mutex<EventLoopFuture<ClusterTLS.PeerIdentity?>?>(nil)
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.seconds(5))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {
-                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: hostname))
+                        let f = try tls(channel.pipeline.syncOperations)
+                        handshake.withLock { $0 = f }
                     }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(ResponseHandler(promise: promise))
@@ -319,7 +311,12 @@ public struct APIClient: Sendable {
             channel.close(promise: nil)
         }
         defer { timeout.cancel() }
-        do { return try await promise.futureResult.get() } catch let e as APIError { throw e } catch {
+        do { return try await promise.futureResult.get() } catch {
+            // A refused handshake: the TLS layer's own reason says more than the connection's.
+            if let f = handshake.withLock({ $0 }) {
+                do { _ = try await f.get() } catch { throw APIError(0, "\(endpoint): \(Self.describe(error))") }
+            }
+            if let e = error as? APIError { throw e }
             throw APIError(0, "\(endpoint): \(Self.describe(error))")
         }
     }
@@ -346,6 +343,7 @@ public struct APIClient: Sendable {
     }
 
     static func describe(_ error: Error) -> String {
+        if let e = error as? PKIError { return e.message }
         if let e = error as? IOError { return e.description }
         if let e = error as? NIOSSLError { return "TLS: \(e)" }
         if let e = error as? BoringSSLError { return "TLS: \(e)" }

@@ -156,6 +156,14 @@ public struct AttachRequest: Codable, Sendable {
     public var pid: Int32?
     public var ip: String?
     public var aliases: [String]?
+    public init(name: String, network: String, namespacePath: String?, pid: Int32?, ip: String?, aliases: [String]?) {
+        self.name = name
+        self.network = network
+        self.namespacePath = namespacePath
+        self.pid = pid
+        self.ip = ip
+        self.aliases = aliases
+    }
 }
 
 /// One network membership of a local container.

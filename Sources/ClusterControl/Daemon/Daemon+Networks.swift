@@ -268,7 +268,7 @@ extension OverlayDaemon {
     /// Asks the manager (this node or the remote one) for an address.
     func requestAddress(_ req: AllocateRequest) async throws -> AllocateReply {
         if manager != nil { return try allocate(req) }
-        let client = APIClient(endpoint: try managerEndpoint(), timeout: .seconds(10))
+        let client = try managerClient(timeout: .seconds(10))
         return try await client.json("POST", "/v1/allocate", body: req, as: AllocateReply.self, group: group)
     }
 
@@ -276,7 +276,7 @@ extension OverlayDaemon {
     func giveBack(_ req: ReleaseRequest) async {
         if manager != nil { try? release(req); return }
         do {
-            let client = APIClient(endpoint: try managerEndpoint(), timeout: .seconds(10))
+            let client = try managerClient(timeout: .seconds(10))
             _ = try await client.json("POST", "/v1/release", body: req, as: [String: Bool].self, group: group)
         } catch {
             logger.error("could not give \(req.address) on \(req.network) back to the manager: \(error)")

@@ -88,6 +88,11 @@ public struct NodeIdentity: Sendable {
         self.peer = ClusterTLS.PeerIdentity(nodeID: nodeID, role: role, clusterID: clusterID)
     }
 
+    /// The same key with a renewed certificate (from a CSR made by ``makeCSR()``), with the same checks.
+    public func renewed(certificatePEM: String, caCertificatePEM: String) throws -> NodeIdentity {
+        try NodeIdentity(privateKey: privateKey, certificatePEM: certificatePEM, caCertificatePEM: caCertificatePEM)
+    }
+
     /// Loads `node.key`, `node.crt` and `ca.crt` from `directory`.
     public static func load(from directory: String) throws -> NodeIdentity {
         try NodeIdentity(
