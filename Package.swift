@@ -108,6 +108,8 @@ let package = Package(
             name: "overlay-bench",
             dependencies: ["OverlayModel", "VXLANCodec", "IPAM", "Netlink", "OverlayDriver", "OverlayTestKit", nioCore],
             path: "Benchmarks/OverlayBench"),
+        .executableTarget(
+            name: "control-bench", dependencies: ["ClusterControl", "OverlayTestKit", nioPosix], path: "Benchmarks/ControlBench"),
         .executableTarget(name: "gossip-sim", dependencies: ["Gossip", "OverlayModel"], path: "Benchmarks/gossip-sim"),
 
         // libFuzzer harnesses (Fuzz/, Scripts/fuzz.sh, Documentation/Fuzzing.md). A plain build makes

@@ -77,6 +77,8 @@ public actor OverlayDaemon {
     /// The cluster state as last received (workers) or as held (managers).
     var cluster = ClusterState(version: 0, networks: [], nodes: [], gossipKeys: [])
     var syncTask: Task<Void, Never>?
+    /// The gossip keys (base64) in this node's keyring now.
+    var installedKeys: [String] = []
     var tasks: [Task<Void, Never>] = []
     var stopped: CheckedContinuation<Void, Never>?
     var isStopped = false
