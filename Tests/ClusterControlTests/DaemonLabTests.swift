@@ -55,6 +55,13 @@ struct CLILab {
         return (nets[network] as! [String: Any])["IPAddress"] as! String
     }
 
+    /// The hostnames `node ls` shows on `host`, sorted.
+    func hostnames(_ host: String) throws -> [String] {
+        let out = try must(host, ["node", "ls", "--format", "json"])
+        let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [[String: Any]]
+        return json.map { $0["hostname"] as! String }.sorted()
+    }
+
     func pid(_ host: String) throws -> Int32 {
         let out = try must(host, ["info"])
         let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [String: Any]
@@ -99,11 +106,18 @@ struct CLILab {
         #expect(refused.output.split(separator: "\n").count == 1)
         let malformed = try lab.on("h2", ["swarm", "join", "--token", "SWMTKN-1-abc", "198.18.0.1:2377"])
         #expect(!malformed.succeeded && malformed.output.contains("invalid join token"))
+        // A token naming another CA (a different digest): the manager's chain does not match it.
+        let digest = token.split(separator: "-")[2]
+        let otherCA = token.replacingOccurrences(of: String(digest), with: String(repeating: "z", count: 50))
+        let foreign = try lab.on("h2", ["swarm", "join", "--token", otherCA, "198.18.0.1:2377"])
+        #expect(!foreign.succeeded && foreign.output.contains("does not match the join token"), "\(foreign.output)")
         for h in ["h2", "h3"] {
             #expect(try lab.must(h, ["swarm", "join", "--token", token, "198.18.0.1:2377"]).contains("joined"))
         }
-        let nodes = try lab.must("h1", ["node", "ls"])
-        for h in ["h1", "h2", "h3"] { #expect(nodes.contains(h)) }
+        // 2377 without a client certificate: only the join call; everything else is refused.
+        let anonymous = try lab.sh("h3", ["curl", "-sk", "https://198.18.0.1:2377/v1/state"])
+        #expect(anonymous.output.contains("client certificate is required"), "\(anonymous.output)")
+        #expect(try lab.hostnames("h1") == ["h1", "h2", "h3"])
 
         // A network created on the manager is usable on every node within a second.
         let created = Date()
@@ -155,8 +169,39 @@ struct CLILab {
         let ip4 = try lab.ip("h3", "c4", network: "web")
         #expect(!ips.contains(ip4), "address \(ip4) given twice")
 
+        // Gossip key rotation: every node keeps every other, and new endpoints still propagate.
+        _ = try lab.must("h1", ["swarm", "rotate-keys"])
+        _ = try lab.must("h1", ["swarm", "rotate-keys"])
+        usleep(1_500_000)
+        let afterRotation = try lab.must("h3", ["node", "ls", "--format", "json"])
+        #expect(!afterRotation.contains("\"down\""), "\(afterRotation)")
+        _ = try lab.must("h2", ["run", "-d", "--name", "c5", "--network", "web", "--", "sleep", "infinity"])
+        let ip5 = try lab.ip("h2", "c5", network: "web")
+        var reached = false
+        for _ in 0..<30 where !reached {
+            reached = (try lab.on("h3", ["exec", "c3", "--", "ping", "-c", "1", "-W", "1", ip5])).succeeded
+        }
+        #expect(reached, "c3 cannot reach c5 after two key rotations")
+        _ = try lab.must("h2", ["rm", "-f", "c5"])
+
+        // Leave and rejoin: h3 leaves (its container goes), joins again, and is reachable again.
+        let leaveBusy = try lab.on("h3", ["swarm", "leave"])
+        #expect(!leaveBusy.succeeded && leaveBusy.output.contains("c3"))
+        _ = try lab.must("h3", ["rm", "-f", "c4"])
+        _ = try lab.must("h3", ["rm", "-f", "c3"])
+        _ = try lab.must("h3", ["swarm", "leave"])
+        #expect(try !lab.hostnames("h1").contains("h3"))
+        _ = try lab.must("h3", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        _ = try lab.must("h3", ["run", "-d", "--name", "c3", "--network", "web", "--", "sleep", "infinity"])
+        let ip3 = try lab.ip("h3", "c3", network: "web")
+        var rejoined = false
+        for _ in 0..<30 where !rejoined {
+            rejoined = (try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "1", "-W", "1", ip3])).succeeded
+        }
+        #expect(rejoined, "c1 cannot reach c3 after h3 rejoined")
+
         // Removing containers frees the network; then it can go.
-        for (h, c) in [("h1", "c1"), ("h2", "c2"), ("h3", "c3"), ("h3", "c4")] { _ = try lab.must(h, ["rm", "-f", c]) }
+        for (h, c) in [("h1", "c1"), ("h2", "c2"), ("h3", "c3")] { _ = try lab.must(h, ["rm", "-f", c]) }
         _ = try lab.must("h1", ["network", "rm", "web"])
         let gone = try lab.on("h2", ["network", "inspect", "web"])
         #expect(!gone.succeeded && gone.output.contains("not found"))
