@@ -1,4 +1,5 @@
 import CNFTables
+import Glibc
 
 /// An nftables address family (`nft`'s spelling).
 public enum NFTFamily: String, Hashable, Sendable, CaseIterable, Codable {
@@ -74,6 +75,7 @@ public final class PacketFilter {
         try run(commands, json: json, operation: "nft " + PacketFilter.summary(commands))
     }
 
+    @discardableResult
     private func run(_ commands: String, json: Bool, operation: String) throws(PacketFilterError) -> String {
         if commands.utf8.contains(0) {
             throw PacketFilterError(.invalidArgument, operation: operation, reason: "the ruleset contains a NUL byte")
@@ -82,9 +84,10 @@ public final class PacketFilter {
         let jsonFlag = UInt32(NFT_CTX_OUTPUT_JSON)
         if json { nft_ctx_output_set_flags(context, flags | jsonFlag) }
         defer { if json { nft_ctx_output_set_flags(context, flags) } }
-        let rc = nft_run_cmd_from_buffer(context, commands)
+        let rc = PacketFilter.execute(context, commands)
         let output = nft_ctx_get_output_buffer(context).map { String(cString: $0) } ?? ""
-        let errors = nft_ctx_get_error_buffer(context).map { String(cString: $0) } ?? ""
+        var errors = nft_ctx_get_error_buffer(context).map { String(cString: $0) } ?? ""
+        errors = PacketFilter.withLineNumbers(errors)
         guard rc == 0 else {
             let text = PacketFilter.oneLine(errors)
             let code: PacketFilterError.Code =
@@ -171,6 +174,39 @@ public final class PacketFilter {
     }
 
     // MARK: Helpers
+
+    /// Runs `commands` as one transaction. libnftables 1.0.6 quotes the first line of a buffer
+    /// in its error messages whatever line the error is on, so the text goes through a temporary
+    /// file read with `nft_run_cmd_from_filename`, which quotes the right line and gives
+    /// its number; `nft_run_cmd_from_buffer` is the fallback when no such file can be made.
+    /// (The file is unlinked as soon as it is open: nothing is left behind, even after a crash
+    /// between the two calls only an empty `/tmp/ovl-nft-*` could remain.)
+    static func execute(_ context: OpaquePointer, _ commands: String) -> Int32 {
+        var template = Array("/tmp/ovl-nft-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { return nft_run_cmd_from_buffer(context, commands) }
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        defer { close(fd) }
+        let bytes = Array(commands.utf8)
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return nft_run_cmd_from_buffer(context, commands) }
+            written += n
+        }
+        return nft_run_cmd_from_filename(context, "/proc/self/fd/\(fd)")
+    }
+
+    /// Replaces the temporary file's path at the start of nft's error lines with `line `
+    /// (`/proc/self/fd/7:5:24-38: Error: ...` becomes `line 5:24-38: Error: ...`).
+    static func withLineNumbers(_ text: String) -> String {
+        text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            guard line.hasPrefix("/proc/self/fd/"), let colon = line.dropFirst(14).firstIndex(of: ":") else { return String(line) }
+            return "line " + line[line.index(after: colon)...]
+        }.joined(separator: "\n")
+    }
 
     /// Checks a table, chain or set name: 1 to 64 bytes of letters, digits and `_`, not starting
     /// with a digit (nft accepts more, but these never need quoting and never collide with keywords'

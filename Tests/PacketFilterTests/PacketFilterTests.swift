@@ -92,6 +92,9 @@ struct PacketFilterTests {
             }
             #expect(kernel?.code == .rejected || kernel?.code == .notFound)
             #expect(kernel?.operation == "replace table ip ovlt_owner")
+            // nft's text names the line at fault and quotes it.
+            #expect(kernel?.reason.contains("line 6:") == true, "\(kernel?.reason ?? "")")
+            #expect(kernel?.reason.contains("jump nowhere") == true, "\(kernel?.reason ?? "")")
             #expect(try nft.listTable(family: .ip, name: "ovlt_owner") == before)
         }
     }
