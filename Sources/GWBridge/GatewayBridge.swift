@@ -255,6 +255,7 @@ public final class GatewayBridge: @unchecked Sendable {
                 try sock.createVeth(named: hostName, peerName: interfaceName, peerNamespace: container, mtu: info.mtu)
                 made = true
                 try sock.setMaster(info.bridgeName, of: hostName)
+                try sock.setBridgePortHairpin(true, of: hostName)
                 try sock.setUp(hostName)
                 try inside.setMAC(attachment.mac, of: interfaceName)
                 try inside.addAddress(InterfaceAddress(.v4(address), prefixLength: info.subnet.prefixLength)!, to: interfaceName)

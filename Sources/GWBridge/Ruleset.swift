@@ -9,7 +9,7 @@ import PacketFilter
 ///   ports for traffic arriving from outside (prerouting) and made by the host for its own
 ///   addresses (output; loopback excluded, as Docker does without its userland proxy).
 /// - `bridge <table>`: with ICC off, frames forwarded from one attached port to another are
-///   dropped. This is the bridge family's forward hook, so traffic to the gateway (the bridge
+///   dropped (one rule per port, so a frame hairpinned back out of its own port passes). This is the bridge family's forward hook, so traffic to the gateway (the bridge
 ///   device itself) and routed traffic are untouched.
 public struct GatewayRuleset: Hashable, Sendable {
     /// The bridge's name.
@@ -70,14 +70,28 @@ public struct GatewayRuleset: Hashable, Sendable {
         }
         nat += "    }"
 
-        var bridge = """
-            chain forward {
-                type filter hook forward priority filter; policy accept;
+        // ICC off: a frame from one attached port to another is dropped; a frame sent back out
+        // the port it came in on (hairpin, a container reaching its own published port) is not.
+        var bridge = ""
+        let isolate = !icc && !ports.isEmpty
+        if isolate {
+            bridge += """
+                set ports {
+                    type ifname
+                    elements = { \(ports.sorted().map(quoted).joined(separator: ", ")) }
+                }
+
+                """
+        }
+        bridge += """
+                chain forward {
+                    type filter hook forward priority filter; policy accept;
 
             """
-        if !icc && !ports.isEmpty {
-            let set = "{ " + ports.sorted().map(quoted).joined(separator: ", ") + " }"
-            bridge += "        iifname \(set) oifname \(set) drop\n"
+        if isolate {
+            for port in ports.sorted() {
+                bridge += "        iifname \(quoted(port)) oifname != \(quoted(port)) oifname @ports drop\n"
+            }
         }
         bridge += "    }"
         return [

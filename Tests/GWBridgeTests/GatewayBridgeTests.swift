@@ -165,6 +165,9 @@ struct GatewayBridgeLabTests {
         // From h1 itself, to its own address.
         #expect(try t.ask(from: t.h1.namespace, "tcp", "198.18.0.1", 8080) == "c1 198.18.0.1")
         #expect(try t.ask(from: t.h1.namespace, "udp", "198.18.0.1", 8081) == "c1 198.18.0.1")
+        // From the container itself through the host (hairpin): masqueraded behind the gateway.
+        #expect(try t.lab.run(["bridge", "-d", "link", "show", "dev", a.hostInterfaceName], on: t.h1).output.contains("hairpin on"))
+        #expect(try t.ask(from: c1, "tcp", "198.18.0.1", 8080) == "c1 172.17.0.1")
 
         try t.gw.unpublish(PortMapping(hostPort: 8080, protocol: .tcp, containerAddress: a.address, containerPort: 80))
         #expect(try t.ask(from: t.h2.namespace, "tcp", "198.18.0.1", 8080) == nil)
@@ -305,7 +308,9 @@ struct GatewayBridgeUnitTests {
         #expect(nat.contains("ip saddr 172.18.0.0/16 oifname != \"ovl_gwbridge\" masquerade"))
         #expect(nat.contains("ip daddr 198.18.0.1 tcp dport 8080 dnat to 172.18.0.2:80"))
         #expect(nat.contains("udp dport 8081 dnat to 172.18.0.2:81"))
-        #expect(tables[1].body.contains("iifname { \"ovgwac120002\", \"ovgwac120003\" } oifname { \"ovgwac120002\", \"ovgwac120003\" } drop"))
+        #expect(tables[1].body.contains("elements = { \"ovgwac120002\", \"ovgwac120003\" }"))
+        #expect(tables[1].body.contains("iifname \"ovgwac120002\" oifname != \"ovgwac120002\" oifname @ports drop"))
+        #expect(tables[1].body.contains("iifname \"ovgwac120003\" oifname != \"ovgwac120003\" oifname @ports drop"))
 
         var open = r
         open.icc = true
