@@ -78,7 +78,7 @@ public final class GatewayBridge: @unchecked Sendable {
     // MARK: Ensure
 
     /// Makes the bridge (or reuses one of that name as it is: its subnet and gateway come from its
-    /// first IPv4 address), turns on `net.ipv4.ip_forward` in the host namespace, and installs the
+    /// first IPv4 address; it is only brought up if it was down), turns on `net.ipv4.ip_forward` in the host namespace, and installs the
     /// owned nftables tables. Calling it again is harmless: attachments and published ports are
     /// kept, and changed ICC / masquerade options take effect.
     @discardableResult
@@ -118,6 +118,9 @@ public final class GatewayBridge: @unchecked Sendable {
                         .conflict, "bridge \(name) exists with gateway \(gateway), not the requested \(wanted); omit --gateway to reuse it or delete the bridge")
                 }
                 mtu = existing.mtu
+                if !existing.isUp {
+                    try kernel("set bridge \(name) up") { () throws(NetlinkError) in try sock.setUp(name) }
+                }
             } else {
                 let used = try usedSubnets(sock)
                 if let wanted = options.subnet {
