@@ -1,4 +1,0 @@
-import Testing
-@testable import GWBridge
-
-@Test func gwBridgeModuleLinks() { #expect(!GWBridgeModule.role.isEmpty) }

@@ -1,4 +1,0 @@
-import Testing
-@testable import PacketFilter
-
-@Test func packetFilterModuleLinks() { #expect(!PacketFilterModule.role.isEmpty) }
