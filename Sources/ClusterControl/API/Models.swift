@@ -219,6 +219,8 @@ public struct ContainerInspect: Codable, Sendable {
         public var SandboxKey: String
         public var Ports: [String: [[String: String]]]
         public var Networks: [String: EndpointSettings]
+        /// The container's address on the host's gateway bridge (egress, published ports), if any.
+        public var GatewayBridgeAddress: String?
     }
     public var Id: String
     public var Name: String

@@ -34,12 +34,7 @@ extension OverlayDaemon {
         if req.detach && req.command.isEmpty {
             throw APIError(400, "-d needs a command to run in the background")
         }
-        if !req.publish.isEmpty {
-            for p in req.publish {
-                do { _ = try PortSpec.parse(p) } catch { throw APIError(400, "invalid -p '\(p)': \(error.message)") }
-            }
-            throw APIError(400, "-p: publishing ports of standalone containers needs the gateway bridge, which this build does not have yet; nothing was created")
-        }
+        _ = try Self.mappings(req.publish, to: IPv4Address(0, 0, 0, 0))   // validates -p before anything is made
         var networks: [NetworkRecord] = []
         for n in req.networks {
             let net = try network(named: n)
@@ -51,6 +46,10 @@ extension OverlayDaemon {
             networks.append(net)
         }
         if req.ip != nil && networks.isEmpty { throw APIError(400, "--ip needs a --network") }
+        let external = networks.contains { !$0.internal }
+        if !req.publish.isEmpty && !external {
+            throw APIError(400, "-p needs a network that is not --internal: published ports go through the gateway bridge")
+        }
         let handle = "c-\(id.prefix(12))"
         let ns: NetworkNamespace
         do {
@@ -69,6 +68,7 @@ extension OverlayDaemon {
                 record.networks.append(try await connect(record, to: n, interface: "eth\(i)", ip: i == 0 ? req.ip : nil,
                                                          aliases: req.aliases, nodeID: s.nodeID))
             }
+            if external { try attachGateway(&record, interface: "eth\(networks.count)") }
             if req.detach { try spawn(&record) }
             try store.put(.container, name, record)
         } catch {
@@ -103,6 +103,7 @@ extension OverlayDaemon {
     }
 
     func disconnectAll(_ c: ContainerRecord) async {
+        detachGateway(c)
         for cn in c.networks {
             if let agent { try? agent.detach(endpoint: cn.endpointID) }
             await giveBack(ReleaseRequest(network: cn.networkName, address: cn.address, endpointID: cn.endpointID))
@@ -191,7 +192,18 @@ extension OverlayDaemon {
         return ContainerInspect(
             Id: c.id, Name: c.name, Created: c.created, State: .init(Status: status, Running: running, Pid: running ? c.pid! : 0),
             Config: .init(Cmd: c.command),
-            NetworkSettings: .init(SandboxKey: c.namespacePath, Ports: [:], Networks: nets), DaemonPid: getpid())
+            NetworkSettings: .init(SandboxKey: c.namespacePath, Ports: ports(c), Networks: nets,
+                                   GatewayBridgeAddress: c.gatewayAddress),
+            DaemonPid: getpid())
+    }
+
+    func ports(_ c: ContainerRecord) -> [String: [[String: String]]] {
+        var out: [String: [[String: String]]] = [:]
+        for m in (try? Self.mappings(c.publish, to: IPv4Address(0, 0, 0, 0))) ?? [] {
+            out["\(m.containerPort)/\(m.protocol.rawValue)", default: []].append(
+                ["HostIp": m.hostAddress?.description ?? "0.0.0.0", "HostPort": "\(m.hostPort)"])
+        }
+        return out
     }
 
     func removeContainer(_ name: String, force: Bool) async throws {

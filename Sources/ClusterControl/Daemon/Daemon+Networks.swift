@@ -131,6 +131,7 @@ extension OverlayDaemon {
     }
 
     func createNetwork(_ req: NetworkCreateRequest) async throws -> NetworkInspect {
+        if req.driver == "bridge" { return try createGatewayBridge(req) }
         var m = try requireManager()
         let existing = try store.all(.network, as: NetworkRecord.self)
         let record = try makeNetwork(req, ipam: &m.ipam, existing: existing, pools: m.settings.pools)

@@ -1,5 +1,6 @@
 import Foundation
 import Gossip
+import GWBridge
 import IPAM
 import Logging
 import NIOCore
@@ -74,6 +75,8 @@ public actor OverlayDaemon {
     var swarm: SwarmSettings?
     var agent: OverlayAgent?
     var manager: ManagerState?
+    /// The host's gateway bridge (egress, published ports), once in a swarm or made by hand.
+    var gateway: GatewayBridge?
     /// The cluster state as last received (workers) or as held (managers).
     var cluster = ClusterState(version: 0, networks: [], nodes: [], gossipKeys: [])
     var syncTask: Task<Void, Never>?

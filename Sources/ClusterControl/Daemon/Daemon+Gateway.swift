@@ -1,0 +1,150 @@
+import Foundation
+import GWBridge
+import IPAM
+import Netlink
+import OverlayModel
+
+/// The gateway bridge's settings as `network create -d bridge ... ovl_gwbridge` gave them
+/// (before init/join), or Docker's defaults.
+struct GatewaySettings: Codable, Sendable {
+    var name: String = GatewayBridge.defaultBridgeName
+    var subnet: String?
+    var gateway: String?
+    var icc = false
+    var ipMasquerade = true
+}
+
+extension OverlayDaemon {
+    static let optBridgeName = "com.docker.network.bridge.name"
+    static let optICC = "com.docker.network.bridge.enable_icc"
+    static let optMasquerade = "com.docker.network.bridge.enable_ip_masquerade"
+
+    /// `network create -d bridge`: only the gateway bridge, made (or adopted) now, on this host, so
+    /// that init/join then reuse it as it is (Docker's custom docker_gwbridge).
+    func createGatewayBridge(_ req: NetworkCreateRequest) throws -> NetworkInspect {
+        var s = GatewaySettings()
+        for o in req.options {
+            let kv = o.split(separator: "=", maxSplits: 1).map(String.init)
+            let value = kv.count > 1 ? kv[1] : ""
+            func flag() throws -> Bool {
+                guard let b = Bool(value) else { throw APIError(400, "--opt \(kv[0])=\(value): use true or false") }
+                return b
+            }
+            switch kv[0] {
+            case Self.optBridgeName: s.name = value
+            case Self.optICC: s.icc = try flag()
+            case Self.optMasquerade: s.ipMasquerade = try flag()
+            default: throw APIError(400, "unknown --opt '\(kv[0])' for the bridge driver (known: \(Self.optBridgeName), \(Self.optICC), \(Self.optMasquerade))")
+            }
+        }
+        guard req.name == s.name, s.name == GatewayBridge.defaultBridgeName else {
+            throw APIError(400, "the bridge driver makes only the gateway bridge: name it \(GatewayBridge.defaultBridgeName) (and --opt \(Self.optBridgeName)=\(GatewayBridge.defaultBridgeName))")
+        }
+        guard req.subnets.count <= 1, req.gateways.count <= 1 else { throw APIError(400, "the gateway bridge has one --subnet") }
+        if let sub = req.subnets.first {
+            guard let c = CIDR(sub), c.family == .v4 else { throw APIError(400, "invalid --subnet '\(sub)': use an IPv4 CIDR") }
+            s.subnet = c.description
+        }
+        if let g = req.gateways.first {
+            guard IPv4Address(g) != nil else { throw APIError(400, "invalid --gateway '\(g)'") }
+            s.gateway = g
+        }
+        if gateway != nil {
+            throw APIError(409, "the gateway bridge already exists and is in use by this node's swarm; leave the swarm to change it")
+        }
+        let info = try ensureGateway(s)
+        try store.put(.setting, "gwbridge", s)
+        return NetworkInspect(
+            Name: info.bridgeName, Id: info.bridgeName, Created: Date(), Scope: "local", Driver: "bridge", EnableIPv6: false,
+            IPAM: .init(Driver: "default", Config: [.init(Subnet: info.subnet.description, Gateway: info.gateway.description,
+                                                          IPRange: nil, AuxiliaryAddresses: nil)]),
+            Internal: false, Attachable: false, Ingress: false, Containers: [:],
+            Options: [Self.optBridgeName: info.bridgeName, Self.optICC: "\(info.icc)", Self.optMasquerade: "\(info.ipMasquerade)"],
+            Labels: [:], Peers: nil, Endpoints: nil)
+    }
+
+    /// Creates or adopts the gateway bridge in this namespace.
+    @discardableResult
+    func ensureGateway(_ s: GatewaySettings) throws -> GatewayBridgeInfo {
+        let bridge: GatewayBridge
+        do { bridge = GatewayBridge(namespace: try NetworkNamespace.current()) } catch {
+            throw APIError(500, "cannot open this host's namespace for the gateway bridge: \(error)")
+        }
+        var options = GatewayBridgeOptions(bridgeName: s.name, icc: s.icc, ipMasquerade: s.ipMasquerade)
+        options.subnet = s.subnet.flatMap { CIDR($0) }
+        options.gateway = s.gateway.flatMap { IPv4Address($0) }
+        do {
+            let info = try bridge.ensure(options)
+            gateway = bridge
+            return info
+        } catch {
+            throw APIError(error.code == .invalidArgument || error.code == .conflict ? 400 : 500, "gateway bridge: \(error.message)")
+        }
+    }
+
+    /// At init/join/start: the gateway bridge exists, with every container's address and published
+    /// port as they were.
+    func startGateway() throws {
+        let s = try store.get(.setting, "gwbridge", as: GatewaySettings.self) ?? GatewaySettings()
+        try ensureGateway(s)
+        let containers = try store.all(.container, as: ContainerRecord.self)
+        var addresses: [IPv4Address] = []
+        var mappings: [PortMapping] = []
+        for c in containers {
+            guard let a = c.gatewayAddress.flatMap({ IPv4Address($0) }) else { continue }
+            addresses.append(a)
+            mappings += (try? Self.mappings(c.publish, to: a)) ?? []
+        }
+        do { try gateway?.restore(addresses: addresses, publications: mappings) } catch {
+            logger.error("cannot restore the gateway bridge's containers: \(error.message)")
+        }
+    }
+
+    /// `-p` specs as the gateway bridge's port mappings to `address`.
+    static func mappings(_ specs: [String], to address: IPv4Address) throws -> [PortMapping] {
+        var out: [PortMapping] = []
+        for text in specs {
+            let parsed: [PortSpec]
+            do { parsed = try PortSpec.parse(text) } catch { throw APIError(400, "invalid -p '\(text)': \(error.message)") }
+            for p in parsed {
+                guard let published = p.published else {
+                    throw APIError(400, "-p \(text): give the host port too (HOST:CONTAINER), e.g. -p 8080:\(p.target)")
+                }
+                if let ip = p.hostIP, ip.v4 == nil { throw APIError(400, "-p \(text): only IPv4 host addresses are supported") }
+                out.append(PortMapping(hostPort: published, protocol: p.protocol, containerAddress: address, containerPort: p.target,
+                                       hostAddress: p.hostIP?.v4))
+            }
+        }
+        return out
+    }
+
+    /// Connects a container to the gateway bridge (default route, published ports). All or nothing.
+    func attachGateway(_ record: inout ContainerRecord, interface: String) throws {
+        guard let gateway else { throw APIError(503, "the gateway bridge is not set up on this node") }
+        let ns: NetworkNamespace
+        do { ns = try NetworkNamespace.open(path: record.namespacePath) } catch {
+            throw APIError(404, "the container's namespace cannot be opened: \(error)")
+        }
+        let attachment: GatewayAttachment
+        do { attachment = try gateway.attach(container: ns, interfaceName: interface) } catch {
+            throw APIError(500, "gateway bridge: \(error.message)")
+        }
+        record.gatewayAddress = attachment.address.description
+        do {
+            for m in try Self.mappings(record.publish, to: attachment.address) {
+                do { try gateway.publish(m) } catch {
+                    throw APIError(error.code == .conflict ? 409 : 400, "-p: \(error.message)")
+                }
+            }
+        } catch {
+            try? gateway.detach(address: attachment.address)
+            record.gatewayAddress = nil
+            throw error
+        }
+    }
+
+    func detachGateway(_ c: ContainerRecord) {
+        guard let gateway, let a = c.gatewayAddress.flatMap({ IPv4Address($0) }) else { return }
+        do { try gateway.detach(address: a) } catch { logger.warning("gateway bridge: \(error.message)") }
+    }
+}
