@@ -49,7 +49,7 @@ public struct GatewayBridgeOptions: Hashable, Sendable {
 }
 
 /// What `ensure` set up (or found): the bridge, its subnet and gateway, and the options in force.
-public struct GatewayBridgeInfo: Hashable, Sendable {
+public struct GatewayBridgeInfo: Hashable, Sendable, Codable {
     /// The bridge's name.
     public let bridgeName: String
     /// The bridge's subnet.
@@ -69,7 +69,7 @@ public struct GatewayBridgeInfo: Hashable, Sendable {
 }
 
 /// One container's interface on the gateway bridge.
-public struct GatewayAttachment: Hashable, Sendable {
+public struct GatewayAttachment: Hashable, Sendable, Codable {
     /// The interface name inside the container (`eth1`).
     public let interfaceName: String
     /// The veth end on the bridge, in the host namespace (`ovgw` + the address in hex).
