@@ -207,6 +207,53 @@ struct CLILab {
         #expect(!gone.succeeded && gone.output.contains("not found"))
     }
 
+    @Test func gatewayBridgeEgressInternalAndPublishedPorts() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-dg", hosts: 2)
+        defer { lab.down() }
+        // h2 customises its gateway bridge before joining, as SEED.md describes for docker_gwbridge.
+        _ = try lab.must("h2", ["network", "create", "-d", "bridge", "--subnet", "10.99.0.0/24",
+                                "--opt", "com.docker.network.bridge.name=ovl_gwbridge",
+                                "--opt", "com.docker.network.bridge.enable_icc=false",
+                                "--opt", "com.docker.network.bridge.enable_ip_masquerade=true", "ovl_gwbridge"])
+        let other = try lab.on("h2", ["network", "create", "-d", "bridge", "mybridge"])
+        #expect(!other.succeeded && other.output.contains("only the gateway bridge"))
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
+        _ = try lab.must("h2", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        _ = try lab.must("h1", ["network", "create", "--attachable", "--subnet", "10.40.0.0/24", "pub"])
+        _ = try lab.must("h1", ["network", "create", "--attachable", "--internal", "--subnet", "10.41.0.0/24", "priv"])
+        usleep(300_000)
+        _ = try lab.must("h2", ["run", "-d", "--name", "web", "-p", "8080:80", "--network", "pub", "--",
+                                "python3", "-m", "http.server", "80"])
+        _ = try lab.must("h2", ["run", "-d", "--name", "hidden", "--network", "priv", "--", "sleep", "infinity"])
+        // The gateway bridge made by hand was reused as it is: the container's address is in its subnet.
+        let inspect = try lab.must("h2", ["inspect", "web"])
+        #expect(inspect.contains("\"GatewayBridgeAddress\" : \"10.99.0."), "\(inspect)")
+        // -p reaches the container from another host and from the host itself.
+        var served = false
+        for _ in 0..<30 where !served {
+            served = (try lab.sh("h1", ["curl", "-s", "-m", "2", "-o", "/dev/null", "http://198.18.0.2:8080/"])).succeeded
+            if !served { usleep(200_000) }
+        }
+        #expect(served, "http://198.18.0.2:8080 did not answer from h1")
+        #expect(try lab.sh("h2", ["curl", "-s", "-m", "2", "-o", "/dev/null", "http://198.18.0.2:8080/"]).succeeded)
+        // Egress to a lab host outside the overlay through the gateway bridge; --internal has none.
+        #expect(try lab.on("h2", ["exec", "web", "--", "ping", "-c", "1", "-W", "2", "198.18.0.1"]).succeeded)
+        let blocked = try lab.on("h2", ["exec", "hidden", "--", "ping", "-c", "1", "-W", "2", "198.18.0.1"])
+        #expect(!blocked.succeeded)
+        // A second container can't take the same host port; nothing of it is left.
+        let clash = try lab.on("h2", ["run", "-d", "--name", "web2", "-p", "8080:80", "--network", "pub", "--", "sleep", "infinity"])
+        #expect(!clash.succeeded && clash.output.contains("8080"), "\(clash.output)")
+        #expect(!(try lab.must("h2", ["ps"])).contains("web2"))
+        // rm takes the published port away.
+        _ = try lab.must("h2", ["rm", "-f", "web"])
+        #expect(!(try lab.sh("h1", ["curl", "-s", "-m", "2", "-o", "/dev/null", "http://198.18.0.2:8080/"])).succeeded)
+    }
+
     @Test func badInputGetsOneClearLine() async throws {
         guard getuid() == 0 else {
             Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
