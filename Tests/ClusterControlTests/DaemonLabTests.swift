@@ -254,6 +254,47 @@ struct CLILab {
         #expect(!(try lab.sh("h1", ["curl", "-s", "-m", "2", "-o", "/dev/null", "http://198.18.0.2:8080/"])).succeeded)
     }
 
+    @Test func dataPathAddressIsTheVXLANSource() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-dd", hosts: 2)
+        defer { lab.down() }
+        // h2 carries overlay traffic on a second address of its own; h1 does not.
+        #expect(try lab.sh("h2", ["ip", "addr", "add", "198.18.1.2/15", "dev", "eth0"]).succeeded)
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
+        let notMine = try lab.on("h2", ["swarm", "join", "--token", token, "--data-path-addr", "198.18.7.7", "198.18.0.1:2377"])
+        #expect(!notMine.succeeded && notMine.output.contains("not an address of this host"))
+        _ = try lab.must("h2", ["swarm", "join", "--token", token, "--data-path-addr", "198.18.1.2", "198.18.0.1:2377"])
+        _ = try lab.must("h1", ["network", "create", "--attachable", "--subnet", "10.50.0.0/24", "dp"])
+        usleep(300_000)
+        _ = try lab.must("h1", ["run", "-d", "--name", "a", "--network", "dp", "--", "sleep", "infinity"])
+        _ = try lab.must("h2", ["run", "-d", "--name", "b", "--network", "dp", "--", "sleep", "infinity"])
+        let ipA = try lab.ip("h1", "a", network: "dp")
+        // Capture on h1 what arrives from h2 while b pings a.
+        let pcap = "/tmp/ovlt-dd-\(getpid()).txt"
+        defer { unlink(pcap) }
+        let dump = try Child.spawn(["ip", "netns", "exec", "ovlt-dd-h1", "tcpdump", "-n", "-l", "-c", "4", "-i", "eth0",
+                                    "udp", "port", "4789"], log: pcap)
+        usleep(800_000)
+        var reached = false
+        for _ in 0..<20 where !reached {
+            reached = (try lab.on("h2", ["exec", "b", "--", "ping", "-c", "1", "-W", "1", ipA])).succeeded
+        }
+        #expect(reached)
+        _ = try lab.on("h2", ["exec", "b", "--", "ping", "-c", "3", "-i", "0.2", ipA])
+        usleep(500_000)
+        kill(dump.pid, SIGTERM)
+        var status: Int32 = 0
+        waitpid(dump.pid, &status, 0)
+        let seen = (try? String(contentsOfFile: pcap, encoding: .utf8)) ?? ""
+        #expect(seen.contains("198.18.1.2."), "VXLAN from h2 did not come from its data-path address: \(seen)")
+        #expect(!seen.contains("198.18.0.2."), "VXLAN from h2 left from its advertise address: \(seen)")
+        #expect(seen.contains("198.18.0.1."), "h1's VXLAN should leave from its advertise address: \(seen)")
+    }
+
     @Test func badInputGetsOneClearLine() async throws {
         guard getuid() == 0 else {
             Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
