@@ -126,6 +126,13 @@ public final class OverlayDriver: @unchecked Sendable {
         }
     }
 
+    /// The host's `net.core.netdev_max_backlog` (the per-CPU receive backlog every broadcast copy
+    /// to a sibling endpoint passes through), when readable.
+    static func netdevMaxBacklog() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/sys/net/core/netdev_max_backlog", encoding: .utf8) else { return nil }
+        return Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
     /// How many endpoints a subnet can have on this host: ``maxEndpointsPerBridge`` in veth +
     /// bridge mode; in MACVLAN mode every address but the network, broadcast and gateway ones.
     public func maxEndpoints(on subnet: OverlayNetwork.Subnet) -> Int {
@@ -327,6 +334,15 @@ public final class OverlayDriver: @unchecked Sendable {
                 ? "as many as one Linux bridge takes (1,023 ports, one for the VXLAN device); add another subnet to the network, or use MACVLAN endpoints"
                 : "every usable address of the subnet; add another subnet to the network"
             throw OverlayDriverError(.capacityExceeded, "subnet \(subnet.cidr) of network '\(net.network.name)' already has \(onSubnet) endpoints on this host, \(why)")
+        }
+        if let backlog = OverlayDriver.netdevMaxBacklog(), onSubnet + 1 == backlog {
+            // A broadcast (ARP) from one endpoint is copied to every sibling MACVLAN or bridge port
+            // into the sender CPU's backlog before the VXLAN device's proxy-ARP reply is queued
+            // behind them; with as many siblings as the backlog holds, that reply is dropped.
+            logger.warning("endpoints on one subnet reach net.core.netdev_max_backlog; ARP replies will be lost", metadata: [
+                "network": "\(net.network.name)", "subnet": "\(subnet.cidr)", "endpoints": "\(onSubnet + 1)",
+                "netdev_max_backlog": "\(backlog)", "fix": "raise net.core.netdev_max_backlog above the endpoint count",
+            ])
         }
         if let other = net.endpoints.values.first(where: { $0.address == spec.address }) {
             throw OverlayDriverError(.duplicateAddress, "address \(spec.address) is already used by endpoint '\(other.id)' on network '\(net.network.name)'")
