@@ -7,8 +7,9 @@ import OverlayTestKit
 // The data plane benchmark: iperf3 TCP (1 and 4 streams) and ping RTT between two lab hosts,
 // side by side in one run over (1) the underlay veth, (2) a VXLAN pair built by hand with `ip
 // link` (the baseline), the same with a bridge and a container veth, and Docker's whole topology
-// by hand (bridge and VXLAN in a sandbox namespace), (3) our overlay (OverlayDriver: containers,
-// veths, sandbox bridges, VXLAN). Then the control-path timings: sandbox create + first attach, further attaches, and
+// by hand (bridge and VXLAN in a sandbox namespace), (3) our overlay (OverlayDriver) in its default
+// mode (containers on MACVLANs over the sandbox's VXLAN device) and in its veth + bridge fallback
+// (Docker's layout: containers, veths, sandbox bridge, VXLAN). Then the control-path timings: sandbox create + first attach, further attaches, and
 // programming 1,000 peers.
 
 private struct PathResult {
@@ -177,20 +178,38 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3) throws {
     try drivers[0].addPeer(e2.peer, network: "bench")
     try drivers[1].addPeer(e1!.peer, network: "bench")
 
+    // (3b) The same with the veth + bridge fallback: a second driver per host (its own node ID,
+    // state directory and VNI), the same VTEPs.
+    var bridged: [OverlayDriver] = []
+    defer { for d in bridged { d.shutdown() } }
+    for h in lab.hosts {
+        bridged.append(try OverlayDriver(configuration: OverlayDriverConfiguration(
+            nodeID: h.name + "b", stateDirectory: "\(stateRoot)/\(h.name)-b", hostNamespacePath: h.namespace.path,
+            dataPathAddress: .v4(h.address), endpointLink: .vethBridge)))
+    }
+    let specB = OverlayNetworkSpec(name: "bench-b", subnet: "10.194.0.0/24", vni: 4098)
+    for d in bridged { try d.createNetwork(specB) }
+    let b1 = try lab.makeNamespace("b1"), b2 = try lab.makeNamespace("b2")
+    let eb1 = try bridged[0].attach(EndpointSpec(id: "b1", network: "bench-b", namespace: .path(b1.path!), address: IPAddress("10.194.0.2")!))
+    let eb2 = try bridged[1].attach(EndpointSpec(id: "b2", network: "bench-b", namespace: .path(b2.path!), address: IPAddress("10.194.0.3")!))
+    try bridged[0].addPeer(eb2.peer, network: "bench-b")
+    try bridged[1].addPeer(eb1.peer, network: "bench-b")
+
     print("dataplane: 2 lab hosts, iperf3 TCP \(seconds) s per run, ping 200 x 10 ms, median of \(rounds) interleaved rounds; MTU 1450 on every VXLAN path")
     let results = try measure(lab, [
         Path(name: "underlay veth (no VXLAN)", client: p1, server: p2, serverIP: h2.address.description),
         Path(name: "VXLAN by hand (ip link)", client: p1, server: p2, serverIP: "10.199.0.2"),
         Path(name: "VXLAN+bridge+veth by hand", client: hc[0], server: hc[1], serverIP: "10.196.0.2"),
         Path(name: "sandbox+bridge+VXLAN by hand", client: dc[0], server: dc[1], serverIP: "10.195.0.2"),
-        Path(name: "our overlay (OverlayDriver)", client: c1.path!, server: c2.path!, serverIP: "10.198.0.3"),
+        Path(name: "our overlay (\(drivers[0].endpointLink))", client: c1.path!, server: c2.path!, serverIP: "10.198.0.3"),
+        Path(name: "our overlay (veth+bridge fallback)", client: b1.path!, server: b2.path!, serverIP: "10.194.0.3"),
     ], seconds: seconds, rounds: rounds)
     let base = results[1]
     func g(_ bps: Double) -> String { String(format: "%.2f", bps / 1e9) }
     func pct(_ a: Double, _ b: Double) -> String { String(format: "%.0f%%", a / b * 100) }
-    print("path                          TCP x1 Gbit/s  TCP x4 Gbit/s  RTT avg ms  RTT max ms  x1 vs hand  x4 vs hand  RTT vs hand")
+    print("path                                TCP x1 Gbit/s  TCP x4 Gbit/s  RTT avg ms  RTT max ms  x1 vs hand  x4 vs hand  RTT vs hand")
     for r in results {
-        print(r.name.padding(toLength: 30, withPad: " ", startingAt: 0)
+        print(r.name.padding(toLength: 36, withPad: " ", startingAt: 0)
               + g(r.tcp1).padding(toLength: 15, withPad: " ", startingAt: 0)
               + g(r.tcp4).padding(toLength: 15, withPad: " ", startingAt: 0)
               + String(format: "%.3f", r.rttAverage).padding(toLength: 12, withPad: " ", startingAt: 0)

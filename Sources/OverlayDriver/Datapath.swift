@@ -13,8 +13,10 @@ public struct TunnelSpec: Hashable, Sendable {
     public let mtu: UInt32
     /// The name the tunnel device must have inside the sandbox.
     public let deviceName: String
-    /// The sandbox bridge the tunnel device becomes a port of.
-    public let bridge: String
+    /// The sandbox bridge the tunnel device becomes a port of; nil when endpoints are MACVLANs on
+    /// the tunnel device itself (then it must be an Ethernet device that can be a MACVLAN's lower
+    /// device: a VXLAN or TAP device is).
+    public let bridge: String?
 }
 
 /// The seam between the driver and whatever moves frames between hosts: the kernel's VXLAN device
@@ -27,8 +29,8 @@ public protocol Datapath: Sendable {
     /// Removes what an earlier run of a driver with the same node ID left in the host namespace;
     /// returns what it removed. Called once when the driver starts.
     func removeStale() throws(OverlayDriverError) -> [String]
-    /// Creates the tunnel endpoint `tunnel` in the sandbox and makes it a port of `tunnel.bridge`, up.
-    /// On failure, leaves nothing behind.
+    /// Creates the tunnel device `tunnel.deviceName` in the sandbox, makes it a port of
+    /// `tunnel.bridge` when one is given, and sets it up. On failure, leaves nothing behind.
     func createTunnel(_ tunnel: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError)
     /// Removes the tunnel endpoint (idempotent).
     func removeTunnel(_ tunnel: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError)
@@ -78,7 +80,7 @@ public struct KernelDatapath: Datapath {
     }
 
     /// Creates the VXLAN device in the host namespace, moves it into the sandbox, renames it,
-    /// enslaves it to the bridge and sets it up; deletes it again if any step fails.
+    /// enslaves it to the bridge (if any) and sets it up; deletes it again if any step fails.
     public func createTunnel(_ tunnel: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) {
         let temp = hostName(tunnel)
         let options = VXLANOptions(
@@ -98,7 +100,7 @@ public struct KernelDatapath: Datapath {
         do {
             try kernel("set up \(tunnel.deviceName) in sandbox \(sandbox.namespace.name)") { () throws(NetlinkError) in
                 try sandbox.renameLink(temp, to: tunnel.deviceName)
-                try sandbox.setMaster(tunnel.bridge, of: tunnel.deviceName)
+                if let bridge = tunnel.bridge { try sandbox.setMaster(bridge, of: tunnel.deviceName) }
                 try sandbox.setUp(tunnel.deviceName)
             }
         } catch {

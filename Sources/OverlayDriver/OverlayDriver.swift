@@ -6,9 +6,12 @@ import OverlayModel
 /// The overlay data plane of one host, built the way Docker's overlay driver builds it.
 ///
 /// Per network, on the first local endpoint, a network sandbox (a namespace `sb-<vni>` in
-/// `<stateDirectory>/netns`) with, per subnet, a bridge `br-<vni>` holding the gateway address and
-/// a tunnel device `vx-<vni>` from the ``Datapath``; removed with the last endpoint. Endpoints are
-/// veth pairs from the sandbox bridge into any namespace. Peers (remote endpoints) are given
+/// `<stateDirectory>/netns`) with, per subnet, a tunnel device `vx-<vni>` from the ``Datapath``;
+/// removed with the last endpoint. How endpoints join it is ``endpointLink``: by default each is a
+/// MACVLAN (bridge mode) on the tunnel device, created in the container's namespace, with the
+/// gateway address on a MACVLAN `gw-<vni>` in the sandbox; in the veth + bridge fallback (Docker's
+/// layout) a bridge `br-<vni>` holds the gateway address and the tunnel device, and each endpoint
+/// is a veth pair from that bridge into the container. Peers (remote endpoints) are given
 /// through ``addPeer(_:network:)`` and kept even while no sandbox exists, and replayed when one is
 /// built. At start-up, sandboxes and host links a crashed run left are removed.
 ///
@@ -39,9 +42,16 @@ public final class OverlayDriver: @unchecked Sendable {
     /// What start-up found from an earlier run and removed (`sandbox sb-4096`, `link h1x1000`).
     public let removedStale: [String]
 
-    /// How many endpoints one subnet can have on one host: a Linux bridge has 1,024 port numbers
-    /// (BR_MAX_PORTS), port 0 is reserved, and the VXLAN device takes one.
-    public static let maxEndpointsPerSubnet = 1022
+    /// How many endpoints one subnet can have on one host in veth + bridge mode: a Linux bridge
+    /// has 1,024 port numbers (BR_MAX_PORTS), port 0 is reserved, and the VXLAN device takes one.
+    /// MACVLAN mode has no such limit (see ``maxEndpoints(on:)``).
+    public static let maxEndpointsPerBridge = 1022
+
+    /// How endpoints are linked on this driver: ``EndpointLink/macvlan`` or
+    /// ``EndpointLink/vethBridge``, never ``EndpointLink/auto`` (resolved at start-up).
+    public let endpointLink: EndpointLink
+    /// Why ``EndpointLink/auto`` chose the veth + bridge fallback (the probe's error); nil otherwise.
+    public let endpointLinkFallbackReason: String?
 
     private let host: NetlinkSocket
     private let lock = NSLock()
@@ -79,6 +89,59 @@ public final class OverlayDriver: @unchecked Sendable {
         if !removedStale.isEmpty {
             logger.notice("removed what an earlier run left", metadata: ["removed": "\(removedStale.joined(separator: ", "))"])
         }
+        switch configuration.endpointLink {
+        case .vethBridge:
+            endpointLink = .vethBridge
+            endpointLinkFallbackReason = nil
+        case .macvlan, .auto:
+            if let failure = OverlayDriver.probeMacvlan(handleDirectory: handleDirectory, nodeTag: nodeTag) {
+                guard configuration.endpointLink == .auto else {
+                    throw OverlayDriverError(.kernel, "endpoint link 'macvlan' was asked for, but this kernel cannot make a MACVLAN (\(failure)); load the macvlan module or use endpoint link 'vethBridge'")
+                }
+                endpointLink = .vethBridge
+                endpointLinkFallbackReason = failure
+                logger.notice("MACVLAN unavailable; endpoints use veth + bridge", metadata: ["reason": "\(failure)"])
+            } else {
+                endpointLink = .macvlan
+                endpointLinkFallbackReason = nil
+            }
+        }
+        logger.debug("endpoint link chosen", metadata: ["link": "\(endpointLink)"])
+    }
+
+    /// Whether the kernel can make a MACVLAN (on a bridge device, in a scratch namespace
+    /// `probe-<tag>` in the handle directory, removed again); nil when it can, else why not.
+    static func probeMacvlan(handleDirectory: String, nodeTag: String) -> String? {
+        let name = "probe-\(nodeTag)"
+        do throws(NetlinkError) {
+            let ns = try NetworkNamespace.create(named: name, handleDirectory: handleDirectory)
+            defer { try? NetworkNamespace.delete(named: name, handleDirectory: handleDirectory) }
+            let socket = try NetlinkSocket(namespace: ns)
+            try socket.createBridge(named: "lower")  // any Ethernet device will do; not every kernel has dummy
+            try socket.createMacvlan(named: "probe", lower: "lower", mode: .bridge)
+            try socket.deleteLink(named: "lower")  // takes the MACVLAN with it
+            return nil
+        } catch {
+            return error.message
+        }
+    }
+
+    /// The host's `net.core.netdev_max_backlog` (the per-CPU receive backlog every broadcast copy
+    /// to a sibling endpoint passes through), when readable.
+    static func netdevMaxBacklog() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/sys/net/core/netdev_max_backlog", encoding: .utf8) else { return nil }
+        return Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// How many endpoints a subnet can have on this host: ``maxEndpointsPerBridge`` in veth +
+    /// bridge mode; in MACVLAN mode every address but the network, broadcast and gateway ones.
+    public func maxEndpoints(on subnet: OverlayNetwork.Subnet) -> Int {
+        switch endpointLink {
+        case .vethBridge: return OverlayDriver.maxEndpointsPerBridge
+        case .auto, .macvlan:
+            guard let count = subnet.cidr.addressCount, count < UInt128(Int.max) else { return Int.max }
+            return Int(count) - (subnet.cidr.family == .v4 ? 3 : 2)
+        }
     }
 
     static func tag(for nodeID: String) throws(OverlayDriverError) -> String {
@@ -103,11 +166,15 @@ public final class OverlayDriver: @unchecked Sendable {
     /// and the VXLAN ports are freed at once) and the datapath's host-side leftovers.
     static func removeStale(handleDirectory: String, datapath: any Datapath) throws(OverlayDriverError) -> [String] {
         var removed: [String] = []
+        for name in NetworkNamespace.list(handleDirectory: handleDirectory) where name.hasPrefix("probe-") {
+            try? NetworkNamespace.delete(named: name, handleDirectory: handleDirectory)
+        }
         for name in NetworkNamespace.list(handleDirectory: handleDirectory) where name.hasPrefix("sb-") {
             if let ns = try? NetworkNamespace.open(named: name, handleDirectory: handleDirectory),
                let socket = try? NetlinkSocket(namespace: ns), let links = try? socket.links() {
-                // VXLAN devices first (their UDP ports), then veths (the container ends), then bridges.
-                let order: [String?] = ["vxlan", "veth", "bridge"]
+                // VXLAN devices first (their UDP ports; the containers' MACVLANs on them go with
+                // them), then veths (the container ends), then bridges and gateway MACVLANs.
+                let order: [String?] = ["vxlan", "veth", "bridge", "macvlan"]
                 for kind in order {
                     for link in links where link.kind == kind { try? socket.deleteLink(named: link.name) }
                 }
@@ -231,10 +298,11 @@ public final class OverlayDriver: @unchecked Sendable {
 
     // MARK: Endpoints
 
-    /// Attaches a namespace to a network with a veth pair: the container end gets the name, MAC,
-    /// address and MTU asked for, and routes to the network's other subnets via its gateway; the
-    /// sandbox end joins the subnet's bridge. Builds the sandbox on the network's first endpoint.
-    /// On failure nothing of this call remains.
+    /// Attaches a namespace to a network: its interface gets the name, MAC, address and MTU asked
+    /// for, and routes to the network's other subnets via its gateway. The interface is a MACVLAN on
+    /// the subnet's tunnel device, or (veth + bridge mode) a veth whose sandbox end joins the
+    /// subnet's bridge. Builds the sandbox on the network's first endpoint. On failure nothing of
+    /// this call remains.
     @discardableResult
     public func attach(_ spec: EndpointSpec) throws(OverlayDriverError) -> OverlayEndpoint {
         try locked { () throws(OverlayDriverError) in try attachLocked(spec) }
@@ -261,8 +329,20 @@ public final class OverlayDriver: @unchecked Sendable {
             throw OverlayDriverError(.addressNotInNetwork, "address \(spec.address) is the network, broadcast or gateway address of \(subnet.cidr); use another")
         }
         let onSubnet = net.endpoints.values.reduce(0) { $0 + (subnet.cidr.contains($1.address) ? 1 : 0) }
-        guard onSubnet < OverlayDriver.maxEndpointsPerSubnet else {
-            throw OverlayDriverError(.capacityExceeded, "subnet \(subnet.cidr) of network '\(net.network.name)' already has \(onSubnet) endpoints on this host, as many as one Linux bridge takes (1,023 ports, one for the VXLAN device); add another subnet to the network")
+        guard onSubnet < maxEndpoints(on: subnet) else {
+            let why = endpointLink == .vethBridge
+                ? "as many as one Linux bridge takes (1,023 ports, one for the VXLAN device); add another subnet to the network, or use MACVLAN endpoints"
+                : "every usable address of the subnet; add another subnet to the network"
+            throw OverlayDriverError(.capacityExceeded, "subnet \(subnet.cidr) of network '\(net.network.name)' already has \(onSubnet) endpoints on this host, \(why)")
+        }
+        if let backlog = OverlayDriver.netdevMaxBacklog(), onSubnet + 1 == backlog {
+            // A broadcast (ARP) from one endpoint is copied to every sibling MACVLAN or bridge port
+            // into the sender CPU's backlog before the VXLAN device's proxy-ARP reply is queued
+            // behind them; with as many siblings as the backlog holds, that reply is dropped.
+            logger.warning("endpoints on one subnet reach net.core.netdev_max_backlog; ARP replies will be lost", metadata: [
+                "network": "\(net.network.name)", "subnet": "\(subnet.cidr)", "endpoints": "\(onSubnet + 1)",
+                "netdev_max_backlog": "\(backlog)", "fix": "raise net.core.netdev_max_backlog above the endpoint count",
+            ])
         }
         if let other = net.endpoints.values.first(where: { $0.address == spec.address }) {
             throw OverlayDriverError(.duplicateAddress, "address \(spec.address) is already used by endpoint '\(other.id)' on network '\(net.network.name)'")
@@ -287,28 +367,40 @@ public final class OverlayDriver: @unchecked Sendable {
             net.sandbox = try buildSandbox(net)
         }
         let sandbox = net.sandbox!
-        let veth = "ve\(sandbox.nextVeth)"
-        sandbox.nextVeth += 1
-        do {
-            try kernel("attach endpoint '\(spec.id)' to network '\(net.network.name)'") { () throws(NetlinkError) in
-                try sandbox.socket.createVeth(named: veth, peerName: spec.interfaceName, peerNamespace: container, mtu: net.network.mtu)
-                try sandbox.socket.setMaster(subnet.bridgeName, of: veth)
-                try sandbox.socket.setUp(veth)
-                let c = try NetlinkSocket(namespace: container)
-                if spec.address.family == .v6 {
-                    // The address is ours by IPAM: no duplicate detection (Docker adds it NODAD), so
-                    // it is usable at once instead of tentative for a second.
-                    try container.setSysctl("net/ipv6/conf/\(spec.interfaceName)/accept_dad", to: "0")
+        var sandboxInterface: String?
+        do throws(OverlayDriverError) {
+            switch endpointLink {
+            case .vethBridge:
+                let veth = "ve\(sandbox.nextVeth)"
+                sandbox.nextVeth += 1
+                sandboxInterface = veth
+                try kernel("attach endpoint '\(spec.id)' to network '\(net.network.name)'") { () throws(NetlinkError) in
+                    try sandbox.socket.createVeth(named: veth, peerName: spec.interfaceName, peerNamespace: container, mtu: net.network.mtu)
+                    try sandbox.socket.setMaster(subnet.bridgeName, of: veth)
+                    try sandbox.socket.setUp(veth)
+                    let c = try NetlinkSocket(namespace: container)
+                    try c.setMAC(mac, of: spec.interfaceName)
+                    try configureContainer(c, container, spec, net.network, subnet)
                 }
-                try c.setMAC(mac, of: spec.interfaceName)
-                try c.addAddress(InterfaceAddress(spec.address, prefixLength: subnet.cidr.prefixLength)!, to: spec.interfaceName)
-                try c.setUp(spec.interfaceName)
-                for other in net.network.subnets where other.vni != subnet.vni && other.cidr.family == subnet.cidr.family {
-                    try c.replaceRoute(Route(destination: other.cidr, gateway: subnet.gateway, device: spec.interfaceName))
+            case .auto, .macvlan:
+                var created = false
+                do throws(OverlayDriverError) {
+                    try kernel("attach endpoint '\(spec.id)' to network '\(net.network.name)'") { () throws(NetlinkError) in
+                        let c = try NetlinkSocket(namespace: container)
+                        try sandbox.socket.createMacvlan(
+                            named: spec.interfaceName, lower: subnet.tunnelName, mode: .bridge, mac: mac, mtu: net.network.mtu,
+                            namespace: container)
+                        created = true
+                        try configureContainer(c, container, spec, net.network, subnet)
+                    }
+                } catch {
+                    // Only what this call made: an existing interface of that name is the caller's.
+                    if created, let c = try? NetlinkSocket(namespace: container) { try? c.deleteLink(named: spec.interfaceName) }
+                    throw error
                 }
             }
         } catch {
-            try? sandbox.socket.deleteLink(named: veth)
+            if let sandboxInterface { try? sandbox.socket.deleteLink(named: sandboxInterface) }
             if builtSandbox { teardownSandbox(net.network, sandbox) }
             throw mapAttachError(error, spec)
         }
@@ -318,12 +410,30 @@ public final class OverlayDriver: @unchecked Sendable {
         let endpoint = OverlayEndpoint(
             id: spec.id, network: net.network.name, namespace: spec.namespace, address: spec.address,
             prefixLength: subnet.cidr.prefixLength, mac: mac, interfaceName: spec.interfaceName, mtu: net.network.mtu,
-            gateway: subnet.gateway, sandboxInterface: veth, vtep: configuration.dataPathAddress)
+            gateway: subnet.gateway, link: endpointLink, sandboxInterface: sandboxInterface, vtep: configuration.dataPathAddress)
         net.endpoints[spec.id] = endpoint
         state.networks[net.network.name] = net
         state.endpointNetwork[spec.id] = net.network.name
         logger.debug("endpoint attached", metadata: ["endpoint": "\(spec.id)", "network": "\(net.network.name)", "address": "\(spec.address)"])
         return endpoint
+    }
+
+    /// Addresses a new endpoint interface in its container, brings it up and adds routes to the
+    /// network's other subnets.
+    private func configureContainer(
+        _ c: NetlinkSocket, _ container: NetworkNamespace, _ spec: EndpointSpec, _ network: OverlayNetwork,
+        _ subnet: OverlayNetwork.Subnet
+    ) throws(NetlinkError) {
+        if spec.address.family == .v6 {
+            // The address is ours by IPAM: no duplicate detection (Docker adds it NODAD), so
+            // it is usable at once instead of tentative for a second.
+            try container.setSysctl("net/ipv6/conf/\(spec.interfaceName)/accept_dad", to: "0")
+        }
+        try c.addAddress(InterfaceAddress(spec.address, prefixLength: subnet.cidr.prefixLength)!, to: spec.interfaceName)
+        try c.setUp(spec.interfaceName)
+        for other in network.subnets where other.vni != subnet.vni && other.cidr.family == subnet.cidr.family {
+            try c.replaceRoute(Route(destination: other.cidr, gateway: subnet.gateway, device: spec.interfaceName))
+        }
     }
 
     private func mapAttachError(_ error: OverlayDriverError, _ spec: EndpointSpec) -> OverlayDriverError {
@@ -333,8 +443,13 @@ public final class OverlayDriver: @unchecked Sendable {
         return error
     }
 
-    /// Detaches an endpoint: deletes its veth pair (the container's interface and routes go with
-    /// it). Removes the sandbox when it was the network's last endpoint.
+    /// Detaches an endpoint: deletes its veth pair or MACVLAN (the container's interface and
+    /// routes go with it). Removes the sandbox when it was the network's last endpoint.
+    ///
+    /// A MACVLAN lives only in the container's namespace: when that namespace can no longer be
+    /// opened (its handle was removed), its interface went with it or goes when the sandbox's
+    /// tunnel device does; an interface of that name that is not this endpoint's MACVLAN is left
+    /// alone.
     public func detach(endpoint id: String) throws(OverlayDriverError) {
         try locked { () throws(OverlayDriverError) in
             guard let name = state.endpointNetwork[id], var net = state.networks[name],
@@ -342,8 +457,12 @@ public final class OverlayDriver: @unchecked Sendable {
             else {
                 throw OverlayDriverError(.unknownEndpoint, "no endpoint '\(id)' is attached on this host")
             }
-            try ignoringNotFound("detach endpoint '\(id)' (delete \(endpoint.sandboxInterface) in \(sandbox.namespace.name))") {
-                () throws(NetlinkError) in try sandbox.socket.deleteLink(named: endpoint.sandboxInterface)
+            if let veth = endpoint.sandboxInterface {
+                try ignoringNotFound("detach endpoint '\(id)' (delete \(veth) in \(sandbox.namespace.name))") {
+                    () throws(NetlinkError) in try sandbox.socket.deleteLink(named: veth)
+                }
+            } else {
+                try detachMacvlan(endpoint)
             }
             net.endpoints[id] = nil
             state.endpointNetwork[id] = nil
@@ -352,6 +471,31 @@ public final class OverlayDriver: @unchecked Sendable {
                 net.sandbox = nil
             }
             state.networks[name] = net
+        }
+    }
+
+    private func detachMacvlan(_ endpoint: OverlayEndpoint) throws(OverlayDriverError) {
+        let container: NetworkNamespace
+        do {
+            switch endpoint.namespace {
+            case .path(let p): container = try NetworkNamespace.open(path: p)
+            case .pid(let pid): container = try NetworkNamespace.open(pid: pid)
+            }
+        } catch {
+            logger.debug("endpoint namespace is gone", metadata: ["endpoint": "\(endpoint.id)", "error": "\(error)"])
+            return
+        }
+        try ignoringNotFound("detach endpoint '\(endpoint.id)' (delete \(endpoint.interfaceName) in \(endpoint.namespace))") {
+            () throws(NetlinkError) in
+            let c = try NetlinkSocket(namespace: container)
+            let link = try c.link(named: endpoint.interfaceName)
+            guard link.kind == "macvlan", link.mac == endpoint.mac else {
+                logger.warning("endpoint interface was replaced; leaving it", metadata: [
+                    "endpoint": "\(endpoint.id)", "interface": "\(endpoint.interfaceName)", "kind": "\(link.kind ?? "-")",
+                ])
+                return
+            }
+            try c.deleteLink(named: endpoint.interfaceName)
         }
     }
 
@@ -450,7 +594,7 @@ public final class OverlayDriver: @unchecked Sendable {
         let s = network.subnets[index]
         return TunnelSpec(
             vni: s.vni, port: configuration.dataPathPort, localVTEP: configuration.dataPathAddress, mtu: network.mtu,
-            deviceName: s.tunnelName, bridge: s.bridgeName)
+            deviceName: s.tunnelName, bridge: endpointLink == .vethBridge ? s.bridgeName : nil)
     }
 
     private func buildSandbox(_ net: NetworkState) throws(OverlayDriverError) -> Sandbox {
@@ -488,14 +632,25 @@ public final class OverlayDriver: @unchecked Sendable {
                 }
             }
             for (i, s) in network.subnets.enumerated() {
-                try kernel("create bridge \(s.bridgeName) in sandbox \(name)") { () throws(NetlinkError) in
-                    try sb.createBridge(named: s.bridgeName, mtu: network.mtu)
-                    try sb.addAddress(InterfaceAddress(s.gateway, prefixLength: s.cidr.prefixLength)!, to: s.bridgeName)
-                    try sb.setUp(s.bridgeName)
-                }
                 let tunnel = tunnelSpec(network, i)
-                try datapath.createTunnel(tunnel, in: sb)
-                tunnels.append(tunnel)
+                if endpointLink == .vethBridge {
+                    try kernel("create bridge \(s.bridgeName) in sandbox \(name)") { () throws(NetlinkError) in
+                        try sb.createBridge(named: s.bridgeName, mtu: network.mtu)
+                        try sb.addAddress(InterfaceAddress(s.gateway, prefixLength: s.cidr.prefixLength)!, to: s.bridgeName)
+                        try sb.setUp(s.bridgeName)
+                    }
+                    try datapath.createTunnel(tunnel, in: sb)
+                    tunnels.append(tunnel)
+                } else {
+                    try datapath.createTunnel(tunnel, in: sb)
+                    tunnels.append(tunnel)
+                    // The gateway: a MACVLAN sibling of the endpoints, so they reach it directly.
+                    try kernel("create gateway \(s.gatewayLinkName) on \(s.tunnelName) in sandbox \(name)") { () throws(NetlinkError) in
+                        try sb.createMacvlan(named: s.gatewayLinkName, lower: s.tunnelName, mode: .bridge, mtu: network.mtu)
+                        try sb.addAddress(InterfaceAddress(s.gateway, prefixLength: s.cidr.prefixLength)!, to: s.gatewayLinkName)
+                        try sb.setUp(s.gatewayLinkName)
+                    }
+                }
             }
             // Replay what was learned before the sandbox existed.
             for (key, _) in net.vtepRefs {
@@ -507,6 +662,7 @@ public final class OverlayDriver: @unchecked Sendable {
             }
         } catch {
             if let socket {
+                for s in network.subnets { try? socket.deleteLink(named: s.gatewayLinkName) }
                 for t in tunnels { try? datapath.removeTunnel(t, in: socket) }
                 for s in network.subnets { try? socket.deleteLink(named: s.bridgeName) }
             }
@@ -527,11 +683,13 @@ public final class OverlayDriver: @unchecked Sendable {
                 logger.warning("tunnel removal failed", metadata: ["error": "\(error)"])
             }
         }
-        // Bridges go now; veth ends go with the namespace when its last reference (this sandbox's
-        // socket and descriptor) is released, in one kernel batch rather than one by one.
+        // Bridges (or gateway MACVLANs) go now; veth ends go with the namespace when its last
+        // reference (this sandbox's socket and descriptor) is released, in one kernel batch rather
+        // than one by one. Endpoint MACVLANs went with their tunnel device, their lower device.
         for s in network.subnets {
-            do throws(NetlinkError) { try sandbox.socket.deleteLink(named: s.bridgeName) } catch {
-                if error.code != .notFound { logger.warning("bridge removal failed", metadata: ["error": "\(error)"]) }
+            let link = endpointLink == .vethBridge ? s.bridgeName : s.gatewayLinkName
+            do throws(NetlinkError) { try sandbox.socket.deleteLink(named: link) } catch {
+                if error.code != .notFound { logger.warning("bridge or gateway removal failed", metadata: ["error": "\(error)"]) }
             }
         }
         do {

@@ -32,7 +32,7 @@ public struct OverlayDriverError: Error, Hashable, Sendable, CustomStringConvert
         public static let namespaceNotFound = Code(name: "namespaceNotFound")
         /// The network still has endpoints.
         public static let networkInUse = Code(name: "networkInUse")
-        /// A subnet's bridge on this host is full (1,022 endpoints: see ``OverlayDriver/maxEndpointsPerSubnet``).
+        /// A subnet on this host is full: its bridge (veth + bridge mode, ``OverlayDriver/maxEndpointsPerBridge``) or its addresses (``OverlayDriver/maxEndpoints(on:)``).
         public static let capacityExceeded = Code(name: "capacityExceeded")
         /// The kernel (or the datapath) refused an operation; the message says which.
         public static let kernel = Code(name: "kernel")

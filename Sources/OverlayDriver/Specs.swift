@@ -19,11 +19,15 @@ public struct OverlayDriverConfiguration: Sendable {
     public var underlayMTU: UInt32
     /// Where the driver logs sandbox and endpoint changes.
     public var logger: Logger
+    /// How endpoints are linked to their subnet's tunnel device (``EndpointLink/auto`` by default:
+    /// MACVLAN when the kernel has it, else veth + bridge).
+    public var endpointLink: EndpointLink
 
     /// Makes a configuration with Docker's defaults (port 4789, underlay MTU 1500).
     public init(
         nodeID: String, stateDirectory: String, hostNamespacePath: String? = nil, dataPathAddress: IPAddress,
-        dataPathPort: UInt16 = 4789, underlayMTU: UInt32 = 1500, logger: Logger = Logger(label: "overlay-driver")
+        dataPathPort: UInt16 = 4789, underlayMTU: UInt32 = 1500, logger: Logger = Logger(label: "overlay-driver"),
+        endpointLink: EndpointLink = .auto
     ) {
         self.nodeID = nodeID
         self.stateDirectory = stateDirectory
@@ -32,10 +36,27 @@ public struct OverlayDriverConfiguration: Sendable {
         self.dataPathPort = dataPathPort
         self.underlayMTU = underlayMTU
         self.logger = logger
+        self.endpointLink = endpointLink
     }
 
     /// Bytes VXLAN adds on the underlay: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
     public static let vxlanOverhead: UInt32 = 50
+}
+
+/// How a container's interface is joined to its subnet's tunnel device inside the network sandbox.
+public enum EndpointLink: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// MACVLAN when a start-up probe can create one, otherwise ``vethBridge`` (the reason is logged).
+    case auto
+    /// A MACVLAN in bridge mode on the tunnel device, created in the container's namespace: one
+    /// hop less than veth + bridge, and no bridge port limit (the subnet's size is the limit). The
+    /// gateway address sits on a MACVLAN `gw-<vni>` in the sandbox.
+    case macvlan
+    /// Docker's topology: a veth pair from the container into a bridge `br-<vni>` that holds the
+    /// gateway address and has the tunnel device as a port (at most
+    /// ``OverlayDriver/maxEndpointsPerBridge`` endpoints per subnet and host).
+    case vethBridge
+
+    public var description: String { rawValue }
 }
 
 /// What `network create -d overlay` asked for: a name, one or more subnets each with its VXLAN ID,
@@ -85,12 +106,14 @@ public struct OverlayNetwork: Hashable, Sendable {
     public struct Subnet: Hashable, Sendable {
         /// The subnet.
         public let cidr: CIDR
-        /// The gateway address (on the subnet's bridge in the sandbox).
+        /// The gateway address (on the subnet's bridge, or its gateway MACVLAN, in the sandbox).
         public let gateway: IPAddress
         /// The VXLAN ID.
         public let vni: VNI
-        /// The bridge's name inside the sandbox (`br-<vni>`).
+        /// The bridge's name inside the sandbox (`br-<vni>`, veth + bridge mode).
         public var bridgeName: String { "br-\(vni.value)" }
+        /// The gateway MACVLAN's name inside the sandbox (`gw-<vni>`, MACVLAN mode).
+        public var gatewayLinkName: String { "gw-\(vni.value)" }
         /// The VXLAN device's name inside the sandbox (`vx-<vni>`).
         public var tunnelName: String { "vx-\(vni.value)" }
     }
@@ -99,7 +122,7 @@ public struct OverlayNetwork: Hashable, Sendable {
     public let name: String
     /// The subnets, in the order given.
     public let subnets: [Subnet]
-    /// The container MTU (veth, bridge and VXLAN device all use it).
+    /// The container MTU (the endpoint links, bridge or gateway MACVLAN, and tunnel device all use it).
     public let mtu: UInt32
     /// The name of the sandbox namespace handle (`sb-<first vni>`) in the driver's handle directory.
     public var sandboxName: String { "sb-\(subnets[0].vni.value)" }
@@ -174,8 +197,11 @@ public struct OverlayEndpoint: Hashable, Sendable {
     public let mtu: UInt32
     /// The subnet's gateway.
     public let gateway: IPAddress
-    /// The veth end inside the sandbox (`ve<n>`), a port of the subnet's bridge.
-    public let sandboxInterface: String
+    /// How the endpoint is linked (``EndpointLink/macvlan`` or ``EndpointLink/vethBridge``).
+    public let link: EndpointLink
+    /// The veth end inside the sandbox (`ve<n>`), a port of the subnet's bridge; nil for a MACVLAN
+    /// endpoint, which has no sandbox end (it hangs off the tunnel device).
+    public let sandboxInterface: String?
     /// This host's VTEP address.
     public let vtep: IPAddress
 

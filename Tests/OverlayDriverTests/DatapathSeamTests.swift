@@ -5,8 +5,10 @@ import OverlayModel
 import OverlayTestKit
 import Testing
 
-/// A datapath that only records what the driver asks of it: proves the driver talks to its
-/// datapath through the protocol alone, and pins down ref-counting and replay.
+/// A datapath that records what the driver asks of it: proves the driver talks to its datapath
+/// through the protocol alone, and pins down ref-counting and replay. Its tunnel device is a
+/// persistent TAP device (what a userspace datapath would read and write), so endpoints can hang off it in either
+/// endpoint-link mode.
 final class RecordingDatapath: Datapath, @unchecked Sendable {
     // @unchecked: `calls` is guarded by `lock`.
     private let lock = NSLock()
@@ -18,9 +20,20 @@ final class RecordingDatapath: Datapath, @unchecked Sendable {
 
     func removeStale() throws(OverlayDriverError) -> [String] { record("removeStale"); return [] }
     func createTunnel(_ t: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) {
-        record("create \(t.deviceName) vni \(t.vni) mtu \(t.mtu) bridge \(t.bridge)")
+        record("create \(t.deviceName) vni \(t.vni) mtu \(t.mtu) bridge \(t.bridge ?? "-")")
+        do throws(NetlinkError) {
+            _ = try sandbox.createTap(named: t.deviceName, persistent: true)
+            try sandbox.setMTU(t.mtu, of: t.deviceName)
+            if let bridge = t.bridge { try sandbox.setMaster(bridge, of: t.deviceName) }
+            try sandbox.setUp(t.deviceName)
+        } catch {
+            throw OverlayDriverError(.kernel, error.message)
+        }
     }
-    func removeTunnel(_ t: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) { record("remove \(t.deviceName)") }
+    func removeTunnel(_ t: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) {
+        record("remove \(t.deviceName)")
+        try? sandbox.deleteLink(named: t.deviceName)
+    }
     func addRemoteVTEP(_ v: IPAddress, on t: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) { record("+vtep \(v)") }
     func removeRemoteVTEP(_ v: IPAddress, on t: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) { record("-vtep \(v)") }
     func programPeer(_ p: PeerEntry, on t: TunnelSpec, in sandbox: NetlinkSocket) throws(OverlayDriverError) { record("+peer \(p.address)") }
@@ -29,10 +42,11 @@ final class RecordingDatapath: Datapath, @unchecked Sendable {
 
 @Suite("Datapath seam")
 struct DatapathSeamTests {
-    @Test("peers are ref-counted per VTEP, idempotent, replayed into a new sandbox; own VTEP skipped")
-    func refCountingAndReplay() throws {
-        let lab = try Lab.create(name: "ovlt-dseam", hosts: 1)
-        let state = "/run/ovlt-dseam-state"
+    @Test("peers are ref-counted per VTEP, idempotent, replayed into a new sandbox; own VTEP skipped",
+          arguments: [EndpointLink.macvlan, .vethBridge])
+    func refCountingAndReplay(link: EndpointLink) throws {
+        let lab = try Lab.create(name: "ovlt-dseam\(link.tag)", hosts: 1)
+        let state = "/run/ovlt-dseam\(link.tag)-state"
         defer {
             lab.destroy()
             try? NetworkNamespace.removeHandleDirectory(state + "/netns")
@@ -42,8 +56,9 @@ struct DatapathSeamTests {
         let d = try OverlayDriver(
             configuration: OverlayDriverConfiguration(
                 nodeID: "seam", stateDirectory: state, hostNamespacePath: lab.hosts[0].namespace.path,
-                dataPathAddress: .v4(lab.hosts[0].address)),
+                dataPathAddress: .v4(lab.hosts[0].address), endpointLink: link),
             datapath: dp)
+        #expect(d.endpointLink == link)
         #expect(dp.take() == ["removeStale"])
         try d.createNetwork(OverlayNetworkSpec(name: "n", subnet: "10.5.0.0/24", vni: 9000))
         let a = ip("198.18.0.10"), b = ip("198.18.0.11")
@@ -60,7 +75,11 @@ struct DatapathSeamTests {
         let c = try lab.makeNamespace("c")
         try d.attach(EndpointSpec(id: "c", network: "n", namespace: .path(c.path!), address: ip("10.5.0.2")))
         let replay = dp.take()
-        #expect(replay.first == "create vx-9000 vni 9000 mtu 1450 bridge br-9000")
+        #expect(replay.first == "create vx-9000 vni 9000 mtu 1450 bridge \(link == .vethBridge ? "br-9000" : "-")")
+        // The endpoint hangs off whatever device the datapath made: a MACVLAN on it, or a veth
+        // into the bridge it joined.
+        let eth0 = try NetlinkSocket(namespace: c).link(named: "eth0")
+        #expect(eth0.kind == (link == .macvlan ? "macvlan" : "veth"))
         #expect(replay.filter { $0.hasPrefix("+vtep") }.sorted() == ["+vtep 198.18.0.10", "+vtep 198.18.0.11"])
         #expect(replay.filter { $0.hasPrefix("+peer") }.sorted() == ["+peer 10.5.0.10", "+peer 10.5.0.11", "+peer 10.5.0.12"])
 

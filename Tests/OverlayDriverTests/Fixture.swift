@@ -12,8 +12,11 @@ final class Fixture: @unchecked Sendable {
     let lab: Lab
     let stateRoot: String
     var drivers: [OverlayDriver] = []
+    /// The endpoint link every driver of this fixture is configured with.
+    let link: EndpointLink
 
-    init(_ name: String, hosts: Int) throws {
+    init(_ name: String, hosts: Int, link: EndpointLink = .auto) throws {
+        self.link = link
         stateRoot = "/run/\(name)-state"
         Fixture.removeState(stateRoot)
         lab = try Lab.create(name: name, hosts: hosts)
@@ -32,7 +35,7 @@ final class Fixture: @unchecked Sendable {
         let h = lab.hosts[host]
         return try OverlayDriver(configuration: OverlayDriverConfiguration(
             nodeID: h.name, stateDirectory: stateDirectory(host), hostNamespacePath: h.namespace.path,
-            dataPathAddress: .v4(h.address)))
+            dataPathAddress: .v4(h.address), endpointLink: link))
     }
 
     /// A fresh container namespace `<lab>-<name>` with loopback up.
@@ -72,6 +75,17 @@ final class Fixture: @unchecked Sendable {
 }
 
 func ip(_ s: String) -> IPAddress { IPAddress(s)! }
+
+extension EndpointLink {
+    /// One letter for lab names, so a parametrised test's runs do not share a lab.
+    var tag: String {
+        switch self {
+        case .auto: "a"
+        case .macvlan: "m"
+        case .vethBridge: "b"
+        }
+    }
+}
 
 /// Milliseconds since `start`, for timing lines.
 func ms(since start: ContinuousClock.Instant) -> String {

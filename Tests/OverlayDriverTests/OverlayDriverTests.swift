@@ -7,9 +7,32 @@ import Testing
 
 @Suite("OverlayDriver in the lab")
 struct OverlayDriverTests {
-    @Test("3 hosts, one network, a container on each: every container pings every other")
-    func threeHosts() throws {
-        let f = try Fixture("ovlt-d3h", hosts: 3)
+    @Test("the default endpoint link is MACVLAN (this kernel has it); veth + bridge when asked for")
+    func endpointLinkChoice() throws {
+        let f = try Fixture("ovlt-dlnk", hosts: 1)
+        defer { f.destroy() }
+        let d = f.drivers[0]
+        #expect(d.configuration.endpointLink == .auto)
+        #expect(d.endpointLink == .macvlan)
+        #expect(d.endpointLinkFallbackReason == nil)
+        let net = try d.createNetwork(OverlayNetworkSpec(name: "n", subnet: "10.20.0.0/21", vni: 4500))
+        // The subnet is the limit: 2,048 addresses less network, broadcast and gateway.
+        #expect(d.maxEndpoints(on: net.subnets[0]) == 2045)
+        // The probe's scratch namespace is gone again.
+        #expect(f.sandboxes(0).isEmpty)
+        let bridged = try OverlayDriver(configuration: OverlayDriverConfiguration(
+            nodeID: "h1b", stateDirectory: f.stateDirectory(0) + "-b", hostNamespacePath: f.lab.hosts[0].namespace.path,
+            dataPathAddress: .v4(f.lab.hosts[0].address), endpointLink: .vethBridge))
+        defer { bridged.shutdown() }
+        #expect(bridged.endpointLink == .vethBridge)
+        #expect(bridged.maxEndpoints(on: net.subnets[0]) == OverlayDriver.maxEndpointsPerBridge)
+        #expect(OverlayDriver.maxEndpointsPerBridge == 1022)
+    }
+
+    @Test("3 hosts, one network, a container on each: every container pings every other and its gateway",
+          arguments: [EndpointLink.macvlan, .vethBridge])
+    func threeHosts(link: EndpointLink) throws {
+        let f = try Fixture("ovlt-d3h\(link.tag)", hosts: 3, link: link)
         defer { f.destroy() }
         var endpoints: [OverlayEndpoint] = []
         var containers: [NetworkNamespace] = []
@@ -20,8 +43,31 @@ struct OverlayDriverTests {
             let ep = try d.attach(EndpointSpec(id: "c\(i + 1)", network: "front", namespace: .path(c.path!), address: ip("10.10.0.\(i + 2)")))
             print("three-hosts: first attach on h\(i + 1) (sandbox + endpoint): \(ms(since: start))")
             #expect(ep.mtu == 1450)
+            #expect(ep.link == link)
             endpoints.append(ep)
             containers.append(c)
+            // What the endpoint and the sandbox are made of, in each mode.
+            let eth0 = try NetlinkSocket(namespace: c).link(named: "eth0")
+            let sb = try NetlinkSocket(namespace: NetworkNamespace.open(path: d.sandboxPath(network: "front")!))
+            let vx = try sb.link(named: "vx-4096")
+            #expect(eth0.mtu == 1450 && eth0.mac == ep.mac && eth0.isUp)
+            switch link {
+            case .macvlan, .auto:
+                #expect(eth0.kind == "macvlan")
+                #expect(ep.sandboxInterface == nil)
+                #expect(vx.masterIndex == nil)
+                let gw = try sb.link(named: "gw-4096")
+                #expect(gw.kind == "macvlan" && gw.isUp && gw.mtu == 1450)
+                #expect(try sb.addresses(on: "gw-4096", family: .v4).map(\.description) == ["10.10.0.1/24"])
+                #expect(try !sb.links().contains { $0.kind == "bridge" || $0.kind == "veth" })
+            case .vethBridge:
+                #expect(eth0.kind == "veth")
+                let br = try sb.link(named: "br-4096")
+                #expect(br.kind == "bridge")
+                #expect(vx.masterIndex == br.index)
+                #expect(try sb.link(named: try #require(ep.sandboxInterface)).masterIndex == br.index)
+                #expect(try sb.addresses(on: "br-4096", family: .v4).map(\.description) == ["10.10.0.1/24"])
+            }
         }
         for (i, d) in f.drivers.enumerated() {
             for (j, ep) in endpoints.enumerated() where j != i { try d.addPeer(ep.peer, network: "front") }
@@ -40,6 +86,8 @@ struct OverlayDriverTests {
                 let r = try f.ping(ep.address, from: c)
                 #expect(r.succeeded, "c\(i + 1) -> \(ep.address): \(r.output)")
             }
+            let gw = try f.ping(ip("10.10.0.1"), from: c)
+            #expect(gw.succeeded, "c\(i + 1) -> gateway: \(gw.output)")
         }
     }
 
@@ -203,8 +251,13 @@ struct OverlayDriverTests {
         let sb = try NetlinkSocket(namespace: NetworkNamespace.open(path: sbPath))
         #expect(try sb.link(named: "vx-4100").kind == "vxlan")
         #expect(try sb.link(named: "vx-4100").mtu == 1450)
-        // Two containers on one host talk through the sandbox bridge.
+        // The endpoints are MACVLANs on vx-4100 (the default), the gateway one in the sandbox.
+        #expect(try NetlinkSocket(namespace: c1).link(named: "eth0").kind == "macvlan")
+        #expect(try sb.link(named: "gw-4100").kind == "macvlan")
+        // Two containers on one host talk to each other (MACVLAN bridge mode) and to the gateway.
         #expect(try f.ping(ip("10.60.0.3"), from: c1).succeeded)
+        #expect(try f.ping(ip("10.60.0.2"), from: c2).succeeded)
+        #expect(try f.ping(ip("10.60.0.1"), from: c2).succeeded)
 
         let start = ContinuousClock.now
         try d.detach(endpoint: "c1")
@@ -217,7 +270,7 @@ struct OverlayDriverTests {
         #expect(f.sandboxes(0).isEmpty)
         #expect(d.sandboxPath(network: "n") == nil)
         #expect(try f.hostVXLANs(0).isEmpty)
-        #expect(try sb.links().allSatisfy { $0.kind != "vxlan" && $0.kind != "veth" && $0.kind != "bridge" })
+        #expect(try sb.links().allSatisfy { $0.kind != "vxlan" && $0.kind != "veth" && $0.kind != "bridge" && $0.kind != "macvlan" })
         #expect(try !NetlinkSocket(namespace: c2).links().contains { $0.name == "eth0" })
         do {
             try d.detach(endpoint: "c2")
@@ -255,7 +308,7 @@ struct OverlayDriverTests {
         try d1.addPeer(moved, network: "n")
         #expect(try d1.removePeer(e2.peer, network: "n") == false)
         let sb = try NetlinkSocket(namespace: NetworkNamespace.open(path: d1.sandboxPath(network: "n")!))
-        let fdb = try sb.fdbEntries(device: "vx-4200").filter(\.isSelf)  // not what br-4200 learned
+        let fdb = try sb.fdbEntries(device: "vx-4200").filter(\.isSelf)  // the device's own entries
         #expect(fdb.contains { $0.mac == moved.mac && $0.destination == e2.vtep })
         #expect(!fdb.contains { $0.mac == e2.mac })
         try d1.addPeer(e2.peer, network: "n")
