@@ -1,10 +1,10 @@
-// three-host-overlay: the demo (`make demo`). A 3-host lab with one overlay network between
-// them, built with the SDK alone: OverlayTestKit for the hosts, IPAM for the addresses, one
-// OverlayDriver per host (the network sandbox with its bridge and VXLAN device, the containers'
-// veths, the peers), and VXLANCodec to decode what crossed the underlay.
+// three-host-overlay: a 3-host lab with one overlay network between them, built with the SDK
+// alone (`make demo` runs the daemon's demo instead): OverlayTestKit for the hosts, IPAM for the
+// addresses, one OverlayDriver per host (the network sandbox with its VXLAN device, the
+// containers' MACVLANs, the peers), and VXLANCodec to decode what crossed the underlay.
 //
-// Until the daemon and gossip exist, the peers are exchanged by hand: each host's driver is told
-// where the other hosts' containers live, which is what the gossip layer will do.
+// The peers are exchanged by hand: each host's driver is told where the other hosts' containers
+// live, which is what gossip does in overlayd.
 //
 // Run as root: `make demo`. Everything is named `ovl-demo-…` or lives in /run/ovl-demo-state, and
 // is removed at the end, also on failure.
