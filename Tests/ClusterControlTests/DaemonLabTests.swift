@@ -320,6 +320,10 @@ struct CLILab {
             (["rm", "nope"], "no such container"),
             (["network", "create", "--bogus-flag", "n"], "Unknown option"),
             (["swarm", "join-token", "admin"], "unknown role"),
+            (["swarm", "init"], "already part of a swarm"),
+            (["network", "create", "-d", "overlay", "--opt", "encrypted", "n"], "not available in this build"),
+            (["network", "create", "-d", "overlay", "--opt", "com.docker.network.driver.mtu=20", "n"], "MTU"),
+            (["exec", "nope", "--", "true"], "no such container"),
         ]
         for (args, expected) in cases {
             let r = try lab.on("h1", args)
@@ -341,6 +345,42 @@ struct CLILab {
         #expect(!dupIP.succeeded && dupIP.output.contains("10.31.0.9"))
         let ps = try lab.must("h1", ["ps"])
         #expect(ps.contains("a ") && !ps.contains(" b "))
+        // Every network option shows in inspect under Docker's names.
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.32.0.0/24",
+                                "--gateway", "10.32.0.254", "--ip-range", "10.32.0.128/25", "--aux-address", "router=10.32.0.200",
+                                "--opt", "com.docker.network.driver.mtu=1400",
+                                "--opt", "com.docker.network.driver.overlay.vxlanid_list=5000", "--label", "team=blue", "full"])
+        let full = try lab.must("h1", ["network", "inspect", "full"])
+        for piece in ["\"Gateway\" : \"10.32.0.254\"", "\"IPRange\" : \"10.32.0.128/25\"", "\"router\" : \"10.32.0.200\"",
+                      "\"com.docker.network.driver.mtu\" : \"1400\"", "\"com.docker.network.driver.overlay.vxlanid_list\" : \"5000\"",
+                      "\"team\" : \"blue\"", "\"Attachable\" : true"] {
+            #expect(full.contains(piece), "\(piece) not in \(full)")
+        }
+        let sameVNI = try lab.on("h1", ["network", "create", "-d", "overlay", "--opt", "com.docker.network.driver.overlay.vxlanid_list=5000", "again"])
+        #expect(!sameVNI.succeeded && sameVNI.output.contains("VNI 5000 is already in use by network full"))
+        // Addresses come from the --ip-range; the container's MTU is the network's.
+        _ = try lab.must("h1", ["run", "-d", "--name", "f", "--network", "full", "--", "sleep", "infinity"])
+        let fip = try lab.ip("h1", "f", network: "full")
+        #expect(fip.hasPrefix("10.32.0.") && Int(fip.split(separator: ".")[3])! >= 128, "\(fip)")
+        #expect(try lab.must("h1", ["exec", "f", "--", "ip", "-o", "link", "show", "eth0"]).contains(" mtu 1400 "))
+        // Another runtime's container: attach its namespace by path, and one by PID.
+        #expect(try Command.run(["ip", "netns", "add", "ovlt-db-other"]).succeeded)
+        defer { _ = try? Command.run(["ip", "netns", "del", "ovlt-db-other"]) }
+        _ = try lab.must("h1", ["network", "connect", "--netns", "/run/netns/ovlt-db-other", "att", "other"])
+        #expect(try Command.run(["ip", "netns", "exec", "ovlt-db-other", "ping", "-c", "1", "-W", "2", "10.31.0.9"]).succeeded)
+        let missing = try lab.on("h1", ["network", "connect", "--pid", "999999", "att", "ghost"])
+        #expect(!missing.succeeded && missing.output.contains("not a network namespace"))
+        let sleeper = try Child.spawn(["unshare", "-n", "sleep", "60"], log: "/dev/null")
+        defer { kill(sleeper.pid, SIGKILL); var st: Int32 = 0; waitpid(sleeper.pid, &st, 0) }
+        usleep(300_000)
+        _ = try lab.must("h1", ["network", "connect", "--pid", "\(sleeper.pid)", "full", "bypid"])
+        #expect(try Command.run(["nsenter", "--net=/proc/\(sleeper.pid)/ns/net", "ping", "-c", "1", "-W", "2", fip]).succeeded)
+        _ = try lab.must("h1", ["rm", "bypid"])
+        _ = try lab.must("h1", ["rm", "other"])
+        // Rotating the worker token: the old one stops working.
+        let oldToken = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
+        let newToken = try lab.must("h1", ["swarm", "join-token", "--rotate", "-q", "worker"])
+        #expect(oldToken != newToken && oldToken.prefix(60) == newToken.prefix(60))
         // Malformed JSON straight to the API socket: a 400 with a message, and the daemon lives on.
         let sock = "/run/ovlt-db/h1/overlayd.sock"
         let raw = try Command.run(["curl", "-s", "-o", "-", "-w", " %{http_code}", "--unix-socket", sock, "-X", "POST",

@@ -188,7 +188,7 @@ extension OverlayDaemon {
                 NetworkID: n.networkID, EndpointID: n.endpointID, Gateway: n.gateway, IPAddress: n.address,
                 IPPrefixLen: n.prefixLength, MacAddress: n.mac, Aliases: [c.name] + n.aliases)
         }
-        let status = running ? "running" : (c.pid == nil ? "created" : "exited")
+        let status = !c.ownsNamespace ? "attached" : running ? "running" : (c.pid == nil ? "created" : "exited")
         return ContainerInspect(
             Id: c.id, Name: c.name, Created: c.created, State: .init(Status: status, Running: running, Pid: running ? c.pid! : 0),
             Config: .init(Cmd: c.command),
@@ -208,7 +208,8 @@ extension OverlayDaemon {
 
     func removeContainer(_ name: String, force: Bool) async throws {
         let c = try containerRecord(name)
-        if isRunning(c) {
+        // Another runtime's namespace (network connect): only our endpoints go; its processes stay.
+        if c.ownsNamespace && isRunning(c) {
             guard force else { throw APIError(409, "container \(c.name) is running: stop its process or use rm -f") }
             kill(c.pid!, SIGKILL)
         }
