@@ -91,10 +91,12 @@ do {
     let p = try await api("h1").json("POST", "/v1/containers", body: prober, as: ContainerInspect.self, group: group)
     let probeNS = "/proc/\(p.DaemonPid)/root\(p.NetworkSettings.SandboxKey)"
     var runTimes: [Double] = []
+    var callTimes: [Double] = []
     for i in 0..<rounds {
         let req = ContainerCreateRequest(name: "r\(i)", networks: ["bench0"], command: ["sleep", "infinity"], detach: true)
         let t0 = DispatchTime.now().uptimeNanoseconds
         let c = try await api("h2").json("POST", "/v1/containers", body: req, as: ContainerInspect.self, group: group)
+        callTimes.append(ms(t0))
         let ip = c.NetworkSettings.Networks["bench0"]!.IPAddress
         // ping sends every 2 ms and exits at the first reply.
         _ = try sh(["nsenter", "--net=\(probeNS)", "--", "ping", "-q", "-n", "-c", "1", "-i", "0.002", "-w", "5", ip], timeout: 10)
@@ -102,9 +104,11 @@ do {
     }
     let (nm, n90) = stats(netTimes)
     let (rm, r90) = stats(runTimes)
+    let (cm, c90) = stats(callTimes)
     print("control plane, 3-host lab, \(rounds) rounds, \(normalGossip ? "Docker's gossip intervals" : "lab gossip intervals (200 ms probes)"):")
     print(String(format: "  network create -> known on 2 workers:      median %7.1f ms  p90 %7.1f ms   (aim < 1000 ms)", nm, n90))
     print(String(format: "  run on h2 -> pingable from a container on h1: median %7.1f ms  p90 %7.1f ms   (aim < 200 ms; < 50 ms with an immediate push)", rm, r90))
+    print(String(format: "    of which the run call itself (namespace, address from the manager, attach, gateway, process): median %7.1f ms  p90 %7.1f ms", cm, c90))
     print(String(format: "  Docker, same lab shape, recorded: 478 ms run-to-reachable by name; ours is %.2fx of it", rm / 478))
 } catch {
     print("control-bench: failed: \(error)")
