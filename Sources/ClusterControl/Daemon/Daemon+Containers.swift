@@ -51,6 +51,8 @@ extension OverlayDaemon {
             throw APIError(400, "-p needs a network that is not --internal: published ports go through the gateway bridge")
         }
         let handle = "c-\(id.prefix(12))"
+        var timings: [(String, UInt64)] = [("start", DispatchTime.now().uptimeNanoseconds)]
+        func mark(_ what: String) { timings.append((what, DispatchTime.now().uptimeNanoseconds)) }
         let ns: NetworkNamespace
         do {
             ns = try NetworkNamespace.create(named: handle, handleDirectory: containerHandleDirectory)
@@ -59,6 +61,7 @@ extension OverlayDaemon {
             try? NetworkNamespace.delete(named: handle, handleDirectory: containerHandleDirectory)
             throw APIError(500, "cannot create the container's network namespace: \(error)")
         }
+        mark("namespace")
         var record = ContainerRecord(
             id: id, name: name, created: Date(), namespacePath: containerHandleDirectory + "/" + handle, ownsNamespace: true,
             command: req.command, detached: req.detach, pid: nil, logPath: nil, networks: [], publish: req.publish,
@@ -68,9 +71,15 @@ extension OverlayDaemon {
                 record.networks.append(try await connect(record, to: n, interface: "eth\(i)", ip: i == 0 ? req.ip : nil,
                                                          aliases: req.aliases, nodeID: s.nodeID))
             }
+            mark("networks")
             if external { try attachGateway(&record, interface: "eth\(networks.count)") }
+            mark("gateway")
             if req.detach { try spawn(&record) }
+            mark("process")
             try store.put(.container, name, record)
+            mark("store")
+            let steps = zip(timings.dropFirst(), timings).map { "\($0.0.0) \(($0.0.1 - $0.1.1) / 1_000_000) ms" }
+            logger.info("container \(name) created: \(steps.joined(separator: ", "))")
         } catch {
             await disconnectAll(record)
             if let pid = record.pid { kill(pid, SIGKILL) }
