@@ -66,13 +66,21 @@ extension OverlayDaemon {
             id: id, name: name, created: Date(), namespacePath: containerHandleDirectory + "/" + handle, ownsNamespace: true,
             command: req.command, detached: req.detach, pid: nil, logPath: nil, networks: [], publish: req.publish,
             gatewayAddress: nil)
+        // The gateway bridge's veth is made on another thread while the overlay endpoints wait for
+        // their addresses from the manager: the two touch different devices and routes.
+        let gatewayAttach = external ? startGatewayAttach(ns, interface: "eth\(networks.count)") : nil
         do {
-            for (i, n) in networks.enumerated() {
-                record.networks.append(try await connect(record, to: n, interface: "eth\(i)", ip: i == 0 ? req.ip : nil,
-                                                         aliases: req.aliases, nodeID: s.nodeID))
+            do {
+                for (i, n) in networks.enumerated() {
+                    record.networks.append(try await connect(record, to: n, interface: "eth\(i)", ip: i == 0 ? req.ip : nil,
+                                                             aliases: req.aliases, nodeID: s.nodeID))
+                }
+            } catch {
+                if let a = try? await gatewayAttach?.value { try? gateway?.detach(address: a.address) }
+                throw error
             }
             mark("networks")
-            if external { try attachGateway(&record, interface: "eth\(networks.count)") }
+            if let gatewayAttach { try await finishGatewayAttach(&record, gatewayAttach) }
             mark("gateway")
             if req.detach { try spawn(&record) }
             mark("process")

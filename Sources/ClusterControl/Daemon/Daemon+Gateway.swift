@@ -118,17 +118,23 @@ extension OverlayDaemon {
         return out
     }
 
-    /// Connects a container to the gateway bridge (default route, published ports). All or nothing.
-    func attachGateway(_ record: inout ContainerRecord, interface: String) throws {
+    /// Starts connecting a container's namespace to the gateway bridge (veth, address, default
+    /// route) on another thread; `finishGatewayAttach` publishes its ports.
+    func startGatewayAttach(_ ns: NetworkNamespace, interface: String) -> Task<GatewayAttachment, Error> {
+        let gateway = self.gateway
+        return Task.detached {
+            guard let gateway else { throw APIError(503, "the gateway bridge is not set up on this node") }
+            do { return try gateway.attach(container: ns, interfaceName: interface) } catch {
+                throw APIError(500, "gateway bridge: \((error as? GatewayBridgeError)?.message ?? "\(error)")")
+            }
+        }
+    }
+
+    /// Records the gateway address and publishes the container's ports (all or nothing: on an
+    /// error the container is taken off the bridge again).
+    func finishGatewayAttach(_ record: inout ContainerRecord, _ task: Task<GatewayAttachment, Error>) async throws {
+        let attachment = try await task.value
         guard let gateway else { throw APIError(503, "the gateway bridge is not set up on this node") }
-        let ns: NetworkNamespace
-        do { ns = try NetworkNamespace.open(path: record.namespacePath) } catch {
-            throw APIError(404, "the container's namespace cannot be opened: \(error)")
-        }
-        let attachment: GatewayAttachment
-        do { attachment = try gateway.attach(container: ns, interfaceName: interface) } catch {
-            throw APIError(500, "gateway bridge: \(error.message)")
-        }
         record.gatewayAddress = attachment.address.description
         do {
             for m in try Self.mappings(record.publish, to: attachment.address) {
