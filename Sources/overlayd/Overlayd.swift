@@ -20,7 +20,7 @@ struct Overlayd: AsyncParsableCommand {
     @Option(name: .long, help: "Where the daemon keeps its state.")
     var stateDir = "/var/lib/overlayd"
 
-    @Option(name: .long, help: "The local API socket (default: <state-dir>/overlayd.sock).")
+    @Option(name: .long, help: "The local API socket (default: /run/overlayd/overlayd.sock, where overlayctl looks).")
     var socket: String?
 
     @Option(name: .long, help: "Manager API listen address A:PORT (default 0.0.0.0:2377).")
