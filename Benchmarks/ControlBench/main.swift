@@ -86,8 +86,7 @@ do {
     }
 
     // 2. run on h2 -> reachable by IP from a container on h1.
-    var prober = ContainerCreateRequest(name: "probe", networks: ["bench0"], command: ["sleep", "infinity"], detach: true)
-    prober.ip = nil
+    let prober = ContainerCreateRequest(name: "probe", networks: ["bench0"], command: ["sleep", "infinity"], detach: true)
     let p = try await api("h1").json("POST", "/v1/containers", body: prober, as: ContainerInspect.self, group: group)
     let probeNS = "/proc/\(p.DaemonPid)/root\(p.NetworkSettings.SandboxKey)"
     var runTimes: [Double] = []

@@ -134,15 +134,13 @@ public final class APIServer: Sendable {
     public static let maxBody = 4 << 20
 
     private let channel: Channel
-    private let serveTask: Task<Void, Never>
     /// Where it listens.
     public let endpoint: APIEndpoint
     /// The bound port (TCP) or 0.
     public var port: Int { channel.localAddress?.port ?? 0 }
 
-    private init(channel: Channel, serveTask: Task<Void, Never>, endpoint: APIEndpoint) {
+    private init(channel: Channel, endpoint: APIEndpoint) {
         self.channel = channel
-        self.serveTask = serveTask
         self.endpoint = endpoint
     }
 
@@ -169,14 +167,12 @@ public final class APIServer: Sendable {
         case .tcp(let host, let port):
             channel = try await bootstrap.bind(host: host, port: port).get()
         }
-        let task = Task<Void, Never> { try? await channel.closeFuture.get() }
-        return APIServer(channel: channel, serveTask: task, endpoint: endpoint)
+        return APIServer(channel: channel, endpoint: endpoint)
     }
 
     /// Stops listening (requests in flight finish).
     public func close() async {
         try? await channel.close()
-        serveTask.cancel()
     }
 }
 

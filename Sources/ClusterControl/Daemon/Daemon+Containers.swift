@@ -250,7 +250,7 @@ extension OverlayDaemon {
         }
         for c in try store.all(.container, as: ContainerRecord.self) {
             var path = c.namespacePath
-            if (try? NetworkNamespace.open(path: path)) == nil, let pid = c.pid, isRunningByPID(pid) {
+            if (try? NetworkNamespace.open(path: path)) == nil, let pid = c.pid, kill(pid, 0) == 0 {
                 path = "/proc/\(pid)/ns/net"
             }
             guard let ns = try? NetworkNamespace.open(path: path) else {
@@ -276,6 +276,4 @@ extension OverlayDaemon {
             if record.namespacePath != c.namespacePath { try? store.put(.container, c.name, record) }
         }
     }
-
-    func isRunningByPID(_ pid: Int32) -> Bool { kill(pid, 0) == 0 }
 }
