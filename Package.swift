@@ -70,14 +70,15 @@ let package = Package(
         // Features built on the above.
         .target(name: "GWBridge", dependencies: ["OverlayModel", "Netlink", "PacketFilter", "IPAM"]),
         .target(name: "Ingress", dependencies: ["OverlayModel", "Netlink", "PacketFilter"]),
-        .target(name: "Discovery", dependencies: ["OverlayModel"]),
+        .target(name: "Discovery", dependencies: ["OverlayModel"], exclude: ["README.md"]),
+        .target(name: "DiscoveryServer", dependencies: ["Discovery", "OverlayModel", "Netlink", nioCore, nioPosix, logging]),
         .target(
             name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys", logging],
             exclude: ["README.md"]),
         .target(
             name: "ClusterControl",
             dependencies: [
-                "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "Ingress", "GWBridge", "Netlink",
+                "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "DiscoveryServer", "Ingress", "GWBridge", "Netlink",
                 "OverlayCrypto", logging, nioCore, nioPosix, nioHTTP1, nioTLS, nioSSL, x509, crypto, grdb,
             ],
             exclude: ["README.md"]),
@@ -110,6 +111,9 @@ let package = Package(
             path: "Benchmarks/OverlayBench"),
         .executableTarget(
             name: "control-bench", dependencies: ["ClusterControl", "OverlayTestKit", nioPosix], path: "Benchmarks/ControlBench"),
+        .executableTarget(
+            name: "dns-bench", dependencies: ["Discovery", "DiscoveryServer", "OverlayModel", "Netlink", "OverlayTestKit"],
+            path: "Benchmarks/DNSBench"),
         .executableTarget(name: "gossip-sim", dependencies: ["Gossip", "OverlayModel"], path: "Benchmarks/gossip-sim"),
 
         // libFuzzer harnesses (Fuzz/, Scripts/fuzz.sh, Documentation/Fuzzing.md). A plain build makes
@@ -121,6 +125,7 @@ let package = Package(
             name: "fuzz-gossip", dependencies: ["Gossip", "OverlayCrypto", nioCore], path: "Fuzz/Gossip",
             exclude: ["seeds"]),
         .executableTarget(name: "fuzz-model", dependencies: ["OverlayModel"], path: "Fuzz/Model", exclude: ["seeds"]),
+        .executableTarget(name: "fuzz-dns", dependencies: ["Discovery"], path: "Fuzz/DNS", exclude: ["seeds"]),
 
         // Tests.
         .testTarget(name: "OverlayModelTests", dependencies: ["OverlayModel"]),
@@ -133,6 +138,10 @@ let package = Package(
             name: "OverlayDriverTests", dependencies: ["OverlayDriver", "OverlayModel", "IPAM", "Netlink", "OverlayTestKit"]),
         .testTarget(name: "OverlayTestKitTests", dependencies: ["OverlayTestKit", "Netlink", "OverlayModel"]),
         .testTarget(name: "OverlayCryptoTests", dependencies: ["OverlayCrypto"]),
+        .testTarget(name: "DiscoveryTests", dependencies: ["Discovery", "OverlayModel"]),
+        .testTarget(
+            name: "DiscoveryServerTests",
+            dependencies: ["DiscoveryServer", "Discovery", "OverlayModel", "Netlink", "OverlayTestKit", nioCore, nioPosix]),
         .testTarget(name: "PacketFilterTests", dependencies: ["PacketFilter", "Netlink", "OverlayTestKit"]),
         .testTarget(
             name: "GWBridgeTests", dependencies: ["GWBridge", "PacketFilter", "Netlink", "OverlayModel", "IPAM", "OverlayTestKit"]),

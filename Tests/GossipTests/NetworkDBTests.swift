@@ -286,12 +286,12 @@ struct TableSim {
         #expect(dbs[1].networkMembers("demo") == ["t2", "t3"])
         // A new t1 at the same address re-announces its entry.
         // (The old listener's port can take a moment to be free again.)
-        for attempt in 1 ... 30 {
+        for attempt in 1 ... 75 {
             dbs[0] = try make(0)
             do {
                 try await dbs[0].start()
                 break
-            } catch where attempt < 30 {
+            } catch where attempt < 75 {
                 try? await dbs[0].shutdown(leave: false)
                 try await Task.sleep(for: .milliseconds(200))
             }

@@ -7,9 +7,15 @@ import OverlayCrypto
 import OverlayModel
 @testable import Gossip
 
+private let handedOutLoopbacks = Mutex(Set<IPv4Address>())
+
 /// A loopback address unique to one test (127.<a>.<b>.<c>), so tests can run in parallel on 7946.
+/// Never the same one twice in a process: a repeat would collide with a test still bound to it.
 func uniqueLoopback() -> IPAddress {
-    .v4(IPv4Address(127, UInt8.random(in: 100 ... 250), UInt8.random(in: 1 ... 250), UInt8.random(in: 2 ... 250)))
+    while true {
+        let a = IPv4Address(127, UInt8.random(in: 100 ... 250), UInt8.random(in: 1 ... 250), UInt8.random(in: 2 ... 250))
+        if handedOutLoopbacks.withLock({ $0.insert(a).inserted }) { return .v4(a) }
+    }
 }
 
 /// Fast timings so loopback tests finish in seconds.

@@ -1,0 +1,1 @@
+print("dns-bench: not built yet")
