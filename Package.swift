@@ -61,7 +61,7 @@ let package = Package(
         .target(
             name: "Gossip", dependencies: ["OverlayModel", "OverlayCrypto", nioCore, nioPosix, logging],
             exclude: ["README.md"]),
-        .target(name: "IPsecKeys", dependencies: ["OverlayModel", "OverlayCrypto"]),
+        .target(name: "IPsecKeys", dependencies: ["OverlayModel", "OverlayCrypto", "COpenSSL"], exclude: ["README.md"]),
 
         // Kernel work.
         .target(name: "Netlink", dependencies: ["OverlayModel", "CNetlink", "COverlayShims"], exclude: ["README.md"]),
@@ -125,6 +125,7 @@ let package = Package(
             name: "fuzz-gossip", dependencies: ["Gossip", "OverlayCrypto", nioCore], path: "Fuzz/Gossip",
             exclude: ["seeds"]),
         .executableTarget(name: "fuzz-model", dependencies: ["OverlayModel"], path: "Fuzz/Model", exclude: ["seeds"]),
+        .executableTarget(name: "fuzz-esp", dependencies: ["IPsecKeys", "OverlayCrypto"], path: "Fuzz/ESP", exclude: ["seeds"]),
         .executableTarget(name: "fuzz-dns", dependencies: ["Discovery"], path: "Fuzz/DNS", exclude: ["seeds"]),
 
         // Tests.
@@ -138,6 +139,7 @@ let package = Package(
             name: "OverlayDriverTests", dependencies: ["OverlayDriver", "OverlayModel", "IPAM", "Netlink", "OverlayTestKit"]),
         .testTarget(name: "OverlayTestKitTests", dependencies: ["OverlayTestKit", "Netlink", "OverlayModel"]),
         .testTarget(name: "OverlayCryptoTests", dependencies: ["OverlayCrypto"]),
+        .testTarget(name: "IPsecKeysTests", dependencies: ["IPsecKeys", "OverlayCrypto", "OverlayModel"]),
         .testTarget(name: "DiscoveryTests", dependencies: ["Discovery", "OverlayModel"]),
         .testTarget(
             name: "DiscoveryServerTests",
