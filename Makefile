@@ -7,7 +7,7 @@ SHELL := /bin/bash
 
 # Debian packages the build, the tests and the lab need.
 DEPS := pkg-config libnl-3-dev libnl-route-3-dev libssl-dev libnftables-dev libsqlite3-dev iproute2 nftables \
-        iputils-ping fping iperf3 dnsutils tcpdump serf curl
+        iputils-ping fping iperf3 dnsutils dnsmasq-base dnsperf tcpdump serf curl python3
 
 .PHONY: deps build test demo bench lab-clean
 
@@ -28,12 +28,13 @@ build: deps
 # The long blocking lab suites (the driver at 1,000+ endpoints, the daemons in a lab) run on their
 # own after the rest: on 2 cores they would hold both of Swift's cooperative threads and starve the
 # timing-sensitive gossip tests running beside them.
-HEAVY_TESTS := ScaleTests|DaemonLabTests
+LAB_TESTS := DaemonLabTests|DNSLabTests|DNSServerTests
+HEAVY_TESTS := ScaleTests|$(LAB_TESTS)
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip '$(HEAVY_TESTS)'
 	$(SWIFT) test --skip-build --filter ScaleTests
-	$(SWIFT) test --skip-build --filter DaemonLabTests
+	$(SWIFT) test --skip-build --filter '$(LAB_TESTS)'
 
 # The demo: a 3-host lab, each host running overlayd; init, join, an overlay network, a container
 # per host pinging the others (Scripts/demo.sh prints every command). `make demo KEEP=1` leaves it up.

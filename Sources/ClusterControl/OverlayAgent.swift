@@ -16,14 +16,20 @@ public struct EndpointRecord: Codable, Hashable, Sendable {
     public var mac: String
     /// The underlay address of the host (its VTEP).
     public var vtep: String
+    /// Other names the endpoint answers to in DNS on this network (`--network-alias`).
+    public var aliases: [String]?
+    /// The service this endpoint is a task of, if any.
+    public var service: String?
 
     /// Makes a record from an attached endpoint.
-    public init(endpoint: OverlayEndpoint, name: String) {
+    public init(endpoint: OverlayEndpoint, name: String, aliases: [String] = [], service: String? = nil) {
         id = endpoint.id
         self.name = name
         address = endpoint.address.description
         mac = endpoint.mac.description
         vtep = endpoint.vtep.description
+        self.aliases = aliases.isEmpty ? nil : aliases
+        self.service = service
     }
 
     /// The JSON bytes stored in the table.
@@ -61,6 +67,16 @@ public struct PeerChange: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// A change to the endpoint records of a network, local ones included (for the DNS tables).
+public enum EndpointRecordEvent: Sendable, Hashable {
+    /// A record was created or changed.
+    case upsert(network: String, key: String, owner: String, record: EndpointRecord)
+    /// A record was deleted, or withdrawn because its owner failed.
+    case remove(network: String, key: String)
+    /// This host stopped following the network: forget all of its records.
+    case networkLeft(String)
+}
+
 /// The agent that connects the layers on one host: endpoints attached through the driver are
 /// published in gossip's `endpoint_table` of their network, and endpoints other hosts publish
 /// there become the driver's peers (added on create/update, removed on delete or owner failure).
@@ -80,6 +96,7 @@ public final class OverlayAgent: Sendable {
         var observers: [UInt64: AsyncStream<PeerChange>.Continuation] = [:]
         var nextID: UInt64 = 0
         var errors: [String] = []
+        var recordObserver: (@Sendable (EndpointRecordEvent) -> Void)?
     }
     private let state = Mutex(State())
 
@@ -107,11 +124,17 @@ public final class OverlayAgent: Sendable {
         return network
     }
 
+    /// Calls `observer` for every endpoint record change of every followed network, local records
+    /// included, in order (the current records of a network first when it is followed).
+    public func setRecordObserver(_ observer: (@Sendable (EndpointRecordEvent) -> Void)?) {
+        state.withLock { $0.recordObserver = observer }
+    }
+
     /// Attaches an endpoint through the driver and publishes its record.
     @discardableResult
-    public func attach(_ spec: EndpointSpec, name: String? = nil) throws -> OverlayEndpoint {
+    public func attach(_ spec: EndpointSpec, name: String? = nil, aliases: [String] = [], service: String? = nil) throws -> OverlayEndpoint {
         let endpoint = try driver.attach(spec)
-        let record = EndpointRecord(endpoint: endpoint, name: name ?? spec.id)
+        let record = EndpointRecord(endpoint: endpoint, name: name ?? spec.id, aliases: aliases, service: service)
         do {
             try db.createEntry(network: spec.network, table: Self.endpointTable, key: endpoint.id, value: record.encoded())
         } catch {
@@ -177,18 +200,26 @@ public final class OverlayAgent: Sendable {
     /// Stops programming a network's peers and leaves its gossip network (the caller removes it
     /// from the driver).
     public func leaveNetwork(_ name: String) {
-        let task = state.withLock { s -> Task<Void, Never>? in
+        let (task, observer) = state.withLock { s -> (Task<Void, Never>?, (@Sendable (EndpointRecordEvent) -> Void)?) in
             s.programmed[name] = nil
-            return s.watchers.removeValue(forKey: name)
+            return (s.watchers.removeValue(forKey: name), s.recordObserver)
         }
         task?.cancel()
         db.leaveNetwork(name)
+        observer?(.networkLeft(name))
     }
 
     /// Whether the agent follows this network.
     public func follows(_ name: String) -> Bool { state.withLock { $0.watchers[name] != nil } }
 
     private func apply(_ change: TableChange) {
+        if let observer = state.withLock({ $0.recordObserver }) {
+            if change.kind == .delete {
+                observer(.remove(network: change.network, key: change.key))
+            } else if let record = EndpointRecord.decode(change.value) {
+                observer(.upsert(network: change.network, key: change.key, owner: change.owner, record: record))
+            }
+        }
         guard change.owner != me else { return }
         let network = change.network
         let old = state.withLock { $0.programmed[network]?[change.key] }

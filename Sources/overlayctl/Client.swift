@@ -71,6 +71,16 @@ func execReplacing(_ argv: [String]) -> CLIError {
 
 /// The namespace handle of a container, reachable from this process even when the daemon runs
 /// in a mount namespace of its own: through /proc/<daemon pid>/root.
+/// The argv that runs `command` in the container: its namespace, and its resolv.conf when it has one.
+func containerArgv(_ c: ContainerInspect, _ command: [String]) -> [String] {
+    var resolv = c.ResolvConfPath
+    if let r = resolv {
+        let viaDaemon = "/proc/\(c.DaemonPid)/root\(r)"
+        resolv = FileManager.default.fileExists(atPath: viaDaemon) ? viaDaemon : r
+    }
+    return ContainerProcess.argv(namespacePath: reachableNamespacePath(c), resolvConf: resolv, command: command)
+}
+
 func reachableNamespacePath(_ c: ContainerInspect) -> String {
     let viaDaemon = "/proc/\(c.DaemonPid)/root\(c.NetworkSettings.SandboxKey)"
     if c.NetworkSettings.SandboxKey.hasPrefix("/proc/") { return c.NetworkSettings.SandboxKey }

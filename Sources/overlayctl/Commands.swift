@@ -282,7 +282,7 @@ struct Run: AsyncParsableCommand {
             print(c.Id)
             return
         }
-        throw execReplacing(["nsenter", "--net=\(reachableNamespacePath(c))", "--"] + cmd)
+        throw execReplacing(containerArgv(c, cmd))
     }
 }
 
@@ -297,7 +297,7 @@ struct Exec: AsyncParsableCommand {
         if cmd.first == "--" { cmd.removeFirst() }
         guard !cmd.isEmpty else { throw CLIError("exec needs a command: overlayctl exec NAME -- CMD", code: 64) }
         let c = try await global.client().call("GET", "/v1/containers/\(escape(name))", as: ContainerInspect.self)
-        throw execReplacing(["nsenter", "--net=\(reachableNamespacePath(c))", "--"] + cmd)
+        throw execReplacing(containerArgv(c, cmd))
     }
 }
 

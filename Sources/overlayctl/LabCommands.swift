@@ -57,6 +57,7 @@ struct LabUp: AsyncParsableCommand {
     @OptionGroup var lab: LabOptions
     @Option(help: "How many hosts (1-250).") var hosts = 3
     @Flag(help: "Docker's gossip intervals instead of the lab's fast ones.") var normalGossip = false
+    @Option(help: "An upstream DNS server every host's overlayd forwards to (repeatable; passed as overlayd --dns).") var dns: [String] = []
 
     func validate() throws { guard (1...250).contains(hosts) else { throw ValidationError("--hosts \(hosts): use 1-250") } }
 
@@ -77,6 +78,7 @@ struct LabUp: AsyncParsableCommand {
             p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
             p.arguments = ["ip", "netns", "exec", lab.namespace(h.name), overlayd, "--state-dir", dir, "--socket", lab.socket(h.name),
                            "--hostname", h.name, "--advertise-addr", h.address.description] + (normalGossip ? [] : ["--fast-gossip"])
+                + dns.flatMap { ["--dns", $0] }
             p.standardOutput = log
             p.standardError = log
             p.standardInput = FileHandle.nullDevice

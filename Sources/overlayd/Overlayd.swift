@@ -41,6 +41,11 @@ struct Overlayd: AsyncParsableCommand {
     @Option(name: .long, help: "This node's name in `node ls` (default: the host name).")
     var hostname: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "An upstream DNS server for names outside the cluster, IP or IP:PORT (repeatable, up to 3).",
+        discussion: "Default: the nameservers in the host's /etc/resolv.conf. The embedded DNS at 127.0.0.11 in each container forwards to them from the host's namespace."))
+    var dns: [String] = []
+
     @Option(name: .long, help: "auto or kernel (the userspace datapath arrives with encrypted networks).")
     var datapath = "auto"
 
@@ -58,6 +63,10 @@ struct Overlayd: AsyncParsableCommand {
             throw ValidationError("--datapath \(datapath): this build has the kernel datapath only (auto or kernel)")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel) is not a level") }
+        guard dns.count <= 3 else { throw ValidationError("--dns is given \(dns.count) times: at most 3 upstream servers are used") }
+        for d in dns where !DaemonConfiguration.isValidDNSServer(d) {
+            throw ValidationError("--dns \(d) is not an IP address or IP:PORT")
+        }
         guard stateDir.hasPrefix("/") else { throw ValidationError("--state-dir must be an absolute path") }
     }
 
@@ -69,6 +78,7 @@ struct Overlayd: AsyncParsableCommand {
         config.dataPathPort = dataPathPort
         config.gossipPort = gossipPort
         config.fastGossip = fastGossip
+        config.dnsServers = dns
         if let hostname { config.hostname = hostname }
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in

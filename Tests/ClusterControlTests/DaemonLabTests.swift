@@ -19,9 +19,9 @@ struct CLILab {
         return dir
     }
 
-    static func up(_ name: String, hosts: Int) throws -> CLILab {
+    static func up(_ name: String, hosts: Int, extra: [String] = []) throws -> CLILab {
         let lab = CLILab(name: name, bin: binDirectory())
-        let r = try lab.ctl(["lab", "up", "--name", name, "--hosts", "\(hosts)"], timeout: 60)
+        let r = try lab.ctl(["lab", "up", "--name", name, "--hosts", "\(hosts)"] + extra, timeout: 60)
         guard r.succeeded else { throw LabError("lab up: \(r.output)") }
         return lab
     }

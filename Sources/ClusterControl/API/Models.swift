@@ -228,6 +228,8 @@ public struct ContainerInspect: Codable, Sendable {
     public var State: State
     public var Config: Config
     public var NetworkSettings: NetworkSettings
+    /// The resolv.conf the container's processes see (nameserver 127.0.0.11), if it has one.
+    public var ResolvConfPath: String?
     /// The daemon's PID: the namespace handle is reachable as /proc/<pid>/root<SandboxKey> even
     /// when the daemon runs in a mount namespace of its own (`ip netns exec`).
     public var DaemonPid: Int32

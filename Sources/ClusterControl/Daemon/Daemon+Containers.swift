@@ -82,6 +82,8 @@ extension OverlayDaemon {
             mark("networks")
             if let gatewayAttach { try await finishGatewayAttach(&record, gatewayAttach) }
             mark("gateway")
+            try await serveDNS(record)
+            mark("dns")
             if req.detach { try spawn(&record) }
             mark("process")
             try store.put(.container, name, record)
@@ -89,6 +91,7 @@ extension OverlayDaemon {
             let steps = zip(timings.dropFirst(), timings).map { "\($0.0.0) \(($0.0.1 - $0.1.1) / 1_000_000) ms" }
             logger.info("container \(name) created: \(steps.joined(separator: ", "))")
         } catch {
+            await stopDNS(record)
             await disconnectAll(record)
             if let pid = record.pid { kill(pid, SIGKILL) }
             try? NetworkNamespace.delete(named: handle, handleDirectory: containerHandleDirectory)
@@ -108,7 +111,7 @@ extension OverlayDaemon {
             let ep = try agent.attach(
                 EndpointSpec(id: endpointID, network: n.name, namespace: .path(c.namespacePath), address: IPAddress(a.address)!,
                              interfaceName: interface),
-                name: c.name)
+                name: c.name, aliases: aliases)
             return ContainerNetwork(
                 networkID: n.id, networkName: n.name, endpointID: endpointID, address: a.address, prefixLength: ep.prefixLength,
                 gateway: ep.gateway.description, mac: ep.mac.description, aliases: aliases)
@@ -134,7 +137,8 @@ extension OverlayDaemon {
         guard let out = FileHandle(forWritingAtPath: log) else { throw APIError(500, "cannot open the log \(log)") }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
-        p.arguments = ["--net=\(record.namespacePath)", "--"] + record.command
+        p.arguments = Array(ContainerProcess.argv(
+            namespacePath: record.namespacePath, resolvConf: containerResolvConf(record), command: record.command).dropFirst())
         p.standardOutput = out
         p.standardError = out
         p.standardInput = FileHandle.nullDevice
@@ -182,7 +186,11 @@ extension OverlayDaemon {
         let cn = try await connect(record, to: n, interface: "eth\(record.networks.count)", ip: req.ip, aliases: req.aliases ?? [],
                                    nodeID: s.nodeID)
         record.networks.append(cn)
-        do { try store.put(.container, record.name, record) } catch {
+        do {
+            try await serveDNS(record)
+            try store.put(.container, record.name, record)
+        } catch {
+            await stopDNS(record)
             await disconnectAll(ContainerRecord(id: record.id, name: record.name, created: record.created, namespacePath: path,
                                                 ownsNamespace: false, command: [], detached: false, pid: nil, logPath: nil,
                                                 networks: [cn], publish: [], gatewayAddress: nil))
@@ -211,7 +219,7 @@ extension OverlayDaemon {
             Config: .init(Cmd: c.command),
             NetworkSettings: .init(SandboxKey: c.namespacePath, Ports: ports(c), Networks: nets,
                                    GatewayBridgeAddress: c.gatewayAddress),
-            DaemonPid: getpid())
+            ResolvConfPath: containerResolvConf(c), DaemonPid: getpid())
     }
 
     func ports(_ c: ContainerRecord) -> [String: [[String: String]]] {
@@ -230,6 +238,7 @@ extension OverlayDaemon {
             guard force else { throw APIError(409, "container \(c.name) is running: stop its process or use rm -f") }
             kill(c.pid!, SIGKILL)
         }
+        await stopDNS(c)
         await disconnectAll(c)
         if c.ownsNamespace {
             let handle = (c.namespacePath as NSString).lastPathComponent
@@ -268,11 +277,12 @@ extension OverlayDaemon {
                     _ = try agent.attach(
                         EndpointSpec(id: cn.endpointID, network: cn.networkName, namespace: .path(path),
                                      address: IPAddress(cn.address)!, mac: MACAddress(cn.mac), interfaceName: "eth\(i)"),
-                        name: c.name)
+                        name: c.name, aliases: cn.aliases)
                 } catch {
                     logger.error("cannot restore \(c.name) on \(cn.networkName): \(error)")
                 }
             }
+            do { try await serveDNS(record) } catch { logger.error("cannot restore DNS in \(c.name): \(error)") }
             if record.namespacePath != c.namespacePath { try? store.put(.container, c.name, record) }
         }
     }

@@ -2,6 +2,7 @@ import Foundation
 import Gossip
 import GWBridge
 import IPAM
+import DiscoveryServer
 import Logging
 import NIOCore
 import NIOPosix
@@ -29,6 +30,11 @@ public struct DaemonConfiguration: Sendable {
     public var hostname: String
     /// Short gossip intervals for labs and tests (200 ms probes).
     public var fastGossip: Bool
+    /// Upstream resolvers for names the embedded DNS does not own (default: the nameservers of
+    /// the host's /etc/resolv.conf, up to three).
+    public var dnsServers: [String]
+    /// The file the default upstream resolvers and search domains are read from.
+    public var hostResolvConf: String
     /// Logs.
     public var logger: Logger
 
@@ -42,6 +48,8 @@ public struct DaemonConfiguration: Sendable {
         gethostname(&buf, 255)
         hostname = String(cString: buf)
         fastGossip = false
+        dnsServers = []
+        hostResolvConf = "/etc/resolv.conf"
         logger = Logger(label: "overlayd")
     }
 }
@@ -74,6 +82,8 @@ public actor OverlayDaemon {
     var managerServer: APIServer?
     var swarm: SwarmSettings?
     var agent: OverlayAgent?
+    /// The embedded DNS server (127.0.0.11 in every container), once in a swarm.
+    var dns: DNSServer?
     var manager: ManagerState?
     /// The host's gateway bridge (egress, published ports), once in a swarm or made by hand.
     var gateway: GatewayBridge?
@@ -133,6 +143,8 @@ public actor OverlayDaemon {
         syncTask?.cancel()
         for t in tasks { t.cancel() }
         if let agent { await agent.shutdownKeepingEndpoints() }
+        await dns?.shutdown()
+        dns = nil
         try? await group.shutdownGracefully()
         stopped?.resume()
         stopped = nil

@@ -1,0 +1,155 @@
+import Discovery
+import DiscoveryServer
+import Foundation
+import Netlink
+import OverlayModel
+
+/// How a container's process is started: in its network namespace and, when it has a resolv.conf
+/// of its own, in a private mount namespace where that file is bind-mounted on /etc/resolv.conf
+/// (so the embedded DNS at 127.0.0.11 is what it asks, as in Docker).
+public enum ContainerProcess {
+    /// The argv (starting with `nsenter`) that runs `command` inside the container.
+    public static func argv(namespacePath: String, resolvConf: String?, command: [String]) -> [String] {
+        var a = ["nsenter", "--net=\(namespacePath)", "--"]
+        if let resolvConf, FileManager.default.fileExists(atPath: resolvConf), FileManager.default.fileExists(atPath: "/etc/resolv.conf") {
+            a += ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+                  "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"", resolvConf]
+        }
+        return a + command
+    }
+}
+
+/// The nameservers, search domains and options of a resolv.conf.
+struct ResolvConf: Sendable, Hashable {
+    var nameservers: [String] = []
+    var search: [String] = []
+    var options: [String] = []
+
+    init(parsing text: String) {
+        for raw in text.split(whereSeparator: \.isNewline) {
+            let line = raw.split(maxSplits: 1, omittingEmptySubsequences: false, whereSeparator: { $0 == "#" || $0 == ";" }).first ?? ""
+            let words = line.split(whereSeparator: { $0.isWhitespace }).map(String.init)
+            guard let key = words.first else { continue }
+            switch key {
+            case "nameserver": if words.count > 1 { nameservers.append(words[1]) }
+            case "search", "domain": search = Array(words.dropFirst())
+            case "options": options += words.dropFirst()
+            default: continue
+            }
+        }
+    }
+
+    /// The file a container gets: our server first and only, the host's search domains, ndots:0.
+    static func forContainer(search: [String], address: String) -> String {
+        var out = "# written by overlayd: the embedded DNS server answers here\nnameserver \(address)\n"
+        if !search.isEmpty { out += "search \(search.joined(separator: " "))\n" }
+        out += "options ndots:0\n"
+        return out
+    }
+}
+
+extension DaemonConfiguration {
+    /// Whether `text` names an upstream DNS server: an IP address, or IP:PORT (`[v6]:PORT`).
+    public static func isValidDNSServer(_ text: String) -> Bool {
+        guard let (host, port) = try? Addr.split(text, defaultPort: 53), IPAddress(host) != nil else { return false }
+        return (1...65535).contains(port)
+    }
+}
+
+extension OverlayDaemon {
+    var resolvConfDirectory: String { configuration.stateDirectory + "/containers/resolv" }
+
+    func resolvConfPath(_ c: ContainerRecord) -> String { resolvConfDirectory + "/\(c.id).conf" }
+
+    /// The host's resolv.conf as the daemon sees it (empty when unreadable).
+    var hostResolvConf: ResolvConf {
+        ResolvConf(parsing: (try? String(contentsOfFile: configuration.hostResolvConf, encoding: .utf8)) ?? "")
+    }
+
+    /// Starts the embedded DNS server and feeds it the agent's endpoint records.
+    func startDNS(agent: OverlayAgent) async {
+        var config = DNSServer.Configuration()
+        let servers = configuration.dnsServers.isEmpty ? hostResolvConf.nameservers : configuration.dnsServers
+        config.upstreams = servers.prefix(3).compactMap { s in
+            guard let (host, port) = try? Addr.split(s, defaultPort: 53), let ip = IPAddress(host) else {
+                logger.warning("ignoring upstream DNS server '\(s)': not an address")
+                return nil
+            }
+            return Upstream(address: ip, port: UInt16(port))
+        }
+        if config.upstreams.isEmpty {
+            logger.notice("no upstream DNS servers (none given with --dns, none in \(configuration.hostResolvConf)): only cluster names resolve")
+        }
+        let server = DNSServer(configuration: config, logger: logger)
+        do { try await server.start() } catch {
+            logger.error("the embedded DNS server could not start (containers get no name resolution): \(error)")
+            return
+        }
+        dns = server
+        agent.setRecordObserver { event in
+            server.updateTable { table in
+                switch event {
+                case .upsert(let network, let key, _, let record):
+                    let ip = IPAddress(record.address)
+                    var v4: IPv4Address?
+                    var v6: IPv6Address?
+                    switch ip {
+                    case .v4(let a)?: v4 = a
+                    case .v6(let a)?: v6 = a
+                    case nil: return
+                    }
+                    table.upsert(EndpointName(id: key, network: network, name: record.name, aliases: record.aliases ?? [],
+                                              ipv4: v4, ipv6: v6, service: record.service))
+                case .remove(let network, let key):
+                    table.removeEndpoint(id: key, network: network)
+                case .networkLeft(let network):
+                    table.removeNetwork(network)
+                }
+            }
+        }
+    }
+
+    /// How a container asks: its networks in attach order; it may forward unless all are internal.
+    func resolverClient(_ c: ContainerRecord) -> ResolverClient {
+        let internalFlags = c.networks.map { (try? network(named: $0.networkName))?.internal ?? false }
+        return ResolverClient(networks: c.networks.map(\.networkName), mayForward: internalFlags.contains(false))
+    }
+
+    /// Serves 127.0.0.11 in the container's namespace and writes its resolv.conf. A container we did
+    /// not create (network connect) gets the server if the address is free there, and no error if not.
+    func serveDNS(_ c: ContainerRecord) async throws {
+        guard let dns, !c.networks.isEmpty else { return }
+        if await dns.servedContainers().contains(c.id) {
+            dns.updateClient(container: c.id, client: resolverClient(c))
+            return
+        }
+        let ns: NetworkNamespace
+        do { ns = try NetworkNamespace.open(path: c.namespacePath) } catch {
+            throw APIError(500, "cannot open \(c.name)'s namespace for DNS: \(error)")
+        }
+        do {
+            try await dns.serve(container: c.id, namespace: ns, client: resolverClient(c))
+        } catch {
+            if c.ownsNamespace { throw APIError(500, "cannot start the embedded DNS server in \(c.name): \(error)") }
+            logger.notice("no embedded DNS in \(c.name) (another runtime's namespace): \(error)")
+            return
+        }
+        if c.ownsNamespace {
+            try? FileManager.default.createDirectory(atPath: resolvConfDirectory, withIntermediateDirectories: true)
+            let text = ResolvConf.forContainer(search: hostResolvConf.search, address: dns.configuration.address.description)
+            try? text.write(toFile: resolvConfPath(c), atomically: true, encoding: .utf8)
+        }
+    }
+
+    /// Stops serving a container and removes its resolv.conf.
+    func stopDNS(_ c: ContainerRecord) async {
+        await dns?.stop(container: c.id)
+        try? FileManager.default.removeItem(atPath: resolvConfPath(c))
+    }
+
+    /// The resolv.conf the container's processes get, if it has one.
+    func containerResolvConf(_ c: ContainerRecord) -> String? {
+        let p = resolvConfPath(c)
+        return FileManager.default.fileExists(atPath: p) ? p : nil
+    }
+}

@@ -1,0 +1,165 @@
+import Discovery
+import DiscoveryServer
+import Foundation
+import Netlink
+import OverlayModel
+import OverlayTestKit
+import Testing
+
+/// A dnsmasq on the root namespace's loopback (a random port), standing in for the host's
+/// resolver. It owns `upstream.test` and nothing else: it has no upstream of its own, so no query
+/// ever leaves the machine.
+final class FakeUpstream {
+    let address = "127.0.0.1"
+    let port = UInt16.random(in: 20000...29999)
+    let process = Process()
+
+    init() throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/dnsmasq")
+        process.arguments = ["--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--bind-interfaces",
+                             "--listen-address=\(address)", "--port=\(port)", "--address=/upstream.test/203.0.113.7",
+                             "--pid-file=", "--user=root", "--group=root"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Ready when it answers.
+        for _ in 0..<50 {
+            let r = try Lab.run(["dig", "@\(address)", "-p", "\(port)", "+short", "+time=1", "+tries=1", "upstream.test"], timeout: 5)
+            if r.output.contains("203.0.113.7") { return }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        throw LabError("the fake upstream dnsmasq did not come up")
+    }
+
+    var upstream: Upstream { Upstream(address: .v4(IPv4Address(address)!), port: port) }
+
+    /// Stops dnsmasq (call it in a `defer`: the object may be released early otherwise).
+    func stop() {
+        guard process.isRunning else { return }
+        process.terminate()
+        for _ in 0..<100 where process.isRunning { usleep(20_000) }
+    }
+}
+
+@Suite(.serialized) struct DNSServerTests {
+    static func names(_ table: inout NameTable) {
+        table.upsert(EndpointName(id: "e1", network: "front", name: "web", aliases: ["www"], ipv4: IPv4Address(10, 0, 0, 2)))
+        table.upsert(EndpointName(id: "e2", network: "front", name: "api", aliases: [], ipv4: IPv4Address(10, 0, 0, 3)))
+        table.upsert(EndpointName(id: "e3", network: "back", name: "db", aliases: [], ipv4: IPv4Address(10, 0, 1, 2)))
+        // A service with 100 tasks: its answer does not fit 512 bytes.
+        for i in 0..<100 {
+            table.upsert(EndpointName(id: "t\(i)", network: "front", name: "big.\(i + 1).task\(i)", aliases: [],
+                                      ipv4: IPv4Address(10, 0, 2, UInt8(i + 2)), service: "big"))
+        }
+        table.upsert(ServiceName(name: "big", network: "front", vip4: IPv4Address(10, 0, 0, 200), mode: .vip, ports: []))
+    }
+
+    func dig(_ lab: Lab, _ ns: NetworkNamespace, _ args: [String]) throws -> String {
+        try lab.run(["dig", "@127.0.0.11", "+time=2", "+tries=1"] + args, in: ns, timeout: 20).output
+    }
+
+    @Test func answersForwardsTruncatesAndIsolates() async throws {
+        let lab = try Lab.create(name: "ovlt-dns\(UInt16.random(in: 1000...9999))", hosts: 1)
+        defer { lab.destroy() }
+        let upstream = try FakeUpstream()
+        defer { upstream.stop() }
+        let c1 = try lab.makeNamespace("c1")
+        let c2 = try lab.makeNamespace("c2")
+        let ci = try lab.makeNamespace("ci")
+        for ns in [c1, c2, ci] { try NetlinkSocket(namespace: ns).setUp("lo") }
+        var config = DNSServer.Configuration()
+        config.upstreams = [upstream.upstream]
+        let server = DNSServer(configuration: config)
+        try await server.start()
+        defer { Task { await server.shutdown() } }
+        await server.updateTableNow { Self.names(&$0) }
+        try await server.serve(container: "c1", namespace: c1, client: ResolverClient(networks: ["front"], mayForward: true))
+        try await server.serve(container: "c2", namespace: c2, client: ResolverClient(networks: ["back"], mayForward: true))
+        try await server.serve(container: "ci", namespace: ci, client: ResolverClient(networks: ["front"], mayForward: false))
+
+        // Names, aliases, name.network, case, PTR.
+        #expect(try dig(lab, c1, ["+short", "web"]).trimmed == "10.0.0.2")
+        #expect(try dig(lab, c1, ["+short", "WWW."]).trimmed == "10.0.0.2")
+        #expect(try dig(lab, c1, ["+short", "api.front"]).trimmed == "10.0.0.3")
+        #expect(try dig(lab, c1, ["+short", "-x", "10.0.0.3"]).trimmed == "api.front.")
+        #expect(try dig(lab, c1, ["+short", "big"]).trimmed == "10.0.0.200")
+        // NXDOMAIN for a name that is clearly ours.
+        #expect(try dig(lab, c1, ["tasks.nothing"]).contains("status: NXDOMAIN"))
+        // A container on `back` never sees `front`'s names: they go upstream, which refuses them.
+        let leak = try dig(lab, c2, ["web"])
+        #expect(!leak.contains("10.0.0.2"))
+        #expect(try dig(lab, c2, ["+short", "db"]).trimmed == "10.0.1.2")
+        // TCP fallback: 100 task IPs do not fit a UDP answer; dig retries over TCP and gets them all.
+        let tasks = try dig(lab, c1, ["+short", "tasks.big"]).split(separator: "\n")
+        #expect(tasks.count == 100)
+        #expect(Set(tasks).count == 100)
+        let udpOnly = try dig(lab, c1, ["+ignore", "tasks.big"])
+        #expect(udpOnly.contains(" tc "))
+        // Forwarded upstream over UDP and over TCP.
+        #expect(try dig(lab, c1, ["+short", "upstream.test"]).trimmed == "203.0.113.7")
+        #expect(try dig(lab, c1, ["+short", "+tcp", "upstream.test"]).trimmed == "203.0.113.7")
+        // An internal-only container does not forward: REFUSED, and its own names still answer.
+        #expect(try dig(lab, ci, ["upstream.test"]).contains("status: REFUSED"))
+        #expect(try dig(lab, ci, ["+short", "web"]).trimmed == "10.0.0.2")
+
+        let counters = await server.counters()
+        #expect(counters.truncated >= 1)
+        #expect(counters.tcpConnections >= 2)
+        #expect(counters.refused >= 1)
+        #expect(counters.forwarded >= 2)
+
+        // A table change is visible to the next query; removal answers NXDOMAIN for name.network.
+        await server.updateTableNow { $0.removeEndpoint(id: "e2", network: "front") }
+        #expect(try dig(lab, c1, ["api.front"]).contains("status: NXDOMAIN"))
+
+        // Stopping a container closes its sockets.
+        await server.stop(container: "c1")
+        #expect(try dig(lab, c1, ["+short", "web"]).contains("no servers could be reached")
+                || !(try dig(lab, c1, ["+short", "web"]).contains("10.0.0.2")))
+        #expect(await server.servedContainers() == ["c2", "ci"])
+    }
+
+    @Test func malformedQueriesAreAnsweredOrCountedNeverFatal() async throws {
+        let lab = try Lab.create(name: "ovlt-dnsm\(UInt16.random(in: 1000...9999))", hosts: 1)
+        defer { lab.destroy() }
+        let c1 = try lab.makeNamespace("c1")
+        try NetlinkSocket(namespace: c1).setUp("lo")
+        let server = DNSServer()
+        try await server.start()
+        defer { Task { await server.shutdown() } }
+        await server.updateTableNow { Self.names(&$0) }
+        try await server.serve(container: "c1", namespace: c1, client: ResolverClient(networks: ["front"], mayForward: false))
+        // Garbage from inside the namespace: a header-only FORMERR case, a short datagram, random bytes,
+        // a response instead of a query, and garbage over TCP.
+        let script = """
+            import os, socket
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(1)
+            hdr = bytes([0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00])
+            for p in [hdr + bytes([0x3f]), b"\\x01", os.urandom(300), bytes([0x12, 0x34, 0x81, 0x80]) + bytes(8)]:
+                s.sendto(p, ("127.0.0.11", 53))
+            try:
+                r = s.recv(4096)
+                print("rcode", r[3] & 0x0f, "id", r[0] * 256 + r[1])
+            except Exception as e:
+                print("no reply", e)
+            t = socket.create_connection(("127.0.0.11", 53), timeout=2)
+            t.sendall(bytes([0x00, 0x05, 1, 2, 3, 4, 5]))
+            try:
+                print("tcp", len(t.recv(100)))
+            except Exception as e:
+                print("tcp closed", e)
+            """
+        let out = try lab.run(["python3", "-c", script], in: c1, timeout: 20).output
+        #expect(out.contains("rcode 1 id 4660"))   // FORMERR with the query's ID
+        // Still serving.
+        #expect(try dig(lab, c1, ["+short", "web"]).trimmed == "10.0.0.2")
+        let counters = await server.counters()
+        #expect(counters.formErr >= 1)
+        #expect(counters.dropped >= 2)
+    }
+}
+
+extension String {
+    var trimmed: String { trimmingCharacters(in: .whitespacesAndNewlines) }
+}
