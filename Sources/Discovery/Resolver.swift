@@ -86,13 +86,12 @@ public struct Resolver: Sendable {
 
     /// Looks `key` up on one network: the full name, then the name without a `.<network>` suffix.
     private func lookup(_ key: [UInt8], in net: (name: String, names: NetworkNames)) -> Found? {
-        if let f = lookupExact(key[...], net.names) { return f }
-        if let stripped = hasNetworkSuffix(key[...], net.name), let f = lookupExact(stripped, net.names) { return f }
+        if let f = lookupExact(key, net.names) { return f }
+        if let stripped = hasNetworkSuffix(key[...], net.name), let f = lookupExact(Array(stripped), net.names) { return f }
         return nil
     }
 
-    private func lookupExact(_ key: ArraySlice<UInt8>, _ names: NetworkNames) -> Found? {
-        let k = Array(key)
+    private func lookupExact(_ k: [UInt8], _ names: NetworkNames) -> Found? {
         if let s = names.services[k] {
             if s.mode == .vip { return .vip(s) }
             return .endpoints(tasks(of: k, names))

@@ -95,6 +95,19 @@ func replies(_ actions: [ForwarderAction]) -> [([UInt8], UInt64)] {
         #expect(f.counters.timedOut == 3 && f.counters.servfails == 1 && f.inFlight == 0 && f.nextDeadline == nil)
     }
 
+    @Test func nextDeadlineFollowsTheOldestLiveQuery() throws {
+        var f = ForwarderCore(upstreams: [up1], timeout: .seconds(2), seed: 5)
+        var wires: [[UInt8]] = []
+        for i in 0..<3 { wires.append(sends(f.forward(query(UInt16(i)), client: UInt64(i), now: .seconds(Double(i))))[0].0) }
+        #expect(f.nextDeadline == .seconds(2))
+        _ = f.receive(upstreamReply(to: wires[0]), from: up1, now: .seconds(2.5))
+        #expect(f.nextDeadline == .seconds(3))
+        _ = f.receive(upstreamReply(to: wires[1]), from: up1, now: .seconds(2.5))
+        #expect(f.nextDeadline == .seconds(4))
+        let fail = replies(f.tick(now: .seconds(4)))
+        #expect(fail.count == 1 && fail[0].1 == 2 && f.nextDeadline == nil)
+    }
+
     @Test func aLateReplyFromAnEarlierUpstreamIsAccepted() throws {
         var f = ForwarderCore(upstreams: [up1, up2], timeout: .seconds(2), seed: 3)
         let first = sends(f.forward(query(1), client: 5, now: .zero))[0]
