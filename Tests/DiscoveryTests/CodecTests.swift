@@ -249,8 +249,8 @@ let dnsmasqReply = hex(
 
     @Test func fuzzSeedsReplay() throws {
         let dir = String(#filePath.dropLast("Tests/DiscoveryTests/CodecTests.swift".count)) + "Fuzz/DNS/seeds/"
-        let names = ["dig-a-web-example", "dnsmasq-reply-web-example", "a-web", "aaaa-web-front", "any-tasks-api",
-                     "srv-http-api", "ptr-v4", "ptr-v6", "a-forward", "badvers", "pointer-loop", "tcp-framed"]
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+        #expect(names.count >= 12)
         for n in names {
             let bytes = try #require(readFile(dir + n), "seed \(n)")
             #expect(checkDNSInput(bytes) == nil, "seed \(n)")
