@@ -40,6 +40,24 @@ let dnsmasqReply = hex(
         #expect(m.encode() == dnsmasqReply)
     }
 
+    @Test func ourAnswerHasTheExactExpectedBytes() throws {
+        var table = NameTable()
+        table.upsert(EndpointName(id: "c1", network: "front", name: "web", ipv4: IPv4Address(10, 0, 1, 2)))
+        let query = DNSMessage(id: 7, recursionDesired: true, questions: [DNSQuestion(name: name("web"), type: .a)])
+        var rng = SystemRandomNumberGenerator()
+        guard case .answer(let reply) = Resolver().resolve(query, client: ResolverClient(networks: ["front"]), table: table, rng: &rng)
+        else {
+            Issue.record("not answered")
+            return
+        }
+        let expected = hex("0007" + "8580" + "0001000100000000" + "03776562000001" + "0001"
+            + "c00c" + "0001" + "0001" + "00000258" + "0004" + "0a000102")
+        #expect(reply.encode(limit: 512) == expected)
+        // The raw-memory overload decodes the same.
+        let viaRaw = try expected.withUnsafeBytes { raw throws(DNSError) in try DNSMessage.decode(raw) }
+        #expect(viaRaw == reply)
+    }
+
     @Test func everyRecordTypeRoundTrips() throws {
         let n = name("svc.example.org")
         var m = DNSMessage(id: 7, isResponse: true, authoritative: true, recursionDesired: true, recursionAvailable: true,
