@@ -180,6 +180,13 @@ public struct ForwarderCore: Sendable {
     }
 
     private mutating func compactTimeouts() {
+        // Skip entries of answered or re-armed queries at the head, so `nextDeadline` finds the
+        // first live one at once.
+        while timeoutsHead < timeouts.count {
+            let t = timeouts[timeoutsHead]
+            if let p = pending[t.id], p.deadline == t.deadline { break }
+            timeoutsHead += 1
+        }
         if pending.isEmpty {
             timeouts.removeAll(keepingCapacity: true)
             timeoutsHead = 0

@@ -82,6 +82,18 @@ public struct ServiceName: Hashable, Sendable {
     }
 }
 
+/// A lowercased dotted name used as a dictionary key; hashes its bytes in one call (an `[UInt8]`
+/// key would hash byte by byte).
+internal struct NameKey: Hashable, Sendable {
+    var bytes: [UInt8]
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+}
+
 /// Who owns an address in the reverse index.
 internal enum PTROwner: Hashable, Sendable {
     case endpoint(String)
@@ -93,11 +105,11 @@ internal struct NetworkNames: Sendable {
     /// Endpoints by ID.
     var endpoints: [String: EndpointName] = [:]
     /// Lowercased name or alias -> endpoint IDs, in insertion order.
-    var byName: [[UInt8]: [String]] = [:]
+    var byName: [NameKey: [String]] = [:]
     /// Lowercased service name -> service.
-    var services: [[UInt8]: ServiceName] = [:]
+    var services: [NameKey: ServiceName] = [:]
     /// Lowercased service name -> IDs of its task endpoints.
-    var tasks: [[UInt8]: [String]] = [:]
+    var tasks: [NameKey: [String]] = [:]
     /// Address -> owner and PTR target (`<name>.<network>.`).
     var ptr4: [IPv4Address: (owner: PTROwner, target: DNSName)] = [:]
     var ptr6: [IPv6Address: (owner: PTROwner, target: DNSName)] = [:]
@@ -129,8 +141,8 @@ public struct NameTable: Sendable {
             let k = lowercasedKey(a)
             if !keys.contains(k) { keys.append(k) }
         }
-        for k in keys where !k.isEmpty { n.byName[k, default: []].append(e.id) }
-        if let s = e.service { n.tasks[lowercasedKey(s), default: []].append(e.id) }
+        for k in keys where !k.isEmpty { n.byName[NameKey(k), default: []].append(e.id) }
+        if let s = e.service { n.tasks[NameKey(lowercasedKey(s)), default: []].append(e.id) }
         if let target = ptrTarget(e.name, e.network) {
             if let a = e.ipv4 { n.ptr4[a] = (.endpoint(e.id), target) }
             if let a = e.ipv6 { n.ptr6[a] = (.endpoint(e.id), target) }
@@ -142,12 +154,12 @@ public struct NameTable: Sendable {
     public mutating func removeEndpoint(id: String, network: String) {
         guard var n = networks[network], let e = n.endpoints.removeValue(forKey: id) else { return }
         for k in [e.name] + e.aliases {
-            let key = lowercasedKey(k)
+            let key = NameKey(lowercasedKey(k))
             n.byName[key]?.removeAll { $0 == id }
             if n.byName[key]?.isEmpty == true { n.byName[key] = nil }
         }
         if let s = e.service {
-            let key = lowercasedKey(s)
+            let key = NameKey(lowercasedKey(s))
             n.tasks[key]?.removeAll { $0 == id }
             if n.tasks[key]?.isEmpty == true { n.tasks[key] = nil }
         }
@@ -161,7 +173,7 @@ public struct NameTable: Sendable {
         removeService(name: s.name, network: s.network)
         var n = networks[s.network] ?? NetworkNames()
         let key = lowercasedKey(s.name)
-        n.services[key] = s
+        n.services[NameKey(key)] = s
         if let target = ptrTarget(s.name, s.network) {
             if let a = s.vip4 { n.ptr4[a] = (.service(key), target) }
             if let a = s.vip6 { n.ptr6[a] = (.service(key), target) }
@@ -172,7 +184,7 @@ public struct NameTable: Sendable {
     /// Removes a service (its task endpoints stay until they are removed themselves).
     public mutating func removeService(name: String, network: String) {
         let key = lowercasedKey(name)
-        guard var n = networks[network], let s = n.services.removeValue(forKey: key) else { return }
+        guard var n = networks[network], let s = n.services.removeValue(forKey: NameKey(key)) else { return }
         if let a = s.vip4, n.ptr4[a]?.owner == .service(key) { n.ptr4[a] = nil }
         if let a = s.vip6, n.ptr6[a]?.owner == .service(key) { n.ptr6[a] = nil }
         networks[network] = n.isEmpty ? nil : n

@@ -86,27 +86,27 @@ public struct Resolver: Sendable {
 
     /// Looks `key` up on one network: the full name, then the name without a `.<network>` suffix.
     private func lookup(_ key: [UInt8], in net: (name: String, names: NetworkNames)) -> Found? {
-        if let f = lookupExact(key[...], net.names) { return f }
-        if let stripped = hasNetworkSuffix(key[...], net.name), let f = lookupExact(stripped, net.names) { return f }
+        if let f = lookupExact(key, net.names) { return f }
+        if let stripped = hasNetworkSuffix(key[...], net.name), let f = lookupExact(Array(stripped), net.names) { return f }
         return nil
     }
 
-    private func lookupExact(_ key: ArraySlice<UInt8>, _ names: NetworkNames) -> Found? {
-        let k = Array(key)
-        if let s = names.services[k] {
+    private func lookupExact(_ k: [UInt8], _ names: NetworkNames) -> Found? {
+        let key = NameKey(k)
+        if let s = names.services[key] {
             if s.mode == .vip { return .vip(s) }
             return .endpoints(tasks(of: k, names))
         }
-        if let ids = names.byName[k] { return .endpoints(ids.compactMap { names.endpoints[$0] }) }
+        if let ids = names.byName[key] { return .endpoints(ids.compactMap { names.endpoints[$0] }) }
         if startsWith(k, tasksPrefix) {
             let svc = Array(k[tasksPrefix.count...])
-            if names.services[svc] != nil || names.tasks[svc] != nil { return .endpoints(tasks(of: svc, names)) }
+            if names.services[NameKey(svc)] != nil || names.tasks[NameKey(svc)] != nil { return .endpoints(tasks(of: svc, names)) }
         }
         return nil
     }
 
     private func tasks(of service: [UInt8], _ names: NetworkNames) -> [EndpointName] {
-        (names.tasks[service] ?? []).compactMap { names.endpoints[$0] }
+        (names.tasks[NameKey(service)] ?? []).compactMap { names.endpoints[$0] }
     }
 
     /// Builds the reply for a name that exists: A/AAAA/ANY records, or NODATA.
@@ -145,10 +145,10 @@ public struct Resolver: Sendable {
         let proto = parts[1].dropFirst()
         for net in nets {
             var svcKey = Array(parts[2])
-            var s = net.names.services[svcKey]
+            var s = net.names.services[NameKey(svcKey)]
             if s == nil, let stripped = hasNetworkSuffix(parts[2], net.name) {
                 svcKey = Array(stripped)
-                s = net.names.services[svcKey]
+                s = net.names.services[NameKey(svcKey)]
             }
             guard let s else { continue }
             var r = ours(query)

@@ -1,0 +1,1 @@
+../../Fuzz/DNS/DNSFuzzCheck.swift
