@@ -9,9 +9,11 @@ struct ReplayWindow: Sendable {
     private(set) var top: UInt64 = 0
     private var words: [UInt64]
 
-    init(size: Int) {
+    init(size: Int, highestReceived: UInt64 = 0) {
         self.size = size
+        top = highestReceived
         words = [UInt64](repeating: 0, count: (size + 63) / 64)
+        if highestReceived > 0 { words[0] = 1 }
     }
 
     /// The full sequence number for a received low half (RFC 4303 A2.2), or nil when it would lie
@@ -23,7 +25,7 @@ struct ReplayWindow: Sendable {
         let w = UInt32(size)
         if tl >= w - 1 {
             // Case A: the window lies within one sequence-number subspace.
-            if low >= tl - w + 1 { return UInt64(th) << 32 | UInt64(low) }
+            if low >= tl - (w - 1) { return UInt64(th) << 32 | UInt64(low) }
             guard th < UInt32.max else { return nil }
             return UInt64(th + 1) << 32 | UInt64(low)
         } else {
@@ -118,10 +120,10 @@ public final class ESPOpener: Sendable {
         let sa: ESPSecurityAssociation
         let engine: GCMEngine
         var window: ReplayWindow
-        init(_ sa: ESPSecurityAssociation) throws(IPsecError) {
+        init(_ sa: ESPSecurityAssociation, highestReceived: UInt64) throws(IPsecError) {
             self.sa = sa
             engine = try GCMEngine(key: sa.key, encrypt: false)
-            window = ReplayWindow(size: sa.replayWindowSize)
+            window = ReplayWindow(size: sa.replayWindowSize, highestReceived: highestReceived)
         }
     }
 
@@ -141,9 +143,11 @@ public final class ESPOpener: Sendable {
         for sa in sas { try add(sa) }
     }
 
-    /// Installs an inbound SA with a fresh replay window; throws `.duplicateSPI` if its SPI is taken.
-    public func add(_ sa: ESPSecurityAssociation) throws(IPsecError) {
-        let inbound = try Inbound(sa)
+    /// Installs an inbound SA; throws `.duplicateSPI` if its SPI is taken. The replay window
+    /// starts empty, or, to resume an SA (and in tests), with `highestReceived` marked received:
+    /// with ESN the high half of later sequence numbers is inferred from it (RFC 4303 A2).
+    public func add(_ sa: ESPSecurityAssociation, highestReceived: UInt64 = 0) throws(IPsecError) {
+        let inbound = try Inbound(sa, highestReceived: highestReceived)
         let added = state.withLock { st -> Bool in
             guard st.sas[sa.spi.rawValue] == nil else { return false }
             st.sas[sa.spi.rawValue] = inbound
