@@ -116,9 +116,12 @@ public final class ESPSealer: Sendable {
     /// trailer and ICV after it, encrypts, and returns the packet's length (from `buffer[0]`).
     public func seal(into buffer: UnsafeMutableRawBufferPointer, payloadLength: Int, nextHeader: UInt8) throws(IPsecError) -> Int {
         let sa = securityAssociation
+        guard (0...Int(Int32.max) - 64).contains(payloadLength) else {
+            throw IPsecError(.bufferTooSmall, "an ESP payload must be 0...\(Int(Int32.max) - 64) bytes, got \(payloadLength)")
+        }
         let ctLen = ESP.ciphertextLength(payloadLength: payloadLength)
         let total = ESP.headerLength + ctLen + sa.icvLength.rawValue
-        guard payloadLength >= 0, let base = buffer.baseAddress, buffer.count >= total, ctLen <= Int(Int32.max) else {
+        guard let base = buffer.baseAddress, buffer.count >= total else {
             throw IPsecError(.bufferTooSmall, "an ESP packet for a \(payloadLength)-byte payload needs \(total) bytes; the buffer has \(buffer.count)")
         }
         // Trailer (RFC 4303 2.4, 2.5, 2.6): padding 1, 2, 3, ..., pad length, next header.

@@ -111,6 +111,9 @@ private let payload20 = hex("12b512b5001c0000") + Array("hello, esp!!".utf8)
         #expect(Array(buf[r.payload]) == payload20)
         var small = [UInt8](repeating: 0, count: 40)
         #expect(errorCode { _ = try small.withUnsafeMutableBytes { try sealer.seal(into: $0, payloadLength: 20, nextHeader: 17) } } == .bufferTooSmall)
+        for bad in [-1, Int.max, Int(Int32.max)] {
+            #expect(errorCode { _ = try buf.withUnsafeMutableBytes { try sealer.seal(into: $0, payloadLength: bad, nextHeader: 17) } } == .bufferTooSmall)
+        }
         #expect(sealer.lastSequenceNumber == 1)  // a refused seal uses no sequence number
     }
 
