@@ -10,12 +10,12 @@ cd "$(dirname "$0")/.."
 seconds="${1:-180}"
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -eq 0 ] && harnesses=(fuzz-vxlan fuzz-gossip fuzz-model fuzz-dns)
+[ ${#harnesses[@]} -eq 0 ] && harnesses=(fuzz-vxlan fuzz-gossip fuzz-model fuzz-dns fuzz-esp)
 scratch=.build-fuzz
 flags=(-Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING)
 
 seed_dir() {  # harness -> directory under Fuzz/
-    case "$1" in fuzz-vxlan) echo Fuzz/VXLAN/seeds ;; fuzz-gossip) echo Fuzz/Gossip/seeds ;; fuzz-model) echo Fuzz/Model/seeds ;; fuzz-dns) echo Fuzz/DNS/seeds ;; esac
+    case "$1" in fuzz-vxlan) echo Fuzz/VXLAN/seeds ;; fuzz-gossip) echo Fuzz/Gossip/seeds ;; fuzz-model) echo Fuzz/Model/seeds ;; fuzz-dns) echo Fuzz/DNS/seeds ;; fuzz-esp) echo Fuzz/ESP/seeds ;; esac
 }
 
 make_seeds() {  # harness corpus-dir
