@@ -73,7 +73,7 @@ let package = Package(
         .target(name: "Discovery", dependencies: ["OverlayModel"], exclude: ["README.md"]),
         .target(name: "DiscoveryServer", dependencies: ["Discovery", "OverlayModel", "Netlink", nioCore, nioPosix, logging]),
         .target(
-            name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys", logging],
+            name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys", "PacketFilter", logging],
             exclude: ["README.md"]),
         .target(
             name: "ClusterControl",

@@ -3,7 +3,7 @@
 # (first argument, default 180), one after another. Seed corpora are made at run time from the
 # test vectors (Tests/VXLANCodecTests/Vectors/*.pcap, Tests/GossipTests/SerfVectors.swift) plus the
 # small seeds under Fuzz/<name>/seeds/. Everything written goes under .build-fuzz/ (git-ignored).
-# Usage: Scripts/fuzz.sh [SECONDS] [HARNESS...]   (harnesses: fuzz-vxlan fuzz-gossip fuzz-model fuzz-dns)
+# Usage: Scripts/fuzz.sh [SECONDS] [HARNESS...]   (harnesses: fuzz-vxlan fuzz-gossip fuzz-model fuzz-dns fuzz-esp)
 # Exit status: 0 when no harness found a crash, 1 otherwise (inputs in .build-fuzz/artifacts/).
 set -euo pipefail
 cd "$(dirname "$0")/.."

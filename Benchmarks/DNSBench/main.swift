@@ -119,8 +119,9 @@ dnsmasq.arguments = ["--net=\(theirs.path!)", "--", "dnsmasq", "--keep-in-foregr
 dnsmasq.standardError = FileHandle.nullDevice
 try dnsmasq.run()
 defer {
+    // Not waitUntilExit(): it can hang in Foundation's run loop once the child is gone.
     dnsmasq.terminate()
-    dnsmasq.waitUntilExit()
+    for _ in 0..<100 where dnsmasq.isRunning { usleep(20_000) }
 }
 for _ in 0..<50 {
     if (try? lab.run(["dig", "@127.0.0.1", "+short", "+time=1", "web-0"], in: theirs))?.output.contains("10.0.0.0") == true { break }

@@ -90,6 +90,18 @@ import OverlayTestKit
         #expect(gone != nil && gone! <= 2, "c1 still resolved \(gone.map { "\($0) s" } ?? "after 4 s") after rm")
         print("DNS: a removed name left every host after \(gone ?? -1) s")
 
+        // h3 is cut off for 30 s (its underlay link down), then comes back: its names are withdrawn
+        // elsewhere meanwhile, and answered again everywhere after it rejoins (moby#53141 regressed here).
+        _ = try lab.sh("h3", ["ip", "link", "set", "eth0", "down"])
+        let cut = try within(10) { try !short(lab, "h2", "c2", "c3").contains(c3) }
+        #expect(cut != nil, "c3 still resolved on h2 10 s after h3 was cut off")
+        #expect(try short(lab, "h3", "c3", "c3") == c3, "h3 stopped answering its own names while cut off")
+        usleep(30_000_000 - useconds_t((cut ?? 10) * 1_000_000))
+        _ = try lab.sh("h3", ["ip", "link", "set", "eth0", "up"])
+        let back = try within(20) { try short(lab, "h2", "c2", "c3") == c3 && short(lab, "h3", "c3", "c2") == (try lab.ip("h2", "c2", network: "front")) }
+        #expect(back != nil, "after 30 s cut off, h3's names did not come back on h2 (or h2's on h3) within 20 s")
+        print("DNS: after a 30 s cut, h3's names answered again everywhere after \(back ?? -1) s")
+
         // h3's daemon dies: c3's name leaves h2 within the suspicion timeout (fast gossip: ~1 s).
         let pid3 = try lab.pid("h3")
         kill(pid3, SIGKILL)
