@@ -3,8 +3,9 @@
 //
 //   swift build -c release --product dns-bench && .build/release/dns-bench [--names 1000] [--seconds 10] [--rounds 2]
 //
-// Prints queries/s (saturated, dnsperf -q 100), average latency, and the p50/p99 latency at a fixed
-// offered load (--rate, default 20000 q/s) for each server, and the ratio ours/dnsmasq. Each server
+// Prints queries/s (saturated, dnsperf -q 100) with dnsperf's average latency, and p50/p99 round
+// trips of a probe client sending one query at a time, alone and beside a fixed dnsperf load
+// (--rate, default 20000 q/s), for each server, and the ratio ours/dnsmasq. Each server
 // runs on one thread (our event loop; dnsmasq is single-threaded); dnsperf has the other core.
 import Discovery
 import DiscoveryServer
@@ -61,16 +62,56 @@ func saturate(_ lab: Lab, _ ns: NetworkNamespace, server: String, file: String, 
     return Result(qps: qps, average: avg, lost: lost)
 }
 
-/// Runs dnsperf at a fixed rate with per-query output and returns the sorted latencies (seconds).
-func latencies(_ lab: Lab, _ ns: NetworkNamespace, server: String, file: String, rate: Int, seconds: Int) throws -> [Double] {
-    let out = try lab.run(["dnsperf", "-s", server, "-d", file, "-l", "\(seconds)", "-Q", "\(rate)", "-v", "-T", "1", "-c", "1"],
-                          in: ns, timeout: Double(seconds) + 30).output
-    var l: [Double] = []
-    l.reserveCapacity(rate * seconds)
-    for line in out.split(separator: "\n") where line.hasPrefix("> NOERROR") {
-        if let v = line.split(separator: " ").last.flatMap({ Double($0) }) { l.append(v) }
+/// Sends `count` queries one at a time from a UDP socket opened inside `ns` and returns each
+/// round-trip time (seconds), sorted. The probe is the same for both servers.
+func probe(_ ns: NetworkNamespace, server: IPv4Address, names: Int, count: Int) throws -> [Double] {
+    let fd = try ns.run { () -> Int32 in socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0) }
+    guard fd >= 0 else { throw LabError("probe socket: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var tv = timeval(tv_sec: 1, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    sa.sin_port = UInt16(53).bigEndian
+    sa.sin_addr.s_addr = server.value.bigEndian
+    var rtts: [Double] = []
+    rtts.reserveCapacity(count)
+    var reply = [UInt8](repeating: 0, count: 4096)
+    var rng = SystemRandomNumberGenerator()
+    for i in 0..<count {
+        let q = DNSMessage(id: UInt16(truncatingIfNeeded: i), recursionDesired: true,
+                           questions: [DNSQuestion(name: DNSName("web-\(Int.random(in: 0..<names, using: &rng))")!, type: .a)])
+        let bytes = q.encode()
+        var t0 = timespec(), t1 = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+        let sent = bytes.withUnsafeBytes { b in
+            withUnsafePointer(to: &sa) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, b.baseAddress, b.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+        guard sent == bytes.count else { continue }
+        while true {
+            let n = reply.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 { break }   // timed out: counted as lost (not in the list)
+            if n >= 2 && reply[0] == UInt8(truncatingIfNeeded: i >> 8) && reply[1] == UInt8(truncatingIfNeeded: i) {
+                clock_gettime(CLOCK_MONOTONIC, &t1)
+                rtts.append(Double(t1.tv_sec - t0.tv_sec) + Double(t1.tv_nsec - t0.tv_nsec) / 1e9)
+                break
+            }
+        }
     }
-    return l.sorted()
+    return rtts.sorted()
+}
+
+/// Starts dnsperf at a fixed rate in the background (the load the probe measures under).
+func backgroundLoad(_ ns: NetworkNamespace, server: String, file: String, rate: Int, seconds: Int) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+    p.arguments = ["--net=\(ns.path!)", "--", "dnsperf", "-s", server, "-d", file, "-l", "\(seconds)", "-Q", "\(rate)", "-T", "1", "-c", "1"]
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    return p
 }
 
 func percentile(_ sorted: [Double], _ p: Double) -> Double {
@@ -140,16 +181,24 @@ for round in 1...options.rounds {
         if r.qps > best[label]?.qps ?? 0 { best[label] = r }
     }
 }
-for (label, ns, addr) in [("overlayd", ours, "127.0.0.11"), ("dnsmasq", theirs, "127.0.0.1")] {
-    lat[label] = try latencies(lab, ns, server: addr, file: dir + "/queries", rate: options.rate, seconds: min(5, options.seconds))
+var idle: [String: [Double]] = [:]
+for (label, ns, addr) in [("overlayd", ours, IPv4Address(127, 0, 0, 11)), ("dnsmasq", theirs, IPv4Address(127, 0, 0, 1))] {
+    idle[label] = try probe(ns, server: addr, names: options.names, count: 20000)
+    let load = try backgroundLoad(ns, server: addr.description, file: dir + "/queries", rate: options.rate, seconds: 30)
+    usleep(500_000)
+    lat[label] = try probe(ns, server: addr, names: options.names, count: 20000)
+    load.terminate()
+    for _ in 0..<100 where load.isRunning { usleep(20_000) }
 }
 print("")
-print("server      best q/s   avg (saturated)   p50 @\(options.rate)/s   p99 @\(options.rate)/s   samples")
+print("server      best q/s   avg (saturated)   p50 idle    p99 idle    p50 @\(options.rate)/s  p99 @\(options.rate)/s")
 for label in ["overlayd", "dnsmasq"] {
-    let r = best[label]!, l = lat[label]!
-    print(String(format: "%-9@ %10.0f   %@          %@     %@     %d", label as NSString, r.qps, ms(r.average) as NSString,
-                 ms(percentile(l, 0.5)) as NSString, ms(percentile(l, 0.99)) as NSString, l.count))
+    let r = best[label]!, l = lat[label]!, i = idle[label]!
+    print(String(format: "%-9@ %10.0f   %@          %@   %@   %@   %@", label as NSString, r.qps, ms(r.average) as NSString,
+                 ms(percentile(i, 0.5)) as NSString, ms(percentile(i, 0.99)) as NSString,
+                 ms(percentile(l, 0.5)) as NSString, ms(percentile(l, 0.99)) as NSString))
 }
+print("(latency: 20,000 sequential queries from a probe socket in the namespace, alone and beside dnsperf -Q \(options.rate))")
 print(String(format: "ratio overlayd/dnsmasq q/s: %.2f", best["overlayd"]!.qps / best["dnsmasq"]!.qps))
 let counters = await server.counters()
 print("overlayd counters: queries \(counters.queries), answered \(counters.answered), dropped \(counters.dropped)")

@@ -169,8 +169,11 @@ public final class DNSServer: Sendable {
         let udp: any Channel
         do {
             udp = try await DatagramBootstrap(group: loop)
-                .channelOption(.datagramVectorReadMessageCount, value: 32)
-                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 4096))
+                // recvmmsg of up to 16 queries per wake-up. NIO splits the buffer between them, so
+                // 16 KiB gives each query 1 KiB (a query with a 255-octet name and OPT is far below
+                // that); a longer datagram arrives cut and is answered FORMERR.
+                .channelOption(.datagramVectorReadMessageCount, value: 16)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 1024))
                 .channelInitializer { [self] ch in
                     ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UDPHandler(server: self, container: id)) }
                 }

@@ -152,6 +152,10 @@ final class FakeUpstream {
             """
         let out = try lab.run(["python3", "-c", script], in: c1, timeout: 20).output
         #expect(out.contains("rcode 1 id 4660"))   // FORMERR with the query's ID
+        // A long (but valid) query arrives whole: a 240-octet name with EDNS is refused for this
+        // internal-only client, not answered FORMERR as a cut datagram would be.
+        let long = (0..<4).map { _ in String(repeating: "a", count: 58) }.joined(separator: ".") + ".test"
+        #expect(try dig(lab, c1, [long]).contains("status: REFUSED"))
         // Still serving.
         #expect(try dig(lab, c1, ["+short", "web"]).trimmed == "10.0.0.2")
         let counters = await server.counters()
