@@ -71,7 +71,9 @@ let package = Package(
         .target(name: "GWBridge", dependencies: ["OverlayModel", "Netlink", "PacketFilter", "IPAM"]),
         .target(name: "Ingress", dependencies: ["OverlayModel", "Netlink", "PacketFilter"]),
         .target(name: "Discovery", dependencies: ["OverlayModel"], exclude: ["README.md"]),
-        .target(name: "DiscoveryServer", dependencies: ["Discovery", "OverlayModel", "Netlink", nioCore, nioPosix, logging]),
+        .target(
+            name: "DiscoveryServer", dependencies: ["Discovery", "OverlayModel", "Netlink", nioCore, nioPosix, logging],
+            exclude: ["README.md"]),
         .target(
             name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys", "PacketFilter", logging],
             exclude: ["README.md"]),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo (`make demo`): a 3-host lab on this machine, each host a network namespace running its
 # own overlayd; h1 inits a swarm, h2 and h3 join; an attachable overlay network; one container per
-# host; each pings the others by IP across VXLAN. Then the lab is torn down, unless --keep.
+# host; each pings the others by IP across VXLAN, then by name through the embedded DNS server
+# (127.0.0.11 in every container). Then the lab is torn down, unless --keep.
 # Every step is printed as the command a user would type.
 set -euo pipefail
 KEEP=0
@@ -35,6 +36,9 @@ for from in 1 2 3; do
     step lab h$from -- overlayctl exec c$from -- ping -c 2 -W 2 -q "${IP[$to]}"
   done
 done
+# Names: every container's resolv.conf points at the embedded DNS server, fed by gossip.
+step lab h1 -- overlayctl exec c1 -- dig +short c3
+step lab h3 -- overlayctl exec c3 -- ping -c 2 -W 2 -q c2
 step lab h2 -- overlayctl network inspect demo
 if [[ $KEEP == 1 ]]; then
   echo; echo "the lab stays up: try \`$CTL lab exec h1 -- overlayctl ps\`; \`$CTL lab down\` removes it"
@@ -42,4 +46,4 @@ else
   step "$CTL" lab down
   trap - EXIT
 fi
-echo; echo "demo: every container reached every other across 3 hosts"
+echo; echo "demo: every container reached every other across 3 hosts, by address and by name"
