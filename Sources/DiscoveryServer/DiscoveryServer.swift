@@ -166,6 +166,7 @@ public final class DNSServer: Sendable {
                 throw error
             }
         }
+        let box = ClientBox(client)
         let udp: any Channel
         do {
             udp = try await DatagramBootstrap(group: loop)
@@ -175,7 +176,7 @@ public final class DNSServer: Sendable {
                 .channelOption(.datagramVectorReadMessageCount, value: 16)
                 .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 1024))
                 .channelInitializer { [self] ch in
-                    ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UDPHandler(server: self, container: id)) }
+                    ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UDPHandler(server: self, container: id, client: box)) }
                 }
                 .withBoundSocket(udpFD).get()
         } catch {
@@ -189,7 +190,7 @@ public final class DNSServer: Sendable {
                 .serverChannelOption(.backlog, value: 64)
                 .childChannelInitializer { [self] ch in
                     ch.eventLoop.makeCompletedFuture {
-                        try ch.pipeline.syncOperations.addHandler(TCPHandler(server: self, container: id))
+                        try ch.pipeline.syncOperations.addHandler(TCPHandler(server: self, container: id, client: box))
                     }
                 }
                 .withBoundSocket(tcpFD).get()
@@ -200,7 +201,7 @@ public final class DNSServer: Sendable {
         }
         let old = try await loop.submit { [self] () -> ContainerEntry? in
             let previous = core.value.containers[id]
-            core.value.containers[id] = ContainerEntry(client: client, udp: udp, tcp: tcp)
+            core.value.containers[id] = ContainerEntry(client: box, udp: udp, tcp: tcp)
             return previous
         }.get()
         if let old {
@@ -212,7 +213,7 @@ public final class DNSServer: Sendable {
 
     /// Changes which networks a served container asks from (after `network connect`/`disconnect`).
     public func updateClient(container id: String, client: ResolverClient) {
-        loop.execute { [self] in core.value.containers[id]?.client = client }
+        loop.execute { [self] in core.value.containers[id]?.client.client = client }
     }
 
     /// Stops serving the container `id` and closes its sockets.
@@ -258,9 +259,16 @@ public final class DNSServer: Sendable {
     }
 }
 
+/// How a served container asks, shared by the server and that container's channel handlers so a
+/// query needs no lookup. Only touched on the server's event loop.
+final class ClientBox: @unchecked Sendable {
+    var client: ResolverClient
+    init(_ client: ResolverClient) { self.client = client }
+}
+
 /// One served container.
 struct ContainerEntry {
-    var client: ResolverClient
+    var client: ClientBox
     var udp: any Channel
     var tcp: any Channel
     var tcpConnections = 0
@@ -307,17 +315,13 @@ final class ServerCore {
     }
 
     /// Decodes, resolves and encodes one query from a container.
-    func handle(_ bytes: [UInt8], container: String, udp: Bool) -> Handling {
+    func handle(_ bytes: UnsafeRawBufferPointer, container: String, client: ClientBox, udp: Bool) -> Handling {
         counters.queries += 1
-        guard let entry = containers[container] else {
-            counters.dropped += 1
-            return .drop
-        }
         let query: DNSMessage
         do {
             query = try DNSMessage.decode(bytes)
         } catch {
-            if let reply = dnsFormErr(for: bytes) {
+            if let reply = dnsFormErr(for: Array(bytes)) {
                 counters.formErr += 1
                 return .reply(reply)
             }
@@ -328,7 +332,7 @@ final class ServerCore {
             counters.dropped += 1
             return .drop
         }
-        switch resolver.resolve(query, client: entry.client, table: table, rng: &rng) {
+        switch resolver.resolve(query, client: client.client, table: table, rng: &rng) {
         case .answer(let message):
             counters.answered += 1
             return .reply(encode(message, for: query, udp: udp))
@@ -426,16 +430,18 @@ final class UDPHandler: ChannelInboundHandler {
 
     let server: DNSServer
     let container: String
-    init(server: DNSServer, container: String) {
+    let client: ClientBox
+    init(server: DNSServer, container: String, client: ClientBox) {
         self.server = server
         self.container = container
+        self.client = client
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
-        let bytes = Array(envelope.data.readableBytesView)
         let core = server.core.value
-        switch core.handle(bytes, container: container, udp: true) {
+        let handling = envelope.data.withUnsafeReadableBytes { core.handle($0, container: container, client: client, udp: true) }
+        switch handling {
         case .reply(let out):
             context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: context.channel.allocator.buffer(bytes: out))), promise: nil)
         case .forward(let query):
@@ -474,14 +480,16 @@ final class TCPHandler: ChannelInboundHandler {
 
     let server: DNSServer
     let container: String
+    let client: ClientBox
     var reader = DNSStreamReader()
     var counted = false
     var idle: Scheduled<Void>?
     var upstreamExchanges = 0
 
-    init(server: DNSServer, container: String) {
+    init(server: DNSServer, container: String, client: ClientBox) {
         self.server = server
         self.container = container
+        self.client = client
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -525,7 +533,8 @@ final class TCPHandler: ChannelInboundHandler {
         armIdle(context: context)
         while let message = reader.next() {
             let core = server.core.value
-            switch core.handle(message, container: container, udp: false) {
+            let handling = message.withUnsafeBytes { core.handle($0, container: container, client: client, udp: false) }
+            switch handling {
             case .reply(let out):
                 context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: DNSStream.frame(out))), promise: nil)
             case .forward(let query):
