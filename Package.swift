@@ -80,7 +80,7 @@ let package = Package(
         .target(
             name: "ClusterControl",
             dependencies: [
-                "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "DiscoveryServer", "Ingress", "GWBridge", "Netlink",
+                "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "DiscoveryServer", "Ingress", "IPsecKeys", "GWBridge", "Netlink",
                 "OverlayCrypto", logging, nioCore, nioPosix, nioHTTP1, nioTLS, nioSSL, x509, crypto, grdb,
             ],
             exclude: ["README.md"]),

@@ -137,9 +137,9 @@ struct NodeList: AsyncParsableCommand {
         let nodes = try await c.call("GET", "/v1/nodes", as: [NodeRecord].self)
         if format.json { return try printJSON(nodes) }
         let me = try await c.call("GET", "/v1/info", as: DaemonInfo.self).nodeID
-        printTable(["ID", "HOSTNAME", "STATUS", "ROLE", "ADDRESS", "DATA PATH"], nodes.map {
+        printTable(["ID", "HOSTNAME", "STATUS", "ROLE", "ADDRESS", "DATA PATH", "ENCRYPTION"], nodes.map {
             [$0.id + ($0.id == me ? " *" : ""), $0.hostname, $0.status.capitalized, $0.role == "manager" ? "Leader" : "worker",
-             $0.advertiseAddr, $0.dataPathAddr]
+             $0.advertiseAddr, $0.dataPathAddr, $0.encryption ?? "-"]
         })
     }
 }

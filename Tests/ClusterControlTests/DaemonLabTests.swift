@@ -325,7 +325,7 @@ struct CLILab {
             (["network", "create", "--bogus-flag", "n"], "Unknown option"),
             (["swarm", "join-token", "admin"], "unknown role"),
             (["swarm", "init"], "already part of a swarm"),
-            (["network", "create", "-d", "overlay", "--opt", "encrypted", "n"], "not available in this build"),
+            (["network", "create", "-d", "overlay", "--opt", "encrypted=maybe", "n"], "without a value"),
             (["network", "create", "-d", "overlay", "--opt", "com.docker.network.driver.mtu=20", "n"], "MTU"),
             (["exec", "nope", "--", "true"], "no such container"),
         ]

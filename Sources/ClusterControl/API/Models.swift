@@ -1,4 +1,5 @@
 import Foundation
+import IPsecKeys
 
 // The JSON the local API (Unix socket) and the manager API (2377) exchange. Field names of what
 // users see (`network inspect`, `inspect`) follow Docker's where the meaning is the same.
@@ -69,6 +70,9 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     public var joined: Date
     /// When its certificate expires (if known).
     public var certificateNotAfter: Date?
+    /// Whether it can encrypt: `ok`, `no keys`, or what failed (reported by the node itself; nil
+    /// before it has reported).
+    public var encryption: String?
 }
 
 /// One subnet of a network, as the manager stores and hands it out.
@@ -274,6 +278,10 @@ public struct NetworkInspect: Codable, Sendable {
     public var Peers: [Peer]?
     /// Verbose (`-v`) only: every endpoint known on the network, local or learned by gossip.
     public var Endpoints: [String: ContainerEntry]?
+    /// Encrypted networks only: whether this node can send on it (`ok`, or why it sends nothing).
+    public var Encryption: String?
+    /// Encrypted networks only: cleartext VXLAN for its VNIs that arrived here and was dropped.
+    public var CleartextDropped: UInt64?
 }
 
 // Manager API (2377).
@@ -311,6 +319,18 @@ public struct ClusterState: Codable, Sendable {
     public var networks: [NetworkRecord]
     public var nodes: [NodeRecord]
     public var gossipKeys: [String]
+    /// The encrypted networks' keyring. It travels only over mutual TLS on 2377 and is never
+    /// written to disk: a node keeps it in memory (the copy of this state it saves has it removed).
+    public var ipsecKeys: IPsecKeyring?
+
+    /// Makes a state.
+    public init(version: UInt64, networks: [NetworkRecord], nodes: [NodeRecord], gossipKeys: [String], ipsecKeys: IPsecKeyring? = nil) {
+        self.version = version
+        self.networks = networks
+        self.nodes = nodes
+        self.gossipKeys = gossipKeys
+        self.ipsecKeys = ipsecKeys
+    }
 }
 
 /// An address request for an endpoint.

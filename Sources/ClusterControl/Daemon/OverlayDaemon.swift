@@ -3,6 +3,7 @@ import Gossip
 import GWBridge
 import IPAM
 import DiscoveryServer
+import IPsecKeys
 import Logging
 import NIOCore
 import NIOPosix
@@ -84,6 +85,8 @@ public actor OverlayDaemon {
     var agent: OverlayAgent?
     /// The embedded DNS server (127.0.0.11 in every container), once in a swarm.
     var dns: DNSServer?
+    /// The encrypted networks' keyring in force here (memory only, never stored).
+    var ipsecKeys: IPsecKeyring?
     var manager: ManagerState?
     /// The host's gateway bridge (egress, published ports), once in a swarm or made by hand.
     var gateway: GatewayBridge?

@@ -1,0 +1,77 @@
+import Foundation
+import Glibc
+import Testing
+import OverlayTestKit
+
+/// Encrypted overlay networks through the real binaries: `--opt encrypted` on three hosts.
+@Suite(.serialized) struct EncryptedLabTests {
+    @Test func encryptedNetworkCarriesOnlyESPAndSurvivesKeyRotation() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-de", hosts: 3)
+        defer { lab.down() }
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
+        for h in ["h2", "h3"] { _ = try lab.must(h, ["swarm", "join", "--token", token, "198.18.0.1:2377"]) }
+        _ = try lab.must("h1", ["network", "create", "--attachable", "--opt", "encrypted", "--subnet", "10.60.0.0/24",
+                                "--opt", "com.docker.network.driver.overlay.vxlanid_list=4200", "sec"])
+        _ = try lab.must("h1", ["network", "create", "--attachable", "--subnet", "10.61.0.0/24",
+                                "--opt", "com.docker.network.driver.overlay.vxlanid_list=4201", "pub"])
+        usleep(500_000)
+        for (h, c) in [("h1", "c1"), ("h2", "c2"), ("h3", "c3")] {
+            _ = try lab.must(h, ["run", "-d", "--name", c, "--network", "sec", "--network", "pub", "--", "sleep", "infinity"])
+        }
+        let c2sec = try lab.ip("h2", "c2", network: "sec")
+        let c2pub = try lab.ip("h2", "c2", network: "pub")
+        let c3sec = try lab.ip("h3", "c3", network: "sec")
+
+        // Docker's MTU for an encrypted network, and every node says it can encrypt.
+        let inspect = try lab.must("h1", ["network", "inspect", "sec"])
+        #expect(inspect.contains("\"encrypted\""), "\(inspect)")
+        #expect(try lab.must("h1", ["exec", "c1", "--", "cat", "/sys/class/net/eth0/mtu"]) == "1424")
+        var allOK = false
+        for _ in 0..<50 where !allOK {
+            let nodes = try lab.must("h1", ["node", "ls"])
+            allOK = nodes.split(separator: "\n").dropFirst().allSatisfy { $0.hasSuffix("ok") }
+            if !allOK { usleep(200_000) }
+        }
+        #expect(allOK, "node ls: \(try lab.must("h1", ["node", "ls"]))")
+
+        // Reachable across hosts on both networks.
+        var reached = false
+        for _ in 0..<50 where !reached {
+            reached = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "1", "-W", "1", c2sec]).succeeded
+        }
+        #expect(reached, "c1 cannot reach c2 on the encrypted network")
+        #expect(try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "1", "-W", "2", c2pub]).succeeded)
+        #expect(try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "2", "-W", "2", "-M", "do", "-s", "1396", c3sec]).succeeded)
+
+        // On the underlay (h2's link): only ESP for `sec`, VXLAN for `pub`, never VXLAN with sec's VNI.
+        let capture = "/run/ovlt-de/h2-underlay.pcap"
+        let dump = try Child.spawn(["ip", "netns", "exec", "ovlt-de-h2", "tcpdump", "-i", "eth0", "-n", "-U", "-w", capture,
+                                    "esp or udp port 4789"], log: "/run/ovlt-de/tcpdump.log")
+        usleep(700_000)
+        _ = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "3", "-i", "0.2", c2sec])
+        _ = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "3", "-i", "0.2", c2pub])
+        usleep(500_000)
+        kill(dump.pid, SIGINT)
+        var st: Int32 = 0
+        waitpid(dump.pid, &st, 0)
+        let esp = try Command.run(["tcpdump", "-n", "-r", capture, "esp"], timeout: 20).output
+        let plainSec = try Command.run(["tcpdump", "-n", "-r", capture, "udp port 4789 and udp[12:4] = 0x00106800"], timeout: 20).output
+        let plainPub = try Command.run(["tcpdump", "-n", "-r", capture, "udp port 4789 and udp[12:4] = 0x00106900"], timeout: 20).output
+        #expect(esp.contains("ESP(spi="), "no ESP on the underlay: \(esp.suffix(300))")
+        #expect(!plainSec.contains(" IP "), "cleartext VXLAN for the encrypted network: \(plainSec.suffix(300))")
+        #expect(plainPub.contains(" IP "), "no VXLAN for the plain network: \(plainPub.suffix(300))")
+
+        // A continuous ping across `swarm rotate-keys` loses nothing.
+        let flood = Task.detached { try lab.on("h1", ["exec", "c1", "--", "ping", "-i", "0.05", "-c", "120", "-W", "1", c2sec], timeout: 60) }
+        usleep(1_500_000)
+        _ = try lab.must("h1", ["swarm", "rotate-keys"])
+        let result = try await flood.value
+        #expect(result.output.contains(" 0% packet loss"), "ping across the rotation: \(result.output.suffix(300))")
+        #expect(try lab.on("h3", ["exec", "c3", "--", "ping", "-c", "1", "-W", "2", c2sec]).succeeded)
+    }
+}
