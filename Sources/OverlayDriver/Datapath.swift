@@ -17,6 +17,8 @@ public struct TunnelSpec: Hashable, Sendable {
     /// the tunnel device itself (then it must be an Ethernet device that can be a MACVLAN's lower
     /// device: a VXLAN or TAP device is).
     public let bridge: String?
+    /// The network's name, for messages (empty when not given).
+    public var network: String = ""
 }
 
 /// The seam between the driver and whatever moves frames between hosts: the kernel's VXLAN device

@@ -1,4 +1,5 @@
 import Foundation
+import IPsecKeys
 import Logging
 import Netlink
 import OverlayModel
@@ -33,8 +34,11 @@ public final class OverlayDriver: @unchecked Sendable {
 
     /// The configuration the driver was made with.
     public let configuration: OverlayDriverConfiguration
-    /// The datapath carrying frames between hosts.
+    /// The datapath carrying plain networks' frames between hosts.
     public let datapath: any Datapath
+    /// The datapath carrying encrypted networks' frames (ESP in userspace); made at start, it
+    /// opens its raw socket and threads only with the first encrypted tunnel.
+    public let userspaceDatapath: UserspaceDatapath
     /// Where the sandbox namespace handles live: `<stateDirectory>/netns`.
     public let handleDirectory: String
     /// The short tag (from the node ID) that prefixes host-namespace kernel objects.
@@ -76,6 +80,8 @@ public final class OverlayDriver: @unchecked Sendable {
         self.host = host
         self.datapath = datapath
         self.logger = configuration.logger
+        self.userspaceDatapath = (datapath as? UserspaceDatapath)
+            ?? UserspaceDatapath(host: host, nodeTag: nodeTag, logger: configuration.logger)
         var dir = configuration.stateDirectory
         while dir.count > 1 && dir.hasSuffix("/") { dir.removeLast() }
         guard dir.hasPrefix("/") else {
@@ -85,7 +91,9 @@ public final class OverlayDriver: @unchecked Sendable {
         guard configuration.underlayMTU >= 68 + OverlayDriverConfiguration.vxlanOverhead else {
             throw OverlayDriverError(.invalidMTU, "underlay MTU \(configuration.underlayMTU) leaves no room for VXLAN (need at least \(68 + OverlayDriverConfiguration.vxlanOverhead))")
         }
-        self.removedStale = try OverlayDriver.removeStale(handleDirectory: handleDirectory, datapath: datapath)
+        var removed = try OverlayDriver.removeStale(handleDirectory: handleDirectory, datapath: datapath)
+        if !(datapath is UserspaceDatapath) { removed += try userspaceDatapath.removeStale() }
+        self.removedStale = removed
         if !removedStale.isEmpty {
             logger.notice("removed what an earlier run left", metadata: ["removed": "\(removedStale.joined(separator: ", "))"])
         }
@@ -272,12 +280,18 @@ public final class OverlayDriver: @unchecked Sendable {
             }
             subnets.append(OverlayNetwork.Subnet(cidr: cidr, gateway: gateway, vni: vni))
         }
-        let maxMTU = configuration.underlayMTU - OverlayDriverConfiguration.vxlanOverhead
+        let maxMTU = spec.encrypted
+            ? OverlayDriverConfiguration.encryptedMTU(underlayMTU: configuration.underlayMTU)
+            : configuration.underlayMTU - OverlayDriverConfiguration.vxlanOverhead
         let mtu = spec.mtu ?? maxMTU
-        guard (68...maxMTU).contains(mtu) else {
-            throw OverlayDriverError(.invalidMTU, "network '\(spec.name)': MTU \(mtu) must be 68...\(maxMTU) (underlay MTU \(configuration.underlayMTU) minus \(OverlayDriverConfiguration.vxlanOverhead) for VXLAN)")
+        guard maxMTU >= 68, (68...maxMTU).contains(mtu) else {
+            let why = spec.encrypted ? "minus \(OverlayDriverConfiguration.vxlanOverhead) for VXLAN and ESP's overhead" : "minus \(OverlayDriverConfiguration.vxlanOverhead) for VXLAN"
+            throw OverlayDriverError(.invalidMTU, "network '\(spec.name)': MTU \(mtu) must be 68...\(maxMTU) (underlay MTU \(configuration.underlayMTU) \(why))")
         }
-        return OverlayNetwork(name: spec.name, subnets: subnets, mtu: mtu)
+        if spec.encrypted && configuration.dataPathAddress.v4 == nil {
+            throw OverlayDriverError(.invalidSubnet, "network '\(spec.name)' is encrypted, but the userspace ESP datapath needs an IPv4 data-path address (this host has \(configuration.dataPathAddress))")
+        }
+        return OverlayNetwork(name: spec.name, subnets: subnets, mtu: mtu, encrypted: spec.encrypted)
     }
 
     static func validateName(_ name: String, what: String) throws(OverlayDriverError) {
@@ -573,6 +587,7 @@ public final class OverlayDriver: @unchecked Sendable {
         net.vtepRefs[key] = count + 1
         guard let sandbox = net.sandbox else { return }
         let tunnel = tunnelSpec(net.network, index)
+        let datapath = datapath(for: net.network)
         if count == 0 { try datapath.addRemoteVTEP(peer.vtep, on: tunnel, in: sandbox.socket) }
         try datapath.programPeer(peer, on: tunnel, in: sandbox.socket)
     }
@@ -584,8 +599,38 @@ public final class OverlayDriver: @unchecked Sendable {
         net.vtepRefs[key] = count > 1 ? count - 1 : nil
         guard let sandbox = net.sandbox else { return }
         let tunnel = tunnelSpec(net.network, index)
+        let datapath = datapath(for: net.network)
         try datapath.unprogramPeer(peer, on: tunnel, in: sandbox.socket)
         if count <= 1 { try datapath.removeRemoteVTEP(peer.vtep, on: tunnel, in: sandbox.socket) }
+    }
+
+    // MARK: Encryption
+
+    /// Installs the managers' IPsec keyring for every encrypted network (nil removes the keys:
+    /// encrypted networks then send nothing). See ``UserspaceDatapath/setKeys(_:)``.
+    public func setIPsecKeys(_ ring: IPsecKeyring?) {
+        userspaceDatapath.setKeys(ring)
+    }
+
+    /// Whether an encrypted network can send (ok, no keys yet, or a sealing error); nil for a
+    /// plain network. For `network inspect` and `node ls`.
+    public func encryptionStatus(network name: String) throws(OverlayDriverError) -> EncryptionStatus? {
+        let network = try locked { () throws(OverlayDriverError) in try networkState(name).network }
+        guard network.encrypted else { return nil }
+        var worst = EncryptionStatus.ok
+        for s in network.subnets {
+            let status = userspaceDatapath.encryptionStatus(vni: s.vni)
+            if status != .ok { worst = status }
+        }
+        return network.subnets.isEmpty ? userspaceDatapath.encryptionStatus(vni: nil) : worst
+    }
+
+    /// Cleartext VXLAN packets for an encrypted network's VNIs dropped by its nftables rule in the
+    /// host namespace (0 while it has no tunnel); nil for a plain network.
+    public func cleartextDrops(network name: String) throws(OverlayDriverError) -> UInt64? {
+        let network = try locked { () throws(OverlayDriverError) in try networkState(name).network }
+        guard network.encrypted else { return nil }
+        return network.subnets.reduce(0) { $0 + (userspaceDatapath.cleartextDrops(vni: $1.vni) ?? 0) }
     }
 
     // MARK: Sandboxes
@@ -594,11 +639,17 @@ public final class OverlayDriver: @unchecked Sendable {
         let s = network.subnets[index]
         return TunnelSpec(
             vni: s.vni, port: configuration.dataPathPort, localVTEP: configuration.dataPathAddress, mtu: network.mtu,
-            deviceName: s.tunnelName, bridge: endpointLink == .vethBridge ? s.bridgeName : nil)
+            deviceName: s.tunnelName, bridge: endpointLink == .vethBridge ? s.bridgeName : nil, network: network.name)
+    }
+
+    /// The datapath a network's tunnels use: the userspace one for encrypted networks.
+    func datapath(for network: OverlayNetwork) -> any Datapath {
+        network.encrypted ? userspaceDatapath : datapath
     }
 
     private func buildSandbox(_ net: NetworkState) throws(OverlayDriverError) -> Sandbox {
         let network = net.network
+        let datapath = datapath(for: network)
         let name = network.sandboxName
         let started = ContinuousClock.now
         let namespace = try kernel("create sandbox \(name) for network '\(network.name)' in \(handleDirectory)") {
@@ -678,6 +729,7 @@ public final class OverlayDriver: @unchecked Sendable {
 
     /// Deletes a sandbox's links and its handle. Never throws: teardown must finish.
     private func teardownSandbox(_ network: OverlayNetwork, _ sandbox: Sandbox) {
+        let datapath = datapath(for: network)
         for i in network.subnets.indices {
             do { try datapath.removeTunnel(tunnelSpec(network, i), in: sandbox.socket) } catch {
                 logger.warning("tunnel removal failed", metadata: ["error": "\(error)"])
@@ -712,6 +764,7 @@ public final class OverlayDriver: @unchecked Sendable {
                 net.sandbox = nil
                 state.networks[name] = net
             }
+            userspaceDatapath.stop()
             if NetworkNamespace.list(handleDirectory: handleDirectory).isEmpty {
                 do { try NetworkNamespace.removeHandleDirectory(handleDirectory) } catch {
                     logger.warning("could not remove the handle directory", metadata: ["error": "\(error)"])

@@ -41,6 +41,17 @@ public struct OverlayDriverConfiguration: Sendable {
 
     /// Bytes VXLAN adds on the underlay: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
     public static let vxlanOverhead: UInt32 = 50
+
+    /// The largest container MTU of an encrypted network on `underlayMTU`: VXLAN's 50 plus ESP in
+    /// transport mode, 8 (SPI, sequence number) + 8 (IV) + 2 (pad length, next header) + 8 (ICV)
+    /// = 26, plus padding of the encrypted part (UDP + VXLAN + frame + trailer) to a multiple of 4.
+    /// 1424 on 1500, Docker's value.
+    public static func encryptedMTU(underlayMTU: UInt32) -> UInt32 {
+        // outer IP 20 + ESP header 16 + ICV 8 around a ciphertext of UDP 8 + VXLAN 8 + Ethernet 14
+        // + MTU + trailer 2, which must be a multiple of 4.
+        guard underlayMTU >= 44 + 32 + 68 else { return 0 }
+        return ((underlayMTU - 44) & ~3) - 32
+    }
 }
 
 /// How a container's interface is joined to its subnet's tunnel device inside the network sandbox.
@@ -86,17 +97,22 @@ public struct OverlayNetworkSpec: Hashable, Sendable {
     public var subnets: [Subnet]
     /// The container MTU; nil for the underlay MTU minus ``OverlayDriverConfiguration/vxlanOverhead``.
     public var mtu: UInt32?
+    /// Docker's `--opt encrypted`: the network's frames travel as ESP (AES-GCM) between hosts,
+    /// through the driver's ``UserspaceDatapath``; its MTU default is
+    /// ``OverlayDriverConfiguration/encryptedMTU(underlayMTU:)``.
+    public var encrypted: Bool = false
 
     /// Makes a network spec with several subnets.
-    public init(name: String, subnets: [Subnet], mtu: UInt32? = nil) {
+    public init(name: String, subnets: [Subnet], mtu: UInt32? = nil, encrypted: Bool = false) {
         self.name = name
         self.subnets = subnets
         self.mtu = mtu
+        self.encrypted = encrypted
     }
 
     /// Makes a network spec with one subnet.
-    public init(name: String, subnet: String, gateway: String? = nil, vni: UInt32, mtu: UInt32? = nil) {
-        self.init(name: name, subnets: [Subnet(subnet, gateway: gateway, vni: vni)], mtu: mtu)
+    public init(name: String, subnet: String, gateway: String? = nil, vni: UInt32, mtu: UInt32? = nil, encrypted: Bool = false) {
+        self.init(name: name, subnets: [Subnet(subnet, gateway: gateway, vni: vni)], mtu: mtu, encrypted: encrypted)
     }
 }
 
@@ -124,6 +140,8 @@ public struct OverlayNetwork: Hashable, Sendable {
     public let subnets: [Subnet]
     /// The container MTU (the endpoint links, bridge or gateway MACVLAN, and tunnel device all use it).
     public let mtu: UInt32
+    /// Whether the network is encrypted (carried by the userspace ESP datapath).
+    public internal(set) var encrypted: Bool = false
     /// The name of the sandbox namespace handle (`sb-<first vni>`) in the driver's handle directory.
     public var sandboxName: String { "sb-\(subnets[0].vni.value)" }
 

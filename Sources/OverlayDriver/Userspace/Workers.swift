@@ -1,0 +1,293 @@
+import Glibc
+import IPsecKeys
+
+// The hot loops. Buffers, iovecs and message headers are allocated once per thread; per batch
+// each loop takes the tables/keys snapshot under one lock and merges its counters under another.
+
+extension UserspaceDatapath {
+    static let batch = 64
+    /// Bytes before the inner frame in a TX slot: ESP header (16) + UDP (8) + VXLAN (8).
+    static let frameOffset = ESP.headerLength + 16
+
+    /// Slot size for a TAP MTU: headers, the frame (MTU + Ethernet + VLAN tag), ESP trailer
+    /// (padding up to 3, pad length, next header) and a 16-byte ICV, rounded to 64.
+    static func txSlotSize(mtu: UInt32) -> Int {
+        (frameOffset + Int(mtu) + 18 + 5 + 16 + 63) & ~63
+    }
+
+    /// TX: TAP frames -> VXLAN -> ESP -> raw socket, until the tunnel's wake pipe fires.
+    func runTX(_ t: UserspaceTunnel, rawFD: Int32) {
+        let cap = Self.batch
+        let slotSize = Self.txSlotSize(mtu: t.spec.mtu)
+        // `cap` send slots plus one template slot (the frame being flooded).
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: (cap + 1) * slotSize, alignment: 64)
+        let iov = UnsafeMutablePointer<iovec>.allocate(capacity: cap)
+        let msgs = UnsafeMutablePointer<MMsgHdr>.allocate(capacity: cap)
+        let addrs = UnsafeMutablePointer<sockaddr_in>.allocate(capacity: cap)
+        let pfds = UnsafeMutablePointer<pollfd>.allocate(capacity: 2)
+        defer {
+            buf.deallocate(); iov.deallocate(); msgs.deallocate(); addrs.deallocate(); pfds.deallocate()
+        }
+        for i in 0..<cap {
+            addrs[i] = sockaddr_in()
+            addrs[i].sin_family = sa_family_t(AF_INET)
+            msgs[i] = MMsgHdr()
+            msgs[i].hdr.msg_name = UnsafeMutableRawPointer(addrs + i)
+            msgs[i].hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
+            msgs[i].hdr.msg_iov = iov + i
+            msgs[i].hdr.msg_iovlen = 1
+        }
+        let template = buf + cap * slotSize
+        let send = MMsg.send!
+        let port = t.spec.port.bigEndian
+        let vxlanWord = (t.vni << 8).bigEndian
+        var local = [UInt64](repeating: 0, count: CounterBlock.count)
+        var lastNoKeys: Bool?
+        var lastSealError: String?
+        let tapFD = t.tapFD
+        let maxFrame = slotSize - Self.frameOffset - 5 - 16
+
+        loop: while true {
+            pfds[0] = pollfd(fd: tapFD, events: Int16(POLLIN), revents: 0)
+            pfds[1] = pollfd(fd: t.wake.readFD, events: Int16(POLLIN), revents: 0)
+            let pr = poll(pfds, 2, -1)
+            if pr < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            if pfds[1].revents != 0 { break }
+            if pfds[0].revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { break }
+
+            let tables = t.tables.withLock { $0 }
+            let keys = txKeys.withLock { $0 }
+            var out = 0
+            var noKeysSeen = false
+            var sealError: String?
+            var sentSome = false
+
+            func flush() {
+                var sent = 0
+                while sent < out {
+                    let r = send(rawFD, UnsafeMutableRawPointer(msgs + sent), UInt32(out - sent), 0)
+                    if r < 0 {
+                        if errno == EINTR { continue }
+                        local[CounterBlock.dropBase + UserspaceDropReason.sendFailed.rawValue] &+= 1
+                        sent += 1
+                        continue
+                    }
+                    sent += Int(r)
+                    sentSome = true
+                }
+                out = 0
+            }
+
+            /// Encapsulates and seals the frame at `slot + frameOffset` for `vtep` into send slot `out`.
+            func prepare(_ slot: UnsafeMutableRawPointer, _ frameLen: Int, _ vtep: UInt32, _ flow: UInt16) {
+                guard let sealer = keys.sealers[vtep] else {
+                    noKeysSeen = true
+                    local[CounterBlock.dropBase + UserspaceDropReason.noKeys.rawValue] &+= 1
+                    return
+                }
+                let udp = slot + ESP.headerLength
+                udp.storeBytes(of: flow.bigEndian, toByteOffset: 0, as: UInt16.self)
+                udp.storeBytes(of: port, toByteOffset: 2, as: UInt16.self)
+                udp.storeBytes(of: UInt16(16 + frameLen).bigEndian, toByteOffset: 4, as: UInt16.self)
+                udp.storeBytes(of: UInt16(0), toByteOffset: 6, as: UInt16.self)
+                udp.storeBytes(of: UInt32(0x0800_0000).bigEndian, toByteOffset: 8, as: UInt32.self)
+                udp.storeBytes(of: vxlanWord, toByteOffset: 12, as: UInt32.self)
+                let total: Int
+                do throws(IPsecError) {
+                    total = try sealer.seal(
+                        into: UnsafeMutableRawBufferPointer(start: slot, count: slotSize), payloadLength: 16 + frameLen, nextHeader: 17)
+                } catch {
+                    sealError = error.message
+                    local[CounterBlock.dropBase + UserspaceDropReason.sealFailed.rawValue] &+= 1
+                    return
+                }
+                iov[out] = iovec(iov_base: slot, iov_len: total)
+                addrs[out].sin_addr.s_addr = vtep.bigEndian
+                out += 1
+                local[CounterBlock.txFrames] &+= 1
+                local[CounterBlock.txBytes] &+= UInt64(frameLen)
+            }
+
+            var reads = 0
+            while reads < cap {
+                if out == cap { flush() }
+                let slot = buf + out * slotSize
+                let frame = slot + Self.frameOffset
+                let n = read(tapFD, frame, maxFrame)
+                if n <= 0 {
+                    if n < 0 && errno == EINTR { continue }
+                    break
+                }
+                reads += 1
+                let len = Int(n)
+                guard len >= 14 else {
+                    local[CounterBlock.dropBase + UserspaceDropReason.badFrame.rawValue] &+= 1
+                    continue
+                }
+                let dst = loadMAC(frame, 0)
+                let etherType = loadBE16(frame, 12)
+                if etherType == 0x0806 {
+                    // Proxy ARP: answer requests for peers here; never flood them (as the kernel's
+                    // VXLAN device with proxy ARP does).
+                    if len >= 42, loadBE16(frame, 20) == 1, loadBE32(frame, 14) == 0x0001_0800, loadBE16(frame, 18) == 0x0604 {
+                        let tpa = loadBE32(frame, 38)
+                        if let mac = tables.neighbours[tpa] {
+                            let sha = loadMAC(frame, 22)
+                            let spa = loadBE32(frame, 28)
+                            storeMAC(sha, frame, 0)
+                            storeMAC(mac, frame, 6)
+                            storeBE16(2, frame, 20)
+                            storeMAC(mac, frame, 22)
+                            storeBE32(tpa, frame, 28)
+                            storeMAC(sha, frame, 32)
+                            storeBE32(spa, frame, 38)
+                            if write(tapFD, frame, 42) == 42 {
+                                local[CounterBlock.proxyARP] &+= 1
+                            } else {
+                                local[CounterBlock.dropBase + UserspaceDropReason.tapWriteFailed.rawValue] &+= 1
+                            }
+                        } else {
+                            local[CounterBlock.dropBase + UserspaceDropReason.arpUnanswered.rawValue] &+= 1
+                        }
+                        continue
+                    }
+                }
+                let flow = flowPort(frame, len)
+                if dst & 0x0100_0000_0000 == 0, let vtep = tables.fdb[dst] {
+                    prepare(slot, len, vtep, flow)
+                    continue
+                }
+                // Broadcast, multicast or unknown unicast: one sealed copy per flood VTEP.
+                guard !tables.flood.isEmpty else {
+                    local[CounterBlock.dropBase + UserspaceDropReason.noDestination.rawValue] &+= 1
+                    continue
+                }
+                if tables.flood.count == 1 {
+                    prepare(slot, len, tables.flood[0], flow)
+                    continue
+                }
+                (template + Self.frameOffset).copyMemory(from: frame, byteCount: len)
+                for vtep in tables.flood {
+                    if out == cap { flush() }
+                    let s = buf + out * slotSize
+                    (s + Self.frameOffset).copyMemory(from: template + Self.frameOffset, byteCount: len)
+                    prepare(s, len, vtep, flow)
+                }
+            }
+            flush()
+            counterBlock.merge(&local)
+            _ = sentSome
+            let noKeys = noKeysSeen && !keys.hasKeys
+            if noKeys != lastNoKeys || sealError != lastSealError {
+                if lastNoKeys != nil || noKeys || sealError != nil {
+                    noteTxState(t, noKeys: noKeys, sealError: sealError)
+                }
+                lastNoKeys = noKeys
+                lastSealError = sealError
+            }
+        }
+    }
+
+    /// The outer UDP source port for an inner frame (Linux's range 32768...60999 style): a hash of
+    /// the IPv4 addresses, protocol and ports (direction-independent), or of the MACs.
+    @inline(__always)
+    func flowPort(_ f: UnsafeMutableRawPointer, _ len: Int) -> UInt16 {
+        var h: UInt32
+        if len >= 34, loadBE16(f, 12) == 0x0800 {
+            let s = loadBE32(f, 26), d = loadBE32(f, 30)
+            h = (min(s, d) &* 0x9E37_79B1) ^ (max(s, d) &* 0x85EB_CA77) ^ UInt32(f.load(fromByteOffset: 23, as: UInt8.self))
+            let ihl = Int(f.load(fromByteOffset: 14, as: UInt8.self) & 0xF) * 4
+            let proto = f.load(fromByteOffset: 23, as: UInt8.self)
+            if (proto == 6 || proto == 17), len >= 14 + ihl + 4 {
+                let a = UInt32(loadBE16(f, 14 + ihl)), b = UInt32(loadBE16(f, 16 + ihl))
+                h ^= (min(a, b) << 16 | max(a, b)) &* 0xC2B2_AE3D
+            }
+        } else {
+            h = UInt32(truncatingIfNeeded: loadMAC(f, 0) ^ loadMAC(f, 6)) &* 0x9E37_79B1
+        }
+        h ^= h >> 15
+        h = h &* 0x2C1B_3C6D
+        h ^= h >> 12
+        return UInt16(32768 + h % 28232)
+    }
+
+    /// RX: raw ESP socket -> open -> UDP/VXLAN checks -> the VNI's TAP, until `wake` fires.
+    func runRX(rawFD: Int32, wake: WakePipe, port: UInt16) {
+        let cap = Self.batch
+        let slotSize = 16384
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: cap * slotSize, alignment: 64)
+        let iov = UnsafeMutablePointer<iovec>.allocate(capacity: cap)
+        let msgs = UnsafeMutablePointer<MMsgHdr>.allocate(capacity: cap)
+        let pfds = UnsafeMutablePointer<pollfd>.allocate(capacity: 2)
+        defer { buf.deallocate(); iov.deallocate(); msgs.deallocate(); pfds.deallocate() }
+        for i in 0..<cap {
+            iov[i] = iovec(iov_base: buf + i * slotSize, iov_len: slotSize)
+            msgs[i] = MMsgHdr()
+            msgs[i].hdr.msg_iov = iov + i
+            msgs[i].hdr.msg_iovlen = 1
+        }
+        let recv = MMsg.recv!
+        var local = [UInt64](repeating: 0, count: CounterBlock.count)
+        @inline(__always) func drop(_ r: UserspaceDropReason) { local[CounterBlock.dropBase + r.rawValue] &+= 1 }
+
+        while true {
+            pfds[0] = pollfd(fd: rawFD, events: Int16(POLLIN), revents: 0)
+            pfds[1] = pollfd(fd: wake.readFD, events: Int16(POLLIN), revents: 0)
+            let pr = poll(pfds, 2, -1)
+            if pr < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            if pfds[1].revents != 0 { break }
+            let n = recv(rawFD, UnsafeMutableRawPointer(msgs), UInt32(cap), Int32(MSG_DONTWAIT), nil)
+            if n <= 0 { continue }
+            do {
+                let tunnels = rxTunnels.withLock { $0 }
+                for i in 0..<Int(n) {
+                    let p = buf + i * slotSize
+                    let got = Int(msgs[i].len)
+                    guard got >= 20, msgs[i].hdr.msg_flags & Int32(MSG_TRUNC) == 0 else { drop(.notESP); continue }
+                    let vihl = p.load(as: UInt8.self)
+                    let ihl = Int(vihl & 0xF) * 4
+                    let total = Int(loadBE16(p, 2))
+                    guard vihl >> 4 == 4, ihl >= 20, total <= got, total > ihl + ESP.headerLength,
+                          p.load(fromByteOffset: 9, as: UInt8.self) == ESP.ipProtocol
+                    else { drop(.notESP); continue }
+                    let esp = p + ihl
+                    let opened: ESPOpenedRange
+                    do throws(IPsecError) {
+                        opened = try opener.open(inPlace: UnsafeMutableRawBufferPointer(start: esp, count: total - ihl))
+                    } catch {
+                        switch error.code {
+                        case .unknownSPI: drop(.espUnknownSPI)
+                        case .authFailed: drop(.espAuthFailed)
+                        case .replayed: drop(.espReplayed)
+                        case .outsideWindow: drop(.espOutsideWindow)
+                        case .badPadding: drop(.espBadPadding)
+                        default: drop(.espTooShort)
+                        }
+                        continue
+                    }
+                    let udp = esp + opened.payload.lowerBound
+                    let plen = opened.payload.count
+                    guard opened.nextHeader == 17, plen >= 16 + 14 else { drop(.notUDP); continue }
+                    guard loadBE16(udp, 2) == port else { drop(.wrongPort); continue }
+                    guard udp.load(fromByteOffset: 8, as: UInt8.self) & 0x08 != 0 else { drop(.notVXLAN); continue }
+                    let vni = loadBE32(udp, 12) >> 8
+                    guard let t = tunnels[vni] else { drop(.unknownVNI); continue }
+                    let frameLen = plen - 16
+                    if write(t.tapFD, udp + 16, frameLen) == frameLen {
+                        local[CounterBlock.rxFrames] &+= 1
+                        local[CounterBlock.rxBytes] &+= UInt64(frameLen)
+                    } else {
+                        drop(.tapWriteFailed)
+                    }
+                }
+            }
+            counterBlock.merge(&local)
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import IPsecKeys
+import Netlink
+import OverlayDriver
+import OverlayModel
+import OverlayTestKit
+import Testing
+
+/// A keyring of three random keys with tags `first`, `first + 1`, `first + 2`.
+func testKeyring(first: UInt32 = 1) throws -> IPsecKeyring {
+    try IPsecKeyring(keys: [IPsecKey.random(tag: first), IPsecKey.random(tag: first + 1), IPsecKey.random(tag: first + 2)])
+}
+
+/// Two or three lab hosts, each with an encrypted network `sec` (10.50.0.0/24, VNI 5001) and a
+/// plain network `plain` (10.60.0.0/24, VNI 6001), a container on each host on each network
+/// (`s<i>` at 10.50.0.<i+1>, `p<i>` at 10.60.0.<i+1>), and every host's peers added on every other.
+final class EncryptedLab: @unchecked Sendable {
+    // @unchecked: a test owns it.
+    let f: Fixture
+    var secEndpoints: [OverlayEndpoint] = []
+    var plainEndpoints: [OverlayEndpoint] = []
+    var secContainers: [NetworkNamespace] = []
+    var plainContainers: [NetworkNamespace] = []
+    static let secVNI: UInt32 = 5001
+    static let plainVNI: UInt32 = 6001
+
+    init(_ name: String, hosts: Int, link: EndpointLink = .auto, keys: IPsecKeyring?) throws {
+        f = try Fixture(name, hosts: hosts, link: link)
+        do {
+            for (i, d) in f.drivers.enumerated() {
+                if let keys { d.setIPsecKeys(keys) }
+                try d.createNetwork(OverlayNetworkSpec(name: "sec", subnet: "10.50.0.0/24", vni: Self.secVNI, encrypted: true))
+                try d.createNetwork(OverlayNetworkSpec(name: "plain", subnet: "10.60.0.0/24", vni: Self.plainVNI))
+                let sc = try f.container("s\(i + 1)")
+                let pc = try f.container("p\(i + 1)")
+                secContainers.append(sc)
+                plainContainers.append(pc)
+                secEndpoints.append(try d.attach(EndpointSpec(id: "s\(i + 1)", network: "sec", namespace: .path(sc.path!), address: ip("10.50.0.\(i + 2)"))))
+                plainEndpoints.append(try d.attach(EndpointSpec(id: "p\(i + 1)", network: "plain", namespace: .path(pc.path!), address: ip("10.60.0.\(i + 2)"))))
+            }
+            for (i, d) in f.drivers.enumerated() {
+                for j in f.drivers.indices where j != i {
+                    try d.addPeer(secEndpoints[j].peer, network: "sec")
+                    try d.addPeer(plainEndpoints[j].peer, network: "plain")
+                }
+            }
+        } catch {
+            f.destroy()
+            throw error
+        }
+    }
+
+    var drivers: [OverlayDriver] { f.drivers }
+    func destroy() { f.destroy() }
+
+    /// `ping -c count -i interval` from container `from` (encrypted network) to host `to`'s container.
+    func pingSec(_ from: Int, _ to: Int, count: Int = 2, extra: [String] = []) throws -> CommandResult {
+        try f.lab.run(["ping", "-c", "\(count)", "-i", "0.2", "-W", "2"] + extra + [secEndpoints[to].address.description], in: secContainers[from])
+    }
+}
+
+/// The IP protocol of a captured Ethernet frame carrying IPv4, and for UDP its destination port
+/// and (if VXLAN-sized) the VNI.
+struct CapturedPacket {
+    let proto: UInt8
+    let udpDestination: UInt16?
+    let vni: UInt32?
+
+    init?(_ frame: [UInt8]) {
+        guard frame.count >= 34, frame[12] == 0x08, frame[13] == 0x00 else { return nil }
+        proto = frame[23]
+        let l4 = 14 + Int(frame[14] & 0xF) * 4
+        if proto == 17, frame.count >= l4 + 16 {
+            udpDestination = UInt16(frame[l4 + 2]) << 8 | UInt16(frame[l4 + 3])
+            vni = UInt32(frame[l4 + 12]) << 16 | UInt32(frame[l4 + 13]) << 8 | UInt32(frame[l4 + 14])
+        } else {
+            udpDestination = nil
+            vni = nil
+        }
+    }
+}
+
+/// Writes captured Ethernet frames as a pcap file (LINKTYPE_ETHERNET).
+func writePcap(_ frames: [[UInt8]], to path: String) throws {
+    func le32(_ v: UInt32) -> [UInt8] { [UInt8(v & 0xFF), UInt8((v >> 8) & 0xFF), UInt8((v >> 16) & 0xFF), UInt8(v >> 24)] }
+    var pcap = le32(0xa1b2_c3d4) + [2, 0, 4, 0] + le32(0) + le32(0) + le32(65535) + le32(1)
+    for f in frames { pcap += le32(0) + le32(0) + le32(UInt32(f.count)) + le32(UInt32(f.count)) + f }
+    try Data(pcap).write(to: URL(fileURLWithPath: path))
+}
