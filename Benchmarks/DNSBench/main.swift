@@ -5,7 +5,8 @@
 //
 // Prints queries/s (saturated, dnsperf -q 100) with dnsperf's average latency, and p50/p99 round
 // trips of a probe client sending one query at a time, alone and beside a fixed dnsperf load
-// (--rate, default 20000 q/s), for each server, and the ratio ours/dnsmasq. Each server
+// (--rate, default 20000 q/s), for each server, and the ratio ours/dnsmasq. The servers share CPU 0
+// (one at a time), dnsperf and the probe get CPU 1. Each server
 // runs on one thread (our event loop; dnsmasq is single-threaded); dnsperf has the other core.
 import Discovery
 import DiscoveryServer
@@ -48,7 +49,7 @@ struct Result {
 
 /// Runs dnsperf at full speed and reads its summary.
 func saturate(_ lab: Lab, _ ns: NetworkNamespace, server: String, file: String, seconds: Int) throws -> Result {
-    let out = try lab.run(["dnsperf", "-s", server, "-d", file, "-l", "\(seconds)", "-q", "100", "-T", "1", "-c", "1"], in: ns,
+    let out = try lab.run(["taskset", "-c", "1", "dnsperf", "-s", server, "-d", file, "-l", "\(seconds)", "-q", "100", "-T", "1", "-c", "1"], in: ns,
                           timeout: Double(seconds) + 30).output
     func number(after label: String) -> Double? {
         guard let line = out.split(separator: "\n").first(where: { $0.contains(label) }) else { return nil }
@@ -107,7 +108,7 @@ func probe(_ ns: NetworkNamespace, server: IPv4Address, names: Int, count: Int) 
 func backgroundLoad(_ ns: NetworkNamespace, server: String, file: String, rate: Int, seconds: Int) throws -> Process {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
-    p.arguments = ["--net=\(ns.path!)", "--", "dnsperf", "-s", server, "-d", file, "-l", "\(seconds)", "-Q", "\(rate)", "-T", "1", "-c", "1"]
+    p.arguments = ["--net=\(ns.path!)", "--", "taskset", "-c", "1", "dnsperf", "-s", server, "-d", file, "-l", "\(seconds)", "-Q", "\(rate)", "-T", "1", "-c", "1"]
     p.standardOutput = FileHandle.nullDevice
     p.standardError = FileHandle.nullDevice
     try p.run()
@@ -122,6 +123,16 @@ func percentile(_ sorted: [Double], _ p: Double) -> Double {
 func ms(_ s: Double) -> String { String(format: "%.3f ms", s * 1000) }
 
 let options = Options()
+// One core each, as the issue measured dnsmasq: this process (our event loop) and dnsmasq on CPU 0,
+// dnsperf on CPU 1.
+if getenv("DNS_BENCH_PINNED") == nil {
+    setenv("DNS_BENCH_PINNED", "1", 1)
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    let argv = ["taskset", "-c", "0", exe] + CommandLine.arguments.dropFirst()
+    let cargs = argv.map { strdup($0) } + [nil]
+    execvp("taskset", cargs)
+    print("note: taskset not found; running unpinned")
+}
 let lab = try Lab.create(name: "ovlt-dnsbench", hosts: 1)
 defer { lab.destroy() }
 let ours = try lab.makeNamespace("ours")
