@@ -46,7 +46,7 @@ struct Overlayd: AsyncParsableCommand {
         discussion: "Default: the nameservers in the host's /etc/resolv.conf. The embedded DNS at 127.0.0.11 in each container forwards to them from the host's namespace."))
     var dns: [String] = []
 
-    @Option(name: .long, help: "auto or kernel (the userspace datapath arrives with encrypted networks).")
+    @Option(name: .long, help: "auto or kernel: the datapath of plain overlay networks (kernel VXLAN). Encrypted networks always use the userspace ESP datapath.")
     var datapath = "auto"
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error.")
