@@ -60,7 +60,7 @@ struct Overlayd: AsyncParsableCommand {
             throw ValidationError("--data-path-port \(dataPathPort) is out of range: use 1024-49151")
         }
         guard ["auto", "kernel"].contains(datapath) else {
-            throw ValidationError("--datapath \(datapath): this build has the kernel datapath only (auto or kernel)")
+            throw ValidationError("--datapath \(datapath): use auto or kernel (encrypted networks always use the userspace ESP datapath)")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel) is not a level") }
         guard dns.count <= 3 else { throw ValidationError("--dns is given \(dns.count) times: at most 3 upstream servers are used") }
