@@ -109,7 +109,7 @@ let package = Package(
             name: "gossip-bench", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto"], path: "Benchmarks/gossip-bench"),
         .executableTarget(
             name: "overlay-bench",
-            dependencies: ["OverlayModel", "VXLANCodec", "IPAM", "Netlink", "OverlayDriver", "OverlayTestKit", nioCore],
+            dependencies: ["OverlayModel", "VXLANCodec", "IPAM", "Netlink", "OverlayDriver", "IPsecKeys", "OverlayTestKit", nioCore],
             path: "Benchmarks/OverlayBench"),
         .executableTarget(
             name: "control-bench", dependencies: ["ClusterControl", "OverlayTestKit", nioPosix], path: "Benchmarks/ControlBench"),

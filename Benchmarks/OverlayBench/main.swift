@@ -6,7 +6,7 @@
 
 import Foundation
 
-let usage = "usage: overlay-bench codec|ipam|netlink|dataplane|all [--seconds S] [--links N] [--iperf-seconds T] [--rounds R]"
+let usage = "usage: overlay-bench codec|ipam|netlink|dataplane|encrypted|all [--seconds S] [--links N] [--iperf-seconds T] [--rounds R]"
 var args = Array(CommandLine.arguments.dropFirst())
 var seconds = 2.0
 var links = 500
@@ -28,15 +28,15 @@ while !args.isEmpty {
     case "--rounds":
         guard let v = args.first.flatMap(Int.init), v > 0 else { FileHandle.standardError.write(Data("\(usage)\n".utf8)); exit(2) }
         rounds = v; args.removeFirst()
-    case "codec", "ipam", "netlink", "dataplane": which.append(a)
-    case "all": which += ["codec", "ipam", "netlink", "dataplane"]
+    case "codec", "ipam", "netlink", "dataplane", "encrypted": which.append(a)
+    case "all": which += ["codec", "ipam", "netlink", "dataplane", "encrypted"]
     case "-h", "--help": print(usage); exit(0)
     default:
         FileHandle.standardError.write(Data("overlay-bench: unknown argument '\(a)'\n\(usage)\n".utf8))
         exit(2)
     }
 }
-if which.isEmpty { which = ["codec", "ipam", "netlink", "dataplane"] }
+if which.isEmpty { which = ["codec", "ipam", "netlink", "dataplane", "encrypted"] }
 
 for b in which {
     switch b {
@@ -53,6 +53,12 @@ for b in which {
         print("== dataplane: iperf3 and ping over the underlay, a hand-built VXLAN pair and our overlay")
         do { try runDataplaneBenchmark(seconds: iperfSeconds, rounds: rounds) } catch {
             print("dataplane: failed: \(error)")
+            exit(1)
+        }
+    case "encrypted":
+        print("== encrypted: iperf3 over the underlay, a plain overlay and an encrypted overlay, CPU per Gbit")
+        do { try runEncryptedBenchmark(seconds: iperfSeconds, rounds: rounds) } catch {
+            print("encrypted: failed: \(error)")
             exit(1)
         }
     default: break

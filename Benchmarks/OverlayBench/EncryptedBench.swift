@@ -1,0 +1,118 @@
+import Foundation
+import IPsecKeys
+import Netlink
+import OverlayDriver
+import OverlayModel
+import OverlayTestKit
+
+// The encrypted network benchmark: iperf3 TCP (one stream) between two lab hosts' containers, side
+// by side in one run over (1) the underlay veth, (2) a plain overlay network (kernel VXLAN) and
+// (3) an encrypted overlay network (the userspace ESP datapath), with the whole machine's CPU time
+// per Gbit moved on each path (from /proc/stat: every process, softirqs included).
+
+/// Busy and total jiffies of all CPUs.
+private func cpuJiffies() -> (busy: Double, total: Double) {
+    guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") }) else { return (0, 0) }
+    let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+    guard v.count >= 5 else { return (0, 0) }
+    let idle = v[3] + v[4]
+    let total = v.reduce(0, +)
+    return (total - idle, total)
+}
+
+private struct EncryptedResult {
+    var name: String
+    var bps: Double
+    var cpuSecondsPerGbit: Double
+}
+
+private func iperfOnce(client: String, server: String, serverIP: String, seconds: Int) throws -> EncryptedResult {
+    let port = "5310"
+    let s = try Command.run(["nsenter", "--net=\(server)", "--", "iperf3", "-s", "-1", "-D", "-p", port])
+    guard s.succeeded else { throw LabError("iperf3 server: \(s.output)") }
+    usleep(200_000)
+    let hz = Double(sysconf(Int32(_SC_CLK_TCK)))
+    let before = cpuJiffies()
+    let r = try Command.run(["nsenter", "--net=\(client)", "--", "iperf3", "-c", serverIP, "-p", port, "-t", "\(seconds)", "-J"],
+                            timeout: Double(seconds) + 30)
+    let after = cpuJiffies()
+    guard r.succeeded,
+          let json = try? JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any],
+          let end = json["end"] as? [String: Any],
+          let received = end["sum_received"] as? [String: Any],
+          let bps = received["bits_per_second"] as? Double, let bytes = received["bytes"] as? Double
+    else { throw LabError("iperf3 client to \(serverIP): \(r.output.prefix(400))") }
+    let cpuSeconds = (after.busy - before.busy) / hz
+    return EncryptedResult(name: "", bps: bps, cpuSecondsPerGbit: cpuSeconds / max(bytes * 8 / 1e9, 1e-9))
+}
+
+func runEncryptedBenchmark(seconds: Int, rounds: Int) throws {
+    guard getuid() == 0 else {
+        print("encrypted: skipped, needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+        return
+    }
+    let stateRoot = "/run/ovlb-enc-state"
+    try? FileManager.default.removeItem(atPath: stateRoot)
+    let lab = try Lab.create(name: "ovlb-enc", hosts: 2)
+    var drivers: [OverlayDriver] = []
+    defer {
+        for d in drivers { d.shutdown() }
+        lab.destroy()
+        try? FileManager.default.removeItem(atPath: stateRoot)
+    }
+    let ring = try IPsecKeyring(keys: [IPsecKey.random(tag: 1), IPsecKey.random(tag: 2), IPsecKey.random(tag: 3)])
+    var sec: [(NetworkNamespace, OverlayEndpoint)] = []
+    var plain: [(NetworkNamespace, OverlayEndpoint)] = []
+    for (i, h) in lab.hosts.enumerated() {
+        let d = try OverlayDriver(configuration: OverlayDriverConfiguration(
+            nodeID: h.name, stateDirectory: "\(stateRoot)/\(h.name)", hostNamespacePath: h.namespace.path,
+            dataPathAddress: .v4(h.address)))
+        drivers.append(d)
+        d.setIPsecKeys(ring)
+        try d.createNetwork(OverlayNetworkSpec(name: "sec", subnet: "10.70.0.0/24", vni: 7001, encrypted: true))
+        try d.createNetwork(OverlayNetworkSpec(name: "plain", subnet: "10.71.0.0/24", vni: 7002))
+        for (net, prefix) in [("sec", "10.70.0."), ("plain", "10.71.0.")] {
+            let ns = try lab.makeNamespace("\(net)\(i + 1)")
+            try NetlinkSocket(namespace: ns).setUp("lo")
+            let ep = try d.attach(EndpointSpec(id: "\(net)\(i + 1)", network: net, namespace: .path(ns.path!),
+                                               address: IPAddress("\(prefix)\(i + 2)")!))
+            if net == "sec" { sec.append((ns, ep)) } else { plain.append((ns, ep)) }
+        }
+    }
+    for (i, d) in drivers.enumerated() {
+        let j = 1 - i
+        try d.addPeer(sec[j].1.peer, network: "sec")
+        try d.addPeer(plain[j].1.peer, network: "plain")
+    }
+    let paths: [(String, String, String, String)] = [
+        ("underlay veth", lab.hosts[0].namespace.path!, lab.hosts[1].namespace.path!, lab.hosts[1].address.description),
+        ("plain overlay (kernel VXLAN)", plain[0].0.path!, plain[1].0.path!, plain[1].1.address.description),
+        ("encrypted overlay (userspace ESP)", sec[0].0.path!, sec[1].0.path!, sec[1].1.address.description),
+    ]
+    for p in paths {   // ARP and caches
+        let r = try Command.run(["nsenter", "--net=\(p.1)", "--", "ping", "-c", "3", "-i", "0.2", "-W", "2", p.3], timeout: 20)
+        guard r.succeeded else { throw LabError("\(p.0): \(p.3) does not answer: \(r.output.suffix(200))") }
+    }
+    var samples: [[EncryptedResult]] = Array(repeating: [], count: paths.count)
+    for _ in 0..<rounds {
+        for (i, p) in paths.enumerated() {
+            var r = try iperfOnce(client: p.1, server: p.2, serverIP: p.3, seconds: seconds)
+            r.name = p.0
+            samples[i].append(r)
+        }
+    }
+    func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+    let results = samples.map { s in
+        EncryptedResult(name: s[0].name, bps: median(s.map(\.bps)), cpuSecondsPerGbit: median(s.map(\.cpuSecondsPerGbit)))
+    }
+    print("iperf3 TCP, 1 stream, \(seconds) s x \(rounds) rounds (median); CPU = whole machine, busy seconds per Gbit moved")
+    for r in results {
+        let name = r.name.padding(toLength: 36, withPad: " ", startingAt: 0)
+        print("  " + name + String(format: "%6.2f Gbit/s   %5.2f CPU-s/Gbit", r.bps / 1e9, r.cpuSecondsPerGbit))
+    }
+    let plainBps = results[1].bps, encBps = results[2].bps
+    print(String(format: "  encrypted / plain overlay: %.0f%%   encrypted / underlay: %.0f%%", encBps / plainBps * 100, encBps / results[0].bps * 100))
+    let c = drivers[0].userspaceDatapath.counters
+    print("  h1 userspace datapath: \(c)")
+}
