@@ -162,6 +162,27 @@ struct EncryptedWireTests {
         #expect(try e.drivers[1].cleartextDrops(network: "plain") == nil)
     }
 
+    @Test("a peer host that restarts starts its sequence numbers again: dropped as replays until resetPeer gives fresh windows")
+    func restartedPeer() throws {
+        let ring = try testKeyring()
+        let e = try EncryptedLab("ovlt-encs", hosts: 2, keys: ring)
+        defer { e.destroy() }
+        #expect(try e.pingSec(0, 1, count: 3).status == 0)
+        // Host 2's daemon restarts: a new driver (start-up removes the old sandboxes), same endpoints.
+        e.f.drivers[1].shutdown()
+        let d1 = try e.f.makeDriver(1)
+        e.f.drivers[1] = d1
+        d1.setIPsecKeys(ring)
+        try d1.createNetwork(OverlayNetworkSpec(name: "sec", subnet: "10.50.0.0/24", vni: EncryptedLab.secVNI, encrypted: true))
+        try d1.attach(EndpointSpec(id: "s2", network: "sec", namespace: .path(e.secContainers[1].path!), address: ip("10.50.0.3")))
+        try d1.addPeer(e.secEndpoints[0].peer, network: "sec")
+        #expect(try e.pingSec(0, 1, count: 2).status != 0)
+        let c0 = e.drivers[0].userspaceDatapath.counters
+        #expect(c0.dropped(.espReplayed) + c0.dropped(.espOutsideWindow) > 0, "\(c0)")
+        #expect(e.drivers[0].userspaceDatapath.resetPeer(.v4(e.f.lab.hosts[1].address)))
+        #expect(try e.pingSec(0, 1, count: 2).status == 0)
+    }
+
     @Test("detaching the last endpoint stops the threads and removes the TAP device and the nft table")
     func teardown() throws {
         let e = try EncryptedLab("ovlt-enct", hosts: 2, keys: try testKeyring())
