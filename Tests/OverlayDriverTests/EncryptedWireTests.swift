@@ -146,6 +146,21 @@ struct EncryptedWireTests {
         let after = e.drivers[1].userspaceDatapath.counters
         #expect(after.dropped(.espReplayed) == before.dropped(.espReplayed) + 1, "\(after)")
 
+        // Tampered: the same packet with a fresh sequence number (past the window) fails its ICV
+        // (the sequence number is authenticated) and never reaches the container.
+        var tampered = espBytes
+        tampered[4] = tampered[4] &+ 0x10
+        let forged = tampered
+        try h0.namespace.run { () throws in
+            let s = socket(AF_INET, Int32(SOCK_RAW.rawValue), 50)
+            guard s >= 0 else { throw LabError("raw socket: errno \(errno)") }
+            defer { close(s) }
+            try sendTo(s, forged, h1.address, port: 0)
+        }
+        Thread.sleep(forTimeInterval: 0.3)
+        let afterTamper = e.drivers[1].userspaceDatapath.counters
+        #expect(afterTamper.dropped(.espAuthFailed) == after.dropped(.espAuthFailed) + 1, "\(afterTamper)")
+
         // Cleartext VXLAN with the encrypted VNI, from host 0 to host 1's data-path port.
         #expect(try e.drivers[1].cleartextDrops(network: "sec") == 0)
         var vxlan: [UInt8] = [0x08, 0, 0, 0, UInt8(EncryptedLab.secVNI >> 16), UInt8((EncryptedLab.secVNI >> 8) & 0xFF), UInt8(EncryptedLab.secVNI & 0xFF), 0]
