@@ -30,12 +30,10 @@ struct EncryptedWireTests {
         #expect(esp.count >= 6)
         #expect(!vxlan.contains { $0.vni == EncryptedLab.secVNI })
         #expect(vxlan.contains { $0.vni == EncryptedLab.plainVNI })
-        // Every ESP frame is big enough to carry a sealed VXLAN frame and carries no cleartext VNI.
-        #expect(esp.count == frames.filter { $0.count > 23 && $0[23] == 50 }.count)
 
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/tshark") else { return }
         let path = "/tmp/ovlt-encw-\(UInt32.random(in: 0...UInt32.max)).pcap"
-        try writePcap(frames.filter { $0.count > 23 && $0[23] == 50 }, to: path)
+        try writePcap(frames.filter(isESP), to: path)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let keyHex = keys.primary.material.withUnsafeBytes { $0.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined() }
         var args = ["-r", path, "-o", "esp.enable_encryption_decode:TRUE"]
@@ -97,7 +95,7 @@ struct EncryptedWireTests {
         let c = e.drivers[0].userspaceDatapath.counters
         #expect(c.dropped(.noKeys) > 0, "\(c)")
         #expect(c.txFrames == 0)
-        #expect(!cap.drain().contains { $0.count > 23 && $0[23] == 50 })
+        #expect(!cap.drain().contains(where: isESP))
         let ring = try testKeyring()
         for d in e.drivers { d.setIPsecKeys(ring) }
         #expect(try e.drivers[0].encryptionStatus(network: "sec") == .ok)
@@ -131,7 +129,7 @@ struct EncryptedWireTests {
         let h0 = e.f.lab.hosts[0], h1 = e.f.lab.hosts[1]
         let cap = try PacketCapture(namespace: h1.namespace, interface: h1.interface)
         #expect(try e.pingSec(0, 1).status == 0)
-        let espFrames = cap.drain().filter { $0.count > 34 && $0[23] == 50 && Array($0[26..<30]) == h0.address.bytes }
+        let espFrames = cap.drain().filter { isESP($0) && Array($0[26..<30]) == h0.address.bytes }
         let frame = try #require(espFrames.last)
         let before = e.drivers[1].userspaceDatapath.counters
         let ihl = Int(frame[14] & 0xF) * 4
@@ -182,7 +180,9 @@ struct EncryptedWireTests {
         let ring = try testKeyring()
         let e = try EncryptedLab("ovlt-encs", hosts: 2, keys: ring)
         defer { e.destroy() }
-        #expect(try e.pingSec(0, 1, count: 3).status == 0)
+        // Host 2's sequence numbers toward host 1 well past what the pings below can use.
+        let warm = try e.f.lab.run(["ping", "-c", "100", "-i", "0.005", "-q", e.secEndpoints[0].address.description], in: e.secContainers[1])
+        #expect(warm.status == 0, "\(warm.output)")
         // Host 2's daemon restarts: a new driver (start-up removes the old sandboxes), same endpoints.
         e.f.drivers[1].shutdown()
         let d1 = try e.f.makeDriver(1)
@@ -193,7 +193,9 @@ struct EncryptedWireTests {
         try d1.addPeer(e.secEndpoints[0].peer, network: "sec")
         #expect(try e.pingSec(0, 1, count: 2).status != 0)
         let c0 = e.drivers[0].userspaceDatapath.counters
-        #expect(c0.dropped(.espReplayed) + c0.dropped(.espOutsideWindow) > 0, "\(c0)")
+        // Sequence numbers far behind the window: with ESN the receiver infers the next 2^32 epoch
+        // for them (RFC 4303 A2), so they fail the ICV; near the top they are replays.
+        #expect(c0.dropped(.espReplayed) + c0.dropped(.espOutsideWindow) + c0.dropped(.espAuthFailed) > 0, "\(c0)")
         #expect(e.drivers[0].userspaceDatapath.resetPeer(.v4(e.f.lab.hosts[1].address)))
         #expect(try e.pingSec(0, 1, count: 2).status == 0)
     }
