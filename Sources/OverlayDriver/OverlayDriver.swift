@@ -69,7 +69,8 @@ public final class OverlayDriver: @unchecked Sendable {
         try self.init(configuration: configuration, host: host, datapath: KernelDatapath(host: host, nodeTag: tag))
     }
 
-    /// Starts a driver with another datapath (a userspace one), removing what an earlier run left.
+    /// Starts a driver with another datapath for plain networks (a recording one in tests, or a
+    /// ``UserspaceDatapath``, which then carries every network), removing what an earlier run left.
     public convenience init(configuration: OverlayDriverConfiguration, datapath: any Datapath) throws(OverlayDriverError) {
         try self.init(configuration: configuration, host: OverlayDriver.hostSocket(configuration), datapath: datapath)
     }

@@ -80,6 +80,11 @@ struct CapturedPacket {
     }
 }
 
+/// Whether a captured Ethernet frame is IPv4 carrying ESP (protocol 50).
+func isESP(_ frame: [UInt8]) -> Bool {
+    frame.count >= 34 && frame[12] == 0x08 && frame[13] == 0x00 && frame[23] == 50
+}
+
 /// Writes captured Ethernet frames as a pcap file (LINKTYPE_ETHERNET).
 func writePcap(_ frames: [[UInt8]], to path: String) throws {
     func le32(_ v: UInt32) -> [UInt8] { [UInt8(v & 0xFF), UInt8((v >> 8) & 0xFF), UInt8((v >> 16) & 0xFF), UInt8(v >> 24)] }

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import IPsecKeys
 import Netlink
 import OverlayDriver
@@ -41,13 +42,32 @@ struct EncryptedThreeHostTests {
                 _ = try? lab.run(["iperf3", "-s", "-1"], in: server, timeout: 30)
                 done.signal()
             }
-            Thread.sleep(forTimeInterval: 0.5)
-            let r = try lab.run(["iperf3", "-c", address.description, "-t", "3", "-f", "m"], in: client, timeout: 30)
+            // The server may take a moment to listen (a refused connect returns at once): retry.
+            var r: CommandResult?
+            for _ in 0..<10 {
+                Thread.sleep(forTimeInterval: 0.5)
+                r = try lab.run(["iperf3", "-c", address.description, "-t", "3", "-f", "m"], in: client, timeout: 30)
+                if r?.status == 0 { break }
+            }
             done.wait()
-            return r.output.split(separator: "\n").filter { $0.contains("receiver") || $0.contains("sender") }.joined(separator: " | ")
+            let out = r?.output ?? ""
+            if r?.status != 0 { print("iperf3 client to \(address) failed: \(out)") }
+            return out.split(separator: "\n").filter { $0.contains("receiver") || $0.contains("sender") }.joined(separator: " | ")
         }
+        func cpuSeconds() -> Double {
+            var u = rusage()
+            getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+            return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
+        }
+        let cpu0 = cpuSeconds(), bytes0 = e.drivers[0].userspaceDatapath.counters.txBytes
         let sec = try run(e.secContainers[1], e.secContainers[0], e.secEndpoints[1].address)
+        let cpu = cpuSeconds() - cpu0
+        let gbit = Double(e.drivers[0].userspaceDatapath.counters.txBytes - bytes0) * 8 / 1e9
+        print(String(format: "iperf3 encrypted: datapath threads (both hosts, this process) used %.2f CPU-s for %.2f Gbit = %.2f CPU-s per Gbit", cpu, gbit, cpu / max(gbit, 0.001)))
         let plain = try run(e.plainContainers[1], e.plainContainers[0], e.plainEndpoints[1].address)
+        let h0 = lab.hosts[0], h1 = lab.hosts[1]
+        let underlay = try run(h1.namespace, h0.namespace, .v4(h1.address))
+        print("iperf3 underlay (host to host):   \(underlay)")
         print("iperf3 encrypted (userspace ESP): \(sec)")
         print("iperf3 plain (kernel VXLAN):      \(plain)")
         print("iperf3 counters: \(e.drivers[0].userspaceDatapath.counters)")

@@ -448,6 +448,24 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         logger.notice("IPsec keys installed", metadata: ["keyring": "\(newRing)", "plan": "\(plan)"])
     }
 
+    /// Reinstalls the inbound SAs from `vtep` with fresh replay windows: for a peer host known to
+    /// have restarted (its sequence numbers start at 1 again) while its endpoints stayed
+    /// programmed here. Returns whether the VTEP is in use.
+    @discardableResult
+    public func resetPeer(_ vtep: IPAddress) -> Bool {
+        guard let v = vtep.v4?.value else { return false }
+        lock.lock()
+        defer { lock.unlock() }
+        guard vtepRefs[v] != nil else { return false }
+        for k in rxInstalled where k.vtep == v {
+            _ = opener.remove(spi: inboundSPI(k))
+            rxInstalled.remove(k)
+        }
+        for key in ring?.keys ?? [] { addRx(v, key) }
+        logger.notice("inbound SAs reset for a restarted peer", metadata: ["vtep": "\(vtep)"])
+        return true
+    }
+
     /// The keyring's tags (oldest first) and primary tag, without key bytes; nil without keys.
     public var keyTags: (tags: [UInt32], primary: UInt32)? {
         lock.withLock { ring.map { ($0.tags, $0.primary.tag) } }
@@ -508,11 +526,18 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         publishTx()
     }
 
-    /// Drops a reference; the VTEP's SAs stay (so its sequence numbers continue if it comes back).
+    /// Drops a reference. With the last one the VTEP's inbound SAs go (a host that comes back
+    /// after a restart starts its sequence numbers again, and gets fresh replay windows when its
+    /// peers are added again); its outbound sealers stay, so our sequence numbers continue.
     private func releaseVTEP(_ v: UInt32) {
         let n = vtepRefs[v, default: 0]
         vtepRefs[v] = n > 1 ? n - 1 : nil
-        if n <= 1 { publishTx() }
+        guard n <= 1 else { return }
+        for k in rxInstalled where k.vtep == v {
+            _ = opener.remove(spi: inboundSPI(k))
+            rxInstalled.remove(k)
+        }
+        publishTx()
     }
 
     private func addRx(_ v: UInt32, _ key: IPsecKey) {
