@@ -138,7 +138,8 @@ let package = Package(
         .testTarget(name: "IPAMTests", dependencies: ["IPAM", "OverlayModel"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "OverlayModel", "OverlayTestKit"]),
         .testTarget(
-            name: "OverlayDriverTests", dependencies: ["OverlayDriver", "OverlayModel", "IPAM", "Netlink", "OverlayTestKit"]),
+            name: "OverlayDriverTests",
+            dependencies: ["OverlayDriver", "OverlayModel", "IPAM", "Netlink", "OverlayTestKit", "IPsecKeys", "OverlayCrypto"]),
         .testTarget(name: "OverlayTestKitTests", dependencies: ["OverlayTestKit", "Netlink", "OverlayModel"]),
         .testTarget(name: "OverlayCryptoTests", dependencies: ["OverlayCrypto"]),
         .testTarget(name: "IPsecKeysTests", dependencies: ["IPsecKeys", "OverlayCrypto", "OverlayModel"]),
