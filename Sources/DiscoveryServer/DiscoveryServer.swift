@@ -576,13 +576,11 @@ final class TCPHandler: ChannelInboundHandler {
             tcpExchange(queryBytes, upstream: u, timeout: timeout, loop: loop).whenComplete { result in
                 switch result {
                 case .success(let reply):
-                    guard var m = try? DNSMessage.decode(reply), m.id == upstreamQuery.id else { return attempt(index + 1) }
-                    m.id = query.id
-                    // Re-encode with the client's ID; unknown record types travel as raw data.
+                    guard let m = try? DNSMessage.decode(reply), m.id == upstreamQuery.id, m.isResponse else { return attempt(index + 1) }
+                    // The upstream's bytes as they are, with the client's ID put back.
                     var out = reply
                     out[0] = UInt8(query.id >> 8)
                     out[1] = UInt8(query.id & 0xff)
-                    _ = m
                     client.writeAndFlush(ByteBuffer(bytes: DNSStream.frame(out)), promise: nil)
                     bound.value.upstreamExchanges -= 1
                 case .failure:
