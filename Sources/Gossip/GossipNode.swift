@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import OverlayCrypto
 import OverlayModel
+import Synchronization
 
 /// Settings for a `GossipNode`: the SWIM settings plus sockets, encryption and hooks.
 public struct GossipConfiguration: Sendable {
@@ -109,6 +110,39 @@ public final class GossipNode: @unchecked Sendable {
     private var openStreams = 0
     private var running = false
     private let epoch = NIODeadline.now()
+    /// Public calls that use the event loop, counted so `shutdown()` stops an owned loop only once
+    /// none is in flight (scheduling on a stopped loop is fatal in SwiftNIO).
+    private let calls = Mutex(CallGate())
+
+    struct CallGate {
+        var closed = false
+        var inFlight = 0
+        /// `shutdown()` finished its own work on the loop; the last call out stops the group.
+        var stopGroupWhenIdle = false
+    }
+
+    /// Runs `body` unless the node is shut down (then throws `.notRunning`).
+    private func guarded<T>(_ body: () async throws -> T) async throws -> T {
+        try calls.withLock { g throws(GossipError) in
+            guard !g.closed else { throw GossipError(.notRunning, "the gossip node is shut down") }
+            g.inFlight += 1
+        }
+        defer { leaveCall() }
+        return try await body()
+    }
+
+    private func leaveCall() {
+        let stop = calls.withLock { g -> Bool in
+            g.inFlight -= 1
+            guard g.stopGroupWhenIdle, g.inFlight == 0 else { return false }
+            g.stopGroupWhenIdle = false
+            return true
+        }
+        if stop {
+            let group = self.group
+            Task { try? await group.shutdownGracefully() }
+        }
+    }
 
     /// Creates a node; nothing is bound until `start()`. Pass a group to share threads; by default
     /// the node makes (and later shuts down) a one-thread group.
@@ -196,6 +230,10 @@ public final class GossipNode: @unchecked Sendable {
     /// `.joinFailed` if none did.
     @discardableResult
     public func join(_ seeds: [NodeAddress]) async throws -> Int {
+        try await guarded { try await join0(seeds) }
+    }
+
+    private func join0(_ seeds: [NodeAddress]) async throws -> Int {
         let futures = try await loop.submit { [self] () throws -> [EventLoopFuture<Void>] in
             guard running else { throw GossipError(.notRunning, "start the node before joining") }
             return core.join(seeds: seeds).compactMap {
@@ -219,6 +257,10 @@ public final class GossipNode: @unchecked Sendable {
 
     /// Leaves gracefully: announces the leave and waits until it was gossiped (or `timeout`).
     public func leave(timeout: Duration = .seconds(5)) async throws {
+        try await guarded { try await leave0(timeout: timeout) }
+    }
+
+    private func leave0(timeout: Duration) async throws {
         try await loop.submit { [self] in execute(core.leave(now: now)) }.get()
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
@@ -230,6 +272,11 @@ public final class GossipNode: @unchecked Sendable {
 
     /// Stops timers, closes sockets and ends `events`. The node cannot be restarted.
     public func shutdown() async throws {
+        let first = calls.withLock { g -> Bool in
+            defer { g.closed = true }
+            return !g.closed
+        }
+        guard first else { return }
         let channels = try await loop.submit { [self] () -> [Channel] in
             running = false
             for t in timers.values { t.cancel() }
@@ -241,21 +288,29 @@ public final class GossipNode: @unchecked Sendable {
         }.get()
         for c in channels { try? await c.close() }
         eventContinuation.finish()
-        if ownsGroup { try await group.shutdownGracefully() }
+        guard ownsGroup else { return }
+        let idle = calls.withLock { g -> Bool in
+            if g.inFlight == 0 { return true }
+            g.stopGroupWhenIdle = true
+            return false
+        }
+        if idle { try await group.shutdownGracefully() }
     }
 
     /// Every known member including this node.
     public func members() async throws -> [Member] {
-        try await loop.submit { [self] in core.allMembers() }.get()
+        try await guarded { try await loop.submit { [self] in core.allMembers() }.get() }
     }
 
     /// Counters so far.
     public func counters() async throws -> GossipCounters {
-        try await loop.submit { [self] in
-            var c = counters
-            c.swim = core.counters
-            return c
-        }.get()
+        try await guarded {
+            try await loop.submit { [self] in
+                var c = counters
+                c.swim = core.counters
+                return c
+            }.get()
+        }
     }
 
     /// Gossips an opaque user message to the cluster (piggybacked, best effort, size-limited to a packet).
@@ -263,17 +318,23 @@ public final class GossipNode: @unchecked Sendable {
         guard payload.count + 1 <= configuration.swim.udpBufferSize - 4 - configuration.swim.encryptionOverhead else {
             throw GossipError(.invalidConfiguration, "user broadcast of \(payload.count) bytes does not fit a packet; send it with sendUserMessage(_:to:)")
         }
-        try await loop.submit { [self] in core.broadcastUser(payload) }.get()
+        try await guarded { try await loop.submit { [self] in core.broadcastUser(payload) }.get() }
     }
 
     /// Sends an opaque user message to one node over TCP (reliable, any size up to the stream limit).
     public func sendUserMessage(_ payload: [UInt8], to: NodeAddress) async throws {
-        let bytes = try StreamCodec.encodeUser(payload, keyring: try await loop.submit { [self] in keyring }.get(), label: configuration.label)
-        try await exchange(bytes, to: to, expectReply: false).map { _ in () }.get()
+        try await guarded {
+            let bytes = try StreamCodec.encodeUser(payload, keyring: try await loop.submit { [self] in keyring }.get(), label: configuration.label)
+            try await exchange(bytes, to: to, expectReply: false).map { _ in () }.get()
+        }
     }
 
     /// Installs an extra key accepted on receive.
     public func installKey(_ key: SecretKey) async throws {
+        try await guarded { try await installKey0(key) }
+    }
+
+    private func installKey0(_ key: SecretKey) async throws {
         try await loop.submit { [self] in
             guard var k = keyring else { throw GossipError(.invalidKey, "encryption is off; create the node with a keyring to use keys") }
             try k.install(key)
@@ -283,6 +344,10 @@ public final class GossipNode: @unchecked Sendable {
 
     /// Makes an installed key the primary (used to send).
     public func useKey(_ key: SecretKey) async throws {
+        try await guarded { try await useKey0(key) }
+    }
+
+    private func useKey0(_ key: SecretKey) async throws {
         try await loop.submit { [self] in
             guard var k = keyring else { throw GossipError(.invalidKey, "encryption is off; create the node with a keyring to use keys") }
             try k.use(key)
@@ -292,6 +357,10 @@ public final class GossipNode: @unchecked Sendable {
 
     /// Removes a non-primary key.
     public func removeKey(_ key: SecretKey) async throws {
+        try await guarded { try await removeKey0(key) }
+    }
+
+    private func removeKey0(_ key: SecretKey) async throws {
         try await loop.submit { [self] in
             guard var k = keyring else { throw GossipError(.invalidKey, "encryption is off; create the node with a keyring to use keys") }
             try k.remove(key)

@@ -258,6 +258,9 @@ struct TableSim {
         let watcher = Task { for await c in watch { seen.add(c) } }
         defer { watcher.cancel() }
 
+        // Precondition: t1 knows who is on the network (the join spreads by gossip; on a loaded
+        // machine that can take a few rounds). An entry is pushed to the members known then.
+        #expect(try await waitUntil(.seconds(10)) { dbs.allSatisfy { $0.networkMembers("demo") == names } })
         let start = ContinuousClock.now
         try dbs[0].createEntry(network: "demo", table: "endpoint_table", key: "ep1", value: Array("hello".utf8))
         #expect(try await waitUntil(.seconds(5)) { dbs[1].entries(network: "demo").count == 1 && dbs[2].entries(network: "demo").count == 1 })
