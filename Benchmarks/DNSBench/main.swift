@@ -172,7 +172,8 @@ dnsmasq.standardError = FileHandle.nullDevice
 try dnsmasq.run()
 defer {
     // Not waitUntilExit(): it can hang in Foundation's run loop once the child is gone.
-    dnsmasq.terminate()
+    // SIGKILL: a child of this process inherits a signal mask that can block SIGTERM.
+    kill(dnsmasq.processIdentifier, SIGKILL)
     for _ in 0..<100 where dnsmasq.isRunning { usleep(20_000) }
 }
 for _ in 0..<50 {
@@ -198,7 +199,7 @@ for (label, ns, addr) in [("overlayd", ours, IPv4Address(127, 0, 0, 11)), ("dnsm
     let load = try backgroundLoad(ns, server: addr.description, file: dir + "/queries", rate: options.rate, seconds: 30)
     usleep(500_000)
     lat[label] = try probe(ns, server: addr, names: options.names, count: 20000)
-    load.terminate()
+    kill(load.processIdentifier, SIGKILL)
     for _ in 0..<100 where load.isRunning { usleep(20_000) }
 }
 print("")

@@ -35,8 +35,9 @@ final class FakeUpstream {
 
     /// Stops dnsmasq (call it in a `defer`: the object may be released early otherwise).
     func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
+        // SIGKILL by PID: a child of the test process inherits a signal mask that blocks SIGTERM.
+        let pid = process.processIdentifier
+        if pid > 0 { kill(pid, SIGKILL) }
         for _ in 0..<100 where process.isRunning { usleep(20_000) }
     }
 }
