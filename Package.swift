@@ -116,6 +116,9 @@ let package = Package(
         .executableTarget(
             name: "dns-bench", dependencies: ["Discovery", "DiscoveryServer", "OverlayModel", "Netlink", "OverlayTestKit"],
             path: "Benchmarks/DNSBench"),
+        .executableTarget(
+            name: "ingress-bench", dependencies: ["Ingress", "OverlayModel", "Netlink", "PacketFilter", "OverlayTestKit"],
+            path: "Benchmarks/IngressBench"),
         .executableTarget(name: "gossip-sim", dependencies: ["Gossip", "OverlayModel"], path: "Benchmarks/gossip-sim"),
 
         // libFuzzer harnesses (Fuzz/, Scripts/fuzz.sh, Documentation/Fuzzing.md). A plain build makes
@@ -147,6 +150,7 @@ let package = Package(
         .testTarget(
             name: "DiscoveryServerTests",
             dependencies: ["DiscoveryServer", "Discovery", "OverlayModel", "Netlink", "OverlayTestKit", nioCore, nioPosix]),
+        .testTarget(name: "IngressTests", dependencies: ["Ingress", "OverlayModel", "Netlink", "PacketFilter", "OverlayTestKit"]),
         .testTarget(name: "PacketFilterTests", dependencies: ["PacketFilter", "Netlink", "OverlayTestKit"]),
         .testTarget(
             name: "GWBridgeTests", dependencies: ["GWBridge", "PacketFilter", "Netlink", "OverlayModel", "IPAM", "OverlayTestKit"]),

@@ -1,0 +1,2 @@
+// ingress-bench: programming time and first-packet latency of the nftables load balancer.
+print("ingress-bench: not written yet")

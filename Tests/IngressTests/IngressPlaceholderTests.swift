@@ -1,0 +1,6 @@
+import Ingress
+import Testing
+
+@Test func ingressModuleHasARole() {
+    #expect(!IngressModule.role.isEmpty)
+}
