@@ -1,2 +1,3 @@
-// ingress-bench: programming time and first-packet latency of the nftables load balancer.
-print("ingress-bench: not written yet")
+import Ingress
+
+print("ingress-bench: \(IngressModule.role)")

@@ -1,0 +1,125 @@
+import Foundation
+import Netlink
+import PacketFilter
+
+/// Applies rulesets in one network namespace, atomically (one nft transaction per apply).
+///
+/// The first ``apply(vips:ports:)`` (and the first after a failure) replaces the balancer's table
+/// whole; later ones send only the commands for what changed. When the kernel refuses a diff, the
+/// balancer falls back to a full replace in the same call and says so (`Update.full`).
+///
+/// ```swift
+/// let lb = LoadBalancer(namespace: lbNamespace,
+///                       options: LoadBalancerOptions(tableName: "ovl_lb", snat: IPv4Address("10.0.1.2")))
+/// try lb.apply(vips: [VIPEntry(service: "web", vip: IPv4Address("10.0.1.10")!,
+///                              backends: [IPv4Address("10.0.1.3")!, IPv4Address("10.0.1.4")!])],
+///              ports: [])
+/// ```
+public final class LoadBalancer: @unchecked Sendable {
+    // @unchecked: `namespace` and `options` are lets of Sendable types; `state` is only read or
+    // written with `lock` held, and every nft transaction runs with it held too.
+
+    /// The namespace the table lives in.
+    public let namespace: NetworkNamespace
+    /// The balancer's options (table name, port match, SNAT address).
+    public let options: LoadBalancerOptions
+    private let lock = NSLock()
+    private var state: LoadBalancerRuleset?
+
+    /// Makes a balancer for `namespace`; nothing is written until the first apply.
+    public init(namespace: NetworkNamespace, options: LoadBalancerOptions) {
+        self.namespace = namespace
+        self.options = options
+    }
+
+    /// What one apply did.
+    public struct Update: Sendable, Hashable {
+        /// Whether the whole table was replaced (first apply, after a failure, or a refused diff).
+        public var full: Bool
+        /// Element and chain operations sent (each element counts one; 0 when nothing changed).
+        public var commands: Int
+        /// Wall time of the nft transaction(s), in seconds.
+        public var seconds: Double
+
+        /// Makes an update record.
+        public init(full: Bool, commands: Int, seconds: Double) {
+            self.full = full
+            self.commands = commands
+            self.seconds = seconds
+        }
+    }
+
+    /// Makes the kernel's table match `vips` and `ports`. Throws (and keeps nothing of the new
+    /// state) when the input is invalid or nft refuses even a full replace; the next apply is then
+    /// a full replace.
+    @discardableResult
+    public func apply(vips: [VIPEntry], ports: [PortEntry]) throws(IngressError) -> Update {
+        let next = try LoadBalancerRuleset(options: options, vips: vips, ports: ports)
+        lock.lock()
+        defer { lock.unlock() }
+        let start = Self.now()
+        if let current = state {
+            let d = next.diff(from: current)
+            if d.count == 0 {
+                state = next
+                return Update(full: false, commands: 0, seconds: Self.now() - start)
+            }
+            do {
+                try run(d.text)
+                state = next
+                return Update(full: d.full, commands: d.count, seconds: Self.now() - start)
+            } catch {
+                // Fall through to a full replace: the kernel may hold something other than we think.
+            }
+        }
+        do {
+            try run(next.fullText)
+        } catch {
+            state = nil
+            throw error
+        }
+        state = next
+        return Update(full: true, commands: next.fullCount, seconds: Self.now() - start)
+    }
+
+    /// Deletes the balancer's table; idempotent (no table is not an error).
+    public func remove() throws(IngressError) {
+        lock.lock()
+        defer { lock.unlock() }
+        let t = "ip \(options.tableName)"
+        guard PacketFilter.isValidName(options.tableName) else {
+            throw IngressError(.invalidTableName, "'\(options.tableName)' is not a usable nft table name")
+        }
+        try run("add table \(t)\ndelete table \(t)\n")
+        state = nil
+    }
+
+    /// The state last applied successfully, or nil before the first apply, after a failure or
+    /// after ``remove()``.
+    public var current: LoadBalancerRuleset? {
+        lock.lock()
+        defer { lock.unlock() }
+        return state
+    }
+
+    /// Runs `text` as one nft transaction inside the namespace.
+    private func run(_ text: String) throws(IngressError) {
+        do {
+            try namespace.run {
+                let nft = try PacketFilter()
+                try nft.run(text)
+            }
+        } catch let e as PacketFilterError {
+            let code: IngressError.Code = e.code == .system ? .system : .rejected
+            throw IngressError(code, "table ip \(options.tableName) in namespace \(namespace.name): \(e.message)")
+        } catch {
+            throw IngressError(.system, "table ip \(options.tableName) in namespace \(namespace.name): \(error)")
+        }
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}

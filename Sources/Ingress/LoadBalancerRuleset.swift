@@ -1,0 +1,386 @@
+import OverlayModel
+import PacketFilter
+
+/// Where a balanced flow goes: an address and a port.
+public struct LBTarget: Hashable, Sendable, Comparable, CustomStringConvertible {
+    /// The target's address (a task, or the ingress namespace).
+    public var address: IPv4Address
+    /// The target's port.
+    public var port: UInt16
+
+    /// Makes a target.
+    public init(_ address: IPv4Address, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
+
+    /// Orders by address, then port.
+    public static func < (lhs: LBTarget, rhs: LBTarget) -> Bool {
+        (lhs.address, lhs.port) < (rhs.address, rhs.port)
+    }
+
+    /// `address:port`.
+    public var description: String { "\(address):\(port)" }
+}
+
+/// A service's virtual IP: new flows to `vip` go to one of `backends` (ports unchanged).
+public struct VIPEntry: Hashable, Sendable {
+    /// The service's name (for messages only).
+    public var service: String
+    /// The virtual IP.
+    public var vip: IPv4Address
+    /// The task addresses; empty means the VIP is left out (its traffic reaches the local stack).
+    public var backends: [IPv4Address]
+
+    /// Makes an entry.
+    public init(service: String, vip: IPv4Address, backends: [IPv4Address]) {
+        self.service = service
+        self.vip = vip
+        self.backends = backends
+    }
+}
+
+/// A published port: new flows for protocol/port go to one of `targets`.
+public struct PortEntry: Hashable, Sendable {
+    /// The service's name (for messages only).
+    public var service: String
+    /// TCP, UDP or SCTP.
+    public var `protocol`: PortProtocol
+    /// The published port.
+    public var port: UInt16
+    /// Where flows go (address and port; the port may differ from the published one). Empty
+    /// means the port is left out.
+    public var targets: [LBTarget]
+
+    /// Makes an entry.
+    public init(service: String, protocol: PortProtocol, port: UInt16, targets: [LBTarget]) {
+        self.service = service
+        self.protocol = `protocol`
+        self.port = port
+        self.targets = targets
+    }
+}
+
+/// What a balancer matches and whether it rewrites sources; fixed for the balancer's life.
+public struct LoadBalancerOptions: Hashable, Sendable {
+    /// Which packets count as "for a published port".
+    public enum PortMatch: Hashable, Sendable {
+        /// Any local address (`fib daddr type local`), in prerouting and, for locally made
+        /// traffic except to 127.0.0.0/8, in output: the host namespace.
+        case localAddresses
+        /// Only this destination address, in prerouting: the ingress namespace.
+        case address(IPv4Address)
+    }
+
+    /// The nft table (family ip) this balancer owns and replaces.
+    public var tableName: String
+    /// Which destinations published ports are matched at.
+    public var portMatch: PortMatch
+    /// The address DNATed flows are SNATed to on their way out (so replies come back through this
+    /// namespace); nil for no SNAT.
+    public var snat: IPv4Address?
+
+    /// Makes options.
+    public init(tableName: String, portMatch: PortMatch = .localAddresses, snat: IPv4Address? = nil) {
+        self.tableName = tableName
+        self.portMatch = portMatch
+        self.snat = snat
+    }
+}
+
+/// Pure: the state as nft text (full table) and the minimal commands from one state to another.
+///
+/// The table's shape (family ip, table `T`):
+///
+/// ```
+/// map vips         { type ipv4_addr : verdict }                       VIP : jump vip_<N>
+/// map vip_backends { typeof ip daddr . numgen random mod 2 : ip daddr }  VIP . slot : backend
+/// map ports        { type inet_proto . inet_service : verdict }       tcp . 80 : jump tcp_<N>
+/// map tcp_targets  { typeof tcp dport . numgen random mod 2 : ip daddr . tcp dport }
+///                                                                     80 . slot : addr . port
+/// (udp_targets, sctp_targets alike)
+/// chain vip_<N>  { dnat ip to ip daddr . numgen random mod N map @vip_backends }
+/// chain tcp_<N>  { meta l4proto tcp dnat ip to tcp dport . numgen random mod N map @tcp_targets }
+/// chain prerouting (dstnat):  ip daddr vmap @vips;  <match> meta l4proto . th dport vmap @ports
+/// chain output (dstnat):      the same, the port rule only for `.localAddresses`
+/// chain postrouting (srcnat): ct status dnat snat to <snat>            (when `snat` is set)
+/// ```
+///
+/// A service with N backends has N slot elements and one dispatch element pointing to the chain
+/// for N (one chain per distinct N, made on demand), so a new flow picks each backend with
+/// probability exactly 1/N, and changing one service touches only its own elements. Only a flow's
+/// first packet passes the nat hooks; conntrack keeps later packets on the backend first chosen,
+/// so removing a backend stops new flows to it while existing ones continue.
+///
+/// Entries are kept normalised: sorted by VIP (ports by protocol and port), backends sorted and
+/// without duplicates; entries with no backends are kept but render nothing.
+public struct LoadBalancerRuleset: Hashable, Sendable {
+    /// The balancer's options.
+    public var options: LoadBalancerOptions
+    /// The VIPs, sorted by address, backends sorted and unique.
+    public var vips: [VIPEntry]
+    /// The published ports, sorted by protocol and port, targets sorted and unique.
+    public var ports: [PortEntry]
+
+    /// Validates and normalises a state. Throws `.invalidTableName`, `.duplicateVIP`,
+    /// `.duplicatePort` or `.invalidArgument` (a port 0) with a message naming the services.
+    public init(options: LoadBalancerOptions, vips: [VIPEntry], ports: [PortEntry]) throws(IngressError) {
+        guard PacketFilter.isValidName(options.tableName) else {
+            throw IngressError(
+                .invalidTableName,
+                "'\(options.tableName)' is not a usable nft table name (1 to 64 letters, digits or '_', not starting with a digit)")
+        }
+        var byVIP: [IPv4Address: VIPEntry] = [:]
+        for var v in vips {
+            if let other = byVIP[v.vip] {
+                throw IngressError(
+                    .duplicateVIP,
+                    "services '\(other.service)' and '\(v.service)' both claim VIP \(v.vip); give each service its own VIP")
+            }
+            v.backends = Array(Set(v.backends)).sorted()
+            byVIP[v.vip] = v
+        }
+        var byPort: [PortKey: PortEntry] = [:]
+        for var p in ports {
+            guard p.port != 0 else {
+                throw IngressError(.invalidArgument, "service '\(p.service)' publishes port 0; publish a port in 1...65535")
+            }
+            if let bad = p.targets.first(where: { $0.port == 0 }) {
+                throw IngressError(
+                    .invalidArgument, "service '\(p.service)' sends \(p.protocol.rawValue)/\(p.port) to \(bad.address) port 0; use a port in 1...65535")
+            }
+            let key = PortKey(proto: p.protocol, port: p.port)
+            if let other = byPort[key] {
+                throw IngressError(
+                    .duplicatePort,
+                    "services '\(other.service)' and '\(p.service)' both publish \(p.protocol.rawValue) port \(p.port); publish each port once")
+            }
+            p.targets = Array(Set(p.targets)).sorted()
+            byPort[key] = p
+        }
+        self.options = options
+        self.vips = byVIP.values.sorted { $0.vip < $1.vip }
+        self.ports = byPort.values.sorted { PortKey(proto: $0.protocol, port: $0.port) < PortKey(proto: $1.protocol, port: $1.port) }
+    }
+
+    // MARK: Rendering
+
+    /// The whole table as one transaction that creates it from scratch (an older table of the
+    /// same name is deleted first, in the same transaction).
+    public var fullText: String {
+        let t = "ip \(options.tableName)"
+        var s = "add table \(t)\ndelete table \(t)\ntable \(t) {\n"
+        let vipItems = vips.filter { !$0.backends.isEmpty }
+        s += "    map vips {\n        type ipv4_addr : verdict\n"
+        s += Self.elements(vipItems.map { Self.vipDispatch($0.vip, $0.backends.count) })
+        s += "    }\n"
+        s += "    map vip_backends {\n        typeof ip daddr . numgen random mod 2 : ip daddr\n"
+        s += Self.elements(vipItems.flatMap { v in v.backends.enumerated().map { Self.vipSlot(v.vip, $0.offset, $0.element) } })
+        s += "    }\n"
+        let portItems = ports.filter { !$0.targets.isEmpty }
+        s += "    map ports {\n        type inet_proto . inet_service : verdict\n"
+        s += Self.elements(portItems.map { Self.portDispatch($0.protocol, $0.port, $0.targets.count) })
+        s += "    }\n"
+        for proto in PortProtocol.allCases {
+            let p = proto.rawValue
+            s += "    map \(p)_targets {\n        typeof \(p) dport . numgen random mod 2 : ip daddr . \(p) dport\n"
+            s += Self.elements(portItems.filter { $0.protocol == proto }.flatMap { e in
+                e.targets.enumerated().map { Self.portSlot(e.port, $0.offset, $0.element) }
+            })
+            s += "    }\n"
+        }
+        for chain in chains.sorted() {
+            s += "    chain \(chain.name) {\n        \(chain.rule)\n    }\n"
+        }
+        s += "    chain prerouting {\n        type nat hook prerouting priority dstnat; policy accept;\n"
+        s += "        ip daddr vmap @vips\n"
+        switch options.portMatch {
+        case .localAddresses: s += "        fib daddr type local meta l4proto . th dport vmap @ports\n"
+        case .address(let a): s += "        ip daddr \(a) meta l4proto . th dport vmap @ports\n"
+        }
+        s += "    }\n"
+        s += "    chain output {\n        type nat hook output priority dstnat; policy accept;\n"
+        s += "        ip daddr vmap @vips\n"
+        if options.portMatch == .localAddresses {
+            s += "        ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @ports\n"
+        }
+        s += "    }\n"
+        if let snat = options.snat {
+            s += "    chain postrouting {\n        type nat hook postrouting priority srcnat; policy accept;\n"
+            s += "        ct status dnat snat to \(snat)\n    }\n"
+        }
+        s += "}\n"
+        return s
+    }
+
+    /// The commands that turn `old` (what the kernel holds) into this state, in one transaction:
+    /// new chains, then element deletions, then element additions, then chains no longer used.
+    /// Only services that changed are touched. Empty when nothing changed; `fullText` when the
+    /// options differ.
+    public func commands(from old: LoadBalancerRuleset) -> String {
+        diff(from: old).text
+    }
+
+    /// The number of element and chain operations in ``fullText`` (each element counts one).
+    public var fullCount: Int {
+        var n = chains.count
+        for v in vips where !v.backends.isEmpty { n += 1 + v.backends.count }
+        for p in ports where !p.targets.isEmpty { n += 1 + p.targets.count }
+        return n
+    }
+
+    // MARK: Diff
+
+    /// A diff's text and how many element or chain operations it holds (0: nothing to do);
+    /// `full` when options differ and the diff is the full text.
+    struct Diff {
+        var text: String
+        var count: Int
+        var full: Bool
+    }
+
+    func diff(from old: LoadBalancerRuleset) -> Diff {
+        if old.options != options { return Diff(text: fullText, count: fullCount, full: true) }
+        var deletes: [String: [String]] = [:]  // map -> keys
+        var adds: [String: [String]] = [:]  // map -> key : value
+        var count = 0
+
+        // VIPs.
+        let oldVIPs = Dictionary(uniqueKeysWithValues: old.vips.filter { !$0.backends.isEmpty }.map { ($0.vip, $0.backends) })
+        let newVIPs = Dictionary(uniqueKeysWithValues: vips.filter { !$0.backends.isEmpty }.map { ($0.vip, $0.backends) })
+        for vip in Set(oldVIPs.keys).union(newVIPs.keys).sorted() {
+            let before = oldVIPs[vip] ?? [], after = newVIPs[vip] ?? []
+            if before == after { continue }
+            if before.count != after.count {
+                if !before.isEmpty { deletes["vips", default: []].append("\(vip)") }
+                if !after.isEmpty { adds["vips", default: []].append(Self.vipDispatch(vip, after.count)) }
+                count += (before.isEmpty ? 0 : 1) + (after.isEmpty ? 0 : 1)
+            }
+            for slot in 0..<max(before.count, after.count) {
+                let b = slot < before.count ? before[slot] : nil
+                let a = slot < after.count ? after[slot] : nil
+                if b == a { continue }
+                if b != nil {
+                    deletes["vip_backends", default: []].append("\(vip) . \(slot)")
+                    count += 1
+                }
+                if let a {
+                    adds["vip_backends", default: []].append(Self.vipSlot(vip, slot, a))
+                    count += 1
+                }
+            }
+        }
+
+        // Ports.
+        let oldPorts = Dictionary(uniqueKeysWithValues: old.ports.filter { !$0.targets.isEmpty }.map {
+            (PortKey(proto: $0.protocol, port: $0.port), $0.targets)
+        })
+        let newPorts = Dictionary(uniqueKeysWithValues: ports.filter { !$0.targets.isEmpty }.map {
+            (PortKey(proto: $0.protocol, port: $0.port), $0.targets)
+        })
+        for key in Set(oldPorts.keys).union(newPorts.keys).sorted() {
+            let before = oldPorts[key] ?? [], after = newPorts[key] ?? []
+            if before == after { continue }
+            let p = key.proto.rawValue
+            if before.count != after.count {
+                if !before.isEmpty { deletes["ports", default: []].append("\(p) . \(key.port)") }
+                if !after.isEmpty { adds["ports", default: []].append(Self.portDispatch(key.proto, key.port, after.count)) }
+                count += (before.isEmpty ? 0 : 1) + (after.isEmpty ? 0 : 1)
+            }
+            for slot in 0..<max(before.count, after.count) {
+                let b = slot < before.count ? before[slot] : nil
+                let a = slot < after.count ? after[slot] : nil
+                if b == a { continue }
+                if b != nil {
+                    deletes["\(p)_targets", default: []].append("\(key.port) . \(slot)")
+                    count += 1
+                }
+                if let a {
+                    adds["\(p)_targets", default: []].append(Self.portSlot(key.port, slot, a))
+                    count += 1
+                }
+            }
+        }
+
+        let oldChains = old.chains, newChains = chains
+        let addedChains = newChains.subtracting(oldChains).sorted()
+        let removedChains = oldChains.subtracting(newChains).sorted()
+        count += addedChains.count + removedChains.count
+        if count == 0 { return Diff(text: "", count: 0, full: false) }
+
+        let t = "ip \(options.tableName)"
+        var s = ""
+        for c in addedChains {
+            s += "add chain \(t) \(c.name)\nadd rule \(t) \(c.name) \(c.rule)\n"
+        }
+        for map in Self.mapOrder {
+            if let keys = deletes[map], !keys.isEmpty {
+                s += "delete element \(t) \(map) { \(keys.joined(separator: ", ")) }\n"
+            }
+        }
+        // Slots before dispatch elements, so a dispatch never points at a missing slot (the
+        // transaction is atomic anyway; this keeps the text readable in that order).
+        for map in Self.mapOrder.reversed() {
+            if let items = adds[map], !items.isEmpty {
+                s += "add element \(t) \(map) { \(items.joined(separator: ", ")) }\n"
+            }
+        }
+        for c in removedChains {
+            s += "delete chain \(t) \(c.name)\n"
+        }
+        return Diff(text: s, count: count, full: false)
+    }
+
+    // MARK: Pieces
+
+    static let mapOrder = ["vips", "ports", "vip_backends", "tcp_targets", "udp_targets", "sctp_targets"]
+
+    /// A helper chain: one per distinct backend count (per protocol for ports).
+    struct Chain: Hashable, Comparable {
+        /// `nil` for VIPs.
+        var proto: PortProtocol?
+        var n: Int
+
+        var name: String { "\(proto?.rawValue ?? "vip")_\(n)" }
+
+        var rule: String {
+            guard let proto else { return "dnat ip to ip daddr . numgen random mod \(n) map @vip_backends" }
+            let p = proto.rawValue
+            return "meta l4proto \(p) dnat ip to \(p) dport . numgen random mod \(n) map @\(p)_targets"
+        }
+
+        static func < (l: Chain, r: Chain) -> Bool {
+            (l.proto?.rawValue ?? "", l.n) < (r.proto?.rawValue ?? "", r.n)
+        }
+    }
+
+    /// The helper chains this state needs.
+    var chains: Set<Chain> {
+        var set = Set<Chain>()
+        for v in vips where !v.backends.isEmpty { set.insert(Chain(proto: nil, n: v.backends.count)) }
+        for p in ports where !p.targets.isEmpty { set.insert(Chain(proto: p.protocol, n: p.targets.count)) }
+        return set
+    }
+
+    static func vipDispatch(_ vip: IPv4Address, _ n: Int) -> String { "\(vip) : jump vip_\(n)" }
+    static func vipSlot(_ vip: IPv4Address, _ slot: Int, _ backend: IPv4Address) -> String { "\(vip) . \(slot) : \(backend)" }
+    static func portDispatch(_ proto: PortProtocol, _ port: UInt16, _ n: Int) -> String {
+        "\(proto.rawValue) . \(port) : jump \(proto.rawValue)_\(n)"
+    }
+    static func portSlot(_ port: UInt16, _ slot: Int, _ target: LBTarget) -> String {
+        "\(port) . \(slot) : \(target.address) . \(target.port)"
+    }
+
+    static func elements(_ items: [String]) -> String {
+        guard !items.isEmpty else { return "" }
+        return "        elements = { " + items.joined(separator: ",\n            ") + " }\n"
+    }
+}
+
+/// A published port's identity: protocol and port.
+struct PortKey: Hashable, Comparable {
+    var proto: PortProtocol
+    var port: UInt16
+
+    static func < (l: PortKey, r: PortKey) -> Bool { (l.proto.rawValue, l.port) < (r.proto.rawValue, r.port) }
+}
