@@ -190,6 +190,9 @@ public struct NameTable: Sendable {
         networks[network] = n.isEmpty ? nil : n
     }
 
+    /// Every service of every network.
+    public var allServices: [ServiceName] { networks.values.flatMap { $0.services.values } }
+
     /// Removes every endpoint and service of a network.
     public mutating func removeNetwork(_ network: String) {
         networks[network] = nil

@@ -11,7 +11,7 @@ struct Overlayctl: AsyncParsableCommand {
         abstract: "Drive overlayd: swarms, overlay networks, containers, and a local multi-host lab.",
         discussion: "Talks to the daemon at -H unix:///path, $OVERLAY_HOST, or unix:///run/overlayd/overlayd.sock.",
         subcommands: [
-            Info.self, Swarm.self, Node.self, Network.self, Run.self, PS.self, Exec.self, Remove.self, InspectContainer.self,
+            Info.self, Swarm.self, Node.self, Network.self, Service.self, Run.self, PS.self, Exec.self, Remove.self, InspectContainer.self,
             LabCommand.self,
         ])
 }

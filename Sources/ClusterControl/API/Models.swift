@@ -198,6 +198,9 @@ public struct ContainerRecord: Codable, Sendable, Hashable {
     public var networks: [ContainerNetwork]
     public var publish: [String]
     public var gatewayAddress: String?
+    /// A service task's container: the task ID and service name.
+    public var taskID: String?
+    public var serviceName: String?
 }
 
 /// `inspect NAME`: Docker's shape, the parts that have a meaning here.
@@ -322,6 +325,9 @@ public struct ClusterState: Codable, Sendable {
     /// The encrypted networks' keyring. It travels only over mutual TLS on 2377 and is never
     /// written to disk: a node keeps it in memory (the copy of this state it saves has it removed).
     public var ipsecKeys: IPsecKeyring?
+    /// The services and their tasks (nil from a daemon before services existed).
+    public var services: [ServiceRecord]?
+    public var tasks: [TaskRecord]?
 
     /// Makes a state.
     public init(version: UInt64, networks: [NetworkRecord], nodes: [NodeRecord], gossipKeys: [String], ipsecKeys: IPsecKeyring? = nil) {
@@ -365,4 +371,124 @@ public struct AllocationRecord: Codable, Sendable, Hashable {
     public var endpointID: String
     public var nodeID: String
     public var name: String?
+}
+
+// Services.
+
+/// `service create`'s options (Docker's flags).
+public struct ServiceCreateRequest: Codable, Sendable {
+    public var name: String
+    public var networks: [String]
+    /// Replicated services: how many tasks (default 1). Ignored for global services.
+    public var replicas: Int?
+    /// `replicated` (default) or `global` (one task on every ready node).
+    public var mode: String?
+    /// `vip` (default) or `dnsrr`.
+    public var endpointMode: String?
+    /// `-p` specs as typed (short or long syntax).
+    public var publish: [String]
+    /// Beyond Docker: `keep` makes a node with a local task forward its ingress ports to it without
+    /// SNAT (the task sees the client's address); nodes without one still go through the mesh.
+    public var sourceIP: String?
+    public var command: [String]
+    public init(name: String, networks: [String] = [], command: [String] = []) {
+        self.name = name
+        self.networks = networks
+        publish = []
+        self.command = command
+    }
+}
+
+/// `service update`'s changes (each optional).
+public struct ServiceUpdateRequest: Codable, Sendable {
+    public var replicas: Int?
+    /// `-p` specs to publish in addition.
+    public var publishAdd: [String]?
+    /// Published ports to remove: `PORT` or `PORT/PROTO`.
+    public var publishRemove: [String]?
+    public init() {}
+}
+
+/// One published port of a service.
+public struct ServicePort: Codable, Sendable, Hashable {
+    public var `protocol`: String
+    public var targetPort: UInt16
+    public var publishedPort: UInt16
+    /// `ingress` (every node, through the mesh) or `host` (only nodes with a task, straight to it).
+    public var publishMode: String
+}
+
+/// A service's place on one network.
+public struct ServiceNetwork: Codable, Sendable, Hashable {
+    public var networkID: String
+    public var networkName: String
+    /// The virtual IP (vip mode).
+    public var vip: String?
+}
+
+/// A service as the manager stores it and every node receives it.
+public struct ServiceRecord: Codable, Sendable, Hashable {
+    public var id: String
+    public var name: String
+    public var created: Date
+    public var updated: Date
+    /// `replicated` or `global`.
+    public var mode: String
+    public var replicas: Int
+    /// `vip` or `dnsrr`.
+    public var endpointMode: String
+    /// The service's networks, in the order given (the ingress network last, when it publishes through the mesh).
+    public var networks: [ServiceNetwork]
+    public var ports: [ServicePort]
+    /// `keep` (see `ServiceCreateRequest.sourceIP`) or nil.
+    public var sourceIP: String?
+    public var command: [String]
+}
+
+/// One task: a container the manager asks one node to run.
+public struct TaskRecord: Codable, Sendable, Hashable {
+    public var id: String
+    public var serviceID: String
+    public var serviceName: String
+    /// Replicated services: 1...replicas; global ones: 0.
+    public var slot: Int
+    public var nodeID: String
+    /// `running` or `shutdown`.
+    public var desiredState: String
+    public var created: Date
+    /// When the desired state became `shutdown`.
+    public var shutdownAt: Date?
+    /// The container's name on its node: `<service>.<slot>.<task id>` (global: `<service>.<node id>.<task id>`).
+    public var containerName: String {
+        "\(serviceName).\(slot == 0 ? String(nodeID.prefix(12)) : String(slot)).\(id.prefix(12))"
+    }
+}
+
+/// What a node reports about its tasks.
+public struct TaskStatusReport: Codable, Sendable {
+    public var nodeID: String
+    /// Task ID to `running`, `starting`, `failed: why`, ...
+    public var states: [String: String]
+}
+
+/// `service ls`.
+public struct ServiceListEntry: Codable, Sendable {
+    public var ID: String
+    public var Name: String
+    public var Mode: String
+    /// `running/desired`.
+    public var Replicas: String
+    public var EndpointMode: String
+    public var Ports: [String]
+    public var VirtualIPs: [String: String]
+}
+
+/// `service ps`.
+public struct TaskListEntry: Codable, Sendable {
+    public var ID: String
+    public var Name: String
+    public var Node: String
+    public var DesiredState: String
+    public var CurrentState: String
+    public var Addresses: [String: String]
 }

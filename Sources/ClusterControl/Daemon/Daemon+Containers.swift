@@ -21,7 +21,7 @@ extension OverlayDaemon {
         return name.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0) }
     }
 
-    func runContainer(_ req: ContainerCreateRequest) async throws -> ContainerInspect {
+    func runContainer(_ req: ContainerCreateRequest, task: TaskRecord? = nil) async throws -> ContainerInspect {
         let (s, _) = try requireSwarm()
         let id = EndpointID.random().text
         let name = req.name ?? "c-\(id.prefix(12))"
@@ -38,8 +38,8 @@ extension OverlayDaemon {
         var networks: [NetworkRecord] = []
         for n in req.networks {
             let net = try network(named: n)
-            guard !net.ingress else { throw APIError(403, "network \(net.name) is the ingress network: containers cannot attach to it") }
-            guard net.attachable else {
+            guard task != nil || !net.ingress else { throw APIError(403, "network \(net.name) is the ingress network: containers cannot attach to it") }
+            guard task != nil || net.attachable else {
                 throw APIError(403, "network \(net.name) is not attachable: standalone containers need a network created with --attachable")
             }
             guard !networks.contains(where: { $0.id == net.id }) else { throw APIError(400, "network \(net.name) is given twice") }
@@ -65,7 +65,7 @@ extension OverlayDaemon {
         var record = ContainerRecord(
             id: id, name: name, created: Date(), namespacePath: containerHandleDirectory + "/" + handle, ownsNamespace: true,
             command: req.command, detached: req.detach, pid: nil, logPath: nil, networks: [], publish: req.publish,
-            gatewayAddress: nil)
+            gatewayAddress: nil, taskID: task?.id, serviceName: task?.serviceName)
         // The gateway bridge's veth is made on another thread while the overlay endpoints wait for
         // their addresses from the manager: the two touch different devices and routes.
         let gatewayAttach = external ? startGatewayAttach(ns, interface: "eth\(networks.count)") : nil
@@ -73,7 +73,7 @@ extension OverlayDaemon {
             do {
                 for (i, n) in networks.enumerated() {
                     record.networks.append(try await connect(record, to: n, interface: "eth\(i)", ip: i == 0 ? req.ip : nil,
-                                                             aliases: req.aliases, nodeID: s.nodeID))
+                                                             aliases: req.aliases, nodeID: s.nodeID, service: task?.serviceName))
                 }
             } catch {
                 if let a = try? await gatewayAttach?.value { try? gateway?.detach(address: a.address) }
@@ -103,7 +103,7 @@ extension OverlayDaemon {
 
     /// Allocates an address and attaches the container's namespace to a network.
     func connect(_ c: ContainerRecord, to n: NetworkRecord, interface: String, ip: String?, aliases: [String],
-                 nodeID: String) async throws -> ContainerNetwork {
+                 nodeID: String, service: String? = nil) async throws -> ContainerNetwork {
         let (_, agent) = try requireSwarm()
         let endpointID = EndpointID.random().text
         let a = try await requestAddress(AllocateRequest(network: n.name, endpointID: endpointID, nodeID: nodeID, address: ip, name: c.name))
@@ -111,7 +111,7 @@ extension OverlayDaemon {
             let ep = try agent.attach(
                 EndpointSpec(id: endpointID, network: n.name, namespace: .path(c.namespacePath), address: IPAddress(a.address)!,
                              interfaceName: interface),
-                name: c.name, aliases: aliases)
+                name: c.name, aliases: aliases, service: service)
             return ContainerNetwork(
                 networkID: n.id, networkName: n.name, endpointID: endpointID, address: a.address, prefixLength: ep.prefixLength,
                 gateway: ep.gateway.description, mac: ep.mac.description, aliases: aliases)
@@ -142,6 +142,10 @@ extension OverlayDaemon {
         p.standardOutput = out
         p.standardError = out
         p.standardInput = FileHandle.nullDevice
+        var env = ProcessInfo.processInfo.environment
+        env["OVERLAY_CONTAINER_NAME"] = record.name
+        if let service = record.serviceName { env["OVERLAY_SERVICE_NAME"] = service }
+        p.environment = env
         do { try p.run() } catch { throw APIError(500, "cannot start \(record.command.joined(separator: " ")): \(error)") }
         try? out.close()
         record.pid = p.processIdentifier
@@ -277,7 +281,7 @@ extension OverlayDaemon {
                     _ = try agent.attach(
                         EndpointSpec(id: cn.endpointID, network: cn.networkName, namespace: .path(path),
                                      address: IPAddress(cn.address)!, mac: MACAddress(cn.mac), interfaceName: "eth\(i)"),
-                        name: c.name, aliases: cn.aliases)
+                        name: c.name, aliases: cn.aliases, service: c.serviceName)
                 } catch {
                     logger.error("cannot restore \(c.name) on \(cn.networkName): \(error)")
                 }

@@ -80,13 +80,21 @@ extension OverlayDaemon {
         if config.upstreams.isEmpty {
             logger.notice("no upstream DNS servers (none given with --dns, none in \(configuration.hostResolvConf)): only cluster names resolve")
         }
+        let index = endpointIndex
+        let changed: @Sendable () -> Void = { [weak self] in Task { await self?.endpointsChanged() } }
         let server = DNSServer(configuration: config, logger: logger)
         do { try await server.start() } catch {
             logger.error("the embedded DNS server could not start (containers get no name resolution): \(error)")
+            agent.setRecordObserver { event in
+                index.apply(event)
+                changed()
+            }
             return
         }
         dns = server
         agent.setRecordObserver { event in
+            index.apply(event)
+            changed()
             server.updateTable { table in
                 switch event {
                 case .upsert(let network, let key, _, let record):

@@ -141,7 +141,21 @@ extension OverlayDaemon {
         if req.driver == "bridge" { return try createGatewayBridge(req) }
         var m = try requireManager()
         let existing = try store.all(.network, as: NetworkRecord.self)
-        let record = try makeNetwork(req, ipam: &m.ipam, existing: existing, pools: m.settings.pools)
+        var ipam = m.ipam
+        let record = try makeNetwork(req, ipam: &ipam, existing: existing, pools: m.settings.pools)
+        // A subnet over a node's gateway bridge would send that node's traffic the wrong way:
+        // refused now, not found later as tasks that cannot start.
+        var bridges = m.gatewaySubnets
+        if let own = gateway?.info?.subnet, let me = swarm?.nodeID { bridges[me] = own.description }
+        for sub in record.subnets {
+            guard let c = CIDR(sub.subnet) else { continue }
+            for (node, b) in bridges.sorted(by: { $0.key < $1.key }) {
+                guard let bc = CIDR(b), bc.family == c.family, bc.overlaps(c) else { continue }
+                let host = cluster.nodes.first { $0.id == node }?.hostname ?? node
+                throw APIError(400, "subnet \(sub.subnet) overlaps the gateway bridge of node \(host) (\(b)): pick another --subnet")
+            }
+        }
+        m.ipam = ipam
         try store.write([try .set(.network, record.id, record), try .set(.setting, "ipam", m.ipam.snapshot())])
         manager = m
         try refreshClusterFromStore()
@@ -214,7 +228,24 @@ extension OverlayDaemon {
     func removeNetwork(_ name: String) async throws {
         var m = try requireManager()
         let n = try network(named: name)
-        let allocations = try store.all(.allocation, as: AllocationRecord.self).filter { $0.networkID == n.id }
+        if n.ingress {
+            let publishing = allServices().filter { $0.ports.contains { $0.publishMode == "ingress" } }.map(\.name).sorted()
+            if !publishing.isEmpty {
+                throw APIError(409, "ingress network cannot be removed because service \(publishing.joined(separator: ", ")) depends on it")
+            }
+        }
+        let users = allServices().filter { s in s.networks.contains { $0.networkID == n.id } }.map(\.name).sorted()
+        if !users.isEmpty {
+            throw APIError(409, "network \(n.name) is in use by service \(users.joined(separator: ", "))")
+        }
+        var allocations = try store.all(.allocation, as: AllocationRecord.self).filter { $0.networkID == n.id }
+        // Load balancers of nodes with no containers left on it go with the network.
+        let lbs = allocations.filter { ($0.name ?? "").hasPrefix("lb-") || ($0.name ?? "").hasPrefix("ingress-sbox") }
+        if lbs.count == allocations.count {
+            for a in lbs { if let ip = IPAddress(a.address) { try? m.ipam.releaseAddress(ip, in: n.id) } }
+            try store.write(lbs.map { .delete(.allocation, "\($0.networkID)/\($0.address)") })
+            allocations = []
+        }
         if !allocations.isEmpty {
             let nodes = Dictionary(cluster.nodes.map { ($0.id, $0.hostname) }, uniquingKeysWith: { a, _ in a })
             let who = allocations.map { "\($0.name ?? String($0.endpointID.prefix(12))) on \(nodes[$0.nodeID] ?? $0.nodeID)" }

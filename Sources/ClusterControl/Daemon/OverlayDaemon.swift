@@ -99,6 +99,12 @@ public actor OverlayDaemon {
     var stopped: CheckedContinuation<Void, Never>?
     var isStopped = false
     let localNodeID: String
+    /// The tasks this node runs (their containers are in the store).
+    var taskRuntime = TaskRuntime()
+    /// VIP load balancers and the routing mesh on this node.
+    var loadBalancing = LoadBalancingRuntime()
+    /// Every endpoint record gossip delivered (the load balancers' backends).
+    let endpointIndex = EndpointIndex()
 
     /// Opens the store and prepares; `start()` listens.
     public init(configuration: DaemonConfiguration) throws {
@@ -184,6 +190,19 @@ public actor OverlayDaemon {
             }
             if r.match("POST", "v1/attach") != nil { return .json(try await attachExisting(r.decode(AttachRequest.self)), status: 201) }
             if let m = r.match("GET", "v1/containers/*") { return .json(try inspectContainer(m[0])) }
+            if r.match("GET", "v1/services") != nil { return .json(try serviceList()) }
+            if r.match("POST", "v1/services") != nil {
+                return .json(try await createService(r.decode(ServiceCreateRequest.self)), status: 201)
+            }
+            if let m = r.match("GET", "v1/services/*") { return .json(try inspectService(m[0])) }
+            if let m = r.match("GET", "v1/services/*/tasks") { return .json(try serviceTasks(m[0])) }
+            if let m = r.match("POST", "v1/services/*/update") {
+                return .json(try await updateService(m[0], r.decode(ServiceUpdateRequest.self)))
+            }
+            if let m = r.match("DELETE", "v1/services/*") {
+                try await removeService(m[0])
+                return .json(["removed": m[0]])
+            }
             if let m = r.match("DELETE", "v1/containers/*") {
                 try await removeContainer(m[0], force: r.query["force"] == "1")
                 return .json(["removed": m[0]])

@@ -16,6 +16,10 @@ public struct StoreKind: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let allocation = StoreKind(rawValue: "allocation")
     /// Both: secrets and settings (CA, tokens, keyring, cluster ID, swarm membership), by name.
     public static let setting = StoreKind(rawValue: "setting")
+    /// Manager: services, by ID.
+    public static let service = StoreKind(rawValue: "service")
+    /// Manager: tasks, by ID.
+    public static let task = StoreKind(rawValue: "task")
     /// Agent: local containers, by name.
     public static let container = StoreKind(rawValue: "container")
 }

@@ -1,0 +1,368 @@
+import Foundation
+import IPAM
+import OverlayModel
+
+/// The manager's side of services: validation, virtual IPs, the scheduler, and the answers of
+/// `service ls|ps|inspect`. Nodes run what the scheduler assigns them (Daemon+Tasks.swift).
+extension OverlayDaemon {
+    /// How long a task that is going away keeps running after every node stopped sending it new
+    /// connections (it is out of the load balancers as soon as its desired state is `shutdown`).
+    static let drainSeconds: TimeInterval = 2
+    /// Ingress ports given when `-p` names only a target (Docker's range).
+    static let dynamicPorts: ClosedRange<UInt16> = 30000...32767
+
+    func allServices() -> [ServiceRecord] { cluster.services ?? [] }
+    func allTasks() -> [TaskRecord] { cluster.tasks ?? [] }
+
+    func service(named name: String) throws -> ServiceRecord {
+        let all = allServices()
+        if let s = all.first(where: { $0.name == name }) ?? all.first(where: { $0.id == name })
+            ?? all.first(where: { name.count >= 3 && $0.id.hasPrefix(name) }) {
+            return s
+        }
+        throw APIError(404, "service \(name) not found")
+    }
+
+    // MARK: create / update / rm
+
+    func createService(_ req: ServiceCreateRequest) async throws -> ServiceListEntry {
+        var m = try requireManager()
+        guard Self.validContainerName(req.name), !req.name.contains(".") else {
+            throw APIError(400, "invalid service name '\(req.name)': use letters, digits, '_', '-' (starting with a letter or digit)")
+        }
+        if allServices().contains(where: { $0.name == req.name }) {
+            throw APIError(409, "service \(req.name) already exists")
+        }
+        guard !req.command.isEmpty else { throw APIError(400, "a service needs a command to run: service create --name S -- CMD...") }
+        let mode = req.mode ?? "replicated"
+        guard mode == "replicated" || mode == "global" else { throw APIError(400, "invalid --mode '\(mode)': use replicated or global") }
+        if mode == "global" && req.replicas != nil { throw APIError(400, "--replicas can only be used with replicated mode") }
+        let replicas = req.replicas ?? 1
+        guard (0...1000).contains(replicas) else { throw APIError(400, "--replicas \(replicas) is out of range 0-1000") }
+        let endpointMode = req.endpointMode ?? "vip"
+        guard endpointMode == "vip" || endpointMode == "dnsrr" else {
+            throw APIError(400, "invalid --endpoint-mode '\(endpointMode)': use vip or dnsrr")
+        }
+        var nets: [NetworkRecord] = []
+        for name in req.networks {
+            let n = try network(named: name)
+            guard !n.ingress else {
+                throw APIError(400, "service cannot be explicitly attached to the ingress network \"\(n.name)\": publish a port instead")
+            }
+            guard !nets.contains(where: { $0.id == n.id }) else { throw APIError(400, "network \(n.name) is given twice") }
+            nets.append(n)
+        }
+        let ports = try servicePorts(req.publish, existing: [], endpointMode: endpointMode, excluding: nil)
+        if let s = req.sourceIP {
+            guard s == "keep" else { throw APIError(400, "invalid --source-ip '\(s)': use keep") }
+            guard ports.contains(where: { $0.publishMode == "ingress" }) else {
+                throw APIError(400, "--source-ip keep needs a port published in ingress mode")
+            }
+        }
+        let id = NodeID.random().text
+        var record = ServiceRecord(
+            id: id, name: req.name, created: Date(), updated: Date(), mode: mode, replicas: mode == "global" ? 0 : replicas,
+            endpointMode: endpointMode, networks: [], ports: ports, sourceIP: req.sourceIP, command: req.command)
+        var changes: [StoreChange] = []
+        for n in nets {
+            var vip: String?
+            if endpointMode == "vip" {
+                let a = try allocateVIP(&m, network: n, service: record)
+                vip = a.address.description
+                changes.append(try .set(.allocation, "\(n.id)/\(a.address)", a))
+            }
+            record.networks.append(ServiceNetwork(networkID: n.id, networkName: n.name, vip: vip))
+        }
+        try addIngress(to: &record)
+        changes.append(try .set(.service, id, record))
+        changes.append(try .set(.setting, "ipam", m.ipam.snapshot()))
+        do { try store.write(changes) } catch {
+            // The store has none of it: give the addresses back in memory too.
+            for sn in record.networks { if let v = sn.vip.flatMap(IPAddress.init) { try? m.ipam.releaseAddress(v, in: sn.networkID) } }
+            throw APIError(500, "\(error)")
+        }
+        manager = m
+        try refreshClusterFromStore()
+        await scheduleServices()
+        return try serviceEntry(service(named: id))
+    }
+
+    /// Adds the ingress network (no VIP: the mesh sends to task addresses) when the service
+    /// publishes through the mesh, and removes it when it no longer does.
+    func addIngress(to record: inout ServiceRecord) throws {
+        let needs = record.ports.contains { $0.publishMode == "ingress" }
+        record.networks.removeAll { sn in cluster.networks.first(where: { $0.id == sn.networkID })?.ingress ?? false }
+        guard needs else { return }
+        guard let ingress = cluster.networks.first(where: { $0.ingress }) else {
+            throw APIError(400, "service needs ingress network, but no ingress network is present: create one with `network create -d overlay --ingress`")
+        }
+        record.networks.append(ServiceNetwork(networkID: ingress.id, networkName: ingress.name, vip: nil))
+    }
+
+    func allocateVIP(_ m: inout ManagerState, network n: NetworkRecord, service: ServiceRecord) throws -> AllocationRecord {
+        let address: IPAddress
+        do { address = try m.ipam.allocateAddress(in: n.id) } catch {
+            throw APIError(400, "no address left for the service's virtual IP on \(n.name): \(error.message)")
+        }
+        return AllocationRecord(networkID: n.id, address: address.description, endpointID: "vip-" + service.id, nodeID: "",
+                                name: "service \(service.name) (VIP)")
+    }
+
+    /// Parses `-p` specs into service ports, checking every rule Docker has for them.
+    func servicePorts(_ specs: [String], existing: [ServicePort], endpointMode: String, excluding: String?) throws -> [ServicePort] {
+        var out = existing
+        var taken: [String: String] = [:]   // "proto/port" -> service name
+        for s in allServices() where s.id != excluding {
+            for p in s.ports { taken["\(p.protocol)/\(p.publishedPort)"] = s.name }
+        }
+        for text in specs {
+            let parsed: [PortSpec]
+            do { parsed = try PortSpec.parse(text) } catch { throw APIError(400, "invalid -p '\(text)': \(error.message)") }
+            for p in parsed {
+                if p.hostIP != nil { throw APIError(400, "-p \(text): a service publishes on every address; drop the host IP") }
+                if p.mode == .ingress && endpointMode == "dnsrr" {
+                    throw APIError(400, "port published with ingress mode can't be used with dnsrr mode")
+                }
+                var published = p.published
+                if published == nil {
+                    guard p.mode == .ingress else { throw APIError(400, "-p \(text): mode=host needs a published port") }
+                    published = Self.dynamicPorts.first { port in
+                        taken["\(p.protocol.rawValue)/\(port)"] == nil && !out.contains { $0.publishedPort == port && $0.protocol == p.protocol.rawValue }
+                    }
+                    guard published != nil else { throw APIError(409, "no free port left in \(Self.dynamicPorts) for -p \(text)") }
+                }
+                let port = ServicePort(protocol: p.protocol.rawValue, targetPort: p.target, publishedPort: published!, publishMode: p.mode.rawValue)
+                if let other = taken["\(port.protocol)/\(port.publishedPort)"] {
+                    throw APIError(409, "port '\(port.publishedPort)/\(port.protocol)' is already in use by service '\(other)'")
+                }
+                if out.contains(where: { $0.protocol == port.protocol && $0.publishedPort == port.publishedPort }) {
+                    throw APIError(400, "port '\(port.publishedPort)/\(port.protocol)' is published twice")
+                }
+                out.append(port)
+            }
+        }
+        return out
+    }
+
+    func updateService(_ name: String, _ req: ServiceUpdateRequest) async throws -> ServiceListEntry {
+        _ = try requireManager()
+        var s = try service(named: name)
+        if let r = req.replicas {
+            guard s.mode == "replicated" else { throw APIError(400, "--replicas can only be used with replicated mode") }
+            guard (0...1000).contains(r) else { throw APIError(400, "--replicas \(r) is out of range 0-1000") }
+            s.replicas = r
+        }
+        if let remove = req.publishRemove {
+            for text in remove {
+                let parts = text.split(separator: "/").map(String.init)
+                guard let port = parts.first.flatMap({ UInt16($0) }), parts.count <= 2 else {
+                    throw APIError(400, "--publish-rm '\(text)': use PORT or PORT/PROTOCOL")
+                }
+                let proto = parts.count == 2 ? parts[1] : nil
+                let before = s.ports.count
+                s.ports.removeAll { $0.publishedPort == port && (proto == nil || $0.protocol == proto) }
+                if s.ports.count == before { throw APIError(404, "service \(s.name) does not publish \(text)") }
+            }
+        }
+        if let add = req.publishAdd {
+            s.ports = try servicePorts(add, existing: s.ports, endpointMode: s.endpointMode, excluding: s.id)
+        }
+        if req.publishAdd != nil || req.publishRemove != nil {
+            if s.sourceIP == "keep" && !s.ports.contains(where: { $0.publishMode == "ingress" }) { s.sourceIP = nil }
+            let before = Set(s.networks.map(\.networkID))
+            try addIngress(to: &s)
+            if Set(s.networks.map(\.networkID)) != before {
+                // A new network means new containers: every task is replaced (Docker's rolling update, all at once).
+                var changes: [StoreChange] = []
+                for t in allTasks() where t.serviceID == s.id && t.desiredState == "running" {
+                    var d = t
+                    d.desiredState = "shutdown"
+                    d.shutdownAt = Date()
+                    changes.append(try .set(.task, t.id, d))
+                }
+                try store.write(changes)
+            }
+        }
+        s.updated = Date()
+        try store.put(.service, s.id, s)
+        try refreshClusterFromStore()
+        await scheduleServices()
+        return try serviceEntry(service(named: s.id))
+    }
+
+    func removeService(_ name: String) async throws {
+        var m = try requireManager()
+        let s = try service(named: name)
+        var changes: [StoreChange] = [.delete(.service, s.id)]
+        for sn in s.networks {
+            guard let vip = sn.vip else { continue }
+            if let ip = IPAddress(vip) { try? m.ipam.releaseAddress(ip, in: sn.networkID) }
+            changes.append(.delete(.allocation, "\(sn.networkID)/\(vip)"))
+        }
+        for t in allTasks() where t.serviceID == s.id && t.desiredState == "running" {
+            var d = t
+            d.desiredState = "shutdown"
+            d.shutdownAt = Date()
+            changes.append(try .set(.task, t.id, d))
+        }
+        changes.append(try .set(.setting, "ipam", m.ipam.snapshot()))
+        try store.write(changes)
+        manager = m
+        try refreshClusterFromStore()
+    }
+
+    // MARK: the scheduler
+
+    /// The nodes that can take tasks now: this manager, and every node gossip says is alive.
+    func readyNodes() async -> [NodeRecord] {
+        guard let s = swarm else { return [] }
+        var alive: Set<String> = [s.nodeID]
+        if let agent, let members = try? await agent.db.node.members() {
+            for m in members where m.state == .alive || m.state == .suspect { alive.insert(m.name) }
+        }
+        return cluster.nodes.filter { alive.contains($0.id) }
+    }
+
+    /// Makes the tasks match the services: creates missing ones on the least loaded ready nodes
+    /// (spread), moves tasks off nodes that are down, shuts down extra ones, and forgets tasks
+    /// whose drain time is over. One store write per round, only when something changed.
+    func scheduleServices() async {
+        guard manager != nil else { return }
+        let ready = await readyNodes()
+        let readyIDs = Set(ready.map(\.id))
+        let known = Set(cluster.nodes.map(\.id))
+        var all = allTasks()
+        var changes: [StoreChange] = []
+        let now = Date()
+        // A node's tasks move once it has been down for a while, and not while a restarted
+        // manager's gossip is still finding the others.
+        let moveDelay: TimeInterval = configuration.fastGossip ? 1 : 5
+        let startupGrace: TimeInterval = configuration.fastGossip ? 5 : 15
+        var gone: Set<String> = []
+        if var m = manager {
+            for n in cluster.nodes {
+                if readyIDs.contains(n.id) { m.notReadySince[n.id] = nil } else if m.notReadySince[n.id] == nil { m.notReadySince[n.id] = now }
+                if let since = m.notReadySince[n.id], now.timeIntervalSince(since) >= moveDelay,
+                   now.timeIntervalSince(m.started) >= startupGrace {
+                    gone.insert(n.id)
+                }
+            }
+            manager?.notReadySince = m.notReadySince
+        }
+        func shutDown(_ i: Int) {
+            all[i].desiredState = "shutdown"
+            all[i].shutdownAt = now
+            changes.append(try! .set(.task, all[i].id, all[i]))
+        }
+        let services = Dictionary(allServices().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        for i in all.indices where all[i].desiredState == "running" {
+            let t = all[i]
+            guard let s = services[t.serviceID] else { shutDown(i); continue }
+            if s.mode == "replicated" && (t.slot > s.replicas || gone.contains(t.nodeID) || !known.contains(t.nodeID)) {
+                shutDown(i)
+                continue
+            }
+            if s.mode == "global" && !known.contains(t.nodeID) { shutDown(i) }
+        }
+        // Spread: fewest running tasks of the service, then fewest tasks in all, then name.
+        var load: [String: Int] = [:]
+        for t in all where t.desiredState == "running" { load[t.nodeID, default: 0] += 1 }
+        for s in services.values.sorted(by: { $0.name < $1.name }) {
+            let running = all.filter { $0.serviceID == s.id && $0.desiredState == "running" }
+            var mine: [String: Int] = [:]
+            for t in running { mine[t.nodeID, default: 0] += 1 }
+            var wanted: [(slot: Int, node: String?)] = []
+            if s.mode == "replicated" {
+                let slots = Set(running.map(\.slot))
+                wanted = (1...max(s.replicas, 1)).filter { $0 <= s.replicas && !slots.contains($0) }.map { ($0, nil) }
+            } else {
+                let have = Set(running.map(\.nodeID))
+                wanted = ready.filter { !have.contains($0.id) }.map { (0, $0.id) }
+            }
+            for w in wanted {
+                let node = w.node ?? ready.min { a, b in
+                    (mine[a.id] ?? 0, load[a.id] ?? 0, a.hostname) < (mine[b.id] ?? 0, load[b.id] ?? 0, b.hostname)
+                }?.id
+                guard let node else { continue }   // no ready node: stays pending until one comes
+                let t = TaskRecord(id: NodeID.random().text, serviceID: s.id, serviceName: s.name, slot: w.slot, nodeID: node,
+                                   desiredState: "running", created: now)
+                mine[node, default: 0] += 1
+                load[node, default: 0] += 1
+                all.append(t)
+                changes.append(try! .set(.task, t.id, t))
+            }
+        }
+        for t in all where t.desiredState == "shutdown" {
+            if now.timeIntervalSince(t.shutdownAt ?? t.created) >= Self.drainSeconds { changes.append(.delete(.task, t.id)) }
+        }
+        guard !changes.isEmpty else { return }
+        do {
+            try store.write(changes)
+            try refreshClusterFromStore()
+        } catch {
+            logger.error("the scheduler could not save its decisions: \(error)")
+        }
+    }
+
+    // MARK: ls / ps / inspect
+
+    func serviceEntry(_ s: ServiceRecord) throws -> ServiceListEntry {
+        let states = manager?.taskStates ?? [:]
+        let live = allTasks().filter { $0.serviceID == s.id && $0.desiredState == "running" }
+        let running = live.filter { states[$0.id] == "running" }.count
+        let desired = s.mode == "global" ? live.count : s.replicas
+        var vips: [String: String] = [:]
+        for sn in s.networks { if let v = sn.vip { vips[sn.networkName] = v } }
+        return ServiceListEntry(
+            ID: s.id, Name: s.name, Mode: s.mode, Replicas: "\(running)/\(desired)", EndpointMode: s.endpointMode,
+            Ports: s.ports.map { "*:\($0.publishedPort)->\($0.targetPort)/\($0.protocol)" + ($0.publishMode == "host" ? " (host)" : "") },
+            VirtualIPs: vips)
+    }
+
+    func serviceList() throws -> [ServiceListEntry] {
+        _ = try requireManager()
+        return try allServices().sorted { $0.name < $1.name }.map(serviceEntry)
+    }
+
+    func inspectService(_ name: String) throws -> ServiceRecord {
+        _ = try requireManager()
+        return try service(named: name)
+    }
+
+    func serviceTasks(_ name: String) throws -> [TaskListEntry] {
+        _ = try requireManager()
+        let s = try service(named: name)
+        let nodes = Dictionary(cluster.nodes.map { ($0.id, $0.hostname) }, uniquingKeysWith: { a, _ in a })
+        let states = manager?.taskStates ?? [:]
+        let addresses = manager?.taskAddresses ?? [:]
+        return allTasks().filter { $0.serviceID == s.id }
+            .sorted { ($0.slot, $0.desiredState == "shutdown" ? 1 : 0, $0.created) < ($1.slot, $1.desiredState == "shutdown" ? 1 : 0, $1.created) }
+            .map { t in
+                TaskListEntry(
+                    ID: t.id, Name: t.slot == 0 ? "\(t.serviceName).\(t.nodeID.prefix(12))" : "\(t.serviceName).\(t.slot)",
+                    Node: nodes[t.nodeID] ?? t.nodeID, DesiredState: t.desiredState.capitalized,
+                    CurrentState: states[t.id] ?? "pending", Addresses: addresses[t.id] ?? [:])
+            }
+    }
+
+    /// A node's report of its tasks (the manager keeps it in memory).
+    func recordTaskStatus(_ r: TaskStatusReport) {
+        guard var m = manager else { return }
+        for (id, state) in r.states.prefix(10_000) {
+            let parts = state.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            m.taskStates[id] = String(parts[0].prefix(300))
+            if parts.count > 1 {
+                var a: [String: String] = [:]
+                for kv in parts[1].split(separator: ",") {
+                    let p = kv.split(separator: "=", maxSplits: 1).map(String.init)
+                    if p.count == 2 { a[p[0]] = p[1] }
+                }
+                m.taskAddresses[id] = a
+            }
+        }
+        let live = Set(allTasks().map(\.id))
+        m.taskStates = m.taskStates.filter { live.contains($0.key) }
+        m.taskAddresses = m.taskAddresses.filter { live.contains($0.key) }
+        manager = m
+    }
+}

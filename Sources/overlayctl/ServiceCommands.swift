@@ -1,0 +1,121 @@
+import ArgumentParser
+import ClusterControl
+import Foundation
+
+// MARK: service
+
+struct Service: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage services: tasks on the swarm's nodes behind a virtual IP, DNS names and published ports (on a manager).",
+        subcommands: [ServiceCreate.self, ServiceList.self, ServicePS.self, ServiceInspect.self, ServiceUpdate.self, ServiceRemove.self])
+}
+
+struct ServiceCreate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create", abstract: "Create a service.",
+        discussion: """
+            Each task is a container (a network namespace and CMD) on the service's networks. With --endpoint-mode vip
+            (the default) the service's name resolves to a virtual IP that spreads new connections over the running tasks;
+            with dnsrr it resolves to the tasks' addresses. A port published in ingress mode answers on every node (the
+            routing mesh); in host mode only on nodes running a task. --source-ip keep: a node that runs a task sends its
+            ingress ports to that task without SNAT, so the task sees the client's address (other nodes use the mesh).
+            """)
+    @OptionGroup var global: HostOptions
+    @Option(help: "The service's name.") var name: String
+    @Option(help: "A network to attach the tasks to (repeatable).") var network: [String] = []
+    @Option(help: "Number of tasks (replicated mode; default 1).") var replicas: Int?
+    @Option(help: "replicated (default) or global (one task on every node).") var mode: String?
+    @Option(help: "vip (default) or dnsrr.") var endpointMode: String?
+    @Option(name: [.short, .long], help: "Publish a port: 8080:80[/tcp|/udp|/sctp] or published=8080,target=80,protocol=udp,mode=ingress|host (repeatable).")
+    var publish: [String] = []
+    @Option(help: "keep: ingress ports reach a local task with the client's address.") var sourceIP: String?
+    @Argument(parsing: .captureForPassthrough, help: "-- CMD ARGS...") var command: [String] = []
+
+    func run() async throws {
+        var cmd = command
+        if cmd.first == "--" { cmd.removeFirst() }
+        var r = ServiceCreateRequest(name: name, networks: network, command: cmd)
+        r.replicas = replicas
+        r.mode = mode
+        r.endpointMode = endpointMode
+        r.publish = publish
+        r.sourceIP = sourceIP
+        let s = try await global.client().call("POST", "/v1/services", body: r, as: ServiceListEntry.self)
+        print(s.ID)
+    }
+}
+
+struct ServiceList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List services.")
+    @OptionGroup var global: HostOptions
+    @OptionGroup var format: FormatOption
+    func run() async throws {
+        let list = try await global.client().call("GET", "/v1/services", as: [ServiceListEntry].self)
+        if format.json { return try printJSON(list) }
+        printTable(["ID", "NAME", "MODE", "REPLICAS", "ENDPOINT", "PORTS"], list.map {
+            [String($0.ID.prefix(12)), $0.Name, $0.Mode, $0.Replicas, $0.EndpointMode, $0.Ports.joined(separator: ", ")]
+        })
+    }
+}
+
+struct ServicePS: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ps", abstract: "List a service's tasks: node, desired and current state.")
+    @OptionGroup var global: HostOptions
+    @OptionGroup var format: FormatOption
+    @Argument(help: "The service.") var name: String
+    func run() async throws {
+        let list = try await global.client().call("GET", "/v1/services/\(escape(name))/tasks", as: [TaskListEntry].self)
+        if format.json { return try printJSON(list) }
+        printTable(["ID", "NAME", "NODE", "DESIRED STATE", "CURRENT STATE", "ADDRESSES"], list.map {
+            [String($0.ID.prefix(12)), $0.Name, $0.Node, $0.DesiredState, $0.CurrentState,
+             $0.Addresses.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")]
+        })
+    }
+}
+
+struct ServiceInspect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show services as JSON.")
+    @OptionGroup var global: HostOptions
+    @Argument(help: "Service names or IDs.") var names: [String]
+    func validate() throws { if names.isEmpty { throw ValidationError("give at least one service name") } }
+    func run() async throws {
+        let c = try global.client()
+        var out: [ServiceRecord] = []
+        for n in names { out.append(try await c.call("GET", "/v1/services/\(escape(n))", as: ServiceRecord.self)) }
+        try printJSON(out)
+    }
+}
+
+struct ServiceUpdate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "update", abstract: "Change a service: replicas, published ports.")
+    @OptionGroup var global: HostOptions
+    @Option(help: "Number of tasks.") var replicas: Int?
+    @Option(help: "Publish another port (repeatable, -p syntax).") var publishAdd: [String] = []
+    @Option(help: "Stop publishing PORT[/PROTOCOL] (repeatable).") var publishRm: [String] = []
+    @Argument(help: "The service.") var name: String
+    func run() async throws {
+        var r = ServiceUpdateRequest()
+        r.replicas = replicas
+        r.publishAdd = publishAdd.isEmpty ? nil : publishAdd
+        r.publishRemove = publishRm.isEmpty ? nil : publishRm
+        guard r.replicas != nil || r.publishAdd != nil || r.publishRemove != nil else {
+            throw CLIError("nothing to update: give --replicas, --publish-add or --publish-rm", code: 64)
+        }
+        let s = try await global.client().call("POST", "/v1/services/\(escape(name))/update", body: r, as: ServiceListEntry.self)
+        print(s.Name)
+    }
+}
+
+struct ServiceRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove services (their tasks stop after a short drain).")
+    @OptionGroup var global: HostOptions
+    @Argument(help: "Service names or IDs.") var names: [String]
+    func validate() throws { if names.isEmpty { throw ValidationError("give at least one service name") } }
+    func run() async throws {
+        let c = try global.client()
+        for n in names {
+            _ = try await c.call("DELETE", "/v1/services/\(escape(n))", as: [String: String].self)
+            print(n)
+        }
+    }
+}
