@@ -328,6 +328,9 @@ public struct ClusterState: Codable, Sendable {
     /// The services and their tasks (nil from a daemon before services existed).
     public var services: [ServiceRecord]?
     public var tasks: [TaskRecord]?
+    /// Changes when the manager restarts (nodes then report their tasks again: it keeps their
+    /// states in memory only).
+    public var managerEpoch: String?
 
     /// Makes a state.
     public init(version: UInt64, networks: [NetworkRecord], nodes: [NodeRecord], gossipKeys: [String], ipsecKeys: IPsecKeyring? = nil) {

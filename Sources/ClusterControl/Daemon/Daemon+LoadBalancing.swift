@@ -88,7 +88,7 @@ extension OverlayDaemon {
 
     /// Makes the load balancers match the services, the tasks and the endpoint records.
     func reconcileLoadBalancing() async {
-        guard let s = swarm, agent != nil else { return }
+        guard let s = swarm, agent != nil, !isStopped else { return }
         let live = liveTaskNames()
         let containers = ((try? store.all(.container, as: ContainerRecord.self)) ?? [])
         let localNetworks = Set(containers.flatMap { $0.networks.map(\.networkName) })

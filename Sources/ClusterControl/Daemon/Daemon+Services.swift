@@ -236,7 +236,8 @@ extension OverlayDaemon {
         let now = Date()
         // A node's tasks move once it has been down for a while, and not while a restarted
         // manager's gossip is still finding the others.
-        let moveDelay: TimeInterval = configuration.fastGossip ? 1 : 5
+        // (A daemon restart takes a second or two: its tasks stay.)
+        let moveDelay: TimeInterval = configuration.fastGossip ? 5 : 10
         let startupGrace: TimeInterval = configuration.fastGossip ? 5 : 15
         var gone: Set<String> = []
         if var m = manager {

@@ -22,7 +22,7 @@ extension OverlayDaemon {
     /// brings the load balancers in line. Never runs twice at once: a call during a run makes the
     /// run go round once more.
     func reconcile() async {
-        guard swarm != nil, agent != nil else { return }
+        guard swarm != nil, agent != nil, !isStopped else { return }
         if taskRuntime.reconciling {
             taskRuntime.again = true
             return
@@ -33,7 +33,7 @@ extension OverlayDaemon {
             taskRuntime.again = false
             await reconcileTasks()
             await reconcileLoadBalancing()
-        } while taskRuntime.again && swarm != nil
+        } while taskRuntime.again && swarm != nil && !isStopped
     }
 
     func reconcileTasks() async {
@@ -49,7 +49,7 @@ extension OverlayDaemon {
         }
         let have = Dictionary(containers.compactMap { c in c.taskID.map { ($0, c) } }, uniquingKeysWith: { a, _ in a })
         var states: [String: String] = [:]
-        for t in mine {
+        for t in mine where !isStopped {
             if let c = have[t.id] {
                 let nets = c.networks.map { "\($0.networkName)=\($0.address)" }.joined(separator: ",")
                 states[t.id] = (t.desiredState == "shutdown" ? "shutdown" : isRunning(c) ? "running" : "exited") + "|" + nets
@@ -90,7 +90,7 @@ extension OverlayDaemon {
     }
 
     func reportTaskStates(_ states: [String: String]) async {
-        guard let s = swarm else { return }
+        guard let s = swarm, !isStopped else { return }
         guard states != taskRuntime.lastReport || Date().timeIntervalSince(taskRuntime.lastReportAt) > 30 else { return }
         let report = TaskStatusReport(nodeID: s.nodeID, states: states)
         if manager != nil {

@@ -147,14 +147,22 @@ public actor OverlayDaemon {
     public func stop() async {
         guard !isStopped else { return }
         isStopped = true
+        let start = DispatchTime.now().uptimeNanoseconds
+        var steps: [String] = []
+        func mark(_ what: String) { steps.append("\(what) \((DispatchTime.now().uptimeNanoseconds - start) / 1_000_000) ms") }
         await localServer?.close()
         await managerServer?.close()
+        mark("servers")
         syncTask?.cancel()
         for t in tasks { t.cancel() }
         if let agent { await agent.shutdownKeepingEndpoints() }
+        mark("gossip")
         await dns?.shutdown()
         dns = nil
+        mark("dns")
         try? await group.shutdownGracefully()
+        mark("event loops")
+        logger.info("overlayd stopped: \(steps.joined(separator: ", "))")
         stopped?.resume()
         stopped = nil
     }
