@@ -296,5 +296,41 @@ import OverlayTestKit
         let node = task["Node"] as! String
         let name = try containers(lab, node, "pub2")[0]
         #expect(try lab.must(node, ["exec", name, "--", "ip", "-o", "link"]).contains("mtu 1400"))
+
+        // update: a port added answers on every node, a port removed stops.
+        _ = try lab.must("h1", ["service", "update", "--publish-add", "8083:80", "--publish-rm", "8081", "pub2"])
+        #expect(try within(10) { try curl(lab, "h1", "http://198.18.0.2:8083/").hasPrefix("pub2.") } != nil, "the added port never answered")
+        #expect(try within(10) { try curl(lab, "h1", "http://198.18.0.2:8081/").isEmpty } != nil, "the removed port still answers")
+
+        // Global mode: one task on every node.
+        _ = try lab.must("h1", ["service", "create", "--name", "everywhere", "--mode", "global", "--network", "front", "--", "sleep", "infinity"])
+        let global = try within(15) { try Set(running(lab, "everywhere").map { $0["Node"] as! String }) == ["h1", "h2"] }
+        #expect(global != nil, "global service: \((try? tasks(lab, "everywhere")) ?? [])")
+
+        // Bad input: one clear line each, nothing made.
+        let bad: [([String], String, String)] = [
+            (["service", "create", "--name", "x", "--replicas=-1", "--", "sleep", "1"], "h1", "out of range"),
+            (["service", "create", "--name", "x", "--replicas", "5000", "--", "sleep", "1"], "h1", "out of range"),
+            (["service", "create", "--name", "x", "--mode", "sometimes", "--", "sleep", "1"], "h1", "invalid --mode"),
+            (["service", "create", "--name", "x", "--mode", "global", "--replicas", "2", "--", "sleep", "1"], "h1", "replicated mode"),
+            (["service", "create", "--name", "x", "--network", "nowhere", "--", "sleep", "1"], "h1", "network nowhere not found"),
+            (["service", "create", "--name", "x", "--network", "my-ingress", "--", "sleep", "1"], "h1", "ingress network"),
+            (["service", "create", "--name", "x", "-p", "99999:80", "--", "sleep", "1"], "h1", "invalid -p"),
+            (["service", "create", "--name", "x", "--source-ip", "mine", "-p", "8090:80", "--", "sleep", "1"], "h1", "invalid --source-ip"),
+            (["service", "create", "--name", "x"], "h1", "needs a command"),
+            (["service", "create", "--name", "bad name", "--", "sleep", "1"], "h1", "invalid service name"),
+            (["service", "create", "--name", "pub2", "--", "sleep", "1"], "h1", "already exists"),
+            (["service", "create", "--name", "x", "--", "sleep", "1"], "h2", "not a swarm manager"),
+            (["service", "update", "--replicas", "2", "nothing"], "h1", "service nothing not found"),
+            (["service", "update", "--replicas", "2", "everywhere"], "h1", "replicated mode"),
+            (["service", "rm", "nothing"], "h1", "service nothing not found"),
+            (["network", "rm", "front"], "h1", "in use by service"),
+        ]
+        for (args, host, message) in bad {
+            let r = try lab.on(host, args)
+            #expect(!r.succeeded && r.output.contains(message) && r.output.split(separator: "\n").count == 1,
+                    "overlayctl \(args.joined(separator: " ")): \(r.output)")
+        }
+        #expect(try !lab.must("h1", ["service", "ls"]).contains(" x "))
     }
 }
