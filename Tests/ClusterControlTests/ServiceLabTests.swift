@@ -307,6 +307,13 @@ import OverlayTestKit
         let global = try within(15) { try Set(running(lab, "everywhere").map { $0["Node"] as! String }) == ["h1", "h2"] }
         #expect(global != nil, "global service: \((try? tasks(lab, "everywhere")) ?? [])")
 
+        // A task whose process ends is started again.
+        _ = try lab.must("h1", ["service", "create", "--name", "flaky", "--", "sh", "-c", "echo started >> /run/ovlt-si/flaky.log; sleep 0.5"])
+        let restarted = within(15) {
+            ((try? String(contentsOfFile: "/run/ovlt-si/flaky.log", encoding: .utf8)) ?? "").split(separator: "\n").count >= 2
+        }
+        #expect(restarted != nil, "flaky's process was not started again after it ended")
+
         // Bad input: one clear line each, nothing made.
         let bad: [([String], String, String)] = [
             (["service", "create", "--name", "x", "--replicas=-1", "--", "sleep", "1"], "h1", "out of range"),

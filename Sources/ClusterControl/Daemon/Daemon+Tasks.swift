@@ -50,9 +50,26 @@ extension OverlayDaemon {
         let have = Dictionary(containers.compactMap { c in c.taskID.map { ($0, c) } }, uniquingKeysWith: { a, _ in a })
         var states: [String: String] = [:]
         for t in mine where !isStopped {
-            if let c = have[t.id] {
+            if var c = have[t.id] {
                 let nets = c.networks.map { "\($0.networkName)=\($0.address)" }.joined(separator: ",")
-                states[t.id] = (t.desiredState == "shutdown" ? "shutdown" : isRunning(c) ? "running" : "exited") + "|" + nets
+                var state = t.desiredState == "shutdown" ? "shutdown" : isRunning(c) ? "running" : "exited"
+                // A task whose process ended is started again (Docker's default restart policy),
+                // with the same backoff as a failed start.
+                if state == "exited" {
+                    let (n, last, _) = taskRuntime.failures[t.id] ?? (0, .distantPast, "")
+                    if Date().timeIntervalSince(last) >= min(30, pow(2, Double(max(n, 1) - 1))) {
+                        do {
+                            try spawn(&c)
+                            try store.put(.container, c.name, c)
+                            taskRuntime.failures[t.id] = (n + 1, Date(), "exited")
+                            logger.notice("task \(c.name) exited: started again (\(n + 1))")
+                            state = "running"
+                        } catch {
+                            taskRuntime.failures[t.id] = (n + 1, Date(), "\(error)")
+                        }
+                    }
+                }
+                states[t.id] = state + "|" + nets
                 continue
             }
             guard t.desiredState == "running", let svc = allServices().first(where: { $0.id == t.serviceID }) else { continue }
