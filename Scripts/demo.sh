@@ -2,7 +2,8 @@
 # The demo (`make demo`): a 3-host lab on this machine, each host a network namespace running its
 # own overlayd; h1 inits a swarm, h2 and h3 join; an attachable overlay network; one container per
 # host; each pings the others by IP across VXLAN, then by name through the embedded DNS server
-# (127.0.0.11 in every container). Then the lab is torn down, unless --keep.
+# (127.0.0.11 in every container); then a service with two tasks answers through its virtual IP
+# and through the routing mesh on a host that runs none. Then the lab is torn down, unless --keep.
 # Every step is printed as the command a user would type.
 set -euo pipefail
 KEEP=0
@@ -40,10 +41,23 @@ done
 step lab h1 -- overlayctl exec c1 -- dig +short c3
 step lab h3 -- overlayctl exec c3 -- ping -c 2 -W 2 -q c2
 step lab h2 -- overlayctl network inspect demo
+# A service: two tasks behind a virtual IP, its port published through the routing mesh.
+step lab h1 -- overlayctl service create --name web --network demo --replicas 2 -p 8080:80 -- \
+  sh -c 'd=$(mktemp -d) && echo "hello from $OVERLAY_CONTAINER_NAME" > $d/index.html && cd $d && exec python3 -m http.server 80'
+for i in $(seq 1 50); do
+  [[ $(lab h1 -- overlayctl service ls | awk '$2 == "web" {print $4}') == 2/2 ]] && break
+  sleep 0.2
+done
+step lab h1 -- overlayctl service ps web
+for i in $(seq 1 50); do lab h3 -- curl -s -m 1 -o /dev/null http://198.18.0.3:8080/ && break; sleep 0.2; done
+# h3 runs no task of web: the mesh sends its port 8080 on to one.
+for i in 1 2 3 4; do step lab h3 -- curl -s -m 3 http://198.18.0.3:8080/; done
+# The VIP by name from a container (the load balancer spreads new connections over the tasks).
+step lab h3 -- overlayctl exec c3 -- sh -c 'dig +short web; curl -s -m 3 http://web/; curl -s -m 3 http://web/'
 if [[ $KEEP == 1 ]]; then
   echo; echo "the lab stays up: try \`$CTL lab exec h1 -- overlayctl ps\`; \`$CTL lab down\` removes it"
 else
   step "$CTL" lab down
   trap - EXIT
 fi
-echo; echo "demo: every container reached every other across 3 hosts, by address and by name"
+echo; echo "demo: every container reached every other across 3 hosts, by address and by name; a service answered through its VIP and the routing mesh"
