@@ -199,7 +199,7 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
         case .address(let a): s += "        ip daddr \(a) meta l4proto . th dport vmap @ports\n"
         }
         s += "    }\n"
-        s += "    chain output {\n        type nat hook output priority dstnat; policy accept;\n"
+        s += "    chain output {\n        type nat hook output priority -100; policy accept;\n"
         s += "        ip daddr vmap @vips\n"
         if options.portMatch == .localAddresses {
             s += "        ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @ports\n"
