@@ -134,14 +134,11 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         let text = new.commands(from: old)
         let vip = after[17].vip
         let lines = text.split(separator: "\n")
-        // Backends are sorted, so the changed backend (now the highest) moves to slot 2 and the
-        // old slot-2 backend to slot 1: two slots change, nothing else.
-        #expect(lines.count == 2)
-        #expect(lines.allSatisfy { $0.contains("vip_backends") })
+        // The new backend takes the replaced one's slot: one delete, one add, nothing else.
+        #expect(lines == ["delete element ip ovl_lb vip_backends { \(vip) . 1 }", "add element ip ovl_lb vip_backends { \(vip) . 1 : 10.3.0.1 }"])
         for other in before.indices where other != 17 {
             #expect(!text.contains("\(before[other].vip) "))
         }
-        #expect(text.contains("\(vip) . 2 : 10.3.0.1"))
         #expect(new.commands(from: new) == "")
     }
 
@@ -164,6 +161,19 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         let down = none.commands(from: both)
         #expect(down.contains("delete chain ip ovl_lb vip_3"))
         #expect(!down.contains("add "))
+    }
+
+    @Test func removingABackendMovesOnlyTheLastSlot() throws {
+        let b = (1...5).map { IPv4Address(10, 0, 0, UInt8($0)) }
+        let old = try LoadBalancerRuleset(options: lbOptions, vips: [VIPEntry(service: "s", vip: ip("10.1.0.1"), backends: b)], ports: [])
+        let new = try LoadBalancerRuleset(
+            options: lbOptions, vips: [VIPEntry(service: "s", vip: ip("10.1.0.1"), backends: b.filter { $0 != b[1] })], ports: [])
+        // 10.0.0.5 moves from slot 4 into slot 1; slots 0, 2, 3 stay.
+        #expect(new.aligned(to: old).vips[0].backends == [b[0], b[4], b[2], b[3]])
+        let text = new.commands(from: old)
+        #expect(text.contains("vip_backends { 10.1.0.1 . 1, 10.1.0.1 . 4 }"))
+        #expect(text.contains("10.1.0.1 . 1 : 10.0.0.5"))
+        #expect(!text.contains(". 0 :") && !text.contains(". 2 :") && !text.contains(". 3 :"))
     }
 
     @Test func optionChangeGivesTheFullText() throws {
@@ -211,7 +221,7 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
             let next = try LoadBalancerRuleset(options: lbOptions, vips: vips, ports: ports)
             let text = next.commands(from: state)
             try a.run { try PacketFilter().run(text) }
-            state = next
+            state = next.aligned(to: state)
         }
         try b.run { try PacketFilter().run(state.fullText) }
         let viaDiffs = try a.run { try PacketFilter().listTable(family: .ip, name: "ovl_lb") }
