@@ -59,14 +59,15 @@ public final class LoadBalancer: @unchecked Sendable {
         defer { lock.unlock() }
         let start = Self.now()
         if let current = state {
-            let d = next.diff(from: current)
+            let target = next.aligned(to: current)
+            let d = target.diff(from: current)
             if d.count == 0 {
-                state = next
+                state = target
                 return Update(full: false, commands: 0, seconds: Self.now() - start)
             }
             do {
                 try run(d.text)
-                state = next
+                state = target
                 return Update(full: d.full, commands: d.count, seconds: Self.now() - start)
             } catch {
                 // Fall through to a full replace: the kernel may hold something other than we think.
@@ -94,8 +95,8 @@ public final class LoadBalancer: @unchecked Sendable {
         state = nil
     }
 
-    /// The state last applied successfully, or nil before the first apply, after a failure or
-    /// after ``remove()``.
+    /// The state last applied successfully (backends in the slot order the kernel holds), or nil
+    /// before the first apply, after a failure or after ``remove()``.
     public var current: LoadBalancerRuleset? {
         lock.lock()
         defer { lock.unlock() }

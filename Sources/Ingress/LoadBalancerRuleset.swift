@@ -112,14 +112,15 @@ public struct LoadBalancerOptions: Hashable, Sendable {
 /// first packet passes the nat hooks; conntrack keeps later packets on the backend first chosen,
 /// so removing a backend stops new flows to it while existing ones continue.
 ///
-/// Entries are kept normalised: sorted by VIP (ports by protocol and port), backends sorted and
-/// without duplicates; entries with no backends are kept but render nothing.
+/// Entries are kept normalised: sorted by VIP (ports by protocol and port), backends without
+/// duplicates, sorted by the initialiser (``aligned(to:)`` reorders them to keep slots stable
+/// across updates); entries with no backends are kept but render nothing.
 public struct LoadBalancerRuleset: Hashable, Sendable {
     /// The balancer's options.
     public var options: LoadBalancerOptions
-    /// The VIPs, sorted by address, backends sorted and unique.
+    /// The VIPs, sorted by address; backends unique, in slot order.
     public var vips: [VIPEntry]
-    /// The published ports, sorted by protocol and port, targets sorted and unique.
+    /// The published ports, sorted by protocol and port; targets unique, in slot order.
     public var ports: [PortEntry]
 
     /// Validates and normalises a state. Throws `.invalidTableName`, `.duplicateVIP`,
@@ -217,8 +218,52 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
     /// new chains, then element deletions, then element additions, then chains no longer used.
     /// Only services that changed are touched. Empty when nothing changed; `fullText` when the
     /// options differ.
+    ///
+    /// Backends keep the slots `old` gave them (see ``aligned(to:)``), so replacing one backend
+    /// changes one slot element; the kernel then holds `aligned(to: old)`, which is the state to
+    /// pass as `old` next time.
     public func commands(from old: LoadBalancerRuleset) -> String {
-        diff(from: old).text
+        aligned(to: old).diff(from: old).text
+    }
+
+    /// This state with each service's backends (and each port's targets) in the slots `old` had
+    /// them in where they remain, survivors from dropped slots and newcomers filling the freed
+    /// ones: the layout with the fewest slot changes. Same services, same backends; only the
+    /// order (which is the slot order) differs.
+    public func aligned(to old: LoadBalancerRuleset) -> LoadBalancerRuleset {
+        var copy = self
+        let oldVIPs = Dictionary(uniqueKeysWithValues: old.vips.map { ($0.vip, $0.backends) })
+        for i in copy.vips.indices {
+            if let before = oldVIPs[copy.vips[i].vip] { copy.vips[i].backends = Self.align(copy.vips[i].backends, to: before) }
+        }
+        let oldPorts = Dictionary(uniqueKeysWithValues: old.ports.map { (PortKey(proto: $0.protocol, port: $0.port), $0.targets) })
+        for i in copy.ports.indices {
+            if let before = oldPorts[PortKey(proto: copy.ports[i].protocol, port: copy.ports[i].port)] {
+                copy.ports[i].targets = Self.align(copy.ports[i].targets, to: before)
+            }
+        }
+        return copy
+    }
+
+    /// `new` (unique items) ordered so that items also in `old` keep their index where it is
+    /// still below `new.count`.
+    static func align<T: Hashable>(_ new: [T], to old: [T]) -> [T] {
+        let n = new.count
+        guard n > 0, !old.isEmpty else { return new }
+        let wanted = Set(new)
+        var slots = [T?](repeating: nil, count: n)
+        var placed = Set<T>()
+        for (i, item) in old.enumerated() where i < n && wanted.contains(item) {
+            slots[i] = item
+            placed.insert(item)
+        }
+        if placed.count == n { return slots.map { $0! } }
+        var fill: [T] = []
+        for item in old.dropFirst(n) where wanted.contains(item) && placed.insert(item).inserted { fill.append(item) }
+        for item in new where placed.insert(item).inserted { fill.append(item) }
+        var next = fill.makeIterator()
+        for i in 0..<n where slots[i] == nil { slots[i] = next.next() }
+        return slots.map { $0! }
     }
 
     /// The number of element and chain operations in ``fullText`` (each element counts one).

@@ -1,13 +1,238 @@
+import Foundation
 import Ingress
+import Netlink
 import OverlayModel
+import OverlayTestKit
+import PacketFilter
 import Testing
 
-@Test func duplicateVIPIsRefused() {
-    let vip = IPv4Address(10, 0, 1, 10)
-    #expect(throws: IngressError.self) {
-        try LoadBalancerRuleset(
-            options: LoadBalancerOptions(tableName: "ovl_lb"),
-            vips: [VIPEntry(service: "a", vip: vip, backends: []), VIPEntry(service: "b", vip: vip, backends: [])],
-            ports: [])
+private func ip(_ s: String) -> IPv4Address { IPv4Address(s)! }
+private let lbOptions = LoadBalancerOptions(tableName: "ovl_lb", portMatch: .address(ip("10.0.0.2")), snat: ip("10.0.0.2"))
+
+/// `count` services `svc<i>` with VIPs 10.1.x.y and `backends` backends each in 10.2.0.0/16.
+private func services(_ count: Int, backends: Int) -> [VIPEntry] {
+    (0..<count).map { i in
+        VIPEntry(
+            service: "svc\(i)", vip: IPv4Address(0x0A01_0000 + UInt32(i)),
+            backends: (0..<backends).map { IPv4Address(0x0A02_0000 + UInt32(i * backends + $0)) })
     }
+}
+
+@Suite struct RulesetValidation {
+    @Test func duplicateVIPNamesBothServices() {
+        let vip = ip("10.0.1.10")
+        do {
+            _ = try LoadBalancerRuleset(
+                options: lbOptions,
+                vips: [VIPEntry(service: "a", vip: vip, backends: []), VIPEntry(service: "b", vip: vip, backends: [ip("10.0.1.3")])],
+                ports: [])
+            Issue.record("a duplicate VIP was accepted")
+        } catch {
+            #expect(error.code == .duplicateVIP)
+            #expect(error.message.contains("'a'") && error.message.contains("'b'") && error.message.contains("10.0.1.10"))
+        }
+    }
+
+    @Test func duplicateProtocolPortIsRefusedButSamePortOtherProtocolIsNot() throws {
+        let t = [LBTarget(ip("10.0.1.3"), port: 80)]
+        do {
+            _ = try LoadBalancerRuleset(
+                options: lbOptions,
+                vips: [],
+                ports: [
+                    PortEntry(service: "a", protocol: .tcp, port: 8080, targets: t),
+                    PortEntry(service: "b", protocol: .tcp, port: 8080, targets: t),
+                ])
+            Issue.record("a duplicate port was accepted")
+        } catch {
+            #expect(error.code == .duplicatePort)
+            #expect(error.message.contains("tcp port 8080"))
+        }
+        let ok = try LoadBalancerRuleset(
+            options: lbOptions, vips: [],
+            ports: [
+                PortEntry(service: "a", protocol: .tcp, port: 8080, targets: t),
+                PortEntry(service: "b", protocol: .udp, port: 8080, targets: t),
+            ])
+        #expect(ok.ports.count == 2)
+    }
+
+    @Test(arguments: ["", "1abc", "has space", "a-b", String(repeating: "x", count: 65)])
+    func badTableNamesAreRefused(_ name: String) {
+        #expect(throws: IngressError.self) {
+            try LoadBalancerRuleset(options: LoadBalancerOptions(tableName: name), vips: [], ports: [])
+        }
+    }
+
+    @Test func portZeroIsRefused() {
+        #expect(throws: IngressError.self) {
+            try LoadBalancerRuleset(
+                options: lbOptions, vips: [],
+                ports: [PortEntry(service: "a", protocol: .udp, port: 0, targets: [LBTarget(ip("10.0.0.3"), port: 53)])])
+        }
+        #expect(throws: IngressError.self) {
+            try LoadBalancerRuleset(
+                options: lbOptions, vips: [],
+                ports: [PortEntry(service: "a", protocol: .udp, port: 53, targets: [LBTarget(ip("10.0.0.3"), port: 0)])])
+        }
+    }
+
+    @Test func entriesAreNormalisedSoOrderDoesNotMatter() throws {
+        let a = try LoadBalancerRuleset(
+            options: lbOptions,
+            vips: [
+                VIPEntry(service: "x", vip: ip("10.0.1.20"), backends: [ip("10.0.0.5"), ip("10.0.0.4"), ip("10.0.0.5")]),
+                VIPEntry(service: "y", vip: ip("10.0.1.10"), backends: [ip("10.0.0.7")]),
+            ], ports: [])
+        let b = try LoadBalancerRuleset(
+            options: lbOptions,
+            vips: [
+                VIPEntry(service: "y", vip: ip("10.0.1.10"), backends: [ip("10.0.0.7")]),
+                VIPEntry(service: "x", vip: ip("10.0.1.20"), backends: [ip("10.0.0.4"), ip("10.0.0.5")]),
+            ], ports: [])
+        #expect(a == b)
+        #expect(a.vips.map(\.vip) == [ip("10.0.1.10"), ip("10.0.1.20")])
+        #expect(b.commands(from: a) == "")
+    }
+}
+
+@Suite struct RulesetRendering {
+    @Test func fullTextHasOneChainPerBackendCountAndNoEmptyService() throws {
+        let r = try LoadBalancerRuleset(
+            options: lbOptions,
+            vips: services(3, backends: 2) + [VIPEntry(service: "empty", vip: ip("10.9.9.9"), backends: [])]
+                + [VIPEntry(service: "three", vip: ip("10.1.1.1"), backends: [ip("10.2.9.1"), ip("10.2.9.2"), ip("10.2.9.3")])],
+            ports: [PortEntry(service: "web", protocol: .tcp, port: 8080, targets: [LBTarget(ip("10.0.0.3"), port: 80)])])
+        let text = r.fullText
+        #expect(text.hasPrefix("add table ip ovl_lb\ndelete table ip ovl_lb\ntable ip ovl_lb {"))
+        #expect(text.components("chain vip_2 {") == 1)
+        #expect(text.components("chain vip_3 {") == 1)
+        #expect(text.components("chain tcp_1 {") == 1)
+        #expect(!text.contains("10.9.9.9"))
+        #expect(text.contains("10.1.1.1 . 2 : 10.2.9.3"))
+        #expect(text.contains("8080 . 0 : 10.0.0.3 . 80"))
+        #expect(text.contains("ct status dnat snat to 10.0.0.2"))
+        #expect(text.contains("ip daddr 10.0.0.2 meta l4proto . th dport vmap @ports"))
+        #expect(r.fullCount == 2 /* chains vip_2, vip_3 */ + 1 /* tcp_1 */ + 3 * 3 + 4 + 2)
+    }
+
+    @Test func hostModeMatchesLocalAddressesInOutputTooAndHasNoSNAT() throws {
+        let r = try LoadBalancerRuleset(
+            options: LoadBalancerOptions(tableName: "ovl_host"), vips: [],
+            ports: [PortEntry(service: "web", protocol: .udp, port: 53, targets: [LBTarget(ip("10.0.0.3"), port: 5353)])])
+        #expect(r.fullText.contains("fib daddr type local meta l4proto . th dport vmap @ports"))
+        #expect(r.fullText.contains("ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @ports"))
+        #expect(!r.fullText.contains("snat"))
+    }
+
+    @Test func diffTouchesOnlyTheChangedService() throws {
+        let before = services(50, backends: 3)
+        var after = before
+        after[17].backends[1] = ip("10.3.0.1")
+        let old = try LoadBalancerRuleset(options: lbOptions, vips: before, ports: [])
+        let new = try LoadBalancerRuleset(options: lbOptions, vips: after, ports: [])
+        let text = new.commands(from: old)
+        let vip = after[17].vip
+        let lines = text.split(separator: "\n")
+        // The new backend takes the replaced one's slot: one delete, one add, nothing else.
+        #expect(lines == ["delete element ip ovl_lb vip_backends { \(vip) . 1 }", "add element ip ovl_lb vip_backends { \(vip) . 1 : 10.3.0.1 }"])
+        for other in before.indices where other != 17 {
+            #expect(!text.contains("\(before[other].vip) "))
+        }
+        #expect(new.commands(from: new) == "")
+    }
+
+    @Test func backendCountChangeMovesTheDispatchAndMakesAndDropsChains() throws {
+        let old = try LoadBalancerRuleset(options: lbOptions, vips: services(2, backends: 2), ports: [])
+        var vips = services(2, backends: 2)
+        vips[0].backends.append(ip("10.3.0.1"))
+        let grown = try LoadBalancerRuleset(options: lbOptions, vips: vips, ports: [])
+        let up = grown.commands(from: old)
+        #expect(up.contains("add chain ip ovl_lb vip_3\n"))
+        #expect(up.contains("delete element ip ovl_lb vips { \(vips[0].vip) }"))
+        #expect(up.contains("\(vips[0].vip) : jump vip_3"))
+        #expect(up.contains("\(vips[0].vip) . 2 : 10.3.0.1"))
+        #expect(!up.contains("delete chain"))
+        #expect(!up.contains("\(vips[1].vip)"))
+        vips[1].backends.append(ip("10.3.0.2"))
+        let both = try LoadBalancerRuleset(options: lbOptions, vips: vips, ports: [])
+        #expect(both.commands(from: grown).contains("delete chain ip ovl_lb vip_2\n"))
+        let none = try LoadBalancerRuleset(options: lbOptions, vips: [], ports: [])
+        let down = none.commands(from: both)
+        #expect(down.contains("delete chain ip ovl_lb vip_3"))
+        #expect(!down.contains("add "))
+    }
+
+    @Test func removingABackendMovesOnlyTheLastSlot() throws {
+        let b = (1...5).map { IPv4Address(10, 0, 0, UInt8($0)) }
+        let old = try LoadBalancerRuleset(options: lbOptions, vips: [VIPEntry(service: "s", vip: ip("10.1.0.1"), backends: b)], ports: [])
+        let new = try LoadBalancerRuleset(
+            options: lbOptions, vips: [VIPEntry(service: "s", vip: ip("10.1.0.1"), backends: b.filter { $0 != b[1] })], ports: [])
+        // 10.0.0.5 moves from slot 4 into slot 1; slots 0, 2, 3 stay.
+        #expect(new.aligned(to: old).vips[0].backends == [b[0], b[4], b[2], b[3]])
+        let text = new.commands(from: old)
+        #expect(text.contains("vip_backends { 10.1.0.1 . 1, 10.1.0.1 . 4 }"))
+        #expect(text.contains("10.1.0.1 . 1 : 10.0.0.5"))
+        #expect(!text.contains(". 0 :") && !text.contains(". 2 :") && !text.contains(". 3 :"))
+    }
+
+    @Test func optionChangeGivesTheFullText() throws {
+        let a = try LoadBalancerRuleset(options: lbOptions, vips: services(2, backends: 1), ports: [])
+        let b = try LoadBalancerRuleset(
+            options: LoadBalancerOptions(tableName: "ovl_lb", portMatch: .address(ip("10.0.0.2")), snat: nil),
+            vips: services(2, backends: 1), ports: [])
+        #expect(b.commands(from: a) == b.fullText)
+    }
+}
+
+/// Kernel checks of the text alone: the full text loads, every diff loads, and a table built by
+/// diffs equals one built from scratch.
+@Suite(.serialized) struct RulesetInKernel {
+    @Test func fullTextAndDiffsLoadAndDiffsReachTheSameTable() throws {
+        let name = "ovlt-ing-" + String(UInt32.random(in: 0...0xFFFFF), radix: 16)
+        let a = try NetworkNamespace.create(named: name + "a")
+        defer { try? NetworkNamespace.delete(named: name + "a") }
+        let b = try NetworkNamespace.create(named: name + "b")
+        defer { try? NetworkNamespace.delete(named: name + "b") }
+
+        var vips = services(20, backends: 3)
+        var ports = [
+            PortEntry(service: "web", protocol: .tcp, port: 80, targets: [LBTarget(ip("10.0.0.3"), port: 8080)]),
+            PortEntry(service: "dns", protocol: .udp, port: 53, targets: [LBTarget(ip("10.0.0.3"), port: 53), LBTarget(ip("10.0.0.4"), port: 53)]),
+            PortEntry(service: "diam", protocol: .sctp, port: 3868, targets: [LBTarget(ip("10.0.0.5"), port: 3869)]),
+        ]
+        var state = try LoadBalancerRuleset(options: lbOptions, vips: vips, ports: ports)
+        try a.run { try PacketFilter().run(state.fullText) }
+        // A sequence of changes: grow, shrink, replace, empty, delete, add.
+        var rng = SystemRandomNumberGenerator()
+        for step in 0..<12 {
+            let i = Int.random(in: 0..<vips.count, using: &rng)
+            switch step % 6 {
+            case 0: vips[i].backends.append(IPv4Address(0x0A04_0000 + UInt32(step)))
+            case 1: vips[i].backends.removeFirst(min(2, vips[i].backends.count))
+            case 2: vips[i].backends = [IPv4Address(0x0A05_0000 + UInt32(step)), IPv4Address(0x0A05_0100 + UInt32(step))]
+            case 3: vips[i].backends = []
+            case 4: vips.remove(at: i); ports[1].targets.removeLast()
+            default:
+                vips.append(VIPEntry(service: "new\(step)", vip: IPv4Address(0x0A06_0000 + UInt32(step)), backends: [ip("10.7.0.1")]))
+                ports[2].targets.append(LBTarget(ip("10.0.0.6"), port: UInt16(3870 + step)))
+                ports[0].targets = []
+            }
+            let next = try LoadBalancerRuleset(options: lbOptions, vips: vips, ports: ports)
+            let text = next.commands(from: state)
+            try a.run { try PacketFilter().run(text) }
+            state = next.aligned(to: state)
+        }
+        try b.run { try PacketFilter().run(state.fullText) }
+        let viaDiffs = try a.run { try PacketFilter().listTable(family: .ip, name: "ovl_lb") }
+        let fromScratch = try b.run { try PacketFilter().listTable(family: .ip, name: "ovl_lb") }
+        let shapeA = tableShape(viaDiffs), shapeB = tableShape(fromScratch)
+        #expect(shapeA == shapeB, "diffs: \(shapeA.subtracting(shapeB)); scratch: \(shapeB.subtracting(shapeA))")
+        #expect(shapeA.count > 60)
+        #expect(shapeA.contains("sctp_targets: 3868 . 0 : 10.0.0.5 . 3869"))
+    }
+}
+
+extension String {
+    func components(_ s: String) -> Int { components(separatedBy: s).count - 1 }
 }
