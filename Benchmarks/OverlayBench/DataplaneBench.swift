@@ -6,7 +6,8 @@ import OverlayTestKit
 
 // The data plane benchmark: iperf3 TCP (1 and 4 streams) and ping RTT between two lab hosts,
 // side by side in one run over (1) the underlay veth, (2) a VXLAN pair built by hand with `ip
-// link` (the baseline), the same with a bridge and a container veth, and Docker's whole topology
+// link`, once in the hosts' namespaces and once moved into two container namespaces (the
+// baseline: the issue's aims are between containers), the same with a bridge and a container veth, and Docker's whole topology
 // by hand (bridge and VXLAN in a sandbox namespace), (3) our overlay (OverlayDriver) in its default
 // mode (containers on MACVLANs over the sandbox's VXLAN device) and in its veth + bridge fallback
 // (Docker's layout: containers, veths, sandbox bridge, VXLAN). Then the control-path timings: sandbox create + first attach, further attaches, and
@@ -112,6 +113,26 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3) throws {
         }
     }
 
+    // (2a) The baseline between containers: a VXLAN pair by hand with `ip link`, each device made
+    // in its host's namespace (its UDP socket stays there, on the underlay) and moved into a
+    // container namespace, the address on the device. The least a container can have.
+    var vc: [String] = []
+    for (i, (h, other)) in [(h1, h2), (h2, h1)].enumerated() {
+        let ns = try lab.makeNamespace("vc\(i + 1)")
+        vc.append(ns.path!)
+        let steps: [(NetworkNamespace, [String])] = [
+            (h.namespace, ["ip", "link", "add", "vxc", "mtu", "1450", "type", "vxlan", "id", "400", "local", h.address.description,
+                           "remote", other.address.description, "dstport", "4789", "dev", "eth0"]),
+            (h.namespace, ["ip", "link", "set", "vxc", "netns", ns.name]),
+            (ns, ["ip", "addr", "add", "10.193.0.\(i + 1)/24", "dev", "vxc"]), (ns, ["ip", "link", "set", "vxc", "up"]),
+            (ns, ["ip", "link", "set", "lo", "up"]),
+        ]
+        for (where_, cmd) in steps {
+            let r = try lab.run(cmd, in: where_)
+            guard r.succeeded else { throw LabError("\(cmd.joined(separator: " ")): \(r.output)") }
+        }
+    }
+
     // (2b) The same topology as a container's, by hand: a container namespace whose veth is a
     // port of a bridge that also holds a VXLAN device (in the host namespace, no sandbox).
     var hc: [String] = []
@@ -198,16 +219,18 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3) throws {
     print("dataplane: 2 lab hosts, iperf3 TCP \(seconds) s per run, ping 200 x 10 ms, median of \(rounds) interleaved rounds; MTU 1450 on every VXLAN path")
     let results = try measure(lab, [
         Path(name: "underlay veth (no VXLAN)", client: p1, server: p2, serverIP: h2.address.description),
-        Path(name: "VXLAN by hand (ip link)", client: p1, server: p2, serverIP: "10.199.0.2"),
+        Path(name: "VXLAN by hand, host namespaces", client: p1, server: p2, serverIP: "10.199.0.2"),
+        Path(name: "VXLAN by hand into containers", client: vc[0], server: vc[1], serverIP: "10.193.0.2"),
         Path(name: "VXLAN+bridge+veth by hand", client: hc[0], server: hc[1], serverIP: "10.196.0.2"),
         Path(name: "sandbox+bridge+VXLAN by hand", client: dc[0], server: dc[1], serverIP: "10.195.0.2"),
         Path(name: "our overlay (\(drivers[0].endpointLink))", client: c1.path!, server: c2.path!, serverIP: "10.198.0.3"),
         Path(name: "our overlay (veth+bridge fallback)", client: b1.path!, server: b2.path!, serverIP: "10.194.0.3"),
     ], seconds: seconds, rounds: rounds)
-    let base = results[1]
+    // Ratios against the pair between containers (the aims), and RTT also against the host-namespace pair.
+    let base = results[2], hostPair = results[1]
     func g(_ bps: Double) -> String { String(format: "%.2f", bps / 1e9) }
     func pct(_ a: Double, _ b: Double) -> String { String(format: "%.0f%%", a / b * 100) }
-    print("path                                TCP x1 Gbit/s  TCP x4 Gbit/s  RTT avg ms  RTT max ms  x1 vs hand  x4 vs hand  RTT vs hand")
+    print("path                                TCP x1 Gbit/s  TCP x4 Gbit/s  RTT avg ms  RTT max ms  x1 vs hand  x4 vs hand  RTT vs hand  RTT vs host-ns pair")
     for r in results {
         print(r.name.padding(toLength: 36, withPad: " ", startingAt: 0)
               + g(r.tcp1).padding(toLength: 15, withPad: " ", startingAt: 0)
@@ -216,7 +239,8 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3) throws {
               + String(format: "%.3f", r.rttMax).padding(toLength: 12, withPad: " ", startingAt: 0)
               + pct(r.tcp1, base.tcp1).padding(toLength: 12, withPad: " ", startingAt: 0)
               + pct(r.tcp4, base.tcp4).padding(toLength: 12, withPad: " ", startingAt: 0)
-              + pct(r.rttAverage, base.rttAverage))
+              + pct(r.rttAverage, base.rttAverage).padding(toLength: 13, withPad: " ", startingAt: 0)
+              + pct(r.rttAverage, hostPair.rttAverage))
     }
 
     // Control path: attaches into an existing sandbox, and 1,000 peers.
