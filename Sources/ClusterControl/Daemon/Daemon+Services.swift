@@ -280,8 +280,11 @@ extension OverlayDaemon {
                 let have = Set(running.map(\.nodeID))
                 wanted = ready.filter { !have.contains($0.id) }.map { (0, $0.id) }
             }
+            // Host-mode ports: at most one task of the service per node (a second could not bind them).
+            let onePerNode = s.ports.contains { $0.publishMode == "host" }
             for w in wanted {
-                let node = w.node ?? ready.min { a, b in
+                let candidates = onePerNode ? ready.filter { (mine[$0.id] ?? 0) == 0 } : ready
+                let node = w.node ?? candidates.min { a, b in
                     (mine[a.id] ?? 0, load[a.id] ?? 0, a.hostname) < (mine[b.id] ?? 0, load[b.id] ?? 0, b.hostname)
                 }?.id
                 guard let node else { continue }   // no ready node: stays pending until one comes
