@@ -211,9 +211,9 @@ enum IngressBench {
         }
         acceptor.start()
 
-        /// Median connect time from the client to address:80 over `count` new connections.
-        func connectMedian(_ address: IPv4Address, count: Int) throws -> Double {
-            try client.run { () throws -> Double in
+        /// Connect times from the client to address:80 over `count` new connections.
+        func connectTimes(_ address: IPv4Address, count: Int) throws -> [Double] {
+            try client.run { () throws -> [Double] in
                 var times: [Double] = []
                 var sa = sockaddr_in()
                 sa.sin_family = sa_family_t(AF_INET)
@@ -232,27 +232,37 @@ enum IngressBench {
                     guard rc == 0 else { throw LabError("connect to \(address): \(String(cString: strerror(errno)))") }
                     times.append(t1 - t0)
                 }
-                return median(times)
+                return times
             }
         }
 
         let measured = VIPEntry(service: "measured", vip: measuredVIP, backends: backendAddresses)
         let lb = LoadBalancer(namespace: lbNS, options: LoadBalancerOptions(tableName: "ovl_lb", portMatch: .address(lbAddress), snat: lbAddress))
-        _ = try connectMedian(backendAddresses[0], count: 50)  // warm up
-        let direct = try connectMedian(backendAddresses[0], count: connects)
-        var rows: [(Int, Double)] = []
-        for count in [10, serviceCounts.max() ?? 10_000] {
-            try lb.apply(vips: services(count, measured: measured), ports: [])
-            _ = try connectMedian(measuredVIP, count: 50)
-            rows.append((count, try connectMedian(measuredVIP, count: connects)))
+        // Rounds alternate direct, 10 services, the largest count (switching by diff), so that load
+        // from elsewhere on the machine falls on all three alike; medians over all rounds.
+        _ = try connectTimes(backendAddresses[0], count: 50)  // warm up
+        let small = 10, large = serviceCounts.max() ?? 10_000
+        var direct: [Double] = [], viaSmall: [Double] = [], viaLarge: [Double] = []
+        var switchTimes: [String] = []
+        let rounds = 3
+        for _ in 0..<rounds {
+            direct += try connectTimes(backendAddresses[0], count: connects)
+            let u1 = try lb.apply(vips: services(small, measured: measured), ports: [])
+            usleep(1_000_000)  // let the kernel's deferred work (hash table resizes, frees) settle
+            _ = try connectTimes(measuredVIP, count: 20)
+            viaSmall += try connectTimes(measuredVIP, count: connects)
+            let u2 = try lb.apply(vips: services(large, measured: measured), ports: [])
+            usleep(1_000_000)
+            _ = try connectTimes(measuredVIP, count: 20)
+            viaLarge += try connectTimes(measuredVIP, count: connects)
+            switchTimes.append("\(u1.full ? "full" : "diff") \(fmt(u1.seconds)) / \(u2.full ? "full" : "diff") \(fmt(u2.seconds))")
         }
-        print(String(format: "    direct to the backend (baseline)       %8.1f us", direct * 1e6)); fflush(nil)
-        for (count, t) in rows {
-            print(String(format: "    via VIP, %6d services installed     %8.1f us   %.2fx direct", count, t * 1e6, t / direct)); fflush(nil)
-        }
-        if rows.count == 2 {
-            print(String(format: "    %d services / %d services: %.2fx", rows[1].0, rows[0].0, rows[1].1 / rows[0].1)); fflush(nil)
-        }
+        let d = median(direct), s10 = median(viaSmall), sL = median(viaLarge)
+        print(String(format: "    direct to the backend (baseline)       %8.1f us", d * 1e6)); fflush(nil)
+        print(String(format: "    via VIP, %6d services installed     %8.1f us   %.2fx direct", small, s10 * 1e6, s10 / d)); fflush(nil)
+        print(String(format: "    via VIP, %6d services installed     %8.1f us   %.2fx direct", large, sL * 1e6, sL / d)); fflush(nil)
+        print(String(format: "    %d services / %d services: %.2fx   (%d rounds x %d connects each)", large, small, sL / s10, rounds, connects)); fflush(nil)
+        print("    switching \(small) -> \(large) -> \(small) services by apply: " + switchTimes.joined(separator: ", ")); fflush(nil)
         try? lb.remove()
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)

@@ -5,8 +5,11 @@ import PacketFilter
 /// Applies rulesets in one network namespace, atomically (one nft transaction per apply).
 ///
 /// The first ``apply(vips:ports:)`` (and the first after a failure) replaces the balancer's table
-/// whole; later ones send only the commands for what changed. When the kernel refuses a diff, the
-/// balancer falls back to a full replace in the same call and says so (`Update.full`).
+/// whole; later ones send only the commands for what changed (``LoadBalancerRuleset/commands(from:)``),
+/// unless the change is large (over 1,000 operations and over half the new table), which nft
+/// rebuilds faster. When the kernel
+/// refuses a diff, the balancer falls back to a full replace in the same call and says so
+/// (`Update.full`).
 ///
 /// ```swift
 /// let lb = LoadBalancer(namespace: lbNamespace,
@@ -65,6 +68,11 @@ public final class LoadBalancer: @unchecked Sendable {
                 state = target
                 return Update(full: false, commands: 0, seconds: Self.now() - start)
             }
+            // A diff larger than half the new table is slower for nft than rebuilding the table
+            // (measured: 10 -> 10,000 services by diff 2.5 s, by full replace 1.4 s), and a full
+            // replace is as safe: it is one transaction, and existing flows keep their conntrack
+            // NAT bindings whatever the table holds.
+            if d.full || (d.count > 1_000 && d.count * 2 > target.fullCount) { return try replace(with: next, start: start) }
             do {
                 try run(d.text)
                 state = target
@@ -73,6 +81,11 @@ public final class LoadBalancer: @unchecked Sendable {
                 // Fall through to a full replace: the kernel may hold something other than we think.
             }
         }
+        return try replace(with: next, start: start)
+    }
+
+    /// Replaces the whole table with `next`; on failure forgets the state (the next apply is full).
+    private func replace(with next: LoadBalancerRuleset, start: Double) throws(IngressError) -> Update {
         do {
             try run(next.fullText)
         } catch {

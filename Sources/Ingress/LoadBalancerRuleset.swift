@@ -418,7 +418,9 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
 
     static func elements(_ items: [String]) -> String {
         guard !items.isEmpty else { return "" }
-        return "        elements = { " + items.joined(separator: ",\n            ") + " }\n"
+        // One element a line, unindented: at 100k elements, indentation alone costs nft's scanner
+        // about a tenth of its parse time.
+        return "        elements = {\n" + items.joined(separator: ",\n") + "\n        }\n"
     }
 }
 
