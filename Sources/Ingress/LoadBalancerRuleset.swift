@@ -101,10 +101,14 @@ public struct LoadBalancerOptions: Hashable, Sendable {
 /// (udp_targets, sctp_targets alike)
 /// chain vip_<N>  { dnat ip to ip daddr . numgen random mod N map @vip_backends }
 /// chain tcp_<N>  { meta l4proto tcp dnat ip to tcp dport . numgen random mod N map @tcp_targets }
-/// chain prerouting (dstnat):  ip daddr vmap @vips;  <match> meta l4proto . th dport vmap @ports
+/// chain prerouting (dstnat):  meta l4proto { tcp, udp, sctp } ip daddr vmap @vips
+///                             <match> meta l4proto . th dport vmap @ports
 /// chain output (dstnat):      the same, the port rule only for `.localAddresses`
 /// chain postrouting (srcnat): ct status dnat snat to <snat>            (when `snat` is set)
 /// ```
+///
+/// Only TCP, UDP and SCTP are balanced; anything else to a VIP (a ping) is answered by the
+/// namespace itself, which holds the VIP as a local address, as with IPVS.
 ///
 /// A service with N backends has N slot elements and one dispatch element pointing to the chain
 /// for N (one chain per distinct N, made on demand), so a new flow picks each backend with
@@ -194,14 +198,14 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
             s += "    chain \(chain.name) {\n        \(chain.rule)\n    }\n"
         }
         s += "    chain prerouting {\n        type nat hook prerouting priority dstnat; policy accept;\n"
-        s += "        ip daddr vmap @vips\n"
+        s += "        meta l4proto { tcp, udp, sctp } ip daddr vmap @vips\n"
         switch options.portMatch {
         case .localAddresses: s += "        fib daddr type local meta l4proto . th dport vmap @ports\n"
         case .address(let a): s += "        ip daddr \(a) meta l4proto . th dport vmap @ports\n"
         }
         s += "    }\n"
         s += "    chain output {\n        type nat hook output priority -100; policy accept;\n"
-        s += "        ip daddr vmap @vips\n"
+        s += "        meta l4proto { tcp, udp, sctp } ip daddr vmap @vips\n"
         if options.portMatch == .localAddresses {
             s += "        ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @ports\n"
         }

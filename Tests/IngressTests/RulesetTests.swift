@@ -113,6 +113,7 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         #expect(text.contains("8080 . 0 : 10.0.0.3 . 80"))
         #expect(text.contains("ct status dnat snat to 10.0.0.2"))
         #expect(text.contains("ip daddr 10.0.0.2 meta l4proto . th dport vmap @ports"))
+        #expect(text.contains("meta l4proto { tcp, udp, sctp } ip daddr vmap @vips"))
         #expect(r.fullCount == 2 /* chains vip_2, vip_3 */ + 1 /* tcp_1 */ + 3 * 3 + 4 + 2)
     }
 
