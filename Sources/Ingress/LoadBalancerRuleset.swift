@@ -142,7 +142,7 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
                     .duplicateVIP,
                     "services '\(other.service)' and '\(v.service)' both claim VIP \(v.vip); give each service its own VIP")
             }
-            v.backends = Array(Set(v.backends)).sorted()
+            v.backends = Self.sortedUnique(v.backends)
             byVIP[v.vip] = v
         }
         var byPort: [PortKey: PortEntry] = [:]
@@ -160,7 +160,7 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
                     .duplicatePort,
                     "services '\(other.service)' and '\(p.service)' both publish \(p.protocol.rawValue) port \(p.port); publish each port once")
             }
-            p.targets = Array(Set(p.targets)).sorted()
+            p.targets = Self.sortedUnique(p.targets)
             byPort[key] = p
         }
         self.options = options
@@ -236,17 +236,38 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
     /// order (which is the slot order) differs.
     public func aligned(to old: LoadBalancerRuleset) -> LoadBalancerRuleset {
         var copy = self
-        let oldVIPs = Dictionary(uniqueKeysWithValues: old.vips.map { ($0.vip, $0.backends) })
-        for i in copy.vips.indices {
-            if let before = oldVIPs[copy.vips[i].vip] { copy.vips[i].backends = Self.align(copy.vips[i].backends, to: before) }
+        var i = 0
+        Self.merge(old.vips, vips, key: \.vip) { _, o, n in
+            guard n != nil else { return }
+            if let o { copy.vips[i].backends = Self.align(copy.vips[i].backends, to: o.backends) }
+            i += 1
         }
-        let oldPorts = Dictionary(uniqueKeysWithValues: old.ports.map { (PortKey(proto: $0.protocol, port: $0.port), $0.targets) })
-        for i in copy.ports.indices {
-            if let before = oldPorts[PortKey(proto: copy.ports[i].protocol, port: copy.ports[i].port)] {
-                copy.ports[i].targets = Self.align(copy.ports[i].targets, to: before)
-            }
+        i = 0
+        Self.merge(old.ports, ports, key: { PortKey(proto: $0.protocol, port: $0.port) }) { _, o, n in
+            guard n != nil else { return }
+            if let o { copy.ports[i].targets = Self.align(copy.ports[i].targets, to: o.targets) }
+            i += 1
         }
         return copy
+    }
+
+    /// Walks two lists sorted by `key` together, calling `body` once per key with the entry of
+    /// each list that has it.
+    static func merge<E, K: Comparable>(_ old: [E], _ new: [E], key: (E) -> K, _ body: (K, E?, E?) -> Void) {
+        var i = 0, j = 0
+        while i < old.count || j < new.count {
+            if j == new.count || (i < old.count && key(old[i]) < key(new[j])) {
+                body(key(old[i]), old[i], nil)
+                i += 1
+            } else if i == old.count || key(new[j]) < key(old[i]) {
+                body(key(new[j]), nil, new[j])
+                j += 1
+            } else {
+                body(key(new[j]), old[i], new[j])
+                i += 1
+                j += 1
+            }
+        }
     }
 
     /// `new` (unique items) ordered so that items also in `old` keep their index where it is
@@ -294,12 +315,10 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
         var adds: [String: [String]] = [:]  // map -> key : value
         var count = 0
 
-        // VIPs.
-        let oldVIPs = Dictionary(uniqueKeysWithValues: old.vips.filter { !$0.backends.isEmpty }.map { ($0.vip, $0.backends) })
-        let newVIPs = Dictionary(uniqueKeysWithValues: vips.filter { !$0.backends.isEmpty }.map { ($0.vip, $0.backends) })
-        for vip in Set(oldVIPs.keys).union(newVIPs.keys).sorted() {
-            let before = oldVIPs[vip] ?? [], after = newVIPs[vip] ?? []
-            if before == after { continue }
+        // VIPs (both lists sorted by VIP: walked together, no hashing of unchanged services).
+        Self.merge(old.vips, vips, key: \.vip) { vip, o, n in
+            let before = o?.backends ?? [], after = n?.backends ?? []
+            if before == after { return }
             if before.count != after.count {
                 if !before.isEmpty { deletes["vips", default: []].append("\(vip)") }
                 if !after.isEmpty { adds["vips", default: []].append(Self.vipDispatch(vip, after.count)) }
@@ -320,16 +339,10 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
             }
         }
 
-        // Ports.
-        let oldPorts = Dictionary(uniqueKeysWithValues: old.ports.filter { !$0.targets.isEmpty }.map {
-            (PortKey(proto: $0.protocol, port: $0.port), $0.targets)
-        })
-        let newPorts = Dictionary(uniqueKeysWithValues: ports.filter { !$0.targets.isEmpty }.map {
-            (PortKey(proto: $0.protocol, port: $0.port), $0.targets)
-        })
-        for key in Set(oldPorts.keys).union(newPorts.keys).sorted() {
-            let before = oldPorts[key] ?? [], after = newPorts[key] ?? []
-            if before == after { continue }
+        // Ports (sorted by protocol and port).
+        Self.merge(old.ports, ports, key: { PortKey(proto: $0.protocol, port: $0.port) }) { key, o, n in
+            let before = o?.targets ?? [], after = n?.targets ?? []
+            if before == after { return }
             let p = key.proto.rawValue
             if before.count != after.count {
                 if !before.isEmpty { deletes["ports", default: []].append("\(p) . \(key.port)") }
@@ -418,6 +431,13 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
     }
     static func portSlot(_ port: UInt16, _ slot: Int, _ target: LBTarget) -> String {
         "\(port) . \(slot) : \(target.address) . \(target.port)"
+    }
+
+    static func sortedUnique<T: Comparable>(_ items: [T]) -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(items.count)
+        for item in items.sorted() where out.last != item { out.append(item) }
+        return out
     }
 
     static func elements(_ items: [String]) -> String {
