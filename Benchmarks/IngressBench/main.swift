@@ -26,12 +26,14 @@ enum IngressBench {
         var serviceCounts = [10, 1_000, 10_000]
         var connects = 400
         var dump: String?
+        var diffLoop = 0
         var arguments = CommandLine.arguments.dropFirst().makeIterator()
         while let a = arguments.next() {
             switch a {
             case "--services": serviceCounts = (arguments.next() ?? "").split(separator: ",").compactMap { Int($0) }
             case "--connects": connects = Int(arguments.next() ?? "") ?? connects
             case "--dump": dump = arguments.next()
+            case "--diff-loop": diffLoop = Int(arguments.next() ?? "") ?? 0
             default:
                 print("usage: ingress-bench [--services 10,1000,10000] [--connects 400]"); fflush(nil)
                 exit(2)
@@ -103,6 +105,22 @@ enum IngressBench {
             return
         }
 
+        if diffLoop > 0 {
+            // Validation and diff alone, in a loop (for profiling the Swift side of an update).
+            let options = LoadBalancerOptions(tableName: "ovl_lb", portMatch: .address(IPv4Address(10, 99, 0, 1)), snat: IPv4Address(10, 99, 0, 1))
+            var vips = services(serviceCounts.max() ?? 10)
+            var state = try LoadBalancerRuleset(options: options, vips: vips, ports: [])
+            let t0 = now()
+            for round in 0..<diffLoop {
+                vips[round % vips.count].backends[3] = IPv4Address(0x0B00_0000 + UInt32(round))
+                let next = try LoadBalancerRuleset(options: options, vips: vips, ports: [])
+                precondition(!next.commands(from: state).isEmpty)
+                state = next.aligned(to: state)
+            }
+            print("validate + diff + align: \(fmt((now() - t0) / Double(diffLoop))) per update at \(vips.count) services")
+            return
+        }
+
         let lab = try Lab.create(name: "ovl-ingbench-" + String(UInt32.random(in: 0...0xFFFF), radix: 16), hosts: 3)
         defer { lab.destroy() }
         signal(SIGINT) { _ in
@@ -147,11 +165,15 @@ enum IngressBench {
         if let largest {
             // One service's backends change (one replaced): ours sends a diff; the baseline rewrites the
             // service's chain.
-            var oursTimes: [Double] = [], baseTimes: [Double] = [], commands = 0
+            var oursTimes: [Double] = [], baseTimes: [Double] = [], swiftTimes: [Double] = [], commands = 0
             var vips = largest.vips
             for round in 0..<5 {
                 let i = vips.count / 2 + round
                 vips[i].backends[3] = IPv4Address(0x0B00_0000 + UInt32(round))
+                let s0 = now()
+                let next = try LoadBalancerRuleset(options: largest.lb.options, vips: vips, ports: [])
+                precondition(!next.commands(from: largest.lb.current!).isEmpty)
+                swiftTimes.append(now() - s0)
                 let t0 = now()
                 let u = try largest.lb.apply(vips: vips, ports: [])
                 oursTimes.append(now() - t0)
@@ -161,7 +183,7 @@ enum IngressBench {
             }
             print(""); fflush(nil)
             print("    one service changed at \(vips.count) services (median of 5):"); fflush(nil)
-            print("    ours (diff, \(commands) element ops): \(fmt(median(oursTimes)))   baseline (rewrite the chain): \(fmt(median(baseTimes)))   baseline/ours \(String(format: "%.1fx", median(baseTimes) / median(oursTimes)))")
+            print("    ours (diff, \(commands) element ops): \(fmt(median(oursTimes))) (validate + diff in Swift \(fmt(median(swiftTimes))))   baseline (rewrite the chain): \(fmt(median(baseTimes)))   baseline/ours \(String(format: "%.1fx", median(baseTimes) / median(oursTimes)))")
             fflush(nil)
             try? largest.lb.remove()
             try? NetworkNamespace.delete(named: largest.ours.name)

@@ -135,18 +135,21 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
                 .invalidTableName,
                 "'\(options.tableName)' is not a usable nft table name (1 to 64 letters, digits or '_', not starting with a digit)")
         }
-        var byVIP: [IPv4Address: VIPEntry] = [:]
-        for var v in vips {
-            if let other = byVIP[v.vip] {
+        // Sorted, then duplicates are neighbours (no hashing: this runs on every update).
+        var sortedVIPs = vips.sorted { $0.vip < $1.vip }
+        for i in sortedVIPs.indices {
+            if i > 0 && sortedVIPs[i - 1].vip == sortedVIPs[i].vip {
+                let (a, b) = (sortedVIPs[i - 1], sortedVIPs[i])
                 throw IngressError(
                     .duplicateVIP,
-                    "services '\(other.service)' and '\(v.service)' both claim VIP \(v.vip); give each service its own VIP")
+                    "services '\(a.service)' and '\(b.service)' both claim VIP \(b.vip); give each service its own VIP")
             }
-            v.backends = Self.sortedUnique(v.backends)
-            byVIP[v.vip] = v
+            sortedVIPs[i].backends = Self.sortedUnique(sortedVIPs[i].backends)
         }
-        var byPort: [PortKey: PortEntry] = [:]
-        for var p in ports {
+        let key = { (p: PortEntry) in PortKey(proto: p.protocol, port: p.port) }
+        var sortedPorts = ports.sorted { key($0) < key($1) }
+        for i in sortedPorts.indices {
+            let p = sortedPorts[i]
             guard p.port != 0 else {
                 throw IngressError(.invalidArgument, "service '\(p.service)' publishes port 0; publish a port in 1...65535")
             }
@@ -154,18 +157,16 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
                 throw IngressError(
                     .invalidArgument, "service '\(p.service)' sends \(p.protocol.rawValue)/\(p.port) to \(bad.address) port 0; use a port in 1...65535")
             }
-            let key = PortKey(proto: p.protocol, port: p.port)
-            if let other = byPort[key] {
+            if i > 0 && key(sortedPorts[i - 1]) == key(p) {
                 throw IngressError(
                     .duplicatePort,
-                    "services '\(other.service)' and '\(p.service)' both publish \(p.protocol.rawValue) port \(p.port); publish each port once")
+                    "services '\(sortedPorts[i - 1].service)' and '\(p.service)' both publish \(p.protocol.rawValue) port \(p.port); publish each port once")
             }
-            p.targets = Self.sortedUnique(p.targets)
-            byPort[key] = p
+            sortedPorts[i].targets = Self.sortedUnique(p.targets)
         }
         self.options = options
-        self.vips = byVIP.values.sorted { $0.vip < $1.vip }
-        self.ports = byPort.values.sorted { PortKey(proto: $0.protocol, port: $0.port) < PortKey(proto: $1.protocol, port: $1.port) }
+        self.vips = sortedVIPs
+        self.ports = sortedPorts
     }
 
     // MARK: Rendering
@@ -272,9 +273,11 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
 
     /// `new` (unique items) ordered so that items also in `old` keep their index where it is
     /// still below `new.count`.
-    static func align<T: Hashable>(_ new: [T], to old: [T]) -> [T] {
+    static func align<T: Hashable & Comparable>(_ new: [T], to old: [T]) -> [T] {
         let n = new.count
         guard n > 0, !old.isEmpty else { return new }
+        // Most services do not change: same items, keep the old order (no hashing).
+        if old.count == n && (old == new || old.sorted() == new.sorted()) { return old }
         let wanted = Set(new)
         var slots = [T?](repeating: nil, count: n)
         var placed = Set<T>()
@@ -419,7 +422,11 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
     /// The helper chains this state needs.
     var chains: Set<Chain> {
         var set = Set<Chain>()
-        for v in vips where !v.backends.isEmpty { set.insert(Chain(proto: nil, n: v.backends.count)) }
+        var last: Chain?
+        for v in vips where !v.backends.isEmpty {
+            let c = Chain(proto: nil, n: v.backends.count)
+            if c != last { set.insert(c); last = c }  // runs of equal counts hash once
+        }
         for p in ports where !p.targets.isEmpty { set.insert(Chain(proto: p.protocol, n: p.targets.count)) }
         return set
     }
