@@ -177,6 +177,30 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         #expect(!text.contains(". 0 :") && !text.contains(". 2 :") && !text.contains(". 3 :"))
     }
 
+    @Test func alignmentKeepsEverySurvivingSlotItCan() throws {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<300 {
+            let pool = (1...12).map { IPv4Address(10, 0, 0, UInt8($0)) }
+            let before = Array(pool.shuffled(using: &rng).prefix(Int.random(in: 0...8, using: &rng)))
+            let after = Array(pool.shuffled(using: &rng).prefix(Int.random(in: 0...8, using: &rng)))
+            let old = try LoadBalancerRuleset(options: lbOptions, vips: [VIPEntry(service: "s", vip: ip("10.1.0.1"), backends: before)], ports: [])
+            let new = try LoadBalancerRuleset(options: lbOptions, vips: [VIPEntry(service: "s", vip: ip("10.1.0.1"), backends: after)], ports: [])
+            let oldSlots = old.vips[0].backends
+            let slots = new.aligned(to: old).vips[0].backends
+            #expect(slots.sorted() == after.sorted())
+            // Every backend that stays and had a slot that still exists keeps it.
+            for (i, b) in oldSlots.enumerated() where i < slots.count && after.contains(b) {
+                #expect(slots[i] == b)
+            }
+            // Changed slots: only those whose backend left or that are new or freed.
+            let changed = (0..<max(slots.count, oldSlots.count)).filter {
+                ($0 < slots.count ? slots[$0] : nil) != ($0 < oldSlots.count ? oldSlots[$0] : nil)
+            }.count
+            let stayed = oldSlots.prefix(slots.count).filter { after.contains($0) }.count
+            #expect(changed == max(slots.count, oldSlots.count) - stayed)
+        }
+    }
+
     @Test func optionChangeGivesTheFullText() throws {
         let a = try LoadBalancerRuleset(options: lbOptions, vips: services(2, backends: 1), ports: [])
         let b = try LoadBalancerRuleset(
