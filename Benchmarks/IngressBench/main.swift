@@ -91,7 +91,7 @@ enum IngressBench {
         /// context included (as in LoadBalancer.apply).
         func nft(_ ns: NetworkNamespace, _ text: String) throws -> Double {
             let t0 = now()
-            try ns.run { try PacketFilter().run(text) }
+            _ = try ns.run { try PacketFilter().run(text) }
             return now() - t0
         }
 

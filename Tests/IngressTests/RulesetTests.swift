@@ -227,7 +227,7 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
             PortEntry(service: "diam", protocol: .sctp, port: 3868, targets: [LBTarget(ip("10.0.0.5"), port: 3869)]),
         ]
         var state = try LoadBalancerRuleset(options: lbOptions, vips: vips, ports: ports)
-        try a.run { try PacketFilter().run(state.fullText) }
+        _ = try a.run { try PacketFilter().run(state.fullText) }
         // A sequence of changes: grow, shrink, replace, empty, delete, add.
         var rng = SystemRandomNumberGenerator()
         for step in 0..<12 {
@@ -245,10 +245,10 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
             }
             let next = try LoadBalancerRuleset(options: lbOptions, vips: vips, ports: ports)
             let text = next.commands(from: state)
-            try a.run { try PacketFilter().run(text) }
+            _ = try a.run { try PacketFilter().run(text) }
             state = next.aligned(to: state)
         }
-        try b.run { try PacketFilter().run(state.fullText) }
+        _ = try b.run { try PacketFilter().run(state.fullText) }
         let viaDiffs = try a.run { try PacketFilter().listTable(family: .ip, name: "ovl_lb") }
         let fromScratch = try b.run { try PacketFilter().listTable(family: .ip, name: "ovl_lb") }
         let shapeA = tableShape(viaDiffs), shapeB = tableShape(fromScratch)
