@@ -26,12 +26,14 @@ enum IngressBench {
         var serviceCounts = [10, 1_000, 10_000]
         var connects = 400
         var dump: String?
+        var diffLoop = 0
         var arguments = CommandLine.arguments.dropFirst().makeIterator()
         while let a = arguments.next() {
             switch a {
             case "--services": serviceCounts = (arguments.next() ?? "").split(separator: ",").compactMap { Int($0) }
             case "--connects": connects = Int(arguments.next() ?? "") ?? connects
             case "--dump": dump = arguments.next()
+            case "--diff-loop": diffLoop = Int(arguments.next() ?? "") ?? 0
             default:
                 print("usage: ingress-bench [--services 10,1000,10000] [--connects 400]"); fflush(nil)
                 exit(2)
@@ -89,7 +91,7 @@ enum IngressBench {
         /// context included (as in LoadBalancer.apply).
         func nft(_ ns: NetworkNamespace, _ text: String) throws -> Double {
             let t0 = now()
-            try ns.run { try PacketFilter().run(text) }
+            _ = try ns.run { try PacketFilter().run(text) }
             return now() - t0
         }
 
@@ -100,6 +102,22 @@ enum IngressBench {
             let options = LoadBalancerOptions(tableName: "ovl_lb", portMatch: .address(IPv4Address(10, 99, 0, 1)), snat: IPv4Address(10, 99, 0, 1))
             let text = try LoadBalancerRuleset(options: options, vips: services(serviceCounts.max() ?? 10), ports: []).fullText
             try text.write(toFile: dump, atomically: true, encoding: .utf8)
+            return
+        }
+
+        if diffLoop > 0 {
+            // Validation and diff alone, in a loop (for profiling the Swift side of an update).
+            let options = LoadBalancerOptions(tableName: "ovl_lb", portMatch: .address(IPv4Address(10, 99, 0, 1)), snat: IPv4Address(10, 99, 0, 1))
+            var vips = services(serviceCounts.max() ?? 10)
+            var state = try LoadBalancerRuleset(options: options, vips: vips, ports: [])
+            let t0 = now()
+            for round in 0..<diffLoop {
+                vips[round % vips.count].backends[3] = IPv4Address(0x0B00_0000 + UInt32(round))
+                let next = try LoadBalancerRuleset(options: options, vips: vips, ports: [])
+                precondition(!next.commands(from: state).isEmpty)
+                state = next.aligned(to: state)
+            }
+            print("validate + diff + align: \(fmt((now() - t0) / Double(diffLoop))) per update at \(vips.count) services")
             return
         }
 
@@ -147,11 +165,15 @@ enum IngressBench {
         if let largest {
             // One service's backends change (one replaced): ours sends a diff; the baseline rewrites the
             // service's chain.
-            var oursTimes: [Double] = [], baseTimes: [Double] = [], commands = 0
+            var oursTimes: [Double] = [], baseTimes: [Double] = [], swiftTimes: [Double] = [], commands = 0
             var vips = largest.vips
             for round in 0..<5 {
                 let i = vips.count / 2 + round
                 vips[i].backends[3] = IPv4Address(0x0B00_0000 + UInt32(round))
+                let s0 = now()
+                let next = try LoadBalancerRuleset(options: largest.lb.options, vips: vips, ports: [])
+                precondition(!next.commands(from: largest.lb.current!).isEmpty)
+                swiftTimes.append(now() - s0)
                 let t0 = now()
                 let u = try largest.lb.apply(vips: vips, ports: [])
                 oursTimes.append(now() - t0)
@@ -161,7 +183,7 @@ enum IngressBench {
             }
             print(""); fflush(nil)
             print("    one service changed at \(vips.count) services (median of 5):"); fflush(nil)
-            print("    ours (diff, \(commands) element ops): \(fmt(median(oursTimes)))   baseline (rewrite the chain): \(fmt(median(baseTimes)))   baseline/ours \(String(format: "%.1fx", median(baseTimes) / median(oursTimes)))")
+            print("    ours (diff, \(commands) element ops): \(fmt(median(oursTimes))) (validate + diff in Swift \(fmt(median(swiftTimes))))   baseline (rewrite the chain): \(fmt(median(baseTimes)))   baseline/ours \(String(format: "%.1fx", median(baseTimes) / median(oursTimes)))")
             fflush(nil)
             try? largest.lb.remove()
             try? NetworkNamespace.delete(named: largest.ours.name)
@@ -211,9 +233,9 @@ enum IngressBench {
         }
         acceptor.start()
 
-        /// Median connect time from the client to address:80 over `count` new connections.
-        func connectMedian(_ address: IPv4Address, count: Int) throws -> Double {
-            try client.run { () throws -> Double in
+        /// Connect times from the client to address:80 over `count` new connections.
+        func connectTimes(_ address: IPv4Address, count: Int) throws -> [Double] {
+            try client.run { () throws -> [Double] in
                 var times: [Double] = []
                 var sa = sockaddr_in()
                 sa.sin_family = sa_family_t(AF_INET)
@@ -232,27 +254,37 @@ enum IngressBench {
                     guard rc == 0 else { throw LabError("connect to \(address): \(String(cString: strerror(errno)))") }
                     times.append(t1 - t0)
                 }
-                return median(times)
+                return times
             }
         }
 
         let measured = VIPEntry(service: "measured", vip: measuredVIP, backends: backendAddresses)
         let lb = LoadBalancer(namespace: lbNS, options: LoadBalancerOptions(tableName: "ovl_lb", portMatch: .address(lbAddress), snat: lbAddress))
-        _ = try connectMedian(backendAddresses[0], count: 50)  // warm up
-        let direct = try connectMedian(backendAddresses[0], count: connects)
-        var rows: [(Int, Double)] = []
-        for count in [10, serviceCounts.max() ?? 10_000] {
-            try lb.apply(vips: services(count, measured: measured), ports: [])
-            _ = try connectMedian(measuredVIP, count: 50)
-            rows.append((count, try connectMedian(measuredVIP, count: connects)))
+        // Rounds alternate direct, 10 services, the largest count (switching by diff), so that load
+        // from elsewhere on the machine falls on all three alike; medians over all rounds.
+        _ = try connectTimes(backendAddresses[0], count: 50)  // warm up
+        let small = 10, large = serviceCounts.max() ?? 10_000
+        var direct: [Double] = [], viaSmall: [Double] = [], viaLarge: [Double] = []
+        var switchTimes: [String] = []
+        let rounds = 3
+        for _ in 0..<rounds {
+            direct += try connectTimes(backendAddresses[0], count: connects)
+            let u1 = try lb.apply(vips: services(small, measured: measured), ports: [])
+            usleep(1_000_000)  // let the kernel's deferred work (hash table resizes, frees) settle
+            _ = try connectTimes(measuredVIP, count: 20)
+            viaSmall += try connectTimes(measuredVIP, count: connects)
+            let u2 = try lb.apply(vips: services(large, measured: measured), ports: [])
+            usleep(1_000_000)
+            _ = try connectTimes(measuredVIP, count: 20)
+            viaLarge += try connectTimes(measuredVIP, count: connects)
+            switchTimes.append("\(u1.full ? "full" : "diff") \(fmt(u1.seconds)) / \(u2.full ? "full" : "diff") \(fmt(u2.seconds))")
         }
-        print(String(format: "    direct to the backend (baseline)       %8.1f us", direct * 1e6)); fflush(nil)
-        for (count, t) in rows {
-            print(String(format: "    via VIP, %6d services installed     %8.1f us   %.2fx direct", count, t * 1e6, t / direct)); fflush(nil)
-        }
-        if rows.count == 2 {
-            print(String(format: "    %d services / %d services: %.2fx", rows[1].0, rows[0].0, rows[1].1 / rows[0].1)); fflush(nil)
-        }
+        let d = median(direct), s10 = median(viaSmall), sL = median(viaLarge)
+        print(String(format: "    direct to the backend (baseline)       %8.1f us", d * 1e6)); fflush(nil)
+        print(String(format: "    via VIP, %6d services installed     %8.1f us   %.2fx direct", small, s10 * 1e6, s10 / d)); fflush(nil)
+        print(String(format: "    via VIP, %6d services installed     %8.1f us   %.2fx direct", large, sL * 1e6, sL / d)); fflush(nil)
+        print(String(format: "    %d services / %d services: %.2fx   (%d rounds x %d connects each)", large, small, sL / s10, rounds, connects)); fflush(nil)
+        print("    switching \(small) -> \(large) -> \(small) services by apply: " + switchTimes.joined(separator: ", ")); fflush(nil)
         try? lb.remove()
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)

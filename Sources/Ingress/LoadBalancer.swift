@@ -5,8 +5,11 @@ import PacketFilter
 /// Applies rulesets in one network namespace, atomically (one nft transaction per apply).
 ///
 /// The first ``apply(vips:ports:)`` (and the first after a failure) replaces the balancer's table
-/// whole; later ones send only the commands for what changed. When the kernel refuses a diff, the
-/// balancer falls back to a full replace in the same call and says so (`Update.full`).
+/// whole; later ones send only the commands for what changed (``LoadBalancerRuleset/commands(from:)``),
+/// unless the change is large (over 1,000 operations and over half the new table), which nft
+/// rebuilds faster. When the kernel
+/// refuses a diff, the balancer falls back to a full replace in the same call and says so
+/// (`Update.full`).
 ///
 /// ```swift
 /// let lb = LoadBalancer(namespace: lbNamespace,
@@ -49,9 +52,10 @@ public final class LoadBalancer: @unchecked Sendable {
         }
     }
 
-    /// Makes the kernel's table match `vips` and `ports`. Throws (and keeps nothing of the new
-    /// state) when the input is invalid or nft refuses even a full replace; the next apply is then
-    /// a full replace.
+    /// Makes the kernel's table match `vips` and `ports`, in one transaction. Throws when the
+    /// input is invalid (nothing is sent; the kernel and ``current`` keep the previous state) or
+    /// when nft refuses even a full replace (then ``current`` is nil and the next apply is a full
+    /// replace).
     @discardableResult
     public func apply(vips: [VIPEntry], ports: [PortEntry]) throws(IngressError) -> Update {
         let next = try LoadBalancerRuleset(options: options, vips: vips, ports: ports)
@@ -65,6 +69,11 @@ public final class LoadBalancer: @unchecked Sendable {
                 state = target
                 return Update(full: false, commands: 0, seconds: Self.now() - start)
             }
+            // A large diff (over 1,000 operations and over half the new table) is slower for nft
+            // than rebuilding the table (measured: 10 -> 10,000 services by diff 2.5 s, by full
+            // replace 1.4 s), and a full replace is as safe: it is one transaction, and existing
+            // flows keep their conntrack NAT bindings whatever the table holds.
+            if d.full || (d.count > 1_000 && d.count * 2 > target.fullCount) { return try replace(with: target, start: start) }
             do {
                 try run(d.text)
                 state = target
@@ -73,6 +82,11 @@ public final class LoadBalancer: @unchecked Sendable {
                 // Fall through to a full replace: the kernel may hold something other than we think.
             }
         }
+        return try replace(with: next, start: start)
+    }
+
+    /// Replaces the whole table with `next`; on failure forgets the state (the next apply is full).
+    private func replace(with next: LoadBalancerRuleset, start: Double) throws(IngressError) -> Update {
         do {
             try run(next.fullText)
         } catch {

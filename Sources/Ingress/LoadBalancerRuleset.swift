@@ -101,10 +101,14 @@ public struct LoadBalancerOptions: Hashable, Sendable {
 /// (udp_targets, sctp_targets alike)
 /// chain vip_<N>  { dnat ip to ip daddr . numgen random mod N map @vip_backends }
 /// chain tcp_<N>  { meta l4proto tcp dnat ip to tcp dport . numgen random mod N map @tcp_targets }
-/// chain prerouting (dstnat):  ip daddr vmap @vips;  <match> meta l4proto . th dport vmap @ports
+/// chain prerouting (dstnat):  meta l4proto { tcp, udp, sctp } ip daddr vmap @vips
+///                             <match> meta l4proto . th dport vmap @ports
 /// chain output (dstnat):      the same, the port rule only for `.localAddresses`
 /// chain postrouting (srcnat): ct status dnat snat to <snat>            (when `snat` is set)
 /// ```
+///
+/// Only TCP, UDP and SCTP are balanced; anything else to a VIP (a ping) is answered by the
+/// namespace itself, which holds the VIP as a local address, as with IPVS.
 ///
 /// A service with N backends has N slot elements and one dispatch element pointing to the chain
 /// for N (one chain per distinct N, made on demand), so a new flow picks each backend with
@@ -131,18 +135,21 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
                 .invalidTableName,
                 "'\(options.tableName)' is not a usable nft table name (1 to 64 letters, digits or '_', not starting with a digit)")
         }
-        var byVIP: [IPv4Address: VIPEntry] = [:]
-        for var v in vips {
-            if let other = byVIP[v.vip] {
+        // Sorted, then duplicates are neighbours (no hashing: this runs on every update).
+        var sortedVIPs = vips.sorted { $0.vip < $1.vip }
+        for i in sortedVIPs.indices {
+            if i > 0 && sortedVIPs[i - 1].vip == sortedVIPs[i].vip {
+                let (a, b) = (sortedVIPs[i - 1], sortedVIPs[i])
                 throw IngressError(
                     .duplicateVIP,
-                    "services '\(other.service)' and '\(v.service)' both claim VIP \(v.vip); give each service its own VIP")
+                    "services '\(a.service)' and '\(b.service)' both claim VIP \(b.vip); give each service its own VIP")
             }
-            v.backends = Array(Set(v.backends)).sorted()
-            byVIP[v.vip] = v
+            sortedVIPs[i].backends = Self.sortedUnique(sortedVIPs[i].backends)
         }
-        var byPort: [PortKey: PortEntry] = [:]
-        for var p in ports {
+        let key = { (p: PortEntry) in PortKey(proto: p.protocol, port: p.port) }
+        var sortedPorts = ports.sorted { key($0) < key($1) }
+        for i in sortedPorts.indices {
+            let p = sortedPorts[i]
             guard p.port != 0 else {
                 throw IngressError(.invalidArgument, "service '\(p.service)' publishes port 0; publish a port in 1...65535")
             }
@@ -150,18 +157,16 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
                 throw IngressError(
                     .invalidArgument, "service '\(p.service)' sends \(p.protocol.rawValue)/\(p.port) to \(bad.address) port 0; use a port in 1...65535")
             }
-            let key = PortKey(proto: p.protocol, port: p.port)
-            if let other = byPort[key] {
+            if i > 0 && key(sortedPorts[i - 1]) == key(p) {
                 throw IngressError(
                     .duplicatePort,
-                    "services '\(other.service)' and '\(p.service)' both publish \(p.protocol.rawValue) port \(p.port); publish each port once")
+                    "services '\(sortedPorts[i - 1].service)' and '\(p.service)' both publish \(p.protocol.rawValue) port \(p.port); publish each port once")
             }
-            p.targets = Array(Set(p.targets)).sorted()
-            byPort[key] = p
+            sortedPorts[i].targets = Self.sortedUnique(p.targets)
         }
         self.options = options
-        self.vips = byVIP.values.sorted { $0.vip < $1.vip }
-        self.ports = byPort.values.sorted { PortKey(proto: $0.protocol, port: $0.port) < PortKey(proto: $1.protocol, port: $1.port) }
+        self.vips = sortedVIPs
+        self.ports = sortedPorts
     }
 
     // MARK: Rendering
@@ -194,14 +199,14 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
             s += "    chain \(chain.name) {\n        \(chain.rule)\n    }\n"
         }
         s += "    chain prerouting {\n        type nat hook prerouting priority dstnat; policy accept;\n"
-        s += "        ip daddr vmap @vips\n"
+        s += "        meta l4proto { tcp, udp, sctp } ip daddr vmap @vips\n"
         switch options.portMatch {
         case .localAddresses: s += "        fib daddr type local meta l4proto . th dport vmap @ports\n"
         case .address(let a): s += "        ip daddr \(a) meta l4proto . th dport vmap @ports\n"
         }
         s += "    }\n"
         s += "    chain output {\n        type nat hook output priority -100; policy accept;\n"
-        s += "        ip daddr vmap @vips\n"
+        s += "        meta l4proto { tcp, udp, sctp } ip daddr vmap @vips\n"
         if options.portMatch == .localAddresses {
             s += "        ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @ports\n"
         }
@@ -232,24 +237,47 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
     /// order (which is the slot order) differs.
     public func aligned(to old: LoadBalancerRuleset) -> LoadBalancerRuleset {
         var copy = self
-        let oldVIPs = Dictionary(uniqueKeysWithValues: old.vips.map { ($0.vip, $0.backends) })
-        for i in copy.vips.indices {
-            if let before = oldVIPs[copy.vips[i].vip] { copy.vips[i].backends = Self.align(copy.vips[i].backends, to: before) }
+        var i = 0
+        Self.merge(old.vips, vips, key: \.vip) { _, o, n in
+            guard n != nil else { return }
+            if let o { copy.vips[i].backends = Self.align(copy.vips[i].backends, to: o.backends) }
+            i += 1
         }
-        let oldPorts = Dictionary(uniqueKeysWithValues: old.ports.map { (PortKey(proto: $0.protocol, port: $0.port), $0.targets) })
-        for i in copy.ports.indices {
-            if let before = oldPorts[PortKey(proto: copy.ports[i].protocol, port: copy.ports[i].port)] {
-                copy.ports[i].targets = Self.align(copy.ports[i].targets, to: before)
-            }
+        i = 0
+        Self.merge(old.ports, ports, key: { PortKey(proto: $0.protocol, port: $0.port) }) { _, o, n in
+            guard n != nil else { return }
+            if let o { copy.ports[i].targets = Self.align(copy.ports[i].targets, to: o.targets) }
+            i += 1
         }
         return copy
     }
 
+    /// Walks two lists sorted by `key` together, calling `body` once per key with the entry of
+    /// each list that has it.
+    static func merge<E, K: Comparable>(_ old: [E], _ new: [E], key: (E) -> K, _ body: (K, E?, E?) -> Void) {
+        var i = 0, j = 0
+        while i < old.count || j < new.count {
+            if j == new.count || (i < old.count && key(old[i]) < key(new[j])) {
+                body(key(old[i]), old[i], nil)
+                i += 1
+            } else if i == old.count || key(new[j]) < key(old[i]) {
+                body(key(new[j]), nil, new[j])
+                j += 1
+            } else {
+                body(key(new[j]), old[i], new[j])
+                i += 1
+                j += 1
+            }
+        }
+    }
+
     /// `new` (unique items) ordered so that items also in `old` keep their index where it is
     /// still below `new.count`.
-    static func align<T: Hashable>(_ new: [T], to old: [T]) -> [T] {
+    static func align<T: Hashable & Comparable>(_ new: [T], to old: [T]) -> [T] {
         let n = new.count
         guard n > 0, !old.isEmpty else { return new }
+        // Most services do not change: same items, keep the old order (no hashing).
+        if old.count == n && (old == new || old.sorted() == new.sorted()) { return old }
         let wanted = Set(new)
         var slots = [T?](repeating: nil, count: n)
         var placed = Set<T>()
@@ -290,12 +318,10 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
         var adds: [String: [String]] = [:]  // map -> key : value
         var count = 0
 
-        // VIPs.
-        let oldVIPs = Dictionary(uniqueKeysWithValues: old.vips.filter { !$0.backends.isEmpty }.map { ($0.vip, $0.backends) })
-        let newVIPs = Dictionary(uniqueKeysWithValues: vips.filter { !$0.backends.isEmpty }.map { ($0.vip, $0.backends) })
-        for vip in Set(oldVIPs.keys).union(newVIPs.keys).sorted() {
-            let before = oldVIPs[vip] ?? [], after = newVIPs[vip] ?? []
-            if before == after { continue }
+        // VIPs (both lists sorted by VIP: walked together, no hashing of unchanged services).
+        Self.merge(old.vips, vips, key: \.vip) { vip, o, n in
+            let before = o?.backends ?? [], after = n?.backends ?? []
+            if before == after { return }
             if before.count != after.count {
                 if !before.isEmpty { deletes["vips", default: []].append("\(vip)") }
                 if !after.isEmpty { adds["vips", default: []].append(Self.vipDispatch(vip, after.count)) }
@@ -316,16 +342,10 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
             }
         }
 
-        // Ports.
-        let oldPorts = Dictionary(uniqueKeysWithValues: old.ports.filter { !$0.targets.isEmpty }.map {
-            (PortKey(proto: $0.protocol, port: $0.port), $0.targets)
-        })
-        let newPorts = Dictionary(uniqueKeysWithValues: ports.filter { !$0.targets.isEmpty }.map {
-            (PortKey(proto: $0.protocol, port: $0.port), $0.targets)
-        })
-        for key in Set(oldPorts.keys).union(newPorts.keys).sorted() {
-            let before = oldPorts[key] ?? [], after = newPorts[key] ?? []
-            if before == after { continue }
+        // Ports (sorted by protocol and port).
+        Self.merge(old.ports, ports, key: { PortKey(proto: $0.protocol, port: $0.port) }) { key, o, n in
+            let before = o?.targets ?? [], after = n?.targets ?? []
+            if before == after { return }
             let p = key.proto.rawValue
             if before.count != after.count {
                 if !before.isEmpty { deletes["ports", default: []].append("\(p) . \(key.port)") }
@@ -402,7 +422,11 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
     /// The helper chains this state needs.
     var chains: Set<Chain> {
         var set = Set<Chain>()
-        for v in vips where !v.backends.isEmpty { set.insert(Chain(proto: nil, n: v.backends.count)) }
+        var last: Chain?
+        for v in vips where !v.backends.isEmpty {
+            let c = Chain(proto: nil, n: v.backends.count)
+            if c != last { set.insert(c); last = c }  // runs of equal counts hash once
+        }
         for p in ports where !p.targets.isEmpty { set.insert(Chain(proto: p.protocol, n: p.targets.count)) }
         return set
     }
@@ -416,9 +440,18 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
         "\(port) . \(slot) : \(target.address) . \(target.port)"
     }
 
+    static func sortedUnique<T: Comparable>(_ items: [T]) -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(items.count)
+        for item in items.sorted() where out.last != item { out.append(item) }
+        return out
+    }
+
     static func elements(_ items: [String]) -> String {
         guard !items.isEmpty else { return "" }
-        return "        elements = { " + items.joined(separator: ",\n            ") + " }\n"
+        // One element a line, unindented: at 100k elements, indentation alone costs nft's scanner
+        // about a tenth of its parse time.
+        return "        elements = {\n" + items.joined(separator: ",\n") + "\n        }\n"
     }
 }
 

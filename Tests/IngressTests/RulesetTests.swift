@@ -113,6 +113,7 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         #expect(text.contains("8080 . 0 : 10.0.0.3 . 80"))
         #expect(text.contains("ct status dnat snat to 10.0.0.2"))
         #expect(text.contains("ip daddr 10.0.0.2 meta l4proto . th dport vmap @ports"))
+        #expect(text.contains("meta l4proto { tcp, udp, sctp } ip daddr vmap @vips"))
         #expect(r.fullCount == 2 /* chains vip_2, vip_3 */ + 1 /* tcp_1 */ + 3 * 3 + 4 + 2)
     }
 
@@ -176,6 +177,30 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         #expect(!text.contains(". 0 :") && !text.contains(". 2 :") && !text.contains(". 3 :"))
     }
 
+    @Test func alignmentKeepsEverySurvivingSlotItCan() throws {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<300 {
+            let pool = (1...12).map { IPv4Address(10, 0, 0, UInt8($0)) }
+            let before = Array(pool.shuffled(using: &rng).prefix(Int.random(in: 0...8, using: &rng)))
+            let after = Array(pool.shuffled(using: &rng).prefix(Int.random(in: 0...8, using: &rng)))
+            let old = try LoadBalancerRuleset(options: lbOptions, vips: [VIPEntry(service: "s", vip: ip("10.1.0.1"), backends: before)], ports: [])
+            let new = try LoadBalancerRuleset(options: lbOptions, vips: [VIPEntry(service: "s", vip: ip("10.1.0.1"), backends: after)], ports: [])
+            let oldSlots = old.vips[0].backends
+            let slots = new.aligned(to: old).vips[0].backends
+            #expect(slots.sorted() == after.sorted())
+            // Every backend that stays and had a slot that still exists keeps it.
+            for (i, b) in oldSlots.enumerated() where i < slots.count && after.contains(b) {
+                #expect(slots[i] == b)
+            }
+            // Changed slots: only those whose backend left or that are new or freed.
+            let changed = (0..<max(slots.count, oldSlots.count)).filter {
+                ($0 < slots.count ? slots[$0] : nil) != ($0 < oldSlots.count ? oldSlots[$0] : nil)
+            }.count
+            let stayed = oldSlots.prefix(slots.count).filter { after.contains($0) }.count
+            #expect(changed == max(slots.count, oldSlots.count) - stayed)
+        }
+    }
+
     @Test func optionChangeGivesTheFullText() throws {
         let a = try LoadBalancerRuleset(options: lbOptions, vips: services(2, backends: 1), ports: [])
         let b = try LoadBalancerRuleset(
@@ -202,7 +227,7 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
             PortEntry(service: "diam", protocol: .sctp, port: 3868, targets: [LBTarget(ip("10.0.0.5"), port: 3869)]),
         ]
         var state = try LoadBalancerRuleset(options: lbOptions, vips: vips, ports: ports)
-        try a.run { try PacketFilter().run(state.fullText) }
+        _ = try a.run { try PacketFilter().run(state.fullText) }
         // A sequence of changes: grow, shrink, replace, empty, delete, add.
         var rng = SystemRandomNumberGenerator()
         for step in 0..<12 {
@@ -220,10 +245,10 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
             }
             let next = try LoadBalancerRuleset(options: lbOptions, vips: vips, ports: ports)
             let text = next.commands(from: state)
-            try a.run { try PacketFilter().run(text) }
+            _ = try a.run { try PacketFilter().run(text) }
             state = next.aligned(to: state)
         }
-        try b.run { try PacketFilter().run(state.fullText) }
+        _ = try b.run { try PacketFilter().run(state.fullText) }
         let viaDiffs = try a.run { try PacketFilter().listTable(family: .ip, name: "ovl_lb") }
         let fromScratch = try b.run { try PacketFilter().listTable(family: .ip, name: "ovl_lb") }
         let shapeA = tableShape(viaDiffs), shapeB = tableShape(fromScratch)

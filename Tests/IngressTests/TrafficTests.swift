@@ -132,7 +132,7 @@ private func ip(_ s: String) -> IPv4Address { IPv4Address(s)! }
         let client = lab.host(1).namespace
         try balancer.apply(vips: [VIPEntry(service: "web", vip: Self.vip, backends: Self.backends)], ports: [])
         // Someone else deleted a map element behind our back: the diff's delete fails in the kernel.
-        try lab.host(2).namespace.run {
+        _ = try lab.host(2).namespace.run {
             try PacketFilter().run("delete element ip ovl_lb vip_backends { \(Self.vip) . 0 }")
         }
         let update = try balancer.apply(vips: [VIPEntry(service: "web", vip: Self.vip, backends: [Self.backends[2]])], ports: [])
@@ -155,7 +155,7 @@ private func ip(_ s: String) -> IPv4Address { IPv4Address(s)! }
         // The backend counts SCTP packets for itself on port 3869 from the LB's address, and
         // (wrongly) to 3868, before anything else sees them.
         let backend = lab.host(3).namespace
-        try backend.run {
+        _ = try backend.run {
             try PacketFilter().run("""
                 table ip ovlt_count {
                     counter dnated {}
