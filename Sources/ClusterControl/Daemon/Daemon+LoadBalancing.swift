@@ -148,20 +148,8 @@ extension OverlayDaemon {
         let ns = try NetworkNamespace.create(named: handle, handleDirectory: lbHandleDirectory)
         do {
             try prepareForwarding(ns)
-            let endpointID = try lbEndpointID("lb/\(n.id)")
-            let a = try await requestAddress(AllocateRequest(network: n.name, endpointID: endpointID, nodeID: nodeID,
-                                                             address: nil, name: "lb-\(n.name) on \(configuration.hostname)"))
-            guard let v4 = IPv4Address(a.address) else { throw APIError(400, "load balancing needs an IPv4 subnet on \(n.name)") }
-            do {
-                _ = try agent.attach(
-                    EndpointSpec(id: endpointID, network: n.name, namespace: .path(lbHandleDirectory + "/" + handle),
-                                 address: .v4(v4), interfaceName: "eth0"),
-                    name: "lb-\(n.name)")
-                try? ns.setSysctl("net.ipv4.conf.eth0.send_redirects", to: "0")
-            } catch {
-                await giveBack(ReleaseRequest(network: n.name, address: a.address, endpointID: endpointID))
-                throw error
-            }
+            let (endpointID, v4) = try await attachLBEndpoint(ns, handle: handle, network: n, key: "lb/\(n.id)", name: "lb-\(n.name)",
+                                                              nodeID: nodeID, agent: agent)
             let balancer = LoadBalancer(namespace: ns, options: LoadBalancerOptions(tableName: "ovl_lb", portMatch: .localAddresses, snat: v4))
             logger.info("load balancer for network \(n.name) at \(v4)")
             return LBNamespaceState(network: n.name, handle: handle, namespace: ns, endpointID: endpointID, address: v4,
@@ -170,6 +158,27 @@ extension OverlayDaemon {
             try? NetworkNamespace.delete(named: handle, handleDirectory: lbHandleDirectory)
             throw error
         }
+    }
+
+    /// Attaches a load-balancer namespace to a network as `eth0` with an address from the manager
+    /// (the same one after a restart: the endpoint ID is kept in the store), published by gossip.
+    func attachLBEndpoint(_ ns: NetworkNamespace, handle: String, network n: NetworkRecord, key: String, name: String, nodeID: String,
+                          agent: OverlayAgent) async throws -> (String, IPv4Address) {
+        let endpointID = try lbEndpointID(key)
+        let a = try await requestAddress(AllocateRequest(network: n.name, endpointID: endpointID, nodeID: nodeID,
+                                                         address: nil, name: "\(name) on \(configuration.hostname)"))
+        guard let v4 = IPv4Address(a.address) else { throw APIError(400, "load balancing needs an IPv4 subnet on \(n.name)") }
+        do {
+            _ = try agent.attach(
+                EndpointSpec(id: endpointID, network: n.name, namespace: .path(lbHandleDirectory + "/" + handle),
+                             address: .v4(v4), interfaceName: "eth0"),
+                name: name)
+            try? ns.setSysctl("net.ipv4.conf.eth0.send_redirects", to: "0")
+        } catch {
+            await giveBack(ReleaseRequest(network: n.name, address: a.address, endpointID: endpointID))
+            throw error
+        }
+        return (endpointID, v4)
     }
 
     func prepareForwarding(_ ns: NetworkNamespace) throws {
@@ -251,20 +260,8 @@ extension OverlayDaemon {
         do {
             try prepareForwarding(ns)
             attached = try gateway.attach(container: ns, interfaceName: "eth1", defaultRoute: true)
-            let endpointID = try lbEndpointID("lb/ingress/\(n.id)")
-            let a = try await requestAddress(AllocateRequest(network: n.name, endpointID: endpointID, nodeID: nodeID,
-                                                             address: nil, name: "ingress-sbox on \(configuration.hostname)"))
-            guard let v4 = IPv4Address(a.address) else { throw APIError(400, "the ingress network needs an IPv4 subnet") }
-            do {
-                _ = try agent.attach(
-                    EndpointSpec(id: endpointID, network: n.name, namespace: .path(lbHandleDirectory + "/" + handle),
-                                 address: .v4(v4), interfaceName: "eth0"),
-                    name: "ingress-endpoint")
-                try? ns.setSysctl("net.ipv4.conf.eth0.send_redirects", to: "0")
-            } catch {
-                await giveBack(ReleaseRequest(network: n.name, address: a.address, endpointID: endpointID))
-                throw error
-            }
+            let (endpointID, v4) = try await attachLBEndpoint(ns, handle: handle, network: n, key: "lb/ingress/\(n.id)",
+                                                              name: "ingress-sbox", nodeID: nodeID, agent: agent)
             let balancer = LoadBalancer(
                 namespace: ns, options: LoadBalancerOptions(tableName: "ovl_ingress", portMatch: .address(attached!.address), snat: v4))
             logger.info("routing mesh: ingress namespace at \(v4) on \(n.name), \(attached!.address) on the gateway bridge")
