@@ -14,11 +14,13 @@ struct ServiceCreate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "create", abstract: "Create a service.",
         discussion: """
-            Each task is a container (a network namespace and CMD) on the service's networks. With --endpoint-mode vip
-            (the default) the service's name resolves to a virtual IP that spreads new connections over the running tasks;
-            with dnsrr it resolves to the tasks' addresses. A port published in ingress mode answers on every node (the
-            routing mesh); in host mode only on nodes running a task. --source-ip keep: a node that runs a task sends its
-            ingress ports to that task without SNAT, so the task sees the client's address (other nodes use the mesh).
+            Each task is a container (a network namespace and CMD) on the service's networks. With --endpoint-mode vip \
+            (the default) the service's name resolves to a virtual IP that spreads new connections over the running tasks; \
+            with dnsrr it resolves to the tasks' addresses.
+
+            A port published in ingress mode answers on every node (the routing mesh); in host mode only on nodes running \
+            a task. --source-ip keep: a node that runs a task sends its ingress ports to that task without SNAT, so the \
+            task sees the client's address (other nodes use the mesh).
             """)
     @OptionGroup var global: HostOptions
     @Option(help: "The service's name.") var name: String
