@@ -25,6 +25,7 @@ private struct EncryptedResult {
     var name: String
     var bps: Double
     var cpuSecondsPerGbit: Double
+    var retransmits: Int = 0
 }
 
 private func iperfOnce(client: String, server: String, serverIP: String, seconds: Int) throws -> EncryptedResult {
@@ -44,7 +45,8 @@ private func iperfOnce(client: String, server: String, serverIP: String, seconds
           let bps = received["bits_per_second"] as? Double, let bytes = received["bytes"] as? Double
     else { throw LabError("iperf3 client to \(serverIP): \(r.output.prefix(400))") }
     let cpuSeconds = (after.busy - before.busy) / hz
-    return EncryptedResult(name: "", bps: bps, cpuSecondsPerGbit: cpuSeconds / max(bytes * 8 / 1e9, 1e-9))
+    let retransmits = ((end["sum_sent"] as? [String: Any])?["retransmits"] as? Int) ?? 0
+    return EncryptedResult(name: "", bps: bps, cpuSecondsPerGbit: cpuSeconds / max(bytes * 8 / 1e9, 1e-9), retransmits: retransmits)
 }
 
 func runEncryptedBenchmark(seconds: Int, rounds: Int) throws {
@@ -104,12 +106,13 @@ func runEncryptedBenchmark(seconds: Int, rounds: Int) throws {
     }
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
     let results = samples.map { s in
-        EncryptedResult(name: s[0].name, bps: median(s.map(\.bps)), cpuSecondsPerGbit: median(s.map(\.cpuSecondsPerGbit)))
+        EncryptedResult(name: s[0].name, bps: median(s.map(\.bps)), cpuSecondsPerGbit: median(s.map(\.cpuSecondsPerGbit)),
+                        retransmits: Int(median(s.map { Double($0.retransmits) })))
     }
     print("iperf3 TCP, 1 stream, \(seconds) s x \(rounds) rounds (median); CPU = whole machine, busy seconds per Gbit moved")
     for r in results {
         let name = r.name.padding(toLength: 36, withPad: " ", startingAt: 0)
-        print("  " + name + String(format: "%6.2f Gbit/s   %5.2f CPU-s/Gbit", r.bps / 1e9, r.cpuSecondsPerGbit))
+        print("  " + name + String(format: "%6.2f Gbit/s   %5.2f CPU-s/Gbit   %5d retransmits", r.bps / 1e9, r.cpuSecondsPerGbit, r.retransmits))
     }
     let plainBps = results[1].bps, encBps = results[2].bps
     print(String(format: "  encrypted / plain overlay: %.0f%%   encrypted / underlay: %.0f%%", encBps / plainBps * 100, encBps / results[0].bps * 100))

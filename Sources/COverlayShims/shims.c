@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <net/if.h>
 #include <linux/if_tun.h>
+#include <linux/virtio_net.h>
 #include <linux/neighbour.h>
 #include <linux/nsfs.h>
 #include <linux/rtnetlink.h>
@@ -49,17 +50,29 @@ int ovl_umount_detach(const char *path) { return umount2(path, MNT_DETACH) == 0 
 int32_t ovl_gettid(void) { return (int32_t)syscall(SYS_gettid); }
 
 int ovl_tap_create(const char *name, int persistent, char *out_name, size_t out_len) {
+    return ovl_tap_create_vnet(name, persistent, 0, out_name, out_len);
+}
+
+int ovl_tap_create_vnet(const char *name, int persistent, int vnet_hdr, char *out_name, size_t out_len) {
     if (name == NULL || strlen(name) >= IFNAMSIZ) return -EINVAL;
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
     if (fd < 0) return -errno;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof(ifr));
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_hdr ? IFF_VNET_HDR : 0);
     strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
     if (ioctl(fd, TUNSETIFF, (void *)&ifr) < 0) {
         int e = errno;
         close(fd);
         return -e;
+    }
+    if (vnet_hdr) {
+        int size = (int)sizeof(struct virtio_net_hdr);
+        if (ioctl(fd, TUNSETVNETHDRSZ, &size) < 0) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
     }
     if (out_name != NULL && out_len > 0) {
         strncpy(out_name, ifr.ifr_name, out_len - 1);
@@ -76,6 +89,17 @@ int ovl_tap_create(const char *name, int persistent, char *out_name, size_t out_
     }
     return fd;
 }
+
+_Static_assert(sizeof(struct virtio_net_hdr) == 10, "struct virtio_net_hdr is 10 bytes");
+
+int ovl_tap_set_offload(int fd, unsigned int flags) {
+    return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags) == 0 ? 0 : -errno;
+}
+
+const unsigned int ovl_tun_f_csum = TUN_F_CSUM;
+const unsigned int ovl_tun_f_tso4 = TUN_F_TSO4;
+const unsigned int ovl_tun_f_tso6 = TUN_F_TSO6;
+const unsigned int ovl_tun_f_tso_ecn = TUN_F_TSO_ECN;
 
 int ovl_rtnl_route_delete(struct nl_sock *sock, struct rtnl_route *route) {
     struct nl_msg *msg = NULL;

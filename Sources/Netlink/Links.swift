@@ -80,7 +80,23 @@ public struct VXLANOptions: Hashable, Sendable {
     }
 }
 
-/// A TAP device made by ``NetlinkSocket/createTap(named:persistent:)``.
+/// What the reader of a TAP device with a virtio-net header can take from the kernel
+/// (TUNSETOFFLOAD): the device then advertises checksum offload and TSO to the stack above it.
+public struct TapOffloads: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// Frames may carry a partial checksum (`VIRTIO_NET_HDR_F_NEEDS_CSUM`): the reader fills it in.
+    public static let checksum = TapOffloads(rawValue: ovl_tun_f_csum)
+    /// IPv4 TCP super-frames (up to 64 KiB, `VIRTIO_NET_HDR_GSO_TCPV4`): the reader segments them.
+    public static let tso4 = TapOffloads(rawValue: ovl_tun_f_tso4)
+    /// IPv6 TCP super-frames (`VIRTIO_NET_HDR_GSO_TCPV6`).
+    public static let tso6 = TapOffloads(rawValue: ovl_tun_f_tso6)
+    /// TCP super-frames with ECN (CWR) set (`VIRTIO_NET_HDR_GSO_ECN`).
+    public static let tsoECN = TapOffloads(rawValue: ovl_tun_f_tso_ecn)
+}
+
+/// A TAP device made by ``NetlinkSocket/createTap(named:persistent:virtioNetHeader:offloads:)``.
 ///
 /// A non-persistent device exists while this object holds its file descriptor: frames are read and
 /// written there, and `deinit` (or ``close()``) closes it, which deletes the device. A persistent
@@ -90,12 +106,18 @@ public struct VXLANOptions: Hashable, Sendable {
 public final class TapDevice: @unchecked Sendable {
     /// The device name the kernel gave.
     public let name: String
+    /// Bytes of `struct virtio_net_hdr` before every frame read or written: 10, or 0 without one.
+    public let virtioNetHeaderLength: Int
+    /// The offloads the device was given (empty without a virtio-net header).
+    public let offloads: TapOffloads
     private var fd: Int32?
     private let lock = Lock()
 
-    init(name: String, fileDescriptor: Int32?) {
+    init(name: String, fileDescriptor: Int32?, virtioNetHeaderLength: Int = 0, offloads: TapOffloads = []) {
         self.name = name
         self.fd = fileDescriptor
+        self.virtioNetHeaderLength = virtioNetHeaderLength
+        self.offloads = offloads
     }
 
     deinit { if let fd { Glibc.close(fd) } }
@@ -180,19 +202,38 @@ extension NetlinkSocket {
 
     /// Creates a TAP device (TUNSETIFF with IFF_TAP|IFF_NO_PI) in this socket's namespace.
     /// Persistent devices outlive the returned object; others are deleted when it closes its fd.
-    public func createTap(named name: String, persistent: Bool = false) throws(NetlinkError) -> TapDevice {
-        let op = "add link \(name) (tap\(persistent ? ", persistent" : ""))\(inNamespace)"
+    ///
+    /// With `virtioNetHeader` (IFF_VNET_HDR, header size 10) every frame read or written starts
+    /// with a `struct virtio_net_hdr`, and `offloads` (TUNSETOFFLOAD) says what the reader takes:
+    /// partial checksums and TCP super-frames, which the device then advertises upwards. Offloads
+    /// need the header and a non-persistent device (they are set on its descriptor).
+    public func createTap(
+        named name: String, persistent: Bool = false, virtioNetHeader: Bool = false, offloads: TapOffloads = []
+    ) throws(NetlinkError) -> TapDevice {
+        let op = "add link \(name) (tap\(persistent ? ", persistent" : "")\(virtioNetHeader ? ", vnet header" : ""))\(inNamespace)"
         try validateLinkName(name, op)
+        if !offloads.isEmpty && (!virtioNetHeader || persistent) {
+            throw NetlinkError(.invalidArgument, operation: op, reason: "TAP offloads need a virtio-net header and a non-persistent device")
+        }
         let (rc, kernelName) = try namespace.runTyped(op) { () -> (Int32, String) in
             var buffer = [CChar](repeating: 0, count: Int(ovl_ifnamsiz))
-            let rc = ovl_tap_create(name, persistent ? 1 : 0, &buffer, buffer.count)
+            let rc = ovl_tap_create_vnet(name, persistent ? 1 : 0, virtioNetHeader ? 1 : 0, &buffer, buffer.count)
             return (rc, String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         if rc == -EBUSY {
             throw NetlinkError(.exists, operation: op, reason: "a device named \(name) exists and is not a free TAP device")
         }
         try shimCheck(rc, op)
-        return TapDevice(name: kernelName, fileDescriptor: persistent ? nil : rc)
+        let tap = TapDevice(name: kernelName, fileDescriptor: persistent ? nil : rc,
+                            virtioNetHeaderLength: virtioNetHeader ? 10 : 0, offloads: offloads)
+        if !offloads.isEmpty {
+            let orc = ovl_tap_set_offload(rc, offloads.rawValue)
+            if orc < 0 {
+                tap.close()
+                try shimCheck(orc, op + " (TUNSETOFFLOAD 0x\(String(offloads.rawValue, radix: 16)))")
+            }
+        }
+        return tap
     }
 
     // MARK: Reading links

@@ -196,6 +196,35 @@ struct LinkTests {
         #expect(taken != nil)
     }
 
+    @Test("a TAP with a virtio-net header and offloads: frames are written with the 10-byte header; offloads need it")
+    func tapWithVirtioNetHeaderAndOffloads() throws {
+        let lab = try TestNamespaces()
+        defer { lab.cleanup() }
+        let (_, sock) = try lab.make()
+        let tap = try sock.createTap(named: "tap-vh", virtioNetHeader: true, offloads: [.checksum, .tso4, .tso6, .tsoECN])
+        defer { tap.close() }
+        #expect(tap.virtioNetHeaderLength == 10)
+        #expect(tap.offloads == [.checksum, .tso4, .tso6, .tsoECN])
+        try sock.setUp("tap-vh")
+        let fd = try #require(tap.fileDescriptor)
+        // An all-zero virtio-net header, then a 60-byte broadcast frame: the device takes all 70.
+        var frame = [UInt8](repeating: 0, count: 10) + [UInt8](repeating: 0xFF, count: 6) + [2, 0, 0, 0, 0, 1, 0x88, 0xB5]
+        frame += [UInt8](repeating: 0, count: 70 - frame.count)
+        #expect(frame.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == 70)
+        // Without the header a frame is written as it is.
+        let plain = try sock.createTap(named: "tap-plain")
+        defer { plain.close() }
+        #expect(plain.virtioNetHeaderLength == 0 && plain.offloads.isEmpty)
+        // Offloads without a header, or on a persistent device, are refused before any kernel work.
+        let e1 = #expect(throws: NetlinkError.self) { try sock.createTap(named: "tap-bad", offloads: [.tso4]) }
+        #expect(e1?.code == .invalidArgument)
+        let e2 = #expect(throws: NetlinkError.self) {
+            try sock.createTap(named: "tap-bad", persistent: true, virtioNetHeader: true, offloads: [.checksum])
+        }
+        #expect(e2?.code == .invalidArgument)
+        #expect(throws: NetlinkError.self) { try sock.link(named: "tap-bad") }
+    }
+
     @Test func errorsNameTheOperationAndNamespace() throws {
         let lab = try TestNamespaces()
         defer { lab.cleanup() }

@@ -34,6 +34,19 @@ int32_t ovl_gettid(void);
 /// returns 0. Otherwise returns the fd owning the device (closing it deletes the device).
 /// Returns -errno on failure.
 int ovl_tap_create(const char *name, int persistent, char *out_name, size_t out_len);
+/// Like ovl_tap_create; with `vnet_hdr` non-zero the device also gets IFF_VNET_HDR and a header
+/// size of 10 (TUNSETVNETHDRSZ): every read and write then starts with a struct virtio_net_hdr
+/// (flags, gso_type, hdr_len, gso_size, csum_start, csum_offset; native byte order).
+int ovl_tap_create_vnet(const char *name, int persistent, int vnet_hdr, char *out_name, size_t out_len);
+/// TUNSETOFFLOAD on a TAP descriptor opened with IFF_VNET_HDR: `flags` is a mask of the
+/// ovl_tun_f_* constants (what the reader can take: partial checksums, TSO super-frames).
+/// Returns 0 or -errno (EINVAL when the kernel lacks one of the flags).
+int ovl_tap_set_offload(int fd, unsigned int flags);
+/// TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN from <linux/if_tun.h>.
+extern const unsigned int ovl_tun_f_csum;
+extern const unsigned int ovl_tun_f_tso4;
+extern const unsigned int ovl_tun_f_tso6;
+extern const unsigned int ovl_tun_f_tso_ecn;
 
 // ---- Packet capture (sockaddr_ll lives in <linux/if_packet.h>, which Glibc's module lacks) ----
 

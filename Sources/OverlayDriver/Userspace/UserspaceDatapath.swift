@@ -63,11 +63,15 @@ public enum UserspaceDropReason: Int, CaseIterable, Sendable, CustomStringConver
     case unknownVNI
     /// RX: writing the inner frame to the TAP device failed.
     case tapWriteFailed
+    /// TX: a TAP frame whose virtio-net header asks for what cannot be done (a GSO type other
+    /// than TCP, headers that do not parse, segments larger than the MTU, checksum offsets
+    /// outside the frame).
+    case badOffload
 
     public var description: String { String(describing: Self.names[rawValue]) }
     static let names = ["noKeys", "sealFailed", "sendFailed", "noDestination", "arpUnanswered", "badFrame", "notESP",
                         "espTooShort", "espUnknownSPI", "espAuthFailed", "espReplayed", "espOutsideWindow", "espBadPadding",
-                        "notUDP", "wrongPort", "notVXLAN", "unknownVNI", "tapWriteFailed"]
+                        "notUDP", "wrongPort", "notVXLAN", "unknownVNI", "tapWriteFailed", "badOffload"]
 }
 
 /// What the userspace datapath moved and dropped since it started (all tunnels).
@@ -82,6 +86,12 @@ public struct UserspaceDatapathCounters: Sendable, Equatable, CustomStringConver
     public var rxBytes: UInt64 = 0
     /// ARP requests answered locally from the peer table.
     public var proxyARPReplies: UInt64 = 0
+    /// TCP super-frames (TSO, up to 64 KiB) read from TAP devices and segmented here; their
+    /// segments count in ``txFrames``.
+    public var txSuperFrames: UInt64 = 0
+    /// Writes to TAP devices that carried several received TCP segments merged into one
+    /// super-frame; the segments count in ``rxFrames``.
+    public var rxMergedWrites: UInt64 = 0
     /// Drops by reason (absent reasons are zero).
     public var drops: [UserspaceDropReason: UInt64] = [:]
     /// The ESP sealers' and opener's counters, summed.
@@ -92,14 +102,14 @@ public struct UserspaceDatapathCounters: Sendable, Equatable, CustomStringConver
 
     public var description: String {
         let d = UserspaceDropReason.allCases.compactMap { r in drops[r].map { "\(r)=\($0)" } }.joined(separator: " ")
-        return "tx \(txFrames) frames/\(txBytes) B, rx \(rxFrames) frames/\(rxBytes) B, proxy ARP \(proxyARPReplies), drops [\(d)], esp [\(esp)]"
+        return "tx \(txFrames) frames/\(txBytes) B (\(txSuperFrames) TSO super-frames), rx \(rxFrames) frames/\(rxBytes) B (\(rxMergedWrites) merged writes), proxy ARP \(proxyARPReplies), drops [\(d)], esp [\(esp)]"
     }
 }
 
 /// Counter slots shared by the worker threads: each thread counts into a private array and adds
 /// it here once per batch (one uncontended lock per batch).
 final class CounterBlock: Sendable {
-    static let txFrames = 0, txBytes = 1, rxFrames = 2, rxBytes = 3, proxyARP = 4, dropBase = 5
+    static let txFrames = 0, txBytes = 1, rxFrames = 2, rxBytes = 3, proxyARP = 4, txSuperFrames = 5, rxMerged = 6, dropBase = 7
     static let count = dropBase + UserspaceDropReason.allCases.count
     private let slots = Mutex([UInt64](repeating: 0, count: CounterBlock.count))
 
@@ -140,6 +150,8 @@ final class UserspaceTunnel: @unchecked Sendable {
     let vni: UInt32
     let tap: TapDevice
     let tapFD: Int32
+    /// 10 when frames on the TAP carry a virtio-net header (offloads on), else 0.
+    let virtioNetHeaderLength: Int
     let wake: WakePipe
     let tableName: String
     let tables = Mutex(TunnelTables())
@@ -152,6 +164,7 @@ final class UserspaceTunnel: @unchecked Sendable {
         self.vni = spec.vni.value
         self.tap = tap
         self.tapFD = tapFD
+        self.virtioNetHeaderLength = tap.virtioNetHeaderLength
         self.wake = wake
         self.tableName = tableName
     }
@@ -216,6 +229,11 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     public let tablePrefix: String
     /// `userspace`.
     public var name: String { "userspace" }
+    /// Whether TAP devices are made with a virtio-net header and offloads (partial checksums,
+    /// TSO4/6 super-frames read and segmented here, received segments merged into super-frames).
+    /// On unless the environment says `OVERLAY_TAP_OFFLOADS=0` (or `off`), or the kernel refused
+    /// them for the first tunnel (then off, with a warning).
+    public var tapOffloads: Bool { lock.withLock { useOffloads } }
 
     let logger: Logger
     private let lock = NSLock()
@@ -228,6 +246,7 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     private var rawFD: Int32 = -1
     private var rxThread: WorkerThread?
     private var rxWake: WakePipe?
+    private var useOffloads: Bool
 
     let opener = ESPOpener()
     let txKeys = Mutex(TxKeys())
@@ -236,7 +255,15 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
 
     /// Makes a userspace datapath working in `host`; `nodeTag` is the driver's short node tag.
     /// Nothing is opened until the first tunnel.
-    public init(host: NetlinkSocket, nodeTag: String, logger: Logger = Logger(label: "overlay-userspace-datapath")) {
+    /// `tapOffloads` nil takes the environment's `OVERLAY_TAP_OFFLOADS` (default on).
+    public init(host: NetlinkSocket, nodeTag: String, tapOffloads: Bool? = nil,
+                logger: Logger = Logger(label: "overlay-userspace-datapath")) {
+        if let tapOffloads {
+            useOffloads = tapOffloads
+        } else {
+            let v = ProcessInfo.processInfo.environment["OVERLAY_TAP_OFFLOADS"]?.lowercased()
+            useOffloads = !(v == "0" || v == "off" || v == "no" || v == "false")
+        }
         self.host = host
         self.linkPrefix = nodeTag + "u"
         self.tablePrefix = "ovl_\(nodeTag)_enc_"
@@ -244,6 +271,9 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     }
 
     deinit { stopReceiver() }
+
+    /// What the TX threads take from a TAP: partial checksums and TCP super-frames (with ECN).
+    static let offloads: TapOffloads = [.checksum, .tso4, .tso6, .tsoECN]
 
     func hostName(_ tunnel: TunnelSpec) -> String { linkPrefix + String(tunnel.vni.value, radix: 16) }
     func tableName(_ vni: VNI) -> String { tablePrefix + String(vni.value) }
@@ -287,7 +317,15 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         try startReceiver(local: local, port: tunnel.port)
         let temp = hostName(tunnel)
         let tap = try kernel("create TAP device \(temp) (VNI \(tunnel.vni)) in the host namespace") { () throws(NetlinkError) in
-            try host.createTap(named: temp)
+            if useOffloads {
+                do throws(NetlinkError) {
+                    return try host.createTap(named: temp, virtioNetHeader: true, offloads: Self.offloads)
+                } catch where error.code == .invalidArgument || error.code == .unsupported {
+                    useOffloads = false
+                    logger.warning("TAP offloads refused by the kernel; frames go one by one", metadata: ["error": "\(error)"])
+                }
+            }
+            return try host.createTap(named: temp)
         }
         var tableName: String?
         do throws(OverlayDriverError) {
@@ -489,6 +527,8 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         c.rxFrames = s[CounterBlock.rxFrames]
         c.rxBytes = s[CounterBlock.rxBytes]
         c.proxyARPReplies = s[CounterBlock.proxyARP]
+        c.txSuperFrames = s[CounterBlock.txSuperFrames]
+        c.rxMergedWrites = s[CounterBlock.rxMerged]
         for r in UserspaceDropReason.allCases where s[CounterBlock.dropBase + r.rawValue] != 0 {
             c.drops[r] = s[CounterBlock.dropBase + r.rawValue]
         }

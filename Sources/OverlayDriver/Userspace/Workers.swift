@@ -15,18 +15,23 @@ extension UserspaceDatapath {
         (frameOffset + Int(mtu) + 18 + 5 + 16 + 63) & ~63
     }
 
-    /// TX: TAP frames -> VXLAN -> ESP -> raw socket, until the tunnel's wake pipe fires.
+    /// Bytes of the TX read buffer: a TSO super-frame (64 KiB of IP, BIG TCP not enabled) with
+    /// its Ethernet and virtio-net headers fits with room to spare.
+    static let txReadBufferSize = 160 * 1024
+
+    /// TX: TAP frames -> (TSO super-frames segmented, partial checksums completed) -> VXLAN ->
+    /// ESP -> raw socket, until the tunnel's wake pipe fires.
     func runTX(_ t: UserspaceTunnel, rawFD: Int32) {
         let cap = Self.batch
         let slotSize = Self.txSlotSize(mtu: t.spec.mtu)
-        // `cap` send slots plus one template slot (the frame being flooded).
-        let buf = UnsafeMutableRawPointer.allocate(byteCount: (cap + 1) * slotSize, alignment: 64)
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: cap * slotSize, alignment: 64)
+        let rbuf = UnsafeMutableRawPointer.allocate(byteCount: Self.txReadBufferSize, alignment: 64)
         let iov = UnsafeMutablePointer<iovec>.allocate(capacity: cap)
         let msgs = UnsafeMutablePointer<MMsgHdr>.allocate(capacity: cap)
         let addrs = UnsafeMutablePointer<sockaddr_in>.allocate(capacity: cap)
         let pfds = UnsafeMutablePointer<pollfd>.allocate(capacity: 2)
         defer {
-            buf.deallocate(); iov.deallocate(); msgs.deallocate(); addrs.deallocate(); pfds.deallocate()
+            buf.deallocate(); rbuf.deallocate(); iov.deallocate(); msgs.deallocate(); addrs.deallocate(); pfds.deallocate()
         }
         for i in 0..<cap {
             addrs[i] = sockaddr_in()
@@ -37,7 +42,6 @@ extension UserspaceDatapath {
             msgs[i].hdr.msg_iov = iov + i
             msgs[i].hdr.msg_iovlen = 1
         }
-        let template = buf + cap * slotSize
         let send = MMsg.send!
         let port = t.spec.port.bigEndian
         let vxlanWord = (t.vni << 8).bigEndian
@@ -45,7 +49,9 @@ extension UserspaceDatapath {
         var lastNoKeys: Bool?
         var lastSealError: String?
         let tapFD = t.tapFD
+        let vh = t.virtioNetHeaderLength
         let maxFrame = slotSize - Self.frameOffset - 5 - 16
+        let readSize = vh > 0 ? Self.txReadBufferSize : min(Self.txReadBufferSize, maxFrame + 1)
 
         loop: while true {
             pfds[0] = pollfd(fd: tapFD, events: Int16(POLLIN), revents: 0)
@@ -63,7 +69,6 @@ extension UserspaceDatapath {
             var out = 0
             var noKeysSeen = false
             var sealError: String?
-            var sentSome = false
 
             func flush() {
                 var sent = 0
@@ -76,7 +81,6 @@ extension UserspaceDatapath {
                         continue
                     }
                     sent += Int(r)
-                    sentSome = true
                 }
                 out = 0
             }
@@ -113,20 +117,19 @@ extension UserspaceDatapath {
 
             var reads = 0
             while reads < cap {
-                if out == cap { flush() }
-                let slot = buf + out * slotSize
-                let frame = slot + Self.frameOffset
-                let n = read(tapFD, frame, maxFrame)
+                let n = read(tapFD, rbuf, readSize)
                 if n <= 0 {
                     if n < 0 && errno == EINTR { continue }
                     break
                 }
                 reads += 1
-                let len = Int(n)
-                guard len >= 14 else {
+                let frame = rbuf + vh
+                let len = Int(n) - vh
+                guard len >= 14, len < readSize - vh else {
                     local[CounterBlock.dropBase + UserspaceDropReason.badFrame.rawValue] &+= 1
                     continue
                 }
+                let hdr = vh > 0 ? VirtioNetHeader(rbuf) : VirtioNetHeader()
                 let dst = loadMAC(frame, 0)
                 let etherType = loadBE16(frame, 12)
                 if etherType == 0x0806 {
@@ -144,7 +147,8 @@ extension UserspaceDatapath {
                             storeBE32(tpa, frame, 28)
                             storeMAC(sha, frame, 32)
                             storeBE32(spa, frame, 38)
-                            if write(tapFD, frame, 42) == 42 {
+                            if vh > 0 { VirtioNetHeader.storeZero(rbuf) }
+                            if write(tapFD, rbuf, vh + 42) == vh + 42 {
                                 local[CounterBlock.proxyARP] &+= 1
                             } else {
                                 local[CounterBlock.dropBase + UserspaceDropReason.tapWriteFailed.rawValue] &+= 1
@@ -155,31 +159,56 @@ extension UserspaceDatapath {
                         continue
                     }
                 }
-                let flow = flowPort(frame, len)
+                // Destinations: the FDB's VTEP, or every flood VTEP for broadcast, multicast and
+                // unknown unicast (one sealed copy each).
+                var single: UInt32 = 0
+                let destinations: Int
                 if dst & 0x0100_0000_0000 == 0, let vtep = tables.fdb[dst] {
-                    prepare(slot, len, vtep, flow)
-                    continue
+                    single = vtep
+                    destinations = 1
+                } else if tables.flood.count == 1 {
+                    single = tables.flood[0]
+                    destinations = 1
+                } else {
+                    destinations = tables.flood.count
                 }
-                // Broadcast, multicast or unknown unicast: one sealed copy per flood VTEP.
-                guard !tables.flood.isEmpty else {
+                guard destinations > 0 else {
                     local[CounterBlock.dropBase + UserspaceDropReason.noDestination.rawValue] &+= 1
                     continue
                 }
-                if tables.flood.count == 1 {
-                    prepare(slot, len, tables.flood[0], flow)
+                let flow = flowPort(frame, len)
+                switch TXFrameOffload.prepare(header: hdr, frame: frame, length: len, maxFrame: maxFrame) {
+                case .badOffload:
+                    local[CounterBlock.dropBase + UserspaceDropReason.badOffload.rawValue] &+= 1
                     continue
+                case .badFrame:
+                    local[CounterBlock.dropBase + UserspaceDropReason.badFrame.rawValue] &+= 1
+                    continue
+                case .segments(let layout, let mss, let segments):
+                    // A TSO super-frame: cut into MSS-sized segments, each sealed on its own.
+                    local[CounterBlock.txSuperFrames] &+= 1
+                    for i in 0..<segments {
+                        for d in 0..<destinations {
+                            if out == cap { flush() }
+                            let slot = buf + out * slotSize
+                            let segLen = TCPSegmentation.writeSegment(i, of: frame, length: len, layout: layout, mss: mss,
+                                                                      to: slot + Self.frameOffset)
+                            prepare(slot, segLen, destinations == 1 ? single : tables.flood[d], flow)
+                        }
+                    }
+                    continue
+                case .frame:
+                    break
                 }
-                (template + Self.frameOffset).copyMemory(from: frame, byteCount: len)
-                for vtep in tables.flood {
+                for d in 0..<destinations {
                     if out == cap { flush() }
-                    let s = buf + out * slotSize
-                    (s + Self.frameOffset).copyMemory(from: template + Self.frameOffset, byteCount: len)
-                    prepare(s, len, vtep, flow)
+                    let slot = buf + out * slotSize
+                    (slot + Self.frameOffset).copyMemory(from: frame, byteCount: len)
+                    prepare(slot, len, destinations == 1 ? single : tables.flood[d], flow)
                 }
             }
             flush()
             counterBlock.merge(&local)
-            _ = sentSome
             let noKeys = noKeysSeen && !keys.hasKeys
             if noKeys != lastNoKeys || sealError != lastSealError {
                 if lastNoKeys != nil || noKeys || sealError != nil {
@@ -230,6 +259,7 @@ extension UserspaceDatapath {
             msgs[i].hdr.msg_iovlen = 1
         }
         let recv = MMsg.recv!
+        let coalescer = TCPCoalescer()
         var local = [UInt64](repeating: 0, count: CounterBlock.count)
         @inline(__always) func drop(_ r: UserspaceDropReason) { local[CounterBlock.dropBase + r.rawValue] &+= 1 }
 
@@ -278,15 +308,20 @@ extension UserspaceDatapath {
                     guard udp.load(fromByteOffset: 8, as: UInt8.self) & 0x08 != 0 else { drop(.notVXLAN); continue }
                     let vni = loadBE32(udp, 12) >> 8
                     guard let t = tunnels[vni] else { drop(.unknownVNI); continue }
-                    let frameLen = plen - 16
-                    if write(t.tapFD, udp + 16, frameLen) == frameLen {
-                        local[CounterBlock.rxFrames] &+= 1
-                        local[CounterBlock.rxBytes] &+= UInt64(frameLen)
-                    } else {
-                        drop(.tapWriteFailed)
-                    }
+                    // The UDP and VXLAN headers before the frame are free now: the virtio-net
+                    // header goes there.
+                    coalescer.add(fd: t.tapFD, virtioNetHeader: t.virtioNetHeaderLength > 0, frame: udp + 16, length: plen - 16)
                 }
+                coalescer.flush()
             }
+            local[CounterBlock.rxFrames] &+= coalescer.writtenFrames
+            local[CounterBlock.rxBytes] &+= coalescer.writtenBytes
+            local[CounterBlock.dropBase + UserspaceDropReason.tapWriteFailed.rawValue] &+= coalescer.failedFrames
+            local[CounterBlock.rxMerged] &+= coalescer.mergedWrites
+            coalescer.writtenFrames = 0
+            coalescer.writtenBytes = 0
+            coalescer.failedFrames = 0
+            coalescer.mergedWrites = 0
             counterBlock.merge(&local)
         }
     }
