@@ -1,7 +1,7 @@
 // ingress-bench: the nftables service load balancer against baselines measured in the same run.
 //
 // (a) Programming time for S services x 10 backends in one transaction: LoadBalancer.apply (the
-//     first, full replace) against "one chain per service with an anonymous numgen map" sent to
+//     first, full replace, sent as libnftables JSON; the same table as nft text is timed too) against "one chain per service with an anonymous numgen map" sent to
 //     libnftables as one transaction; then one incremental update (one service's backends
 //     changed) at the largest S, for both.
 // (b) First-packet latency: median TCP connect time (a new flow each) from a client namespace
@@ -98,10 +98,12 @@ enum IngressBench {
         func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
 
         if let dump {
-            // Writes our full text for the largest service count (to try it with `nft -f`).
+            // Writes our full text and JSON for the largest service count (to try them with
+            // `nft -f <path>` and `nft -j -f <path>.json`).
             let options = LoadBalancerOptions(tableName: "ovl_lb", portMatch: .address(IPv4Address(10, 99, 0, 1)), snat: IPv4Address(10, 99, 0, 1))
-            let text = try LoadBalancerRuleset(options: options, vips: services(serviceCounts.max() ?? 10), ports: []).fullText
-            try text.write(toFile: dump, atomically: true, encoding: .utf8)
+            let r = try LoadBalancerRuleset(options: options, vips: services(serviceCounts.max() ?? 10), ports: [])
+            try r.fullText.write(toFile: dump, atomically: true, encoding: .utf8)
+            try r.fullJSON.write(toFile: dump + ".json", atomically: true, encoding: .utf8)
             return
         }
 
@@ -131,7 +133,7 @@ enum IngressBench {
         print("ingress-bench: nftables service load balancer (this machine: \(ProcessInfo.processInfo.activeProcessorCount) cores)"); fflush(nil)
         print(""); fflush(nil)
         print("(a) programming time, services x \(backendsPerService) backends, one transaction"); fflush(nil)
-        print("    services | ours: apply (full) | of which render | baseline: chain per service | baseline/ours"); fflush(nil)
+        print("    services | ours: apply (full, JSON) | of which render | same table as nft text | baseline: chain per service | baseline/ours"); fflush(nil)
         var largest: (ours: NetworkNamespace, base: NetworkNamespace, vips: [VIPEntry], lb: LoadBalancer)?
         // Warm-up: libnftables' first use in a process reads its configuration files.
         let warm = try lab.makeNamespace("warm")
@@ -140,10 +142,12 @@ enum IngressBench {
         for (k, count) in serviceCounts.enumerated() {
             let oursNS = try lab.makeNamespace("a\(k)")
             let baseNS = try lab.makeNamespace("b\(k)")
+            let textNS = try lab.makeNamespace("t\(k)")
             let vips = services(count)
             let options = LoadBalancerOptions(tableName: "ovl_lb", portMatch: .address(IPv4Address(10, 99, 0, 1)), snat: IPv4Address(10, 99, 0, 1))
             let r0 = now()
-            let rendered = try LoadBalancerRuleset(options: options, vips: vips, ports: []).fullText
+            let ruleset = try LoadBalancerRuleset(options: options, vips: vips, ports: [])
+            let rendered = ruleset.fullJSON
             let render = now() - r0
             precondition(!rendered.isEmpty)
             let lb = LoadBalancer(namespace: oursNS, options: options)
@@ -151,9 +155,11 @@ enum IngressBench {
             let update = try lb.apply(vips: vips, ports: [])
             let ours = now() - t0
             precondition(update.full)
+            let asText = try nft(textNS, ruleset.fullText)
+            try? NetworkNamespace.delete(named: textNS.name)
             let text = baselineText(vips)
             let base = try nft(baseNS, text)
-            print("    \(pad(String(count), 8)) | \(pad(fmt(ours), 18)) | \(pad(fmt(render), 15)) | \(pad(fmt(base), 27)) | \(pad(String(format: "%.1fx", base / ours), 13))")
+            print("    \(pad(String(count), 8)) | \(pad(fmt(ours), 24)) | \(pad(fmt(render), 15)) | \(pad(fmt(asText), 22)) | \(pad(fmt(base), 27)) | \(pad(String(format: "%.1fx", base / ours), 13))")
             fflush(nil)
             if k == serviceCounts.count - 1 { largest = (oursNS, baseNS, vips, lb) }
             else {

@@ -5,7 +5,7 @@ import PacketFilter
 /// Applies rulesets in one network namespace, atomically (one nft transaction per apply).
 ///
 /// The first ``apply(vips:ports:)`` (and the first after a failure) replaces the balancer's table
-/// whole; later ones send only the commands for what changed (``LoadBalancerRuleset/commands(from:)``),
+/// whole, sent as one libnftables JSON document (``LoadBalancerRuleset/fullJSON``); later ones send only the commands for what changed (``LoadBalancerRuleset/commands(from:)``),
 /// unless the change is large (over 1,000 operations and over half the new table), which nft
 /// rebuilds faster. When the kernel
 /// refuses a diff, the balancer falls back to a full replace in the same call and says so
@@ -88,7 +88,7 @@ public final class LoadBalancer: @unchecked Sendable {
     /// Replaces the whole table with `next`; on failure forgets the state (the next apply is full).
     private func replace(with next: LoadBalancerRuleset, start: Double) throws(IngressError) -> Update {
         do {
-            try run(next.fullText)
+            try run(next.fullJSON, json: true)
         } catch {
             state = nil
             throw error
@@ -117,12 +117,14 @@ public final class LoadBalancer: @unchecked Sendable {
         return state
     }
 
-    /// Runs `text` as one nft transaction inside the namespace.
-    private func run(_ text: String) throws(IngressError) {
+    /// Runs `text` (nft text, or a libnftables JSON document when `json`) as one nft transaction
+    /// inside the namespace.
+    private func run(_ text: String, json: Bool = false) throws(IngressError) {
         do {
             try namespace.run {
                 let nft = try PacketFilter()
-                try nft.run(text)
+                // With JSON output set, libnftables 1.0.6 also parses its input as JSON.
+                try nft.run(text, json: json)
             }
         } catch let e as PacketFilterError {
             let code: IngressError.Code = e.code == .system ? .system : .rejected

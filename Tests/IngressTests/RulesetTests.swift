@@ -108,13 +108,23 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         #expect(text.components("chain vip_2 {") == 1)
         #expect(text.components("chain vip_3 {") == 1)
         #expect(text.components("chain tcp_1 {") == 1)
+        #expect(text.components("chain vs") == 3)
+        #expect(text.components("map vip_slot") == 3)
+        #expect(text.components("chain tcp_s") == 1)
+        #expect(!text.contains("udp_") && !text.contains("sctp_"))
+        #expect(text.contains("numgen random mod 3 vmap { 0 : goto vs0, 1 : goto vs1, 2 : goto vs2 }"))
         #expect(!text.contains("10.9.9.9"))
-        #expect(text.contains("10.1.1.1 . 2 : 10.2.9.3"))
-        #expect(text.contains("8080 . 0 : 10.0.0.3 . 80"))
+        #expect(text.contains("\n10.1.1.1 : 10.2.9.3\n"))
+        #expect(text.contains("\n8080 : 10.0.0.3\n") && text.contains("\n8080 : 80\n"))
+        let json = r.fullJSON
+        #expect(json.contains("[\"10.1.1.1\",\"10.2.9.3\"]"))
+        #expect(json.contains("[8080,\"10.0.0.3\"]") && json.contains("[8080,80]"))
+        #expect(!json.contains("10.9.9.9"))
+        #expect((try? JSONSerialization.jsonObject(with: Data(json.utf8))) != nil)
         #expect(text.contains("ct status dnat snat to 10.0.0.2"))
         #expect(text.contains("ip daddr 10.0.0.2 meta l4proto . th dport vmap @ports"))
         #expect(text.contains("meta l4proto { tcp, udp, sctp } ip daddr vmap @vips"))
-        #expect(r.fullCount == 2 /* chains vip_2, vip_3 */ + 1 /* tcp_1 */ + 3 * 3 + 4 + 2)
+        #expect(r.fullCount == 2 /* chains vip_2, vip_3 */ + 3 /* vs0-2 */ + 2 /* tcp_1, tcp_s0 */ + 3 * 3 + 4 + (1 + 2))
     }
 
     @Test func hostModeMatchesLocalAddressesInOutputTooAndHasNoSNAT() throws {
@@ -136,7 +146,7 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         let vip = after[17].vip
         let lines = text.split(separator: "\n")
         // The new backend takes the replaced one's slot: one delete, one add, nothing else.
-        #expect(lines == ["delete element ip ovl_lb vip_backends { \(vip) . 1 }", "add element ip ovl_lb vip_backends { \(vip) . 1 : 10.3.0.1 }"])
+        #expect(lines == ["delete element ip ovl_lb vip_slot1 { \(vip) }", "add element ip ovl_lb vip_slot1 { \(vip) : 10.3.0.1 }"])
         for other in before.indices where other != 17 {
             #expect(!text.contains("\(before[other].vip) "))
         }
@@ -150,9 +160,11 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         let grown = try LoadBalancerRuleset(options: lbOptions, vips: vips, ports: [])
         let up = grown.commands(from: old)
         #expect(up.contains("add chain ip ovl_lb vip_3\n"))
+        #expect(up.contains("add map ip ovl_lb vip_slot2 { type ipv4_addr : ipv4_addr; }\n"))
+        #expect(up.contains("add chain ip ovl_lb vs2\n"))
         #expect(up.contains("delete element ip ovl_lb vips { \(vips[0].vip) }"))
         #expect(up.contains("\(vips[0].vip) : jump vip_3"))
-        #expect(up.contains("\(vips[0].vip) . 2 : 10.3.0.1"))
+        #expect(up.contains("add element ip ovl_lb vip_slot2 { \(vips[0].vip) : 10.3.0.1 }"))
         #expect(!up.contains("delete chain"))
         #expect(!up.contains("\(vips[1].vip)"))
         vips[1].backends.append(ip("10.3.0.2"))
@@ -161,6 +173,7 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         let none = try LoadBalancerRuleset(options: lbOptions, vips: [], ports: [])
         let down = none.commands(from: both)
         #expect(down.contains("delete chain ip ovl_lb vip_3"))
+        #expect(down.contains("delete chain ip ovl_lb vs2") && down.contains("delete map ip ovl_lb vip_slot2"))
         #expect(!down.contains("add "))
     }
 
@@ -172,9 +185,10 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         // 10.0.0.5 moves from slot 4 into slot 1; slots 0, 2, 3 stay.
         #expect(new.aligned(to: old).vips[0].backends == [b[0], b[4], b[2], b[3]])
         let text = new.commands(from: old)
-        #expect(text.contains("vip_backends { 10.1.0.1 . 1, 10.1.0.1 . 4 }"))
-        #expect(text.contains("10.1.0.1 . 1 : 10.0.0.5"))
-        #expect(!text.contains(". 0 :") && !text.contains(". 2 :") && !text.contains(". 3 :"))
+        #expect(text.contains("delete element ip ovl_lb vip_slot1 { 10.1.0.1 }"))
+        #expect(text.contains("delete element ip ovl_lb vip_slot4 { 10.1.0.1 }"))
+        #expect(text.contains("add element ip ovl_lb vip_slot1 { 10.1.0.1 : 10.0.0.5 }"))
+        #expect(!text.contains("vip_slot0") && !text.contains("vip_slot2") && !text.contains("vip_slot3"))
     }
 
     @Test func alignmentKeepsEverySurvivingSlotItCan() throws {
@@ -210,8 +224,8 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
     }
 }
 
-/// Kernel checks of the text alone: the full text loads, every diff loads, and a table built by
-/// diffs equals one built from scratch.
+/// Kernel checks of the rendering alone: the full JSON and text load, every diff loads, and a table
+/// built by diffs equals one built from scratch (JSON), which equals one from the full text.
 @Suite(.serialized) struct RulesetInKernel {
     @Test func fullTextAndDiffsLoadAndDiffsReachTheSameTable() throws {
         let name = "ovlt-ing-" + String(UInt32.random(in: 0...0xFFFFF), radix: 16)
@@ -219,6 +233,8 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         defer { try? NetworkNamespace.delete(named: name + "a") }
         let b = try NetworkNamespace.create(named: name + "b")
         defer { try? NetworkNamespace.delete(named: name + "b") }
+        let c = try NetworkNamespace.create(named: name + "c")
+        defer { try? NetworkNamespace.delete(named: name + "c") }
 
         var vips = services(20, backends: 3)
         var ports = [
@@ -227,12 +243,16 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
             PortEntry(service: "diam", protocol: .sctp, port: 3868, targets: [LBTarget(ip("10.0.0.5"), port: 3869)]),
         ]
         var state = try LoadBalancerRuleset(options: lbOptions, vips: vips, ports: ports)
-        _ = try a.run { try PacketFilter().run(state.fullText) }
+        _ = try a.run { try PacketFilter().run(state.fullJSON, json: true) }
         // A sequence of changes: grow, shrink, replace, empty, delete, add.
         var rng = SystemRandomNumberGenerator()
-        for step in 0..<12 {
+        for step in 0..<14 {
             let i = Int.random(in: 0..<vips.count, using: &rng)
-            switch step % 6 {
+            switch step == 13 ? 6 : step % 6 {
+            case 6:
+                // Every service down to at most 2 backends: the slot maps and chains above go.
+                for j in vips.indices { vips[j].backends = Array(vips[j].backends.prefix(2)) }
+                ports[2].targets = Array(ports[2].targets.prefix(1))
             case 0: vips[i].backends.append(IPv4Address(0x0A04_0000 + UInt32(step)))
             case 1: vips[i].backends.removeFirst(min(2, vips[i].backends.count))
             case 2: vips[i].backends = [IPv4Address(0x0A05_0000 + UInt32(step)), IPv4Address(0x0A05_0100 + UInt32(step))]
@@ -248,13 +268,18 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
             _ = try a.run { try PacketFilter().run(text) }
             state = next.aligned(to: state)
         }
-        _ = try b.run { try PacketFilter().run(state.fullText) }
+        _ = try b.run { try PacketFilter().run(state.fullJSON, json: true) }
+        _ = try c.run { try PacketFilter().run(state.fullText) }
         let viaDiffs = try a.run { try PacketFilter().listTable(family: .ip, name: "ovl_lb") }
         let fromScratch = try b.run { try PacketFilter().listTable(family: .ip, name: "ovl_lb") }
-        let shapeA = tableShape(viaDiffs), shapeB = tableShape(fromScratch)
-        #expect(shapeA == shapeB, "diffs: \(shapeA.subtracting(shapeB)); scratch: \(shapeB.subtracting(shapeA))")
+        let fromText = try c.run { try PacketFilter().listTable(family: .ip, name: "ovl_lb") }
+        let shapeA = tableShape(viaDiffs), shapeB = tableShape(fromScratch), shapeC = tableShape(fromText)
+        #expect(shapeA == shapeB, "diffs: \(shapeA.subtracting(shapeB)); JSON: \(shapeB.subtracting(shapeA))")
+        #expect(shapeC == shapeB, "text: \(shapeC.subtracting(shapeB)); JSON: \(shapeB.subtracting(shapeC))")
         #expect(shapeA.count > 60)
-        #expect(shapeA.contains("sctp_targets: 3868 . 0 : 10.0.0.5 . 3869"))
+        #expect(shapeA.contains("sctp_addr0: 3868 : 10.0.0.5") && shapeA.contains("sctp_port0: 3868 : 3869"))
+        #expect(shapeA.contains("map vip_slot1") && !shapeA.contains("map vip_slot2") && !shapeA.contains("chain vs2"))
+        #expect(shapeA.contains("vip_2: numgen random mod 2 vmap { 0 : goto vs0, 1 : goto vs1 }"))
     }
 }
 

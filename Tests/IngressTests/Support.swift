@@ -174,21 +174,33 @@ extension String {
     var tag: String { String(split(separator: " ").first ?? "") }
 }
 
-/// The elements of every map in an `nft list table` text, as "map: key : value" strings, and the
-/// names of its chains: enough to compare two tables whatever order the kernel lists them in.
+/// The elements and types of every map in an `nft list table` text, as "map: key : value" strings,
+/// and the names and rules of its chains: enough to compare two tables whatever order the kernel lists them in.
 func tableShape(_ text: String) -> Set<String> {
     var result = Set<String>()
     var map: String?
+    var chain: String?
     var inElements = false
     for raw in text.split(separator: "\n") {
         let line = raw.trimmed(" \t")
         if line.hasPrefix("map ") {
             map = String(line.dropFirst(4).split(separator: " ").first ?? "")
+            chain = nil
+            result.insert("map " + map!)
             continue
         }
         if line.hasPrefix("chain ") {
-            result.insert("chain " + (line.dropFirst(6).split(separator: " ").first.map(String.init) ?? ""))
+            chain = line.dropFirst(6).split(separator: " ").first.map(String.init) ?? ""
+            result.insert("chain " + chain!)
             map = nil
+            continue
+        }
+        if let map, !inElements, line.hasPrefix("type") {
+            result.insert("\(map): \(line)")
+            continue
+        }
+        if let chain {
+            if !line.isEmpty && line != "}" { result.insert("\(chain): \(line)") }
             continue
         }
         var body = Substring(line)

@@ -133,7 +133,7 @@ private func ip(_ s: String) -> IPv4Address { IPv4Address(s)! }
         try balancer.apply(vips: [VIPEntry(service: "web", vip: Self.vip, backends: Self.backends)], ports: [])
         // Someone else deleted a map element behind our back: the diff's delete fails in the kernel.
         _ = try lab.host(2).namespace.run {
-            try PacketFilter().run("delete element ip ovl_lb vip_backends { \(Self.vip) . 0 }")
+            try PacketFilter().run("delete element ip ovl_lb vip_slot0 { \(Self.vip) }")
         }
         let update = try balancer.apply(vips: [VIPEntry(service: "web", vip: Self.vip, backends: [Self.backends[2]])], ports: [])
         #expect(update.full)
