@@ -67,11 +67,14 @@ public enum UserspaceDropReason: Int, CaseIterable, Sendable, CustomStringConver
     /// than TCP, headers that do not parse, segments larger than the MTU, checksum offsets
     /// outside the frame).
     case badOffload
+    /// RX (ESP in UDP): a datagram that is not ESP: the non-ESP marker (a zero SPI, RFC 3948
+    /// 2.2: IKE, which this datapath does not speak) or a NAT keep-alive (one 0xFF byte).
+    case nonESPMarker
 
     public var description: String { String(describing: Self.names[rawValue]) }
     static let names = ["noKeys", "sealFailed", "sendFailed", "noDestination", "arpUnanswered", "badFrame", "notESP",
                         "espTooShort", "espUnknownSPI", "espAuthFailed", "espReplayed", "espOutsideWindow", "espBadPadding",
-                        "notUDP", "wrongPort", "notVXLAN", "unknownVNI", "tapWriteFailed", "badOffload"]
+                        "notUDP", "wrongPort", "notVXLAN", "unknownVNI", "tapWriteFailed", "badOffload", "nonESPMarker"]
 }
 
 /// What the userspace datapath moved and dropped since it started (all tunnels).
@@ -234,6 +237,13 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     /// On unless the environment says `OVERLAY_TAP_OFFLOADS=0` (or `off`), or the kernel refused
     /// them for the first tunnel (then off, with a warning).
     public var tapOffloads: Bool { lock.withLock { useOffloads } }
+    /// How ESP goes on the underlay: bare ESP (default) or ESP in UDP (RFC 3948) with UDP GSO/GRO.
+    /// Both ends must agree. In UDP mode the container MTU must be 8 lower
+    /// (``ESPEncapsulation/containerMTU(underlayMTU:)``: 1416 on a 1500 underlay).
+    public let espEncapsulation: ESPEncapsulation
+    /// ESP in UDP: whether the kernel took `UDP_SEGMENT` (one send per run of equal-size ESP
+    /// packets) and `UDP_GRO` (coalesced receives); false before the first tunnel or in raw mode.
+    public var udpOffloads: (segmentation: Bool, receiveCoalescing: Bool) { lock.withLock { (udpGSO, udpGRO) } }
 
     let logger: Logger
     private let lock = NSLock()
@@ -247,6 +257,8 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     private var rxThread: WorkerThread?
     private var rxWake: WakePipe?
     private var useOffloads: Bool
+    private var udpGSO = false
+    private var udpGRO = false
 
     let opener = ESPOpener()
     let txKeys = Mutex(TxKeys())
@@ -255,9 +267,23 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
 
     /// Makes a userspace datapath working in `host`; `nodeTag` is the driver's short node tag.
     /// Nothing is opened until the first tunnel.
-    /// `tapOffloads` nil takes the environment's `OVERLAY_TAP_OFFLOADS` (default on).
-    public init(host: NetlinkSocket, nodeTag: String, tapOffloads: Bool? = nil,
+    /// `tapOffloads` nil takes the environment's `OVERLAY_TAP_OFFLOADS` (default on);
+    /// `espEncapsulation` nil takes `OVERLAY_ESP_ENCAP` (`esp`, `udp` or `udp:<port>`; default
+    /// bare ESP, and bare ESP with a warning when the value does not parse).
+    public init(host: NetlinkSocket, nodeTag: String, tapOffloads: Bool? = nil, espEncapsulation: ESPEncapsulation? = nil,
                 logger: Logger = Logger(label: "overlay-userspace-datapath")) {
+        if let espEncapsulation {
+            self.espEncapsulation = espEncapsulation
+        } else if let v = ProcessInfo.processInfo.environment["OVERLAY_ESP_ENCAP"] {
+            if let e = ESPEncapsulation(v) {
+                self.espEncapsulation = e
+            } else {
+                self.espEncapsulation = .raw
+                logger.warning("OVERLAY_ESP_ENCAP is not esp, udp or udp:<port>; using bare ESP", metadata: ["value": "\(v)"])
+            }
+        } else {
+            self.espEncapsulation = .raw
+        }
         if let tapOffloads {
             useOffloads = tapOffloads
         } else {
@@ -349,7 +375,8 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
             guard let wake = WakePipe() else { throw OverlayDriverError(.kernel, "cannot make a pipe for the TX thread of VNI \(tunnel.vni) (errno \(errno))") }
             let t = UserspaceTunnel(spec: tunnel, tap: tap, tapFD: fd, wake: wake, tableName: name)
             let rawFD = self.rawFD
-            guard let thread = WorkerThread(name: "ovl-tx-\(tunnel.vni.value)", { [self] in runTX(t, rawFD: rawFD) }) else {
+            let gso = udpGSO
+            guard let thread = WorkerThread(name: "ovl-tx-\(tunnel.vni.value)", { [self] in runTX(t, rawFD: rawFD, gso: gso) }) else {
                 throw OverlayDriverError(.kernel, "cannot start the TX thread of VNI \(tunnel.vni)")
             }
             t.thread = thread
@@ -619,10 +646,17 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         }
         let fd: Int32
         do {
+            let encap = espEncapsulation
             fd = try host.namespace.run { () -> Int32 in
-                let s = socket(AF_INET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(ESP.ipProtocol))
-                guard s >= 0 else { return -errno }
+                let s: Int32
                 var addr = sockaddr_in()
+                if case .udp(let port) = encap {
+                    s = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+                    addr.sin_port = port.bigEndian
+                } else {
+                    s = socket(AF_INET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(ESP.ipProtocol))
+                }
+                guard s >= 0 else { return -errno }
                 addr.sin_family = sa_family_t(AF_INET)
                 addr.sin_addr.s_addr = local.value.bigEndian
                 let rc = withUnsafePointer(to: &addr) {
@@ -641,6 +675,19 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         } catch {
             throw OverlayDriverError(.kernel, "cannot open the raw ESP socket in the host namespace: \(error)")
         }
+        if case .udp(let port) = espEncapsulation, fd < 0 {
+            throw OverlayDriverError(.kernel, "cannot open the ESP-in-UDP socket on \(local):\(port) in the host namespace: \(String(cString: strerror(-fd))) (another process may hold the port; choose another with .udp(port:) on both hosts)")
+        }
+        if case .udp = espEncapsulation {
+            // A zero gso_size as the socket default: accepted only where UDP GSO exists.
+            var zero: Int32 = 0
+            udpGSO = setsockopt(fd, UDPOffload.solUDP, UDPOffload.segment, &zero, socklen_t(MemoryLayout<Int32>.size)) == 0
+            var one: Int32 = 1
+            udpGRO = setsockopt(fd, UDPOffload.solUDP, UDPOffload.gro, &one, socklen_t(MemoryLayout<Int32>.size)) == 0
+            if !udpGSO || !udpGRO {
+                logger.warning("ESP in UDP without kernel offloads: packets go one by one", metadata: ["gso": "\(udpGSO)", "gro": "\(udpGRO)"])
+            }
+        }
         guard fd >= 0 else {
             throw OverlayDriverError(.kernel, "cannot open a raw ESP (IP protocol 50) socket on \(local) in the host namespace: \(String(cString: strerror(-fd))) (the userspace datapath needs CAP_NET_RAW and the address on a host interface)")
         }
@@ -648,7 +695,7 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
             close(fd)
             throw OverlayDriverError(.kernel, "cannot make a pipe for the RX thread (errno \(errno))")
         }
-        guard let thread = WorkerThread(name: "ovl-esp-rx", { [self] in runRX(rawFD: fd, wake: wake, port: port) }) else {
+        guard let thread = WorkerThread(name: "ovl-esp-rx", { [self] in runRX(rawFD: fd, wake: wake, port: port, udp: espEncapsulation != .raw) }) else {
             close(fd)
             throw OverlayDriverError(.kernel, "cannot start the ESP receive thread")
         }
@@ -665,6 +712,8 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         rxWake = nil
         close(rawFD)
         rawFD = -1
+        udpGSO = false
+        udpGRO = false
     }
 
     /// Stops every tunnel's thread and the receiver (what the driver's shutdown does through
