@@ -208,8 +208,9 @@ struct SAKey: Hashable {
 /// The userspace datapath for encrypted networks, on kernels without ESP/GCM: per tunnel a TAP
 /// device in the sandbox (made in the host namespace, moved and renamed like the kernel's VXLAN
 /// device) whose frames are VXLAN-encapsulated, sealed as ESP (transport mode, AES-GCM, Docker's
-/// SAs) and sent on one raw IP-protocol-50 socket in the host namespace; one receive thread opens
-/// ESP, checks UDP port and VNI and writes the inner frame to its tunnel's TAP.
+/// SAs) and sent on one raw IP-protocol-50 socket in the host namespace (or, with
+/// ``espEncapsulation`` `.udp`, one UDP socket: ESP in UDP, RFC 3948, with UDP GSO/GRO); one
+/// receive thread opens ESP, checks UDP port and VNI and writes the inner frame to its tunnel's TAP.
 ///
 /// Fail closed: without keys nothing is sent (counted, logged once per change, and reported by
 /// ``encryptionStatus(vni:)``). Cleartext VXLAN for an encrypted VNI arriving on the data-path
@@ -575,7 +576,7 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         lock.withLock { tunnels.keys.sorted().compactMap { try? VNI($0) } }
     }
 
-    /// Whether the receive thread and raw ESP socket exist (they do while any tunnel does).
+    /// Whether the receive thread and the ESP socket (raw or UDP) exist (they do while any tunnel does).
     public var isReceiving: Bool { lock.withLock { rawFD >= 0 } }
 
     // MARK: Internals (under lock)
