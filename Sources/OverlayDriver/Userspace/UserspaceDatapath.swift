@@ -307,6 +307,17 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
 
     // MARK: Datapath
 
+    /// The MTU of the host-namespace link holding `local`, or nil when none does.
+    private func underlayMTU(of local: IPv4Address) -> UInt32? {
+        guard let links = try? host.links() else { return nil }
+        for link in links {
+            if let addrs = try? host.addresses(on: link.name, family: .v4), addrs.contains(where: { $0.address == .v4(local) }) {
+                return link.mtu
+            }
+        }
+        return nil
+    }
+
     /// Deletes TAP links and nftables tables in the host namespace that carry this node's prefixes.
     public func removeStale() throws(OverlayDriverError) -> [String] {
         let links = try kernel("list links in the host namespace") { () throws(NetlinkError) in try host.links() }
@@ -339,6 +350,12 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         defer { lock.unlock() }
         guard tunnels[tunnel.vni.value] == nil else {
             throw OverlayDriverError(.duplicateVNI, "the userspace datapath already has a tunnel for VNI \(tunnel.vni)")
+        }
+        if espEncapsulation != .raw, let underlay = underlayMTU(of: local) {
+            let most = espEncapsulation.containerMTU(underlayMTU: underlay)
+            guard tunnel.mtu <= most else {
+                throw OverlayDriverError(.invalidMTU, "encrypted network on VNI \(tunnel.vni): MTU \(tunnel.mtu) is too large for ESP in UDP on a \(underlay)-byte underlay (UDP adds 8 bytes); give the network an MTU of at most \(most)")
+            }
         }
         if localVTEP == nil { localVTEP = local.value }
         try startReceiver(local: local, port: tunnel.port)
