@@ -7,7 +7,8 @@ import OverlayTestKit
 
 // The encrypted network benchmark: iperf3 TCP (one stream) between two lab hosts' containers, side
 // by side in one run over (1) the underlay veth, (2) a plain overlay network (kernel VXLAN) and
-// (3) an encrypted overlay network (the userspace ESP datapath), with the whole machine's CPU time
+// (3) an encrypted overlay network (the userspace ESP datapath, bare ESP) and (4) the same over
+// ESP in UDP (RFC 3948, UDP GSO/GRO; a second lab, its drivers' datapath in UDP mode), with the whole machine's CPU time
 // per Gbit moved on each path (from /proc/stat: every process, softirqs included).
 
 /// Busy and total jiffies of all CPUs.
@@ -56,12 +57,18 @@ func runEncryptedBenchmark(seconds: Int, rounds: Int) throws {
     }
     let stateRoot = "/run/ovlb-enc-state"
     try? FileManager.default.removeItem(atPath: stateRoot)
+    let udpStateRoot = "/run/ovlb-encu-state"
+    try? FileManager.default.removeItem(atPath: udpStateRoot)
     let lab = try Lab.create(name: "ovlb-enc", hosts: 2)
     var drivers: [OverlayDriver] = []
+    var udpLab: Lab?
+    var udpDrivers: [OverlayDriver] = []
     defer {
-        for d in drivers { d.shutdown() }
+        for d in drivers + udpDrivers { d.shutdown() }
         lab.destroy()
+        udpLab?.destroy()
         try? FileManager.default.removeItem(atPath: stateRoot)
+        try? FileManager.default.removeItem(atPath: udpStateRoot)
     }
     let ring = try IPsecKeyring(keys: [IPsecKey.random(tag: 1), IPsecKey.random(tag: 2), IPsecKey.random(tag: 3)])
     var sec: [(NetworkNamespace, OverlayEndpoint)] = []
@@ -87,10 +94,32 @@ func runEncryptedBenchmark(seconds: Int, rounds: Int) throws {
         try d.addPeer(sec[j].1.peer, network: "sec")
         try d.addPeer(plain[j].1.peer, network: "plain")
     }
+    // ESP in UDP: a second lab whose drivers' userspace datapath encapsulates in UDP (MTU 8 lower).
+    let ulab = try Lab.create(name: "ovlb-encu", hosts: 2)
+    udpLab = ulab
+    var usec: [(NetworkNamespace, OverlayEndpoint)] = []
+    for (i, h) in ulab.hosts.enumerated() {
+        let tag = String(h.name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(6))
+        let dp = UserspaceDatapath(host: try NetlinkSocket(namespace: h.namespace), nodeTag: tag, espEncapsulation: .udp)
+        let d = try OverlayDriver(configuration: OverlayDriverConfiguration(
+            nodeID: h.name, stateDirectory: "\(udpStateRoot)/\(h.name)", hostNamespacePath: h.namespace.path,
+            dataPathAddress: .v4(h.address)), datapath: dp)
+        udpDrivers.append(d)
+        d.setIPsecKeys(ring)
+        try d.createNetwork(OverlayNetworkSpec(name: "sec", subnet: "10.72.0.0/24", vni: 7003,
+                                               mtu: ESPEncapsulation.udp.containerMTU(underlayMTU: 1500), encrypted: true))
+        let ns = try ulab.makeNamespace("usec\(i + 1)")
+        try NetlinkSocket(namespace: ns).setUp("lo")
+        usec.append((ns, try d.attach(EndpointSpec(id: "usec\(i + 1)", network: "sec", namespace: .path(ns.path!),
+                                                   address: IPAddress("10.72.0.\(i + 2)")!))))
+    }
+    try udpDrivers[0].addPeer(usec[1].1.peer, network: "sec")
+    try udpDrivers[1].addPeer(usec[0].1.peer, network: "sec")
     let paths: [(String, String, String, String)] = [
         ("underlay veth", lab.hosts[0].namespace.path!, lab.hosts[1].namespace.path!, lab.hosts[1].address.description),
         ("plain overlay (kernel VXLAN)", plain[0].0.path!, plain[1].0.path!, plain[1].1.address.description),
         ("encrypted overlay (userspace ESP)", sec[0].0.path!, sec[1].0.path!, sec[1].1.address.description),
+        ("encrypted, ESP in UDP (GSO/GRO)", usec[0].0.path!, usec[1].0.path!, usec[1].1.address.description),
     ]
     for p in paths {   // ARP and caches
         let r = try Command.run(["nsenter", "--net=\(p.1)", "--", "ping", "-c", "3", "-i", "0.2", "-W", "2", p.3], timeout: 20)
@@ -114,8 +143,11 @@ func runEncryptedBenchmark(seconds: Int, rounds: Int) throws {
         let name = r.name.padding(toLength: 36, withPad: " ", startingAt: 0)
         print("  " + name + String(format: "%6.2f Gbit/s   %5.2f CPU-s/Gbit   %5d retransmits", r.bps / 1e9, r.cpuSecondsPerGbit, r.retransmits))
     }
-    let plainBps = results[1].bps, encBps = results[2].bps
+    let plainBps = results[1].bps, encBps = results[2].bps, udpBps = results[3].bps
     print(String(format: "  encrypted / plain overlay: %.0f%%   encrypted / underlay: %.0f%%", encBps / plainBps * 100, encBps / results[0].bps * 100))
+    print(String(format: "  ESP in UDP / plain overlay: %.0f%%   ESP in UDP / underlay: %.0f%%", udpBps / plainBps * 100, udpBps / results[0].bps * 100))
     let c = drivers[0].userspaceDatapath.counters
     print("  h1 userspace datapath: \(c)")
+    let u = udpDrivers[0].userspaceDatapath
+    print("  h1 ESP-in-UDP datapath (offloads \(u.udpOffloads)): \(u.counters)")
 }

@@ -67,11 +67,14 @@ public enum UserspaceDropReason: Int, CaseIterable, Sendable, CustomStringConver
     /// than TCP, headers that do not parse, segments larger than the MTU, checksum offsets
     /// outside the frame).
     case badOffload
+    /// RX (ESP in UDP): a datagram that is not ESP: the non-ESP marker (a zero SPI, RFC 3948
+    /// 2.2: IKE, which this datapath does not speak) or a NAT keep-alive (one 0xFF byte).
+    case nonESPMarker
 
     public var description: String { String(describing: Self.names[rawValue]) }
     static let names = ["noKeys", "sealFailed", "sendFailed", "noDestination", "arpUnanswered", "badFrame", "notESP",
                         "espTooShort", "espUnknownSPI", "espAuthFailed", "espReplayed", "espOutsideWindow", "espBadPadding",
-                        "notUDP", "wrongPort", "notVXLAN", "unknownVNI", "tapWriteFailed", "badOffload"]
+                        "notUDP", "wrongPort", "notVXLAN", "unknownVNI", "tapWriteFailed", "badOffload", "nonESPMarker"]
 }
 
 /// What the userspace datapath moved and dropped since it started (all tunnels).
@@ -205,8 +208,9 @@ struct SAKey: Hashable {
 /// The userspace datapath for encrypted networks, on kernels without ESP/GCM: per tunnel a TAP
 /// device in the sandbox (made in the host namespace, moved and renamed like the kernel's VXLAN
 /// device) whose frames are VXLAN-encapsulated, sealed as ESP (transport mode, AES-GCM, Docker's
-/// SAs) and sent on one raw IP-protocol-50 socket in the host namespace; one receive thread opens
-/// ESP, checks UDP port and VNI and writes the inner frame to its tunnel's TAP.
+/// SAs) and sent on one raw IP-protocol-50 socket in the host namespace (or, with
+/// ``espEncapsulation`` `.udp`, one UDP socket: ESP in UDP, RFC 3948, with UDP GSO/GRO); one
+/// receive thread opens ESP, checks UDP port and VNI and writes the inner frame to its tunnel's TAP.
 ///
 /// Fail closed: without keys nothing is sent (counted, logged once per change, and reported by
 /// ``encryptionStatus(vni:)``). Cleartext VXLAN for an encrypted VNI arriving on the data-path
@@ -234,6 +238,13 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     /// On unless the environment says `OVERLAY_TAP_OFFLOADS=0` (or `off`), or the kernel refused
     /// them for the first tunnel (then off, with a warning).
     public var tapOffloads: Bool { lock.withLock { useOffloads } }
+    /// How ESP goes on the underlay: bare ESP (default) or ESP in UDP (RFC 3948) with UDP GSO/GRO.
+    /// Both ends must agree. In UDP mode the container MTU must be 8 lower
+    /// (``ESPEncapsulation/containerMTU(underlayMTU:)``: 1416 on a 1500 underlay).
+    public let espEncapsulation: ESPEncapsulation
+    /// ESP in UDP: whether the kernel took `UDP_SEGMENT` (one send per run of equal-size ESP
+    /// packets) and `UDP_GRO` (coalesced receives); false before the first tunnel or in raw mode.
+    public var udpOffloads: (segmentation: Bool, receiveCoalescing: Bool) { lock.withLock { (udpGSO, udpGRO) } }
 
     let logger: Logger
     private let lock = NSLock()
@@ -247,6 +258,8 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     private var rxThread: WorkerThread?
     private var rxWake: WakePipe?
     private var useOffloads: Bool
+    private var udpGSO = false
+    private var udpGRO = false
 
     let opener = ESPOpener()
     let txKeys = Mutex(TxKeys())
@@ -255,9 +268,23 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
 
     /// Makes a userspace datapath working in `host`; `nodeTag` is the driver's short node tag.
     /// Nothing is opened until the first tunnel.
-    /// `tapOffloads` nil takes the environment's `OVERLAY_TAP_OFFLOADS` (default on).
-    public init(host: NetlinkSocket, nodeTag: String, tapOffloads: Bool? = nil,
+    /// `tapOffloads` nil takes the environment's `OVERLAY_TAP_OFFLOADS` (default on);
+    /// `espEncapsulation` nil takes `OVERLAY_ESP_ENCAP` (`esp`, `udp` or `udp:<port>`; default
+    /// bare ESP, and bare ESP with a warning when the value does not parse).
+    public init(host: NetlinkSocket, nodeTag: String, tapOffloads: Bool? = nil, espEncapsulation: ESPEncapsulation? = nil,
                 logger: Logger = Logger(label: "overlay-userspace-datapath")) {
+        if let espEncapsulation {
+            self.espEncapsulation = espEncapsulation
+        } else if let v = ProcessInfo.processInfo.environment["OVERLAY_ESP_ENCAP"] {
+            if let e = ESPEncapsulation(v) {
+                self.espEncapsulation = e
+            } else {
+                self.espEncapsulation = .raw
+                logger.warning("OVERLAY_ESP_ENCAP is not esp, udp or udp:<port>; using bare ESP", metadata: ["value": "\(v)"])
+            }
+        } else {
+            self.espEncapsulation = .raw
+        }
         if let tapOffloads {
             useOffloads = tapOffloads
         } else {
@@ -279,6 +306,17 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     func tableName(_ vni: VNI) -> String { tablePrefix + String(vni.value) }
 
     // MARK: Datapath
+
+    /// The MTU of the host-namespace link holding `local`, or nil when none does.
+    private func underlayMTU(of local: IPv4Address) -> UInt32? {
+        guard let links = try? host.links() else { return nil }
+        for link in links {
+            if let addrs = try? host.addresses(on: link.name, family: .v4), addrs.contains(where: { $0.address == .v4(local) }) {
+                return link.mtu
+            }
+        }
+        return nil
+    }
 
     /// Deletes TAP links and nftables tables in the host namespace that carry this node's prefixes.
     public func removeStale() throws(OverlayDriverError) -> [String] {
@@ -312,6 +350,12 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         defer { lock.unlock() }
         guard tunnels[tunnel.vni.value] == nil else {
             throw OverlayDriverError(.duplicateVNI, "the userspace datapath already has a tunnel for VNI \(tunnel.vni)")
+        }
+        if espEncapsulation != .raw, let underlay = underlayMTU(of: local) {
+            let most = espEncapsulation.containerMTU(underlayMTU: underlay)
+            guard tunnel.mtu <= most else {
+                throw OverlayDriverError(.invalidMTU, "encrypted network on VNI \(tunnel.vni): MTU \(tunnel.mtu) is too large for ESP in UDP on a \(underlay)-byte underlay (UDP adds 8 bytes); give the network an MTU of at most \(most)")
+            }
         }
         if localVTEP == nil { localVTEP = local.value }
         try startReceiver(local: local, port: tunnel.port)
@@ -349,7 +393,8 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
             guard let wake = WakePipe() else { throw OverlayDriverError(.kernel, "cannot make a pipe for the TX thread of VNI \(tunnel.vni) (errno \(errno))") }
             let t = UserspaceTunnel(spec: tunnel, tap: tap, tapFD: fd, wake: wake, tableName: name)
             let rawFD = self.rawFD
-            guard let thread = WorkerThread(name: "ovl-tx-\(tunnel.vni.value)", { [self] in runTX(t, rawFD: rawFD) }) else {
+            let gso = udpGSO
+            guard let thread = WorkerThread(name: "ovl-tx-\(tunnel.vni.value)", { [self] in runTX(t, rawFD: rawFD, gso: gso) }) else {
                 throw OverlayDriverError(.kernel, "cannot start the TX thread of VNI \(tunnel.vni)")
             }
             t.thread = thread
@@ -548,7 +593,7 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         lock.withLock { tunnels.keys.sorted().compactMap { try? VNI($0) } }
     }
 
-    /// Whether the receive thread and raw ESP socket exist (they do while any tunnel does).
+    /// Whether the receive thread and the ESP socket (raw or UDP) exist (they do while any tunnel does).
     public var isReceiving: Bool { lock.withLock { rawFD >= 0 } }
 
     // MARK: Internals (under lock)
@@ -619,10 +664,17 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         }
         let fd: Int32
         do {
+            let encap = espEncapsulation
             fd = try host.namespace.run { () -> Int32 in
-                let s = socket(AF_INET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(ESP.ipProtocol))
-                guard s >= 0 else { return -errno }
+                let s: Int32
                 var addr = sockaddr_in()
+                if case .udp(let port) = encap {
+                    s = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+                    addr.sin_port = port.bigEndian
+                } else {
+                    s = socket(AF_INET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(ESP.ipProtocol))
+                }
+                guard s >= 0 else { return -errno }
                 addr.sin_family = sa_family_t(AF_INET)
                 addr.sin_addr.s_addr = local.value.bigEndian
                 let rc = withUnsafePointer(to: &addr) {
@@ -641,6 +693,19 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         } catch {
             throw OverlayDriverError(.kernel, "cannot open the raw ESP socket in the host namespace: \(error)")
         }
+        if case .udp(let port) = espEncapsulation, fd < 0 {
+            throw OverlayDriverError(.kernel, "cannot open the ESP-in-UDP socket on \(local):\(port) in the host namespace: \(String(cString: strerror(-fd))) (another process may hold the port; choose another with .udp(port:) on both hosts)")
+        }
+        if case .udp = espEncapsulation {
+            // A zero gso_size as the socket default: accepted only where UDP GSO exists.
+            var zero: Int32 = 0
+            udpGSO = setsockopt(fd, UDPOffload.solUDP, UDPOffload.segment, &zero, socklen_t(MemoryLayout<Int32>.size)) == 0
+            var one: Int32 = 1
+            udpGRO = setsockopt(fd, UDPOffload.solUDP, UDPOffload.gro, &one, socklen_t(MemoryLayout<Int32>.size)) == 0
+            if !udpGSO || !udpGRO {
+                logger.warning("ESP in UDP without kernel offloads: packets go one by one", metadata: ["gso": "\(udpGSO)", "gro": "\(udpGRO)"])
+            }
+        }
         guard fd >= 0 else {
             throw OverlayDriverError(.kernel, "cannot open a raw ESP (IP protocol 50) socket on \(local) in the host namespace: \(String(cString: strerror(-fd))) (the userspace datapath needs CAP_NET_RAW and the address on a host interface)")
         }
@@ -648,7 +713,7 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
             close(fd)
             throw OverlayDriverError(.kernel, "cannot make a pipe for the RX thread (errno \(errno))")
         }
-        guard let thread = WorkerThread(name: "ovl-esp-rx", { [self] in runRX(rawFD: fd, wake: wake, port: port) }) else {
+        guard let thread = WorkerThread(name: "ovl-esp-rx", { [self] in runRX(rawFD: fd, wake: wake, port: port, udp: espEncapsulation != .raw) }) else {
             close(fd)
             throw OverlayDriverError(.kernel, "cannot start the ESP receive thread")
         }
@@ -665,6 +730,8 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         rxWake = nil
         close(rawFD)
         rawFD = -1
+        udpGSO = false
+        udpGRO = false
     }
 
     /// Stops every tunnel's thread and the receiver (what the driver's shutdown does through

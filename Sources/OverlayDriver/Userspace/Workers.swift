@@ -20,11 +20,18 @@ extension UserspaceDatapath {
     static let txReadBufferSize = 160 * 1024
 
     /// TX: TAP frames -> (TSO super-frames segmented, partial checksums completed) -> VXLAN ->
-    /// ESP -> raw socket, until the tunnel's wake pipe fires.
-    func runTX(_ t: UserspaceTunnel, rawFD: Int32) {
+    /// ESP -> raw socket (or UDP socket), until the tunnel's wake pipe fires.
+    ///
+    /// Sealed packets lie back to back in one arena. With ESP in UDP and `gso`, a run of
+    /// equal-size packets to one VTEP (a super-frame's segments; only the run's last may be
+    /// shorter) becomes one message with a `UDP_SEGMENT` cmsg, which the kernel cuts into datagrams.
+    func runTX(_ t: UserspaceTunnel, rawFD: Int32, gso: Bool) {
         let cap = Self.batch
         let slotSize = Self.txSlotSize(mtu: t.spec.mtu)
-        let buf = UnsafeMutableRawPointer.allocate(byteCount: cap * slotSize, alignment: 64)
+        let arenaSize = cap * slotSize
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: arenaSize, alignment: 64)
+        let control = UnsafeMutableRawPointer.allocate(byteCount: cap * UDPOffload.segmentCmsgSpace, alignment: 8)
+        let packets = UnsafeMutablePointer<Int>.allocate(capacity: cap)
         let rbuf = UnsafeMutableRawPointer.allocate(byteCount: Self.txReadBufferSize, alignment: 64)
         let iov = UnsafeMutablePointer<iovec>.allocate(capacity: cap)
         let msgs = UnsafeMutablePointer<MMsgHdr>.allocate(capacity: cap)
@@ -32,10 +39,14 @@ extension UserspaceDatapath {
         let pfds = UnsafeMutablePointer<pollfd>.allocate(capacity: 2)
         defer {
             buf.deallocate(); rbuf.deallocate(); iov.deallocate(); msgs.deallocate(); addrs.deallocate(); pfds.deallocate()
+            control.deallocate(); packets.deallocate()
         }
+        var udpPort: UInt16 = 0
+        if case .udp(let p) = espEncapsulation { udpPort = p }
         for i in 0..<cap {
             addrs[i] = sockaddr_in()
             addrs[i].sin_family = sa_family_t(AF_INET)
+            addrs[i].sin_port = udpPort.bigEndian
             msgs[i] = MMsgHdr()
             msgs[i].hdr.msg_name = UnsafeMutableRawPointer(addrs + i)
             msgs[i].hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -67,6 +78,9 @@ extension UserspaceDatapath {
             let tables = t.tables.withLock { $0 }
             let keys = txKeys.withLock { $0 }
             var out = 0
+            var cursor = 0
+            // The open GSO run (the message out - 1): its segment size, packets, bytes and VTEP.
+            var runOpen = false, runSize = 0, runBytes = 0, runVTEP: UInt32 = 0
             var noKeysSeen = false
             var sealError: String?
 
@@ -76,13 +90,21 @@ extension UserspaceDatapath {
                     let r = send(rawFD, UnsafeMutableRawPointer(msgs + sent), UInt32(out - sent), 0)
                     if r < 0 {
                         if errno == EINTR { continue }
-                        local[CounterBlock.dropBase + UserspaceDropReason.sendFailed.rawValue] &+= 1
+                        local[CounterBlock.dropBase + UserspaceDropReason.sendFailed.rawValue] &+= UInt64(packets[sent])
                         sent += 1
                         continue
                     }
                     sent += Int(r)
                 }
                 out = 0
+                cursor = 0
+                runOpen = false
+            }
+
+            /// The next packet's slot in the arena (flushing first when it is full).
+            func nextSlot() -> UnsafeMutableRawPointer {
+                if out == cap || cursor + slotSize > arenaSize { flush() }
+                return buf + cursor
             }
 
             /// Encapsulates and seals the frame at `slot + frameOffset` for `vtep` into send slot `out`.
@@ -108,9 +130,29 @@ extension UserspaceDatapath {
                     local[CounterBlock.dropBase + UserspaceDropReason.sealFailed.rawValue] &+= 1
                     return
                 }
-                iov[out] = iovec(iov_base: slot, iov_len: total)
-                addrs[out].sin_addr.s_addr = vtep.bigEndian
-                out += 1
+                if runOpen, vtep == runVTEP, total <= runSize, packets[out - 1] < UDPOffload.maxSegments,
+                   runBytes + total <= UDPOffload.maxPayload {
+                    // Joins the run: the kernel cuts the message every `runSize` bytes.
+                    iov[out - 1].iov_len += total
+                    runBytes += total
+                    packets[out - 1] += 1
+                    if packets[out - 1] == 2 {
+                        let c = control + (out - 1) * UDPOffload.segmentCmsgSpace
+                        UDPOffload.storeSegmentCmsg(runSize, c)
+                        msgs[out - 1].hdr.msg_control = c
+                        msgs[out - 1].hdr.msg_controllen = UDPOffload.segmentCmsgSpace
+                    }
+                    if total < runSize { runOpen = false }
+                } else {
+                    iov[out] = iovec(iov_base: slot, iov_len: total)
+                    addrs[out].sin_addr.s_addr = vtep.bigEndian
+                    msgs[out].hdr.msg_control = nil
+                    msgs[out].hdr.msg_controllen = 0
+                    packets[out] = 1
+                    out += 1
+                    if gso { runOpen = true; runSize = total; runBytes = total; runVTEP = vtep }
+                }
+                cursor += total
                 local[CounterBlock.txFrames] &+= 1
                 local[CounterBlock.txBytes] &+= UInt64(frameLen)
             }
@@ -187,10 +229,9 @@ extension UserspaceDatapath {
                 case .segments(let layout, let mss, let segments):
                     // A TSO super-frame: cut into MSS-sized segments, each sealed on its own.
                     local[CounterBlock.txSuperFrames] &+= 1
-                    for i in 0..<segments {
-                        for d in 0..<destinations {
-                            if out == cap { flush() }
-                            let slot = buf + out * slotSize
+                    for d in 0..<destinations {
+                        for i in 0..<segments {
+                            let slot = nextSlot()
                             let segLen = TCPSegmentation.writeSegment(i, of: frame, length: len, layout: layout, mss: mss,
                                                                       to: slot + Self.frameOffset)
                             prepare(slot, segLen, destinations == 1 ? single : tables.flood[d], flow)
@@ -201,8 +242,7 @@ extension UserspaceDatapath {
                     break
                 }
                 for d in 0..<destinations {
-                    if out == cap { flush() }
-                    let slot = buf + out * slotSize
+                    let slot = nextSlot()
                     (slot + Self.frameOffset).copyMemory(from: frame, byteCount: len)
                     prepare(slot, len, destinations == 1 ? single : tables.flood[d], flow)
                 }
@@ -243,15 +283,18 @@ extension UserspaceDatapath {
         return UInt16(32768 + h % 28232)
     }
 
-    /// RX: raw ESP socket -> open -> UDP/VXLAN checks -> the VNI's TAP, until `wake` fires.
-    func runRX(rawFD: Int32, wake: WakePipe, port: UInt16) {
+    /// RX: raw ESP socket (or, with `udp`, the ESP-in-UDP socket, whose coalesced `UDP_GRO`
+    /// buffers are cut at the cmsg's segment size) -> open -> UDP/VXLAN checks -> the VNI's TAP,
+    /// until `wake` fires.
+    func runRX(rawFD: Int32, wake: WakePipe, port: UInt16, udp: Bool) {
         let cap = Self.batch
-        let slotSize = 16384
+        let slotSize = udp ? 65536 : 16384
         let buf = UnsafeMutableRawPointer.allocate(byteCount: cap * slotSize, alignment: 64)
+        let control = UnsafeMutableRawPointer.allocate(byteCount: cap * UDPOffload.rxControlSize, alignment: 8)
         let iov = UnsafeMutablePointer<iovec>.allocate(capacity: cap)
         let msgs = UnsafeMutablePointer<MMsgHdr>.allocate(capacity: cap)
         let pfds = UnsafeMutablePointer<pollfd>.allocate(capacity: 2)
-        defer { buf.deallocate(); iov.deallocate(); msgs.deallocate(); pfds.deallocate() }
+        defer { buf.deallocate(); control.deallocate(); iov.deallocate(); msgs.deallocate(); pfds.deallocate() }
         for i in 0..<cap {
             iov[i] = iovec(iov_base: buf + i * slotSize, iov_len: slotSize)
             msgs[i] = MMsgHdr()
@@ -272,24 +315,22 @@ extension UserspaceDatapath {
                 break
             }
             if pfds[1].revents != 0 { break }
+            if udp {
+                for i in 0..<cap {
+                    msgs[i].hdr.msg_control = control + i * UDPOffload.rxControlSize
+                    msgs[i].hdr.msg_controllen = UDPOffload.rxControlSize
+                }
+            }
             let n = recv(rawFD, UnsafeMutableRawPointer(msgs), UInt32(cap), Int32(MSG_DONTWAIT), nil)
             if n <= 0 { continue }
             do {
                 let tunnels = rxTunnels.withLock { $0 }
-                for i in 0..<Int(n) {
-                    let p = buf + i * slotSize
-                    let got = Int(msgs[i].len)
-                    guard got >= 20, msgs[i].hdr.msg_flags & Int32(MSG_TRUNC) == 0 else { drop(.notESP); continue }
-                    let vihl = p.load(as: UInt8.self)
-                    let ihl = Int(vihl & 0xF) * 4
-                    let total = Int(loadBE16(p, 2))
-                    guard vihl >> 4 == 4, ihl >= 20, total <= got, total > ihl + ESP.headerLength,
-                          p.load(fromByteOffset: 9, as: UInt8.self) == ESP.ipProtocol
-                    else { drop(.notESP); continue }
-                    let esp = p + ihl
+
+                /// Opens the ESP packet of `length` bytes at `esp` and hands its frame to the coalescer.
+                func deliver(_ esp: UnsafeMutableRawPointer, _ length: Int) {
                     let opened: ESPOpenedRange
                     do throws(IPsecError) {
-                        opened = try opener.open(inPlace: UnsafeMutableRawBufferPointer(start: esp, count: total - ihl))
+                        opened = try opener.open(inPlace: UnsafeMutableRawBufferPointer(start: esp, count: length))
                     } catch {
                         switch error.code {
                         case .unknownSPI: drop(.espUnknownSPI)
@@ -299,18 +340,47 @@ extension UserspaceDatapath {
                         case .badPadding: drop(.espBadPadding)
                         default: drop(.espTooShort)
                         }
-                        continue
+                        return
                     }
                     let udp = esp + opened.payload.lowerBound
                     let plen = opened.payload.count
-                    guard opened.nextHeader == 17, plen >= 16 + 14 else { drop(.notUDP); continue }
-                    guard loadBE16(udp, 2) == port else { drop(.wrongPort); continue }
-                    guard udp.load(fromByteOffset: 8, as: UInt8.self) & 0x08 != 0 else { drop(.notVXLAN); continue }
+                    guard opened.nextHeader == 17, plen >= 16 + 14 else { drop(.notUDP); return }
+                    guard loadBE16(udp, 2) == port else { drop(.wrongPort); return }
+                    guard udp.load(fromByteOffset: 8, as: UInt8.self) & 0x08 != 0 else { drop(.notVXLAN); return }
                     let vni = loadBE32(udp, 12) >> 8
-                    guard let t = tunnels[vni] else { drop(.unknownVNI); continue }
+                    guard let t = tunnels[vni] else { drop(.unknownVNI); return }
                     // The UDP and VXLAN headers before the frame are free now: the virtio-net
                     // header goes there.
                     coalescer.add(fd: t.tapFD, virtioNetHeader: t.virtioNetHeaderLength > 0, frame: udp + 16, length: plen - 16)
+                }
+
+                for i in 0..<Int(n) {
+                    let p = buf + i * slotSize
+                    let got = Int(msgs[i].len)
+                    if udp {
+                        guard got > 0, msgs[i].hdr.msg_flags & Int32(MSG_TRUNC) == 0 else { drop(.notESP); continue }
+                        let segment = UDPOffload.groSegmentSize(control + i * UDPOffload.rxControlSize,
+                                                                min(Int(msgs[i].hdr.msg_controllen), UDPOffload.rxControlSize)) ?? got
+                        var off = 0
+                        while off < got {
+                            let len = min(segment, got - off)
+                            let esp = p + off
+                            off += len
+                            // RFC 3948 2.2/2.3: a zero SPI marks IKE, one 0xFF byte a NAT keep-alive.
+                            if len == 1 && esp.load(as: UInt8.self) == 0xFF { drop(.nonESPMarker); continue }
+                            if len >= 4 && esp.loadUnaligned(as: UInt32.self) == 0 { drop(.nonESPMarker); continue }
+                            deliver(esp, len)
+                        }
+                        continue
+                    }
+                    guard got >= 20, msgs[i].hdr.msg_flags & Int32(MSG_TRUNC) == 0 else { drop(.notESP); continue }
+                    let vihl = p.load(as: UInt8.self)
+                    let ihl = Int(vihl & 0xF) * 4
+                    let total = Int(loadBE16(p, 2))
+                    guard vihl >> 4 == 4, ihl >= 20, total <= got, total > ihl + ESP.headerLength,
+                          p.load(fromByteOffset: 9, as: UInt8.self) == ESP.ipProtocol
+                    else { drop(.notESP); continue }
+                    deliver(p + ihl, total - ihl)
                 }
                 coalescer.flush()
             }
