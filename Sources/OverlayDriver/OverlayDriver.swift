@@ -82,7 +82,8 @@ public final class OverlayDriver: @unchecked Sendable {
         self.datapath = datapath
         self.logger = configuration.logger
         self.userspaceDatapath = (datapath as? UserspaceDatapath)
-            ?? UserspaceDatapath(host: host, nodeTag: nodeTag, logger: configuration.logger)
+            ?? UserspaceDatapath(host: host, nodeTag: nodeTag, espEncapsulation: configuration.espEncapsulation,
+                                 logger: configuration.logger)
         var dir = configuration.stateDirectory
         while dir.count > 1 && dir.hasSuffix("/") { dir.removeLast() }
         guard dir.hasPrefix("/") else {
@@ -282,7 +283,7 @@ public final class OverlayDriver: @unchecked Sendable {
             subnets.append(OverlayNetwork.Subnet(cidr: cidr, gateway: gateway, vni: vni))
         }
         let maxMTU = spec.encrypted
-            ? OverlayDriverConfiguration.encryptedMTU(underlayMTU: configuration.underlayMTU)
+            ? userspaceDatapath.espEncapsulation.containerMTU(underlayMTU: configuration.underlayMTU)
             : configuration.underlayMTU - OverlayDriverConfiguration.vxlanOverhead
         let mtu = spec.mtu ?? maxMTU
         guard maxMTU >= 68, (68...maxMTU).contains(mtu) else {

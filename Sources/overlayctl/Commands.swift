@@ -47,6 +47,8 @@ struct SwarmInit: AsyncParsableCommand {
     @Option(help: "Global address pool CIDR (repeatable; default 10.0.0.0/8).") var defaultAddrPool: [String] = []
     @Option(help: "Subnet size taken from the pools (default 24).") var defaultAddrPoolMaskLength: Int?
     @Option(help: "Gossip key rotation period in seconds (default 43200 = 12 h).") var keyRotationSeconds: Int?
+    @Option(help: "How encrypted networks' ESP travels: esp (IP protocol 50, Docker's; default) or udp[:PORT] (ESP in UDP, port 4500, with UDP GSO/GRO: faster; container MTU 1416).")
+    var espEncapsulation: String?
 
     func run() async throws {
         var r = SwarmInitRequest()
@@ -57,6 +59,7 @@ struct SwarmInit: AsyncParsableCommand {
         r.defaultAddrPool = defaultAddrPool.isEmpty ? nil : defaultAddrPool
         r.defaultAddrPoolMaskLength = defaultAddrPoolMaskLength
         r.keyRotationSeconds = keyRotationSeconds
+        r.espEncapsulation = espEncapsulation
         let c = try global.client()
         let info = try await c.call("POST", "/v1/swarm/init", body: r, as: DaemonInfo.self)
         print("Swarm initialized: current node (\(info.nodeID)) is now a manager.")

@@ -87,4 +87,49 @@ import OverlayTestKit
         #expect(back, "after h2's daemon restarted, c1 could not reach c2 on the encrypted network within 10 s")
         print("encrypted: c2 answered again \(Date().timeIntervalSince(start)) s after h2's daemon restarted")
     }
+
+    /// `swarm init --esp-encapsulation udp`: the same ESP inside UDP 4500 (RFC 3948), with the
+    /// container MTU 8 lower; nothing else on the wire for the encrypted network.
+    @Test func espInUDPThroughTheCLI() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-du", hosts: 2)
+        defer { lab.down() }
+        let bad = try lab.on("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1", "--esp-encapsulation", "tcp"])
+        #expect(!bad.succeeded && bad.output.contains("use esp, udp or udp:PORT"), "\(bad.output)")
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1", "--esp-encapsulation", "udp"])
+        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
+        _ = try lab.must("h2", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        #expect(try lab.must("h2", ["info"]).contains("esp-in-udp:4500"), "the worker did not take the swarm's encapsulation")
+        _ = try lab.must("h1", ["network", "create", "--attachable", "--opt", "encrypted", "--subnet", "10.62.0.0/24",
+                                "--opt", "com.docker.network.driver.overlay.vxlanid_list=4300", "sec"])
+        usleep(500_000)
+        for (h, c) in [("h1", "c1"), ("h2", "c2")] {
+            _ = try lab.must(h, ["run", "-d", "--name", c, "--network", "sec", "--", "sleep", "infinity"])
+        }
+        let c2 = try lab.ip("h2", "c2", network: "sec")
+        #expect(try lab.must("h1", ["exec", "c1", "--", "ip", "-o", "link", "show", "eth0"]).contains("mtu 1416"))
+        var reached = false
+        for _ in 0..<50 where !reached {
+            reached = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "1", "-W", "1", c2]).succeeded
+        }
+        #expect(reached, "c1 cannot reach c2 over ESP in UDP")
+        let capture = "/run/ovlt-du/h2-underlay.pcap"
+        let dump = try Child.spawn(["ip", "netns", "exec", "ovlt-du-h2", "tcpdump", "-i", "eth0", "-n", "-U", "-w", capture,
+                                    "esp or udp port 4789 or udp port 4500"], log: "/run/ovlt-du/tcpdump.log")
+        usleep(700_000)
+        #expect(try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "3", "-i", "0.2", "-M", "do", "-s", "1388", c2]).succeeded)
+        usleep(500_000)
+        kill(dump.pid, SIGINT)
+        var st: Int32 = 0
+        waitpid(dump.pid, &st, 0)
+        let inUDP = try Command.run(["tcpdump", "-n", "-r", capture, "udp port 4500"], timeout: 20).output
+        let bare = try Command.run(["tcpdump", "-n", "-r", capture, "esp"], timeout: 20).output
+        let plain = try Command.run(["tcpdump", "-n", "-r", capture, "udp port 4789"], timeout: 20).output
+        #expect(inUDP.contains(" IP "), "no ESP in UDP on the underlay: \(inUDP.suffix(300))")
+        #expect(!bare.contains(" IP "), "bare ESP on the underlay in UDP mode: \(bare.suffix(300))")
+        #expect(!plain.contains(" IP "), "cleartext VXLAN on the underlay: \(plain.suffix(300))")
+    }
 }

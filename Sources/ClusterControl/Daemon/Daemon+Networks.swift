@@ -58,7 +58,9 @@ extension OverlayDaemon {
         }
         // The container MTU: the underlay's 1500 less VXLAN (50), and for encrypted networks less ESP
         // in transport mode too (SPI, sequence, IV, trailer, 8-byte ICV: 26): Docker's 1424.
-        var mtu: UInt32 = encrypted ? 1424 : 1450
+        // ESP in UDP (`swarm init --esp-encapsulation udp`) takes 8 more: 1416.
+        let esp = ESPEncapsulation(swarm?.espEncapsulation ?? "esp") ?? .raw
+        var mtu: UInt32 = encrypted ? esp.containerMTU(underlayMTU: 1500) : 1450
         if let m = options[Self.optMTU] {
             guard let v = UInt32(m), (68...9000).contains(v) else {
                 throw APIError(400, "--opt \(Self.optMTU)=\(m): the MTU must be a number from 68 to 9000")

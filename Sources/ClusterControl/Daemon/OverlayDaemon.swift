@@ -70,6 +70,8 @@ struct SwarmSettings: Codable, Sendable {
     var managerAddr: String
     /// Gossip addresses to join at start.
     var gossipSeeds: [String]
+    /// How encrypted networks' ESP travels (`esp` when nil).
+    var espEncapsulation: String?
 }
 
 /// The reference daemon: the local API on a Unix socket, and once in a swarm the overlay driver,
@@ -229,7 +231,8 @@ public actor OverlayDaemon {
             role: swarm?.role, clusterID: swarm?.clusterID, managerAddr: swarm?.managerAddr, advertiseAddr: swarm?.advertiseAddr,
             dataPathAddr: swarm?.dataPathAddr, dataPathPort: swarm?.dataPathPort ?? configuration.dataPathPort,
             gossipPort: configuration.gossipPort, stateDir: configuration.stateDirectory, pid: getpid(),
-            datapath: agent.map { "\($0.driver.datapath)" } ?? "none")
+            datapath: agent.map { "\($0.driver.datapath)" } ?? "none",
+            espEncapsulation: agent.map { "\($0.driver.userspaceDatapath.espEncapsulation)" })
     }
 
     func requireSwarm() throws -> (SwarmSettings, OverlayAgent) {
