@@ -14,8 +14,26 @@ private let handedOutLoopbacks = Mutex(Set<IPv4Address>())
 func uniqueLoopback() -> IPAddress {
     while true {
         let a = IPv4Address(127, UInt8.random(in: 100 ... 250), UInt8.random(in: 1 ... 250), UInt8.random(in: 2 ... 250))
-        if handedOutLoopbacks.withLock({ $0.insert(a).inserted }) { return .v4(a) }
+        // Never handed out twice in this process, and free on the machine right now (a CI run once
+        // met "address in use" on a fresh one: something outside this process held it).
+        if portIsFree(a, 7946), handedOutLoopbacks.withLock({ $0.insert(a).inserted }) { return .v4(a) }
     }
+}
+
+/// Whether TCP and UDP `address:port` can be bound now.
+func portIsFree(_ address: IPv4Address, _ port: UInt16) -> Bool {
+    for type in [Int32(SOCK_STREAM.rawValue), Int32(SOCK_DGRAM.rawValue)] {
+        let fd = socket(AF_INET, type, 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = port.bigEndian
+        sin.sin_addr.s_addr = address.value.bigEndian
+        let rc = withUnsafePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        if rc != 0 { return false }
+    }
+    return true
 }
 
 /// Fast timings so loopback tests finish in seconds.
