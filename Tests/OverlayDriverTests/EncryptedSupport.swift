@@ -92,3 +92,40 @@ func writePcap(_ frames: [[UInt8]], to path: String) throws {
     for f in frames { pcap += le32(0) + le32(0) + le32(UInt32(f.count)) + le32(UInt32(f.count)) + f }
     try Data(pcap).write(to: URL(fileURLWithPath: path))
 }
+
+/// Sends `bytes` seeded random bytes over one TCP connection from `client` to a server in
+/// `server` listening on `address:port`; both sides print "<length> <sha256>". Returns what each
+/// printed (the server's nil if it did not finish).
+func tcpTransfer(_ lab: Lab, from client: NetworkNamespace, to server: NetworkNamespace, address: String, port: Int,
+                 bytes: Int, seed: Int) throws -> (sent: CommandResult, received: CommandResult?) {
+    let serverScript = """
+        import hashlib, socket
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", \(port))); s.listen(1); s.settimeout(30)
+        c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
+        while True:
+            d = c.recv(1 << 20)
+            if not d: break
+            h.update(d); n += len(d)
+        print(n, h.hexdigest())
+        """
+    let clientScript = """
+        import hashlib, random, socket, time
+        data = random.Random(\(seed)).randbytes(\(bytes))
+        for _ in range(50):
+            try:
+                c = socket.create_connection(("\(address)", \(port)), timeout=5); break
+            except OSError: time.sleep(0.1)
+        c.sendall(data); c.close()
+        print(len(data), hashlib.sha256(data).hexdigest())
+        """
+    let done = DispatchSemaphore(value: 0)
+    nonisolated(unsafe) var served: CommandResult?
+    DispatchQueue.global().async {
+        served = try? lab.run(["python3", "-c", serverScript], in: server, timeout: 60)
+        done.signal()
+    }
+    let sent = try lab.run(["python3", "-c", clientScript], in: client, timeout: 60)
+    done.wait()
+    return (sent, served)
+}

@@ -17,36 +17,8 @@ extension EncryptedWireTests {
         let h0 = e.f.lab.hosts[0], h1 = e.f.lab.hosts[1]
         let cap = try PacketCapture(namespace: h0.namespace, interface: h0.interface)
         let bytes = 24 << 20
-        let server = """
-            import hashlib, socket
-            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("0.0.0.0", 5999)); s.listen(1); s.settimeout(30)
-            c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
-            while True:
-                d = c.recv(1 << 20)
-                if not d: break
-                h.update(d); n += len(d)
-            print(n, h.hexdigest())
-            """
-        let client = """
-            import hashlib, random, socket, time
-            data = random.Random(7).randbytes(\(bytes))
-            for _ in range(50):
-                try:
-                    c = socket.create_connection(("\(e.secEndpoints[1].address)", 5999), timeout=5); break
-                except OSError: time.sleep(0.1)
-            c.sendall(data); c.close()
-            print(len(data), hashlib.sha256(data).hexdigest())
-            """
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var served: CommandResult?
-        let lab = e.f.lab, serverNS = e.secContainers[1]
-        DispatchQueue.global().async {
-            served = try? lab.run(["python3", "-c", server], in: serverNS, timeout: 60)
-            done.signal()
-        }
-        let sent = try lab.run(["python3", "-c", client], in: e.secContainers[0], timeout: 60)
-        done.wait()
+        let (sent, served) = try tcpTransfer(e.f.lab, from: e.secContainers[0], to: e.secContainers[1],
+                                             address: "\(e.secEndpoints[1].address)", port: 5999, bytes: bytes, seed: 7)
         let frames = cap.drain()
         let received = try #require(served)
         #expect(sent.status == 0, "\(sent.output)")
