@@ -152,3 +152,9 @@ int ovl_packet_socket(const char *ifname) {
     }
     return fd;
 }
+
+#include <spawn.h>
+
+int ovl_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, lowest);
+}

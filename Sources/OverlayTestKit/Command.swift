@@ -1,3 +1,4 @@
+import COverlayShims
 import Glibc
 
 /// Runs programs for tests, demos and benchmarks: posix_spawn and waitpid directly, so it neither
@@ -20,6 +21,9 @@ public enum Command {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        // Nothing else the parent has open reaches the child: a NIO socket (not close-on-exec) held by
+        // a child outlives its close in the parent, and a port "freed" by a test stays bound.
+        ovl_spawn_close_from(&actions, 3)
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for a in argv { free(a) } }
         // The child starts with no signal blocked and default dispositions: a Swift test runner

@@ -1,4 +1,5 @@
 import Foundation
+import COverlayShims
 import Glibc
 import Testing
 import ClusterControl
@@ -34,6 +35,9 @@ struct Child {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else the parent has open reaches the child: a NIO socket (not close-on-exec) held by
+        // a child outlives its close in the parent, and a port "freed" by a test stays bound.
+        ovl_spawn_close_from(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

@@ -51,6 +51,22 @@ let isRoot = getuid() == 0
         #expect(slow.output.contains("killed after"))
         #expect(throws: LabError.self) { try Command.run(["/nonexistent/program"]) }
     }
+
+    /// A descriptor the caller opened without close-on-exec (SwiftNIO opens its sockets that way)
+    /// must not reach the child: a long-lived child holding a listening socket kept its port
+    /// bound after the test closed it, and a later bind met "address in use".
+    @Test func childrenInheritNoDescriptorBeyondTheStandardThree() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        let high = dup2(fd, 201)
+        #expect(high == 201)
+        defer { close(201) }
+        #expect(fcntl(201, F_GETFD) & FD_CLOEXEC == 0)
+        let r = try Command.run(["sh", "-c", "ls /proc/$$/fd"])
+        let open = Set(r.output.split(whereSeparator: \.isWhitespace).map(String.init))
+        #expect(open == ["0", "1", "2"], "the child had open: \(r.output)")
+    }
 }
 
 @Suite struct CommandSignalTests {

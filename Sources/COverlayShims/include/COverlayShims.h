@@ -7,6 +7,7 @@
 // so the Swift side turns every failure into an error in one place without reading errno later.
 #include <stdint.h>
 #include <stddef.h>
+#include <spawn.h>
 
 // ---- Namespaces (sched.h / sys/mount.h need _GNU_SOURCE or are macros) ----
 
@@ -91,5 +92,12 @@ extern const int ovl_af_bridge;
 extern const int ovl_af_llc;
 /// IFNAMSIZ (16, including the terminating zero).
 extern const int ovl_ifnamsiz;
+
+// ---- Spawning (glibc declares this only with _GNU_SOURCE / __USE_MISC) ----
+
+/// posix_spawn_file_actions_addclosefrom_np: the child closes every descriptor from `lowest` up,
+/// so sockets and pipes the parent opened without close-on-exec (SwiftNIO's are among them) do
+/// not stay open, bound and listening, in a child that outlives their close in the parent.
+int ovl_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
 
 #endif
