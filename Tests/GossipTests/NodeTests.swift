@@ -14,8 +14,9 @@ private let handedOutLoopbacks = Mutex(Set<IPv4Address>())
 func uniqueLoopback() -> IPAddress {
     while true {
         let a = IPv4Address(127, UInt8.random(in: 100 ... 250), UInt8.random(in: 1 ... 250), UInt8.random(in: 2 ... 250))
-        // Never handed out twice in this process, and free on the machine right now (a CI run once
-        // met "address in use" on a fresh one: something outside this process held it).
+        // Never handed out twice in this process, and free on the machine right now. (The "address
+        // in use" CI failures were a lab command's child inheriting a NIO socket; `Command` now
+        // closes every inherited descriptor in the child.)
         if portIsFree(a, 7946), handedOutLoopbacks.withLock({ $0.insert(a).inserted }) { return .v4(a) }
     }
 }
