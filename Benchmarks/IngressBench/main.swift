@@ -34,8 +34,22 @@ enum IngressBench {
             case "--connects": connects = Int(arguments.next() ?? "") ?? connects
             case "--dump": dump = arguments.next()
             case "--diff-loop": diffLoop = Int(arguments.next() ?? "") ?? 0
+            case "--load":
+                // Times libnftables in this process on a saved JSON document (from --dump), three
+                // times in the calling namespace: to compare with `nft -j -f PATH` run alone.
+                let path = arguments.next() ?? ""
+                let text = try String(contentsOfFile: path, encoding: .utf8)
+                for round in 1...3 {
+                    var ts = timespec()
+                    clock_gettime(CLOCK_MONOTONIC, &ts)
+                    let t0 = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+                    _ = try PacketFilter().run(text, json: true)
+                    clock_gettime(CLOCK_MONOTONIC, &ts)
+                    print(String(format: "load %d: %.1f ms", round, (Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9 - t0) * 1000))
+                }
+                exit(0)
             default:
-                print("usage: ingress-bench [--services 10,1000,10000] [--connects 400]"); fflush(nil)
+                print("usage: ingress-bench [--services 10,1000,10000] [--connects 400] | --dump PATH | --load PATH.json"); fflush(nil)
                 exit(2)
             }
         }

@@ -63,6 +63,11 @@ public final class LoadBalancer: @unchecked Sendable {
         defer { lock.unlock() }
         let start = Self.now()
         if let current = state {
+            // A diff has at least as many operations as the tables' sizes differ by: when that
+            // alone makes it "large" (below), rebuild without working the diff out (for 10 ->
+            // 10,000 services that is 110,000 element commands rendered for nothing).
+            let growth = abs(next.fullCount - current.fullCount)
+            if growth > 1_000 && growth * 2 > next.fullCount { return try replace(with: next, start: start) }
             let target = next.aligned(to: current)
             let d = target.diff(from: current)
             if d.count == 0 {

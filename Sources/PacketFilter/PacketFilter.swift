@@ -233,9 +233,23 @@ public final class PacketFilter {
             .joined(separator: " | ")
     }
 
+    ///
+    /// It looks at the first line only, and at no more of it than it needs: a full load balancer
+    /// table is megabytes of JSON on one line, and splitting all of it into characters cost more
+    /// than a third of a second on every full apply.
     static func summary(_ commands: String) -> String {
-        let first = commands.split(separator: "\n").first.map { $0.trimmingCharacters() } ?? ""
-        return first.count > 60 ? String(first.prefix(60)) + "..." : first
+        let bytes = commands.utf8
+        let newline = UInt8(ascii: "\n")
+        guard let start = bytes.firstIndex(where: { $0 != newline }) else { return "" }
+        let end = bytes[start...].firstIndex(of: newline) ?? bytes.endIndex
+        var line = commands[start..<end]
+        while let c = line.first, c == " " || c == "\t" { line.removeFirst() }
+        let head = line.prefix(60)
+        let rest = line[head.endIndex...]
+        if rest.utf8.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) {
+            return Substring(head).trimmingCharacters()
+        }
+        return String(head) + "..."
     }
 }
 

@@ -146,6 +146,31 @@ private func ip(_ s: String) -> IPv4Address { IPv4Address(s)! }
         #expect(tcpGreeting(from: client, Self.vip, 80) == nil)
     }
 
+    /// Growing from one service to 2,000 (and back) rebuilds the table in one transaction instead
+    /// of sending thousands of element commands, and the real service keeps answering after each.
+    @Test func aLargeGrowthOrShrinkIsAFullReplace() throws {
+        let (lab, balancer) = try makeLab()
+        defer { lab.destroy() }
+        let client = lab.host(1).namespace
+        let web = VIPEntry(service: "web", vip: Self.vip, backends: Self.backends)
+        try balancer.apply(vips: [web], ports: [])
+        let many = (0..<2_000).map { i in
+            VIPEntry(service: "s\(i)", vip: IPv4Address(0x0A64_0000 + UInt32(i)), backends: [IPv4Address(0x0AC8_0000 + UInt32(i))])
+        }
+        let grown = try balancer.apply(vips: [web] + many, ports: [])
+        #expect(grown.full)
+        let listed = try lab.host(2).namespace.run { try PacketFilter().listTable(family: .ip, name: "ovl_lb") }
+        #expect(listed.contains("10.100.7.207"))  // the 2,000th VIP
+        #expect(tcpGreeting(from: client, Self.vip, 80) != nil)
+        let shrunk = try balancer.apply(vips: [web], ports: [])
+        #expect(shrunk.full)
+        #expect(tcpGreeting(from: client, Self.vip, 80) != nil)
+        // A small change after that is a diff again.
+        let small = try balancer.apply(vips: [VIPEntry(service: "web", vip: Self.vip, backends: [Self.backends[0]])], ports: [])
+        #expect(!small.full)
+        for _ in 0..<5 { #expect(tcpGreeting(from: client, Self.vip, 80)?.tag == "b3") }
+    }
+
     @Test func sctpInitToAPublishedPortArrivesDNATedAtTheTarget() throws {
         let (lab, balancer) = try makeLab()
         defer { lab.destroy() }

@@ -171,6 +171,22 @@ struct PacketFilterTests {
         }
     }
 
+    /// An error names what was run by its first non-empty line, trimmed and cut at 60 characters.
+    @Test func anErrorNamesTheFirstLineOfWhatRan() throws {
+        let ns = try FilterNamespace()
+        defer { ns.cleanup() }
+        try ns.nft { nft in
+            let multi = #expect(throws: PacketFilterError.self) { try nft.run("\n\n   add rule ip nope c accept  \nadd rule ip nope d accept\n") }
+            #expect(multi?.operation == "nft add rule ip nope c accept")
+            let long = "add rule ip nope c ip saddr { " + (1...400).map { "10.0.0.\($0 % 250)" }.joined(separator: ", ") + " } accept"
+            let cut = #expect(throws: PacketFilterError.self) { try nft.run(long) }
+            #expect(cut?.operation == "nft " + String(long.prefix(60)) + "...")
+            let exact = String(repeating: "x", count: 60)
+            let fits = #expect(throws: PacketFilterError.self) { try nft.run(exact + " \t ") }
+            #expect(fits?.operation == "nft " + exact)
+        }
+    }
+
     @Test func actsOnlyInTheCallingThreadsNamespace() throws {
         let a = try FilterNamespace()
         defer { a.cleanup() }
