@@ -160,7 +160,7 @@ private func services(_ count: Int, backends: Int) -> [VIPEntry] {
         let grown = try LoadBalancerRuleset(options: lbOptions, vips: vips, ports: [])
         let up = grown.commands(from: old)
         #expect(up.contains("add chain ip ovl_lb vip_3\n"))
-        #expect(up.contains("add map ip ovl_lb vip_slot2 { type ipv4_addr : ipv4_addr; }\n"))
+        #expect(up.contains("add map ip ovl_lb vip_slot2 { type ipv4_addr : ipv4_addr; size 1024; }\n"))
         #expect(up.contains("add chain ip ovl_lb vs2\n"))
         #expect(up.contains("delete element ip ovl_lb vips { \(vips[0].vip) }"))
         #expect(up.contains("\(vips[0].vip) : jump vip_3"))

@@ -171,6 +171,37 @@ private func ip(_ s: String) -> IPv4Address { IPv4Address(s)! }
         for _ in 0..<5 { #expect(tcpGreeting(from: client, Self.vip, 80)?.tag == "b3") }
     }
 
+    /// Maps are made with room to double; a diff that would pass that is refused by the kernel and
+    /// becomes a full replace with bigger maps, and nothing is lost on the way.
+    @Test func aDiffPastTheMapsSizeBecomesAFullReplace() throws {
+        let (lab, balancer) = try makeLab()
+        defer { lab.destroy() }
+        let client = lab.host(1).namespace
+        let web = VIPEntry(service: "web", vip: Self.vip, backends: Self.backends)
+        func many(_ count: Int, backends: Int) -> [VIPEntry] {
+            (0..<count).map { i in
+                VIPEntry(
+                    service: "s\(i)", vip: IPv4Address(0x0A64_0000 + UInt32(i)),
+                    backends: (0..<backends).map { IPv4Address(0x0AC8_0000 + UInt32(i * 16 + $0)) })
+            }
+        }
+        try balancer.apply(vips: [web] + many(1_000, backends: 10), ports: [])
+        let listing = { try lab.host(2).namespace.run { try PacketFilter().listTable(family: .ip, name: "ovl_lb") } }
+        #expect(try listing().contains("size 2048"))
+        // 1,100 more services of one backend: a diff of 2,200 element commands against an 11,000
+        // element table, but 2,101 VIPs do not fit in maps of 2,048.
+        var grown = [web] + many(1_000, backends: 10)
+        grown += many(2_100, backends: 1).suffix(1_100)
+        let update = try balancer.apply(vips: grown, ports: [])
+        #expect(update.full)
+        let after = try listing()
+        #expect(after.contains("size 8192") && after.contains("10.100.8.51"))  // the 2,100th VIP
+        for _ in 0..<3 { #expect(tcpGreeting(from: client, Self.vip, 80) != nil) }
+        // Within the new size a change is a diff again.
+        let small = try balancer.apply(vips: grown.dropLast(), ports: [])
+        #expect(!small.full)
+    }
+
     @Test func sctpInitToAPublishedPortArrivesDNATedAtTheTarget() throws {
         let (lab, balancer) = try makeLab()
         defer { lab.destroy() }
