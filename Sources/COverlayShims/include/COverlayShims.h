@@ -100,4 +100,12 @@ extern const int ovl_ifnamsiz;
 /// not stay open, bound and listening, in a child that outlives their close in the parent.
 int ovl_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
 
+// ---- Kernel IPsec ----
+
+/// Asks the kernel, in the calling thread's network namespace, to add a transport-mode ESP SA
+/// with rfc4106(gcm(aes)) (AES-128, 8-byte ICV: Docker's), then deletes it. 0 when the kernel
+/// took it; otherwise -errno, with the kernel's extended-ack text (if any) in `message`. Run it in
+/// a throwaway namespace: the SA (192.0.2.1 -> 192.0.2.2, SPI 0x0ff1ce01) exists for a moment.
+int ovl_xfrm_probe_esp_gcm(char *message, size_t message_len);
+
 #endif

@@ -59,6 +59,9 @@ public struct DaemonInfo: Codable, Sendable {
     public var datapath: String
     /// How encrypted networks' ESP travels (`esp` or `esp-in-udp:PORT`), once in a swarm.
     public var espEncapsulation: String?
+    /// Whether the kernel can do ESP with AES-GCM (xfrm), probed at start: `available`, or
+    /// `unavailable (<the kernel's reason>)`. Encrypted networks use the userspace datapath.
+    public var kernelIPsec: String?
 }
 
 /// A node as `node ls` shows it.

@@ -5,6 +5,7 @@ import IPAM
 import DiscoveryServer
 import IPsecKeys
 import Logging
+import Netlink
 import NIOCore
 import NIOPosix
 import OverlayCrypto
@@ -107,6 +108,9 @@ public actor OverlayDaemon {
     var loadBalancing = LoadBalancingRuntime()
     /// Every endpoint record gossip delivered (the load balancers' backends).
     let endpointIndex = EndpointIndex()
+    /// Whether the kernel can do ESP with AES-GCM (probed at start). Encrypted networks use the
+    /// userspace ESP datapath either way; this says whether kernel xfrm would have been possible.
+    var kernelIPsec: KernelIPsecSupport?
 
     /// Opens the store and prepares; `start()` listens.
     public init(configuration: DaemonConfiguration) throws {
@@ -124,6 +128,14 @@ public actor OverlayDaemon {
 
     /// Starts the local API and, if the node was in a swarm, rejoins it.
     public func start() async throws {
+        let probe = KernelIPsec.probe()
+        kernelIPsec = probe
+        switch probe {
+        case .available:
+            logger.info("kernel IPsec (xfrm ESP with rfc4106(gcm(aes))): available, not used: encrypted networks use the userspace ESP datapath (the same wire format)")
+        case .unavailable(let why):
+            logger.info("kernel IPsec (xfrm ESP with rfc4106(gcm(aes))): unavailable (\(why)); encrypted networks use the userspace ESP datapath")
+        }
         let socketDir = (configuration.socketPath as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: socketDir, withIntermediateDirectories: true)
         if let s = try store.get(.setting, "swarm", as: SwarmSettings.self) {
@@ -232,7 +244,8 @@ public actor OverlayDaemon {
             dataPathAddr: swarm?.dataPathAddr, dataPathPort: swarm?.dataPathPort ?? configuration.dataPathPort,
             gossipPort: configuration.gossipPort, stateDir: configuration.stateDirectory, pid: getpid(),
             datapath: agent.map { "\($0.driver.datapath)" } ?? "none",
-            espEncapsulation: agent.map { "\($0.driver.userspaceDatapath.espEncapsulation)" })
+            espEncapsulation: agent.map { "\($0.driver.userspaceDatapath.espEncapsulation)" },
+            kernelIPsec: kernelIPsec.map { "\($0)" })
     }
 
     func requireSwarm() throws -> (SwarmSettings, OverlayAgent) {

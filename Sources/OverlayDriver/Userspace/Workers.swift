@@ -303,6 +303,7 @@ extension UserspaceDatapath {
         }
         let recv = MMsg.recv!
         let coalescer = TCPCoalescer()
+        let path = ReceivePath(opener: opener, port: port, coalescer: coalescer)
         var local = [UInt64](repeating: 0, count: CounterBlock.count)
         @inline(__always) func drop(_ r: UserspaceDropReason) { local[CounterBlock.dropBase + r.rawValue] &+= 1 }
 
@@ -323,67 +324,17 @@ extension UserspaceDatapath {
             }
             let n = recv(rawFD, UnsafeMutableRawPointer(msgs), UInt32(cap), Int32(MSG_DONTWAIT), nil)
             if n <= 0 { continue }
-            do {
-                let tunnels = rxTunnels.withLock { $0 }
-
-                /// Opens the ESP packet of `length` bytes at `esp` and hands its frame to the coalescer.
-                func deliver(_ esp: UnsafeMutableRawPointer, _ length: Int) {
-                    let opened: ESPOpenedRange
-                    do throws(IPsecError) {
-                        opened = try opener.open(inPlace: UnsafeMutableRawBufferPointer(start: esp, count: length))
-                    } catch {
-                        switch error.code {
-                        case .unknownSPI: drop(.espUnknownSPI)
-                        case .authFailed: drop(.espAuthFailed)
-                        case .replayed: drop(.espReplayed)
-                        case .outsideWindow: drop(.espOutsideWindow)
-                        case .badPadding: drop(.espBadPadding)
-                        default: drop(.espTooShort)
-                        }
-                        return
-                    }
-                    let udp = esp + opened.payload.lowerBound
-                    let plen = opened.payload.count
-                    guard opened.nextHeader == 17, plen >= 16 + 14 else { drop(.notUDP); return }
-                    guard loadBE16(udp, 2) == port else { drop(.wrongPort); return }
-                    guard udp.load(fromByteOffset: 8, as: UInt8.self) & 0x08 != 0 else { drop(.notVXLAN); return }
-                    let vni = loadBE32(udp, 12) >> 8
-                    guard let t = tunnels[vni] else { drop(.unknownVNI); return }
-                    // The UDP and VXLAN headers before the frame are free now: the virtio-net
-                    // header goes there.
-                    coalescer.add(fd: t.tapFD, virtioNetHeader: t.virtioNetHeaderLength > 0, frame: udp + 16, length: plen - 16)
-                }
-
-                for i in 0..<Int(n) {
-                    let p = buf + i * slotSize
-                    let got = Int(msgs[i].len)
-                    if udp {
-                        guard got > 0, msgs[i].hdr.msg_flags & Int32(MSG_TRUNC) == 0 else { drop(.notESP); continue }
-                        let segment = UDPOffload.groSegmentSize(control + i * UDPOffload.rxControlSize,
-                                                                min(Int(msgs[i].hdr.msg_controllen), UDPOffload.rxControlSize)) ?? got
-                        var off = 0
-                        while off < got {
-                            let len = min(segment, got - off)
-                            let esp = p + off
-                            off += len
-                            // RFC 3948 2.2/2.3: a zero SPI marks IKE, one 0xFF byte a NAT keep-alive.
-                            if len == 1 && esp.load(as: UInt8.self) == 0xFF { drop(.nonESPMarker); continue }
-                            if len >= 4 && esp.loadUnaligned(as: UInt32.self) == 0 { drop(.nonESPMarker); continue }
-                            deliver(esp, len)
-                        }
-                        continue
-                    }
-                    guard got >= 20, msgs[i].hdr.msg_flags & Int32(MSG_TRUNC) == 0 else { drop(.notESP); continue }
-                    let vihl = p.load(as: UInt8.self)
-                    let ihl = Int(vihl & 0xF) * 4
-                    let total = Int(loadBE16(p, 2))
-                    guard vihl >> 4 == 4, ihl >= 20, total <= got, total > ihl + ESP.headerLength,
-                          p.load(fromByteOffset: 9, as: UInt8.self) == ESP.ipProtocol
-                    else { drop(.notESP); continue }
-                    deliver(p + ihl, total - ihl)
-                }
-                coalescer.flush()
+            let tunnels = rxTunnels.withLock { $0 }
+            for i in 0..<Int(n) {
+                let segment = udp
+                    ? UDPOffload.groSegmentSize(control + i * UDPOffload.rxControlSize,
+                                                min(Int(msgs[i].hdr.msg_controllen), UDPOffload.rxControlSize))
+                    : nil
+                path.receive(buf + i * slotSize, length: Int(msgs[i].len), truncated: msgs[i].hdr.msg_flags & Int32(MSG_TRUNC) != 0,
+                             udp: udp, groSegment: segment,
+                             tunnel: { vni in tunnels[vni].map { ($0.tapFD, $0.virtioNetHeaderLength > 0) } }, drop: drop)
             }
+            coalescer.flush()
             local[CounterBlock.rxFrames] &+= coalescer.writtenFrames
             local[CounterBlock.rxBytes] &+= coalescer.writtenBytes
             local[CounterBlock.dropBase + UserspaceDropReason.tapWriteFailed.rawValue] &+= coalescer.failedFrames
