@@ -139,6 +139,10 @@ final class TapSink {
     var frames = 0
     /// The bytes of the last single frame written (without its virtio-net header).
     var lastFrame: [UInt8] = []
+    /// The shortest frame allowed through: Ethernet's 14 bytes behind the receive path (which
+    /// refuses less); frames handed to the coalescer directly pass as they are.
+    let minimumFrame: Int
+    init(minimumFrame: Int) { self.minimumFrame = minimumFrame }
     func write(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ n: Int32) -> Int {
         precondition(n >= 1 && Int(n) <= TCPCoalescer.maxSegments, "a write of \(n) pieces")
         var total = 0
@@ -148,11 +152,12 @@ final class TapSink {
         guard fd == 3 else {
             // The TAP without a virtio-net header gets single frames as they are.
             precondition(fd == 4 && n == 1, "fd \(fd), \(n) pieces")
+            precondition(total >= minimumFrame, "a frame shorter than Ethernet")
             lastFrame = Array(UnsafeRawBufferPointer(start: iov[0].iov_base, count: iov[0].iov_len))
             return total
         }
         let first = iov[0]
-        precondition(first.iov_len >= VirtioNetHeader.length + 14, "a frame shorter than Ethernet")
+        precondition(first.iov_len >= VirtioNetHeader.length + minimumFrame, "a frame shorter than Ethernet")
         let header = VirtioNetHeader(UnsafeRawPointer(first.iov_base!))
         let frame = UnsafeRawPointer(first.iov_base!) + VirtioNetHeader.length
         if n == 1 {
@@ -199,7 +204,7 @@ func tunnel(_ vni: UInt32) -> (fd: Int32, virtioNetHeader: Bool)? {
 
 /// Runs `bytes` through the receive path; returns what reached the TAP and the drops counted.
 func receive(_ bytes: ArraySlice<UInt8>, udp: Bool, groSegment: Int?) -> (sink: TapSink, drops: Int) {
-    let sink = TapSink()
+    let sink = TapSink(minimumFrame: 14)
     let coalescer = TCPCoalescer(sink: sink.write)
     let path = ReceivePath(opener: try! ESPOpener([sa]), port: vxlanPort, coalescer: coalescer)
     var drops = 0
@@ -223,7 +228,7 @@ func fuzzRX(_ input: [UInt8]) {
         let size = Int(rest[rest.startIndex]) << 8 | Int(rest[rest.startIndex + 1])
         _ = receive(rest.dropFirst(2), udp: true, groSegment: size == 0 ? nil : size)
     case 2:
-        let sink = TapSink()
+        let sink = TapSink(minimumFrame: 0)
         let coalescer = TCPCoalescer(sink: sink.write)
         var buffers: [UnsafeMutableRawPointer] = []
         defer { for b in buffers { b.deallocate() } }
