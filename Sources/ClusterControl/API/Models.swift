@@ -56,6 +56,8 @@ public struct DaemonInfo: Codable, Sendable {
     public var gossipPort: UInt16
     public var stateDir: String
     public var pid: Int32
+    /// The plain overlay networks' datapath (`kernel`: kernel VXLAN devices), or `none` outside a
+    /// swarm. Encrypted networks always use the userspace ESP datapath.
     public var datapath: String
     /// How encrypted networks' ESP travels (`esp` or `esp-in-udp:PORT`), once in a swarm.
     public var espEncapsulation: String?

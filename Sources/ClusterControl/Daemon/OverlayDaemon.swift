@@ -243,7 +243,7 @@ public actor OverlayDaemon {
             role: swarm?.role, clusterID: swarm?.clusterID, managerAddr: swarm?.managerAddr, advertiseAddr: swarm?.advertiseAddr,
             dataPathAddr: swarm?.dataPathAddr, dataPathPort: swarm?.dataPathPort ?? configuration.dataPathPort,
             gossipPort: configuration.gossipPort, stateDir: configuration.stateDirectory, pid: getpid(),
-            datapath: agent.map { "\($0.driver.datapath)" } ?? "none",
+            datapath: agent.map { $0.driver.datapath.name } ?? "none",
             espEncapsulation: agent.map { "\($0.driver.userspaceDatapath.espEncapsulation)" },
             kernelIPsec: kernelIPsec.map { "\($0)" })
     }
