@@ -302,6 +302,18 @@ import OverlayTestKit
         #expect(try within(10) { try curl(lab, "h1", "http://198.18.0.2:8083/").hasPrefix("pub2.") } != nil, "the added port never answered")
         #expect(try within(10) { try curl(lab, "h1", "http://198.18.0.2:8081/").isEmpty } != nil, "the removed port still answers")
 
+        // Standalone containers' published ports and services' are checked both ways: a port the
+        // mesh publishes can't be taken by `run -p` on any node, and a service can't publish a
+        // port a standalone container holds on any node (h2 tells the manager when it runs one).
+        let taken = try lab.on("h2", ["run", "-d", "--name", "squatter", "--network", "front", "-p", "8083:80", "--", "sleep", "infinity"])
+        #expect(!taken.succeeded && taken.output.contains("already in use by service 'pub2'"), "\(taken.output)")
+        _ = try lab.must("h2", ["run", "-d", "--name", "holder", "--network", "front", "-p", "8095:80", "--", "sleep", "infinity"])
+        let held = try lab.on("h1", ["service", "create", "--name", "wants8095", "-p", "8095:80", "--", "sleep", "infinity"])
+        #expect(!held.succeeded && held.output.contains("already in use by container 'holder' on node h2"), "\(held.output)")
+        _ = try lab.must("h2", ["rm", "-f", "holder"])
+        _ = try lab.must("h1", ["service", "create", "--name", "wants8095", "-p", "8095:80", "--", "sleep", "infinity"])
+        _ = try lab.must("h1", ["service", "rm", "wants8095"])
+
         // Global mode: one task on every node.
         _ = try lab.must("h1", ["service", "create", "--name", "everywhere", "--mode", "global", "--network", "front", "--", "sleep", "infinity"])
         let global = try within(15) { try Set(running(lab, "everywhere").map { $0["Node"] as! String }) == ["h1", "h2"] }

@@ -1,4 +1,5 @@
 import Foundation
+import GWBridge
 import Netlink
 import OverlayDriver
 import OverlayModel
@@ -34,7 +35,8 @@ extension OverlayDaemon {
         if req.detach && req.command.isEmpty {
             throw APIError(400, "-d needs a command to run in the background")
         }
-        _ = try Self.mappings(req.publish, to: IPv4Address(0, 0, 0, 0))   // validates -p before anything is made
+        let wanted = try Self.mappings(req.publish, to: IPv4Address(0, 0, 0, 0))   // validates -p before anything is made
+        if task == nil { try checkPortsFreeOfServices(wanted) }
         var networks: [NetworkRecord] = []
         for n in req.networks {
             let net = try network(named: n)
@@ -98,6 +100,8 @@ extension OverlayDaemon {
             if let e = error as? APIError { throw e }
             throw APIError(500, "\(error)")
         }
+        // The manager knows before `run` returns (a service created next sees the port taken).
+        if task == nil && !req.publish.isEmpty { await reportStandalonePorts() }
         return try inspectContainer(name)
     }
 
@@ -250,6 +254,7 @@ extension OverlayDaemon {
         }
         if let log = c.logPath { try? FileManager.default.removeItem(atPath: log) }
         try store.delete(.container, c.name)
+        if c.taskID == nil && !c.publish.isEmpty { await reportStandalonePorts() }
     }
 
     /// After a restart: every stored container whose namespace still exists gets its endpoints back
@@ -288,6 +293,68 @@ extension OverlayDaemon {
             }
             do { try await serveDNS(record) } catch { logger.error("cannot restore DNS in \(c.name): \(error)") }
             if record.namespacePath != c.namespacePath { try? store.put(.container, c.name, record) }
+        }
+    }
+
+    // MARK: standalone ports and services' ports
+
+    /// Ports published on this node by standalone containers (`run -p`): "proto/port" -> name.
+    func standalonePublishedPorts() -> [String: String] {
+        var out: [String: String] = [:]
+        for c in (try? store.all(.container, as: ContainerRecord.self)) ?? [] where c.taskID == nil {
+            for m in (try? Self.mappings(c.publish, to: IPv4Address(0, 0, 0, 0))) ?? [] {
+                out["\(m.protocol.rawValue)/\(m.hostPort)"] = c.name
+            }
+        }
+        return out
+    }
+
+    /// Tells the manager at once which ports this node's standalone containers publish (every
+    /// state poll carries the same, but a poll can wait 25 s before it returns and is sent again).
+    func reportStandalonePorts() async {
+        guard swarm != nil, manager == nil, !isStopped else { return }
+        do {
+            // Short: `run` waits for this, and an unreachable manager must not hold it up long.
+            let client = try managerClient(timeout: .seconds(2))
+            _ = try await client.json("POST", "/v1/published-ports", body: standalonePublishedPorts(), as: [String: Bool].self, group: group)
+        } catch {
+            logger.warning("cannot report published ports to the manager: \(error)")
+        }
+    }
+
+    /// `tcp/8080=c1,udp/53=dns` (sorted), what a node reports with its state poll.
+    static func formatPublishedPorts(_ ports: [String: String]) -> String {
+        ports.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+    }
+
+    /// The manager's reading of a node's report: well-formed entries only, at most 4,096 of them.
+    static func parsePublishedPorts(_ text: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for item in text.split(separator: ",").prefix(4096) {
+            let kv = item.split(separator: "=", maxSplits: 1)
+            guard kv.count == 2 else { continue }
+            let key = kv[0].split(separator: "/")
+            guard key.count == 2, ["tcp", "udp", "sctp"].contains(String(key[0])), let port = UInt16(key[1]), port > 0,
+                  validContainerName(String(kv[1]))
+            else { continue }
+            out["\(key[0])/\(port)"] = String(kv[1])
+        }
+        return out
+    }
+
+    /// A standalone container may not take a port a service publishes here: an ingress-mode port
+    /// (the routing mesh publishes it on every node), or a host-mode port of a task on this node.
+    func checkPortsFreeOfServices(_ wanted: [PortMapping]) throws {
+        guard !wanted.isEmpty else { return }
+        let me = swarm?.nodeID ?? localNodeID
+        let localServices = Set(allTasks().filter { $0.nodeID == me && $0.desiredState != "shutdown" }.map(\.serviceID))
+        for s in allServices() {
+            for p in s.ports {
+                guard let m = wanted.first(where: { $0.protocol.rawValue == p.protocol && $0.hostPort == p.publishedPort }) else { continue }
+                if p.publishMode == "host" && !localServices.contains(s.id) { continue }
+                let how = p.publishMode == "host" ? "its task on this node publishes it (mode=host)" : "the routing mesh publishes it on every node"
+                throw APIError(409, "port '\(m.hostPort)/\(p.protocol)' is already in use by service '\(s.name)': \(how)")
+            }
         }
     }
 }

@@ -108,6 +108,17 @@ extension OverlayDaemon {
                                 name: "service \(service.name) (VIP)")
     }
 
+    /// The standalone container (and its node's hostname) publishing `key` ("proto/port") on any
+    /// node: this one from its own store, the others as their last state poll reported.
+    func standaloneHolder(of key: String) -> (String, String)? {
+        let me = swarm?.nodeID ?? localNodeID
+        if let c = standalonePublishedPorts()[key] { return (c, configuration.hostname) }
+        for (node, ports) in (manager?.standalonePorts ?? [:]).sorted(by: { $0.key < $1.key }) where node != me {
+            if let c = ports[key] { return (c, cluster.nodes.first { $0.id == node }?.hostname ?? node) }
+        }
+        return nil
+    }
+
     /// Parses `-p` specs into service ports, checking every rule Docker has for them.
     func servicePorts(_ specs: [String], existing: [ServicePort], endpointMode: String, excluding: String?) throws -> [ServicePort] {
         var out = existing
@@ -134,6 +145,10 @@ extension OverlayDaemon {
                 let port = ServicePort(protocol: p.protocol.rawValue, targetPort: p.target, publishedPort: published!, publishMode: p.mode.rawValue)
                 if let other = taken["\(port.protocol)/\(port.publishedPort)"] {
                     throw APIError(409, "port '\(port.publishedPort)/\(port.protocol)' is already in use by service '\(other)'")
+                }
+                if port.publishMode == "ingress", let (container, node) = standaloneHolder(of: "\(port.protocol)/\(port.publishedPort)") {
+                    throw APIError(
+                        409, "port '\(port.publishedPort)/\(port.protocol)' is already in use by container '\(container)' on node \(node) (overlayctl run -p): the routing mesh needs it on every node")
                 }
                 if out.contains(where: { $0.protocol == port.protocol && $0.publishedPort == port.publishedPort }) {
                     throw APIError(400, "port '\(port.publishedPort)/\(port.protocol)' is published twice")
