@@ -1,0 +1,41 @@
+#!/bin/bash
+# Does the MACVLAN hop the overlay driver puts between a container and its network's VXLAN device cost
+# RTT by itself? Compares ping over a VXLAN device moved into the container (A) with ping over a
+# MACVLAN on a VXLAN device in a sandbox namespace (B), outside the lab. Root; namespaces rt-*, removed.
+# Two "hosts" (namespaces h1,h2) on a veth underlay. Path A: VXLAN devices moved into containers a1,a2.
+# Path B: VXLAN in sandboxes s1,s2, MACVLAN (bridge) children in containers b1,b2.
+set -e
+cleanup() { for n in h1 h2 a1 a2 s1 s2 b1 b2; do ip netns del rt-$n 2>/dev/null || true; done; }
+cleanup
+for n in h1 h2 a1 a2 s1 s2 b1 b2; do ip netns add rt-$n; ip -n rt-$n link set lo up; done
+ip link add u1 netns rt-h1 type veth peer name u2 netns rt-h2
+ip -n rt-h1 addr add 192.168.77.1/24 dev u1; ip -n rt-h1 link set u1 up
+ip -n rt-h2 addr add 192.168.77.2/24 dev u2; ip -n rt-h2 link set u2 up
+for i in 1 2; do
+  o=$((3-i))
+  # A: pair into container
+  ip -n rt-h$i link add va type vxlan id 100 dstport 4789 local 192.168.77.$i remote 192.168.77.$o nolearning
+  ip -n rt-h$i link set va netns rt-a$i
+  ip -n rt-a$i addr add 10.77.0.$i/24 dev va; ip -n rt-a$i link set va mtu 1450 up
+  # B: sandbox + macvlan
+  ip -n rt-h$i link add vb type vxlan id 200 dstport 4789 local 192.168.77.$i nolearning proxy
+  ip -n rt-h$i link set vb netns rt-s$i
+  ip -n rt-s$i link set vb mtu 1450 up
+  ip -n rt-s$i link add mb link vb type macvlan mode bridge
+  ip -n rt-s$i link set mb netns rt-b$i
+  ip -n rt-b$i link set mb address 02:42:0a:4d:01:0$i
+  ip -n rt-b$i addr add 10.77.1.$i/24 dev mb; ip -n rt-b$i link set mb mtu 1450 up
+done
+for i in 1 2; do
+  o=$((3-i))
+  ip -n rt-s$i neigh add 10.77.1.$o lladdr 02:42:0a:4d:01:0$o dev vb nud permanent
+  bridge -n rt-s$i fdb add 02:42:0a:4d:01:0$o dev vb dst 192.168.77.$o self permanent
+done
+ip netns exec rt-a1 ping -c 3 -q 10.77.0.2 >/dev/null
+ip netns exec rt-b1 ping -c 3 -q 10.77.1.2 >/dev/null
+for r in 1 2 3; do
+  A=$(ip netns exec rt-a1 ping -c 300 -i 0.005 -q 10.77.0.2 | tail -1)
+  B=$(ip netns exec rt-b1 ping -c 300 -i 0.005 -q 10.77.1.2 | tail -1)
+  echo "A pair-in-container: $A"; echo "B sandbox+macvlan:   $B"
+done
+cleanup
