@@ -327,17 +327,24 @@ extension OverlayDaemon {
         ports.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
     }
 
-    /// The manager's reading of a node's report: well-formed entries only, at most 4,096 of them.
+    /// The manager's reading of a node's report (`formatPublishedPorts`'s text).
     static func parsePublishedPorts(_ text: String) -> [String: String] {
-        var out: [String: String] = [:]
-        for item in text.split(separator: ",").prefix(4096) {
+        validPublishedPorts(text.split(separator: ",").lazy.compactMap { item -> (String, String)? in
             let kv = item.split(separator: "=", maxSplits: 1)
-            guard kv.count == 2 else { continue }
-            let key = kv[0].split(separator: "/")
-            guard key.count == 2, ["tcp", "udp", "sctp"].contains(String(key[0])), let port = UInt16(key[1]), port > 0,
-                  validContainerName(String(kv[1]))
+            return kv.count == 2 ? (String(kv[0]), String(kv[1])) : nil
+        })
+    }
+
+    /// The well-formed entries of a node's report ("tcp|udp|sctp/1-65535" -> a valid container
+    /// name), at most 4,096 of them; anything else is dropped.
+    static func validPublishedPorts(_ entries: some Sequence<(String, String)>) -> [String: String] {
+        var out: [String: String] = [:]
+        for (key, name) in entries.prefix(4096) {
+            let parts = key.split(separator: "/")
+            guard parts.count == 2, ["tcp", "udp", "sctp"].contains(String(parts[0])), let port = UInt16(parts[1]), port > 0,
+                  validContainerName(name)
             else { continue }
-            out["\(key[0])/\(port)"] = String(kv[1])
+            out["\(parts[0])/\(port)"] = name
         }
         return out
     }
