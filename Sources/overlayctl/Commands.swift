@@ -23,7 +23,7 @@ struct FormatOption: ParsableArguments {
 // MARK: info
 
 struct Info: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show the daemon's node, swarm membership and addresses (JSON).")
+    static let configuration = CommandConfiguration(abstract: "Show the daemon's node, swarm membership, addresses, datapath and kernel IPsec support (JSON).")
     @OptionGroup var global: HostOptions
     func run() async throws { try printJSON(try await global.client().call("GET", "/v1/info", as: DaemonInfo.self)) }
 }
