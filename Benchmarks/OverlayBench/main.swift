@@ -6,12 +6,13 @@
 
 import Foundation
 
-let usage = "usage: overlay-bench codec|ipam|netlink|dataplane|encrypted|all [--seconds S] [--links N] [--iperf-seconds T] [--rounds R]"
+let usage = "usage: overlay-bench codec|ipam|netlink|dataplane|encrypted|all [--seconds S] [--links N] [--iperf-seconds T] [--rounds R] [--rtt-blocks B]"
 var args = Array(CommandLine.arguments.dropFirst())
 var seconds = 2.0
 var links = 500
 var iperfSeconds = 5
 var rounds = 3
+var rttBlocks = 40
 var which: [String] = []
 while !args.isEmpty {
     let a = args.removeFirst()
@@ -28,6 +29,9 @@ while !args.isEmpty {
     case "--rounds":
         guard let v = args.first.flatMap(Int.init), v > 0 else { FileHandle.standardError.write(Data("\(usage)\n".utf8)); exit(2) }
         rounds = v; args.removeFirst()
+    case "--rtt-blocks":
+        guard let v = args.first.flatMap(Int.init), v > 0 else { FileHandle.standardError.write(Data("\(usage)\n".utf8)); exit(2) }
+        rttBlocks = v; args.removeFirst()
     case "codec", "ipam", "netlink", "dataplane", "encrypted": which.append(a)
     case "all": which += ["codec", "ipam", "netlink", "dataplane", "encrypted"]
     case "-h", "--help": print(usage); exit(0)
@@ -51,7 +55,7 @@ for b in which {
         runNetlinkBenchmark(count: links)
     case "dataplane":
         print("== dataplane: iperf3 and ping over the underlay, a hand-built VXLAN pair and our overlay")
-        do { try runDataplaneBenchmark(seconds: iperfSeconds, rounds: rounds) } catch {
+        do { try runDataplaneBenchmark(seconds: iperfSeconds, rounds: rounds, rttBlocks: rttBlocks) } catch {
             print("dataplane: failed: \(error)")
             exit(1)
         }

@@ -22,9 +22,10 @@ public struct OverlayDriverConfiguration: Sendable {
     /// How endpoints are linked to their subnet's tunnel device (``EndpointLink/auto`` by default:
     /// MACVLAN when the kernel has it, else veth + bridge).
     public var endpointLink: EndpointLink
-    /// How encrypted networks' ESP travels: bare ESP (IP protocol 50, Docker's wire format, the
-    /// default) or ESP in UDP (RFC 3948, with UDP GSO/GRO: faster here; every host of a cluster
-    /// must use the same). `OVERLAY_ESP_ENCAP` overrides the default when this is nil.
+    /// How encrypted networks' ESP travels: ESP in UDP (RFC 3948, port 4500, with UDP GSO/GRO; the
+    /// default) or bare ESP (IP protocol 50, Docker's wire format, about a third of the
+    /// throughput); every host of a cluster must use the same. `OVERLAY_ESP_ENCAP` overrides the
+    /// default when this is nil.
     public var espEncapsulation: ESPEncapsulation?
 
     /// Makes a configuration with Docker's defaults (port 4789, underlay MTU 1500).

@@ -5,16 +5,26 @@ import OverlayTestKit
 
 /// Encrypted overlay networks through the real binaries: `--opt encrypted` on three hosts.
 @Suite(.serialized) struct EncryptedLabTests {
-    @Test func encryptedNetworkCarriesOnlyESPAndSurvivesKeyRotation() async throws {
+    /// Both wire formats through the CLI: `nil` is `swarm init`'s default (ESP in UDP, port 4500),
+    /// `esp` is Docker's bare ESP (IP protocol 50).
+    @Test(arguments: [nil, "esp"] as [String?])
+    func encryptedNetworkCarriesOnlyESPAndSurvivesKeyRotation(mode: String?) async throws {
         guard getuid() == 0 else {
             Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
             return
         }
-        let lab = try CLILab.up("ovlt-de", hosts: 3)
+        let bare = mode == "esp"
+        let name = bare ? "ovlt-de" : "ovlt-dd"
+        let lab = try CLILab.up(name, hosts: 3)
         defer { lab.down() }
-        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"] + (mode.map { ["--esp-encapsulation", $0] } ?? []))
         let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
         for h in ["h2", "h3"] { _ = try lab.must(h, ["swarm", "join", "--token", token, "198.18.0.1:2377"]) }
+        for h in ["h1", "h2", "h3"] {
+            let info = try lab.must(h, ["info"])
+            #expect(bare ? info.contains("\"esp\"") && !info.contains("esp-in-udp") : info.contains("\"esp-in-udp:4500\""),
+                    "\(h) does not use the swarm's ESP encapsulation: \(info)")
+        }
         _ = try lab.must("h1", ["network", "create", "--attachable", "--opt", "encrypted", "--subnet", "10.60.0.0/24",
                                 "--opt", "com.docker.network.driver.overlay.vxlanid_list=4200", "sec"])
         _ = try lab.must("h1", ["network", "create", "--attachable", "--subnet", "10.61.0.0/24",
@@ -27,11 +37,13 @@ import OverlayTestKit
         let c2pub = try lab.ip("h2", "c2", network: "pub")
         let c3sec = try lab.ip("h3", "c3", network: "sec")
 
-        // Docker's MTU for an encrypted network, and every node says it can encrypt.
+        // The MTU for an encrypted network (Docker's 1424 bare, 8 less in UDP), and every node
+        // says it can encrypt.
+        let mtu = bare ? 1424 : 1416
         let inspect = try lab.must("h1", ["network", "inspect", "sec"])
         #expect(inspect.contains("\"encrypted\""), "\(inspect)")
         let link = try lab.must("h1", ["exec", "c1", "--", "ip", "-o", "link", "show", "eth0"])
-        #expect(link.contains("mtu 1424"), "\(link)")
+        #expect(link.contains("mtu \(mtu)"), "\(link)")
         var allOK = false
         var nodes = ""
         for _ in 0..<50 where !allOK {
@@ -41,19 +53,20 @@ import OverlayTestKit
         }
         #expect(allOK, "node ls: \(nodes)")
 
-        // Reachable across hosts on both networks.
+        // Reachable across hosts on both networks; a full-size packet with DF set crosses.
         var reached = false
         for _ in 0..<50 where !reached {
             reached = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "1", "-W", "1", c2sec]).succeeded
         }
         #expect(reached, "c1 cannot reach c2 on the encrypted network")
         #expect(try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "1", "-W", "2", c2pub]).succeeded)
-        #expect(try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "2", "-W", "2", "-M", "do", "-s", "1396", c3sec]).succeeded)
+        #expect(try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "2", "-W", "2", "-M", "do", "-s", "\(mtu - 28)", c3sec]).succeeded)
 
-        // On the underlay (h2's link): only ESP for `sec`, VXLAN for `pub`, never VXLAN with sec's VNI.
-        let capture = "/run/ovlt-de/h2-underlay.pcap"
-        let dump = try Child.spawn(["ip", "netns", "exec", "ovlt-de-h2", "tcpdump", "-i", "eth0", "-n", "-U", "-w", capture,
-                                    "esp or udp port 4789"], log: "/run/ovlt-de/tcpdump.log")
+        // On the underlay (h2's link): only ESP for `sec` (bare, or in UDP 4500), VXLAN for `pub`,
+        // never VXLAN with sec's VNI, and nothing of the other format.
+        let capture = "/run/\(name)/h2-underlay.pcap"
+        let dump = try Child.spawn(["ip", "netns", "exec", "\(name)-h2", "tcpdump", "-i", "eth0", "-n", "-U", "-w", capture,
+                                    "esp or udp port 4789 or udp port 4500"], log: "/run/\(name)/tcpdump.log")
         usleep(700_000)
         _ = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "3", "-i", "0.2", c2sec])
         _ = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "3", "-i", "0.2", c2pub])
@@ -61,10 +74,17 @@ import OverlayTestKit
         kill(dump.pid, SIGINT)
         var st: Int32 = 0
         waitpid(dump.pid, &st, 0)
-        let esp = try Command.run(["tcpdump", "-n", "-r", capture, "esp"], timeout: 20).output
+        let bareESP = try Command.run(["tcpdump", "-n", "-r", capture, "esp"], timeout: 20).output
+        let inUDP = try Command.run(["tcpdump", "-n", "-r", capture, "udp port 4500"], timeout: 20).output
         let plainSec = try Command.run(["tcpdump", "-n", "-r", capture, "udp port 4789 and udp[12:4] = 0x00106800"], timeout: 20).output
         let plainPub = try Command.run(["tcpdump", "-n", "-r", capture, "udp port 4789 and udp[12:4] = 0x00106900"], timeout: 20).output
-        #expect(esp.contains("ESP(spi="), "no ESP on the underlay: \(esp.suffix(300))")
+        if bare {
+            #expect(bareESP.contains("ESP(spi="), "no ESP on the underlay: \(bareESP.suffix(300))")
+            #expect(!inUDP.contains(" IP "), "ESP in UDP on the underlay in bare mode: \(inUDP.suffix(300))")
+        } else {
+            #expect(inUDP.contains(" IP "), "no ESP in UDP on the underlay: \(inUDP.suffix(300))")
+            #expect(!bareESP.contains(" IP "), "bare ESP on the underlay in UDP mode: \(bareESP.suffix(300))")
+        }
         #expect(!plainSec.contains(" IP "), "cleartext VXLAN for the encrypted network: \(plainSec.suffix(300))")
         #expect(plainPub.contains(" IP "), "no VXLAN for the plain network: \(plainPub.suffix(300))")
 
@@ -88,8 +108,8 @@ import OverlayTestKit
         print("encrypted: c2 answered again \(Date().timeIntervalSince(start)) s after h2's daemon restarted")
     }
 
-    /// `swarm init --esp-encapsulation udp`: the same ESP inside UDP 4500 (RFC 3948), with the
-    /// container MTU 8 lower; nothing else on the wire for the encrypted network.
+    /// `swarm init` without `--esp-encapsulation`: the same ESP inside UDP 4500 (RFC 3948), with
+    /// the container MTU 8 lower; nothing else on the wire for the encrypted network.
     @Test func espInUDPThroughTheCLI() async throws {
         guard getuid() == 0 else {
             Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
@@ -99,7 +119,8 @@ import OverlayTestKit
         defer { lab.down() }
         let bad = try lab.on("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1", "--esp-encapsulation", "tcp"])
         #expect(!bad.succeeded && bad.output.contains("use esp, udp or udp:PORT"), "\(bad.output)")
-        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1", "--esp-encapsulation", "udp"])
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        #expect(try lab.must("h1", ["info"]).contains("esp-in-udp:4500"), "ESP in UDP is not the swarm's default")
         let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
         _ = try lab.must("h2", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
         #expect(try lab.must("h2", ["info"]).contains("esp-in-udp:4500"), "the worker did not take the swarm's encapsulation")

@@ -84,6 +84,14 @@ struct EncryptedUDPTests {
         #expect(ESPEncapsulation("tcp") == nil)
     }
 
+    @Test("ESP in UDP is the userspace datapath's default")
+    func defaultMode() throws {
+        guard ProcessInfo.processInfo.environment["OVERLAY_ESP_ENCAP"] == nil else { return }
+        let dp = UserspaceDatapath(host: try NetlinkSocket(namespace: try .current()), nodeTag: "dflt")
+        #expect(dp.espEncapsulation == .udp(port: 4500))
+        #expect(dp.espEncapsulation.containerMTU(underlayMTU: 1500) == 1416)
+    }
+
     @Test("ESP in UDP: hosts reach each other; tshark decodes ESP-in-UDP and VXLAN; a TCP stream arrives intact through UDP GSO/GRO; replays, IKE markers and cleartext VXLAN are dropped")
     func endToEnd() throws {
         let keys = try testKeyring()

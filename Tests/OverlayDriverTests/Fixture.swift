@@ -14,9 +14,13 @@ final class Fixture: @unchecked Sendable {
     var drivers: [OverlayDriver] = []
     /// The endpoint link every driver of this fixture is configured with.
     let link: EndpointLink
+    /// How its encrypted networks' ESP travels: bare ESP unless a test says otherwise (the suites
+    /// built on this fixture check Docker's wire format; ESP in UDP, the default, has its own).
+    let espEncapsulation: ESPEncapsulation
 
-    init(_ name: String, hosts: Int, link: EndpointLink = .auto) throws {
+    init(_ name: String, hosts: Int, link: EndpointLink = .auto, espEncapsulation: ESPEncapsulation = .raw) throws {
         self.link = link
+        self.espEncapsulation = espEncapsulation
         stateRoot = "/run/\(name)-state"
         Fixture.removeState(stateRoot)
         lab = try Lab.create(name: name, hosts: hosts)
@@ -33,9 +37,11 @@ final class Fixture: @unchecked Sendable {
     /// A driver for host `host` (0-based) with that host's state directory.
     func makeDriver(_ host: Int) throws -> OverlayDriver {
         let h = lab.hosts[host]
-        return try OverlayDriver(configuration: OverlayDriverConfiguration(
+        var configuration = OverlayDriverConfiguration(
             nodeID: h.name, stateDirectory: stateDirectory(host), hostNamespacePath: h.namespace.path,
-            dataPathAddress: .v4(h.address), endpointLink: link))
+            dataPathAddress: .v4(h.address), endpointLink: link)
+        configuration.espEncapsulation = espEncapsulation
+        return try OverlayDriver(configuration: configuration)
     }
 
     /// A fresh container namespace `<lab>-<name>` with loopback up.

@@ -20,8 +20,8 @@ public struct SwarmInitRequest: Codable, Sendable {
     public var defaultAddrPoolMaskLength: Int?
     /// Gossip key rotation period in seconds (default 12 h).
     public var keyRotationSeconds: Int?
-    /// How encrypted networks' ESP travels in this swarm: `esp` (IP protocol 50, Docker's, the
-    /// default) or `udp[:PORT]` (ESP in UDP, RFC 3948, port 4500: faster here, not Docker's).
+    /// How encrypted networks' ESP travels in this swarm: `udp[:PORT]` (ESP in UDP, RFC 3948, port
+    /// 4500; the default) or `esp` (bare IP protocol 50, Docker's wire format, slower).
     public var espEncapsulation: String?
     public init() {}
 }

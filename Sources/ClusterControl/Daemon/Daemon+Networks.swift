@@ -58,7 +58,8 @@ extension OverlayDaemon {
         }
         // The container MTU: the underlay's 1500 less VXLAN (50), and for encrypted networks less ESP
         // in transport mode too (SPI, sequence, IV, trailer, 8-byte ICV: 26): Docker's 1424.
-        // ESP in UDP (`swarm init --esp-encapsulation udp`) takes 8 more: 1416.
+        // ESP in UDP (the default of `swarm init`) takes 8 more: 1416. A swarm saved without a mode
+        // predates that default and is bare ESP.
         let esp = ESPEncapsulation(swarm?.espEncapsulation ?? "esp") ?? .raw
         var mtu: UInt32 = encrypted ? esp.containerMTU(underlayMTU: 1500) : 1450
         if let m = options[Self.optMTU] {

@@ -1,8 +1,9 @@
 import Glibc
 
-/// How the userspace datapath puts ESP packets on the underlay: bare (IP protocol 50, the
-/// default and what Docker's kernel IPsec sends) or inside UDP (RFC 3948), which lets the kernel
-/// batch a whole TSO super-frame's packets into one UDP GSO send and merge them again with UDP GRO.
+/// How the userspace datapath puts ESP packets on the underlay: inside UDP (RFC 3948, the
+/// default), which lets the kernel batch a whole TSO super-frame's packets into one UDP GSO send
+/// and merge them again with UDP GRO, or bare (IP protocol 50, what Docker's kernel IPsec sends),
+/// one packet per send and per receive: about a third of the throughput (Performance.md).
 public enum ESPEncapsulation: Hashable, Sendable, CustomStringConvertible {
     /// ESP directly in IPv4 (protocol 50) on a raw socket, one packet per send.
     case raw

@@ -270,7 +270,7 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     /// Nothing is opened until the first tunnel.
     /// `tapOffloads` nil takes the environment's `OVERLAY_TAP_OFFLOADS` (default on);
     /// `espEncapsulation` nil takes `OVERLAY_ESP_ENCAP` (`esp`, `udp` or `udp:<port>`; default
-    /// bare ESP, and bare ESP with a warning when the value does not parse).
+    /// ESP in UDP on port 4500, and that with a warning when the value does not parse).
     public init(host: NetlinkSocket, nodeTag: String, tapOffloads: Bool? = nil, espEncapsulation: ESPEncapsulation? = nil,
                 logger: Logger = Logger(label: "overlay-userspace-datapath")) {
         if let espEncapsulation {
@@ -279,11 +279,11 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
             if let e = ESPEncapsulation(v) {
                 self.espEncapsulation = e
             } else {
-                self.espEncapsulation = .raw
-                logger.warning("OVERLAY_ESP_ENCAP is not esp, udp or udp:<port>; using bare ESP", metadata: ["value": "\(v)"])
+                self.espEncapsulation = .udp
+                logger.warning("OVERLAY_ESP_ENCAP is not esp, udp or udp:<port>; using ESP in UDP", metadata: ["value": "\(v)"])
             }
         } else {
-            self.espEncapsulation = .raw
+            self.espEncapsulation = .udp
         }
         if let tapOffloads {
             useOffloads = tapOffloads
