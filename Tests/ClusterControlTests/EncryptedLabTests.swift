@@ -14,7 +14,7 @@ import OverlayTestKit
             return
         }
         let bare = mode == "esp"
-        let name = bare ? "ovlt-de" : "ovlt-dd"
+        let name = bare ? "ovlt-de" : "ovlt-dk"
         let lab = try CLILab.up(name, hosts: 3)
         defer { lab.down() }
         _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"] + (mode.map { ["--esp-encapsulation", $0] } ?? []))
