@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import IPsecKeys
 import Netlink
 import OverlayDriver
@@ -24,8 +25,9 @@ final class EncryptedLab: @unchecked Sendable {
     static let secVNI: UInt32 = 5001
     static let plainVNI: UInt32 = 6001
 
-    init(_ name: String, hosts: Int, link: EndpointLink = .auto, keys: IPsecKeyring?) throws {
-        f = try Fixture(name, hosts: hosts, link: link)
+    init(_ name: String, hosts: Int, link: EndpointLink = .auto, espEncapsulation: ESPEncapsulation = .raw,
+         logger: Logger? = nil, keys: IPsecKeyring?) throws {
+        f = try Fixture(name, hosts: hosts, link: link, espEncapsulation: espEncapsulation, logger: logger)
         do {
             for (i, d) in f.drivers.enumerated() {
                 if let keys { d.setIPsecKeys(keys) }
@@ -83,6 +85,17 @@ struct CapturedPacket {
 /// Whether a captured Ethernet frame is IPv4 carrying ESP (protocol 50).
 func isESP(_ frame: [UInt8]) -> Bool {
     frame.count >= 34 && frame[12] == 0x08 && frame[13] == 0x00 && frame[23] == 50
+}
+
+/// Whether an Ethernet frame is IPv4 carrying ESP, bare or in UDP to or from port 4500 (RFC 3948).
+func isESPAnyEncapsulation(_ frame: [UInt8]) -> Bool {
+    guard !isESP(frame) else { return true }
+    guard frame.count >= 42, frame[12] == 0x08, frame[13] == 0x00, frame[23] == 17 else { return false }
+    let ihl = Int(frame[14] & 0x0F) * 4
+    guard frame.count >= 14 + ihl + 8 else { return false }
+    let sport = UInt16(frame[14 + ihl]) << 8 | UInt16(frame[15 + ihl])
+    let dport = UInt16(frame[16 + ihl]) << 8 | UInt16(frame[17 + ihl])
+    return sport == 4500 || dport == 4500
 }
 
 /// Writes captured Ethernet frames as a pcap file (LINKTYPE_ETHERNET).

@@ -82,9 +82,12 @@ struct EncryptedWireTests {
         #expect(try e.pingSec(0, 1).status == 0)
     }
 
-    @Test("no keys: nothing is sent, the status says why and drops are counted; keys arriving later open the network")
-    func noKeysFailsClosed() throws {
-        let e = try EncryptedLab("ovlt-encn", hosts: 2, keys: nil)
+    @Test("no keys: nothing is sent, the status and the log say why and drops are counted; keys arriving later open the network",
+          arguments: [ESPEncapsulation.raw, .udp])
+    func noKeysFailsClosed(mode: ESPEncapsulation) throws {
+        let log = RecordedLog()
+        let e = try EncryptedLab(mode == .raw ? "ovlt-encn" : "ovlt-encnu", hosts: 2, espEncapsulation: mode,
+                                 logger: log.logger(), keys: nil)
         defer { e.destroy() }
         #expect(try e.drivers[0].encryptionStatus(network: "sec") == .noKeys)
         let h0 = e.f.lab.hosts[0]
@@ -95,7 +98,8 @@ struct EncryptedWireTests {
         let c = e.drivers[0].userspaceDatapath.counters
         #expect(c.dropped(.noKeys) > 0, "\(c)")
         #expect(c.txFrames == 0)
-        #expect(!cap.drain().contains(where: isESP))
+        #expect(!cap.drain().contains(where: isESPAnyEncapsulation))
+        #expect(log.all.contains { $0.contains("network sec: no IPsec keys yet, sending nothing") }, "\(log.all.suffix(10))")
         let ring = try testKeyring()
         for d in e.drivers { d.setIPsecKeys(ring) }
         #expect(try e.drivers[0].encryptionStatus(network: "sec") == .ok)
@@ -106,9 +110,11 @@ struct EncryptedWireTests {
         #expect(try e.pingSec(0, 1, count: 1).status != 0)
     }
 
-    @Test("a host with a wrong key gets nothing through; its drops are counted")
-    func wrongKey() throws {
-        let e = try EncryptedLab("ovlt-encx", hosts: 2, keys: nil)
+    @Test("a host with a wrong key gets nothing through; its drops are counted and it logs why", arguments: [ESPEncapsulation.raw, .udp])
+    func wrongKey(mode: ESPEncapsulation) throws {
+        let log = RecordedLog()
+        let e = try EncryptedLab(mode == .raw ? "ovlt-encx" : "ovlt-encxu", hosts: 2, espEncapsulation: mode,
+                                 logger: log.logger(), keys: nil)
         defer { e.destroy() }
         e.drivers[0].setIPsecKeys(try testKeyring())
         e.drivers[1].setIPsecKeys(try testKeyring())  // same tags, other key bytes
@@ -116,6 +122,10 @@ struct EncryptedWireTests {
         let c1 = e.drivers[1].userspaceDatapath.counters
         #expect(c1.dropped(.espAuthFailed) > 0, "\(c1)")
         #expect(c1.rxFrames == 0)
+        // The receiving host says why, naming the sender.
+        let sender = e.f.lab.hosts[0].address
+        let why = log.all.filter { $0.contains("no IPsec key here opens") }
+        #expect(why.contains { $0.contains("from=\(sender)") && $0.contains("authFailed=") }, "\(log.all.suffix(10))")
         // Other tags entirely: the SPIs are unknown.
         e.drivers[1].setIPsecKeys(try testKeyring(first: 10))
         #expect(try e.pingSec(0, 1, count: 1).status != 0)

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Netlink
 import OverlayDriver
 import OverlayModel
@@ -18,9 +19,14 @@ final class Fixture: @unchecked Sendable {
     /// built on this fixture check Docker's wire format; ESP in UDP, the default, has its own).
     let espEncapsulation: ESPEncapsulation
 
-    init(_ name: String, hosts: Int, link: EndpointLink = .auto, espEncapsulation: ESPEncapsulation = .raw) throws {
+    /// The drivers' logger (nil: the default one).
+    let logger: Logger?
+
+    init(_ name: String, hosts: Int, link: EndpointLink = .auto, espEncapsulation: ESPEncapsulation = .raw,
+         logger: Logger? = nil) throws {
         self.link = link
         self.espEncapsulation = espEncapsulation
+        self.logger = logger
         stateRoot = "/run/\(name)-state"
         Fixture.removeState(stateRoot)
         lab = try Lab.create(name: name, hosts: hosts)
@@ -41,6 +47,7 @@ final class Fixture: @unchecked Sendable {
             nodeID: h.name, stateDirectory: stateDirectory(host), hostNamespacePath: h.namespace.path,
             dataPathAddress: .v4(h.address), endpointLink: link)
         configuration.espEncapsulation = espEncapsulation
+        if let logger { configuration.logger = logger }
         return try OverlayDriver(configuration: configuration)
     }
 
@@ -98,4 +105,37 @@ func ms(since start: ContinuousClock.Instant) -> String {
     let d = ContinuousClock.now - start
     let v = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
     return String(format: "%.1f ms", v)
+}
+
+/// Log lines kept in memory, for tests that check what a driver says.
+final class RecordedLog: @unchecked Sendable {
+    // @unchecked: `lines` is guarded by `lock`.
+    private let lock = NSLock()
+    private var lines: [String] = []
+
+    func append(_ line: String) { lock.withLock { lines.append(line) } }
+    var all: [String] { lock.withLock { lines } }
+
+    /// A logger (label `label`, level debug) whose every line, with its metadata, lands here.
+    func logger(_ label: String = "test") -> Logger {
+        var l = Logger(label: label) { _ in Handler(log: self) }
+        l.logLevel = .debug
+        return l
+    }
+
+    struct Handler: LogHandler {
+        let log: RecordedLog
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .debug
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?, source: String,
+                 file: String, function: String, line: UInt) {
+            let all = metadata.merging(extra ?? [:]) { $1 }
+            let meta = all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            log.append("\(level) \(message) \(meta)")
+        }
+    }
 }

@@ -1,5 +1,7 @@
 import Glibc
 import IPsecKeys
+import Logging
+import OverlayModel
 
 // The hot loops. Buffers, iovecs and message headers are allocated once per thread; per batch
 // each loop takes the tables/keys snapshot under one lock and merges its counters under another.
@@ -294,13 +296,18 @@ extension UserspaceDatapath {
         let iov = UnsafeMutablePointer<iovec>.allocate(capacity: cap)
         let msgs = UnsafeMutablePointer<MMsgHdr>.allocate(capacity: cap)
         let pfds = UnsafeMutablePointer<pollfd>.allocate(capacity: 2)
-        defer { buf.deallocate(); control.deallocate(); iov.deallocate(); msgs.deallocate(); pfds.deallocate() }
+        let sources = UnsafeMutablePointer<sockaddr_in>.allocate(capacity: cap)
+        defer { buf.deallocate(); control.deallocate(); iov.deallocate(); msgs.deallocate(); pfds.deallocate(); sources.deallocate() }
         for i in 0..<cap {
             iov[i] = iovec(iov_base: buf + i * slotSize, iov_len: slotSize)
             msgs[i] = MMsgHdr()
             msgs[i].hdr.msg_iov = iov + i
             msgs[i].hdr.msg_iovlen = 1
+            msgs[i].hdr.msg_name = UnsafeMutableRawPointer(sources + i)
         }
+        let authFailed = CounterBlock.dropBase + UserspaceDropReason.espAuthFailed.rawValue
+        let unknownSPI = CounterBlock.dropBase + UserspaceDropReason.espUnknownSPI.rawValue
+        let keyLog = KeyMismatchLog()
         let recv = MMsg.recv!
         let coalescer = TCPCoalescer()
         let path = ReceivePath(opener: opener, port: port, coalescer: coalescer)
@@ -316,6 +323,7 @@ extension UserspaceDatapath {
                 break
             }
             if pfds[1].revents != 0 { break }
+            for i in 0..<cap { msgs[i].hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size) }
             if udp {
                 for i in 0..<cap {
                     msgs[i].hdr.msg_control = control + i * UDPOffload.rxControlSize
@@ -330,10 +338,15 @@ extension UserspaceDatapath {
                     ? UDPOffload.groSegmentSize(control + i * UDPOffload.rxControlSize,
                                                 min(Int(msgs[i].hdr.msg_controllen), UDPOffload.rxControlSize))
                     : nil
+                let keyDropsBefore = local[authFailed] &+ local[unknownSPI]
                 path.receive(buf + i * slotSize, length: Int(msgs[i].len), truncated: msgs[i].hdr.msg_flags & Int32(MSG_TRUNC) != 0,
                              udp: udp, groSegment: segment,
                              tunnel: { vni in tunnels[vni].map { ($0.tapFD, $0.virtioNetHeaderLength > 0) } }, drop: drop)
+                if local[authFailed] &+ local[unknownSPI] != keyDropsBefore {
+                    keyLog.lastSource = UInt32(bigEndian: sources[i].sin_addr.s_addr)
+                }
             }
+            keyLog.note(authFailed: local[authFailed], unknownSPI: local[unknownSPI], logger: logger)
             coalescer.flush()
             local[CounterBlock.rxFrames] &+= coalescer.writtenFrames
             local[CounterBlock.rxBytes] &+= coalescer.writtenBytes
@@ -345,5 +358,31 @@ extension UserspaceDatapath {
             coalescer.mergedWrites = 0
             counterBlock.merge(&local)
         }
+    }
+}
+
+/// The RX thread's warning about ESP that no key here opens (a peer with a wrong or missing key,
+/// or a stranger): at most one line per 10 s while such packets keep coming, with the counts
+/// since the last line and the last sender. Owned by the RX thread.
+final class KeyMismatchLog {
+    var lastSource: UInt32 = 0
+    private var loggedAuthFailed: UInt64 = 0
+    private var loggedUnknownSPI: UInt64 = 0
+    private var lastLine: UInt64 = 0
+    static let interval: UInt64 = 10_000_000_000
+
+    /// `authFailed` and `unknownSPI` are the thread's running totals (not yet merged ones).
+    func note(authFailed: UInt64, unknownSPI: UInt64, logger: Logger) {
+        let a = authFailed &- loggedAuthFailed, u = unknownSPI &- loggedUnknownSPI
+        guard a != 0 || u != 0 else { return }
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        let now = UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+        guard lastLine == 0 || now &- lastLine >= Self.interval else { return }
+        lastLine = now
+        loggedAuthFailed = authFailed
+        loggedUnknownSPI = unknownSPI
+        logger.warning("dropping ESP that no IPsec key here opens: the sender's keys differ from this host's (wrong or missing key, or not a member)",
+                       metadata: ["from": "\(IPv4Address(lastSource))", "authFailed": "\(a)", "unknownSPI": "\(u)"])
     }
 }
