@@ -121,7 +121,7 @@ func runEncryptedBenchmark(seconds: Int, rounds: Int) throws {
     let paths: [(String, String, String, String)] = [
         ("underlay veth", lab.hosts[0].namespace.path!, lab.hosts[1].namespace.path!, lab.hosts[1].address.description),
         ("plain overlay (kernel VXLAN)", plain[0].0.path!, plain[1].0.path!, plain[1].1.address.description),
-        ("encrypted, bare ESP (Docker's format)", sec[0].0.path!, sec[1].0.path!, sec[1].1.address.description),
+        ("encrypted, bare ESP (Docker's)", sec[0].0.path!, sec[1].0.path!, sec[1].1.address.description),
         ("encrypted, ESP in UDP (the default)", usec[0].0.path!, usec[1].0.path!, usec[1].1.address.description),
     ]
     for p in paths {   // ARP and caches
