@@ -71,6 +71,12 @@ private struct Path {
 /// Measures every path `rounds` times, interleaved (path A, B, C, then again) so a burst of
 /// noise on this shared machine hits all of them alike, and keeps the median of each figure.
 private func measure(_ lab: Lab, _ paths: [Path], seconds: Int, rounds: Int) throws -> [PathResult] {
+    var ignored: [[PathResult]] = []
+    return try measure(lab, paths, seconds: seconds, rounds: rounds, samples: &ignored)
+}
+
+/// The same, also handing back every round's figures (`samples[path][round]`).
+private func measure(_ lab: Lab, _ paths: [Path], seconds: Int, rounds: Int, samples out: inout [[PathResult]]) throws -> [PathResult] {
     var samples = Array(repeating: [PathResult](), count: paths.count)
     for p in paths { _ = try pingRTT(client: p.client, target: p.serverIP, count: 5) }  // ARP, caches
     for _ in 0..<rounds {
@@ -81,7 +87,13 @@ private func measure(_ lab: Lab, _ paths: [Path], seconds: Int, rounds: Int) thr
             samples[i].append(PathResult(name: p.name, tcp1: t1, tcp4: t4, rttAverage: avg, rttMax: max, rttMedian: p50))
         }
     }
+    print("single-stream Gbit/s per round:")
+    for s in samples {
+        print("  " + s[0].name.padding(toLength: 36, withPad: " ", startingAt: 0)
+              + s.map { String(format: "%.2f", $0.tcp1 / 1e9) }.joined(separator: " "))
+    }
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+    out = samples
     return samples.map { s in
         PathResult(name: s[0].name, tcp1: median(s.map(\.tcp1)), tcp4: median(s.map(\.tcp4)),
                    rttAverage: median(s.map(\.rttAverage)), rttMax: median(s.map(\.rttMax)), rttMedian: median(s.map(\.rttMedian)))
@@ -272,6 +284,37 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3, rttBlocks: Int = 40) t
         Path(name: "our overlay (\(drivers[0].endpointLink))", client: c1.path!, server: c2.path!, serverIP: "10.198.0.3"),
         Path(name: "our overlay (veth+bridge fallback)", client: b1.path!, server: b2.path!, serverIP: "10.194.0.3"),
     ]
+    // OVERLAY_BENCH_PATHS=2,5 measures only those rows (0-based, in the order above) for a
+    // closer look; the ratios are then against the first one selected.
+    let selected = ProcessInfo.processInfo.environment["OVERLAY_BENCH_PATHS"].map {
+        $0.split(separator: ",").compactMap { Int($0) }.filter { paths.indices.contains($0) }
+    }
+    if let selected, !selected.isEmpty {
+        let chosen = selected.map { paths[$0] }
+        var perRound: [[PathResult]] = []
+        let r = try measure(lab, chosen, seconds: seconds, rounds: rounds, samples: &perRound)
+        func quartiles(_ xs: [Double]) -> String {
+            let q = xs.sorted()
+            return String(format: "%.0f%% (%.0f%% - %.0f%%)", q[q.count / 2] * 100, q[q.count / 4] * 100, q[q.count * 3 / 4] * 100)
+        }
+        print("path                                x1 Gbit/s  x4 Gbit/s  x1 vs first: median of per-round ratios (quartiles)  x4 likewise")
+        for (i, x) in r.enumerated() {
+            let x1 = zip(perRound[i], perRound[0]).map { $0.tcp1 / $1.tcp1 }
+            let x4 = zip(perRound[i], perRound[0]).map { $0.tcp4 / $1.tcp4 }
+            print(x.name.padding(toLength: 36, withPad: " ", startingAt: 0)
+                  + String(format: "%.2f", x.tcp1 / 1e9).padding(toLength: 11, withPad: " ", startingAt: 0)
+                  + String(format: "%.2f", x.tcp4 / 1e9).padding(toLength: 11, withPad: " ", startingAt: 0)
+                  + quartiles(x1).padding(toLength: 53, withPad: " ", startingAt: 0) + quartiles(x4))
+        }
+        let rtts = try measureRTT(chosen, baseIndex: 0, blocks: rttBlocks, perBlock: 50)
+        print("RTT in \(rttBlocks) paired blocks of 50 pings 5 ms apart per path (ping on CPU 0):")
+        for x in rtts {
+            print(x.name.padding(toLength: 36, withPad: " ", startingAt: 0)
+                  + String(format: "p50 %.3f ms, p90 %.3f ms, vs first %.0f%% (%.0f%% - %.0f%%)", x.median, x.p90,
+                           x.ratio * 100, x.ratioLow * 100, x.ratioHigh * 100))
+        }
+        return
+    }
     let results = try measure(lab, paths, seconds: seconds, rounds: rounds)
     // Ratios against the pair between containers (the aims), and RTT also against the host-namespace pair.
     let base = results[2], hostPair = results[1]

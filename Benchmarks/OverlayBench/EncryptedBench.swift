@@ -128,15 +128,26 @@ func runEncryptedBenchmark(seconds: Int, rounds: Int) throws {
         let r = try Command.run(["nsenter", "--net=\(p.1)", "--", "ping", "-c", "3", "-i", "0.2", "-W", "2", p.3], timeout: 20)
         guard r.succeeded else { throw LabError("\(p.0): \(p.3) does not answer: \(r.output.suffix(200))") }
     }
+    // OVERLAY_BENCH_PATHS=3 measures only those rows (0-based), e.g. under `perf record`.
+    let selected = ProcessInfo.processInfo.environment["OVERLAY_BENCH_PATHS"].map {
+        Set($0.split(separator: ",").compactMap { Int($0) })
+    }
     var samples: [[EncryptedResult]] = Array(repeating: [], count: paths.count)
     for _ in 0..<rounds {
-        for (i, p) in paths.enumerated() {
+        for (i, p) in paths.enumerated() where selected?.contains(i) ?? true {
             var r = try iperfOnce(client: p.1, server: p.2, serverIP: p.3, seconds: seconds)
             r.name = p.0
             samples[i].append(r)
         }
     }
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+    if selected != nil {
+        for s in samples where !s.isEmpty {
+            print("  " + s[0].name.padding(toLength: 36, withPad: " ", startingAt: 0)
+                  + String(format: "%6.2f Gbit/s   %5.2f CPU-s/Gbit", median(s.map(\.bps)) / 1e9, median(s.map(\.cpuSecondsPerGbit))))
+        }
+        return
+    }
     let results = samples.map { s in
         EncryptedResult(name: s[0].name, bps: median(s.map(\.bps)), cpuSecondsPerGbit: median(s.map(\.cpuSecondsPerGbit)),
                         retransmits: Int(median(s.map { Double($0.retransmits) })))
