@@ -1,5 +1,6 @@
 import Glibc
 import IPsecKeys
+import Logging
 import OverlayCrypto
 import OverlayModel
 import Testing
@@ -142,5 +143,23 @@ struct ReceivePathTests {
         let (single, none) = run([esp[0]], udp: true)
         #expect(none.isEmpty)
         #expect(single.writes.count == 1 && single.writes.first?.bytes == frames[0])
+    }
+
+    @Test("ESP no key opens is logged once per interval, with the counts of every batch since the last line")
+    func keyMismatchLogCountsBatches() {
+        let log = RecordedLog()
+        let logger = log.logger()
+        let k = KeyMismatchLog()
+        k.note(authFailed: 0, unknownSPI: 0, logger: logger)
+        #expect(log.all.isEmpty)
+        k.lastSource = 0xC612_0001  // 198.18.0.1
+        k.note(authFailed: 3, unknownSPI: 1, logger: logger)
+        #expect(log.all.count == 1)
+        #expect(log.all.first?.contains("from=198.18.0.1") == true, "\(log.all)")
+        #expect(log.all.first?.contains("authFailed=3") == true && log.all.first?.contains("unknownSPI=1") == true, "\(log.all)")
+        // Within the interval: counted, not logged (the next line will carry 2 + 5).
+        k.note(authFailed: 2, unknownSPI: 0, logger: logger)
+        k.note(authFailed: 5, unknownSPI: 0, logger: logger)
+        #expect(log.all.count == 1)
     }
 }

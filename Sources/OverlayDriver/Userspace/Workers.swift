@@ -346,6 +346,7 @@ extension UserspaceDatapath {
                     keyLog.lastSource = UInt32(bigEndian: sources[i].sin_addr.s_addr)
                 }
             }
+            // `local` holds this batch's counts (merged and zeroed below).
             keyLog.note(authFailed: local[authFailed], unknownSPI: local[unknownSPI], logger: logger)
             coalescer.flush()
             local[CounterBlock.rxFrames] &+= coalescer.writtenFrames
@@ -366,23 +367,25 @@ extension UserspaceDatapath {
 /// since the last line and the last sender. Owned by the RX thread.
 final class KeyMismatchLog {
     var lastSource: UInt32 = 0
-    private var loggedAuthFailed: UInt64 = 0
-    private var loggedUnknownSPI: UInt64 = 0
+    private var pendingAuthFailed: UInt64 = 0
+    private var pendingUnknownSPI: UInt64 = 0
     private var lastLine: UInt64 = 0
     static let interval: UInt64 = 10_000_000_000
 
-    /// `authFailed` and `unknownSPI` are the thread's running totals (not yet merged ones).
+    /// Adds one batch's `authFailed` and `unknownSPI` drops and logs if they are due.
     func note(authFailed: UInt64, unknownSPI: UInt64, logger: Logger) {
-        let a = authFailed &- loggedAuthFailed, u = unknownSPI &- loggedUnknownSPI
-        guard a != 0 || u != 0 else { return }
+        pendingAuthFailed &+= authFailed
+        pendingUnknownSPI &+= unknownSPI
+        guard pendingAuthFailed != 0 || pendingUnknownSPI != 0 else { return }
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         let now = UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
         guard lastLine == 0 || now &- lastLine >= Self.interval else { return }
         lastLine = now
-        loggedAuthFailed = authFailed
-        loggedUnknownSPI = unknownSPI
         logger.warning("dropping ESP that no IPsec key here opens: the sender's keys differ from this host's (wrong or missing key, or not a member)",
-                       metadata: ["from": "\(IPv4Address(lastSource))", "authFailed": "\(a)", "unknownSPI": "\(u)"])
+                       metadata: ["from": "\(IPv4Address(lastSource))", "authFailed": "\(pendingAuthFailed)",
+                                  "unknownSPI": "\(pendingUnknownSPI)"])
+        pendingAuthFailed = 0
+        pendingUnknownSPI = 0
     }
 }
