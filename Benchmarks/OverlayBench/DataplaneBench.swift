@@ -92,7 +92,6 @@ private func measure(_ lab: Lab, _ paths: [Path], seconds: Int, rounds: Int, sam
         print("  " + s[0].name.padding(toLength: 36, withPad: " ", startingAt: 0)
               + s.map { String(format: "%.2f", $0.tcp1 / 1e9) }.joined(separator: " "))
     }
-    func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
     out = samples
     return samples.map { s in
         PathResult(name: s[0].name, tcp1: median(s.map(\.tcp1)), tcp4: median(s.map(\.tcp4)),
@@ -100,8 +99,21 @@ private func measure(_ lab: Lab, _ paths: [Path], seconds: Int, rounds: Int, sam
     }
 }
 
-/// RTT in paired blocks, the design the aim needs: a slow drift of this shared 2-core VM moves
-/// single runs by 15-25% (Performance.md), so `blocks` times every path gets `perBlock` pings 5 ms
+/// The value at fraction `f` of the sorted values (the median at 0.5), as the tables print them.
+private func quantile(_ xs: [Double], _ f: Double) -> Double {
+    let s = xs.sorted()
+    return s[min(s.count - 1, Int(Double(s.count) * f))]
+}
+
+private func median(_ xs: [Double]) -> Double { quantile(xs, 0.5) }
+
+/// Median and quartiles.
+private func quantiles(_ xs: [Double]) -> (median: Double, low: Double, high: Double) {
+    (quantile(xs, 0.5), quantile(xs, 0.25), quantile(xs, 0.75))
+}
+
+/// RTT in paired blocks, the design the aim needs: on this shared 2-core VM one run of a path
+/// differs from the next by 15-25% (Performance.md), so `blocks` times every path gets `perBlock` pings 5 ms
 /// apart in turn (the order rotating each block), and each path's ratio to the baseline is taken
 /// within a block, where both saw the same machine. Reported: the median ping over all blocks,
 /// and the median and quartiles of the per-block ratios of the medians.
@@ -115,7 +127,6 @@ private struct RTTResult {
 }
 
 private func measureRTT(_ paths: [Path], baseIndex: Int, blocks: Int, perBlock: Int) throws -> [RTTResult] {
-    func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
     var all = Array(repeating: [Double](), count: paths.count)
     var ratios = Array(repeating: [Double](), count: paths.count)
     for b in 0..<blocks {
@@ -129,9 +140,9 @@ private func measureRTT(_ paths: [Path], baseIndex: Int, blocks: Int, perBlock: 
         for i in paths.indices { ratios[i].append(blockMedians[i] / blockMedians[baseIndex]) }
     }
     return paths.indices.map { i in
-        let s = all[i].sorted(), r = ratios[i].sorted()
-        return RTTResult(name: paths[i].name, median: s[s.count / 2], p90: s[s.count * 9 / 10],
-                         ratio: r[r.count / 2], ratioLow: r[r.count / 4], ratioHigh: r[r.count * 3 / 4])
+        let q = quantiles(ratios[i])
+        return RTTResult(name: paths[i].name, median: median(all[i]), p90: quantile(all[i], 0.9),
+                         ratio: q.median, ratioLow: q.low, ratioHigh: q.high)
     }
 }
 
@@ -294,8 +305,8 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3, rttBlocks: Int = 40) t
         var perRound: [[PathResult]] = []
         let r = try measure(lab, chosen, seconds: seconds, rounds: rounds, samples: &perRound)
         func quartiles(_ xs: [Double]) -> String {
-            let q = xs.sorted()
-            return String(format: "%.0f%% (%.0f%% - %.0f%%)", q[q.count / 2] * 100, q[q.count / 4] * 100, q[q.count * 3 / 4] * 100)
+            let q = quantiles(xs)
+            return String(format: "%.0f%% (%.0f%% - %.0f%%)", q.median * 100, q.low * 100, q.high * 100)
         }
         print("path                                x1 Gbit/s  x4 Gbit/s  x1 vs first: median of per-round ratios (quartiles)  x4 likewise")
         for (i, x) in r.enumerated() {
