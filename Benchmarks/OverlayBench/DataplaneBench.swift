@@ -11,7 +11,9 @@ import OverlayTestKit
 // by hand (bridge and VXLAN in a sandbox namespace), (3) our overlay (OverlayDriver) in its default
 // mode (containers on MACVLANs over the sandbox's VXLAN device) and in its veth + bridge fallback
 // (Docker's layout: containers, veths, sandbox bridge, VXLAN). Then the control-path timings: sandbox create + first attach, further attaches, and
-// programming 1,000 peers.
+// programming 1,000 peers. With OVERLAY_BENCH_PATHS only the chosen rows are measured, in paired
+// rounds, and each is summed up by the median of its per-round ratios to the first row, with
+// quartiles and a bootstrap 95% interval (the aims' evidence: Performance.md, "Where it stands").
 
 private struct PathResult {
     var name: String
@@ -22,22 +24,39 @@ private struct PathResult {
     /// The median of the single pings' times: unlike the average, not moved by a few slow
     /// wake-ups of this 2-core VM (one ping of 0.87 ms among 200 of ~0.12 moves the average 3%).
     var rttMedian: Double
+    /// The CPU time the hypervisor took from this VM during the x1 and x4 runs (both CPUs, in
+    /// seconds, from /proc/stat's steal column): time nothing here could run.
+    var steal1: Double = 0
+    var steal4: Double = 0
 }
 
-private func iperf(_ lab: Lab, client: String, server: String, serverIP: String, streams: Int, seconds: Int) throws -> Double {
+/// The steal time of every CPU together, in seconds: /proc/stat's `cpu` line, eighth value, in
+/// USER_HZ (100 per second on Linux).
+private func stealSeconds() -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") })
+    else { return 0 }
+    let fields = line.split(separator: " ")
+    return fields.count > 8 ? (Double(fields[8]) ?? 0) / 100 : 0
+}
+
+/// Bits per second received, and the seconds of CPU stolen from the VM while the client ran.
+private func iperf(_ lab: Lab, client: String, server: String, serverIP: String, streams: Int, seconds: Int) throws -> (bps: Double, steal: Double) {
     let port = "\(5201 + streams)"
     let s = try Command.run(["nsenter", "--net=\(server)", "--", "iperf3", "-s", "-1", "-D", "-A", "1", "-p", port])
     guard s.succeeded else { throw LabError("iperf3 server: \(s.output)") }
     usleep(200_000)
+    let stolenBefore = stealSeconds()
     let r = try Command.run(["nsenter", "--net=\(client)", "--", "iperf3", "-A", "0", "-c", serverIP, "-p", port,
                              "-t", "\(seconds)", "-P", "\(streams)", "-J"], timeout: Double(seconds) + 20)
+    let stolen = stealSeconds() - stolenBefore
     guard r.succeeded,
           let json = try? JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any],
           let end = json["end"] as? [String: Any],
           let received = end["sum_received"] as? [String: Any],
           let bps = received["bits_per_second"] as? Double
     else { throw LabError("iperf3 client to \(serverIP): \(r.output.prefix(400))") }
-    return bps
+    return (bps, stolen)
 }
 
 /// The single pings' times in ms of `count` pings `interval` s apart, ping pinned to CPU 0 (so the
@@ -68,29 +87,51 @@ private struct Path {
 }
 
 /// iperf3's client runs on CPU 0 and its server on CPU 1 (`-A`), so runs differ less.
-/// Measures every path `rounds` times, interleaved (path A, B, C, then again) so a burst of
-/// noise on this shared machine hits all of them alike, and keeps the median of each figure.
+/// Measures every path `rounds` times, interleaved so a burst of noise on this shared machine
+/// hits all of them alike, and keeps the median of each figure. The order rotates each round
+/// (A B C, B C A, C A B; with two paths A B, B A), so no path always runs first or right after
+/// the same neighbour; within a round the single-stream runs go in that order, then the
+/// four-stream runs in the reverse, then the pings.
 private func measure(_ lab: Lab, _ paths: [Path], seconds: Int, rounds: Int) throws -> [PathResult] {
     var ignored: [[PathResult]] = []
     return try measure(lab, paths, seconds: seconds, rounds: rounds, samples: &ignored)
 }
 
-/// The same, also handing back every round's figures (`samples[path][round]`).
-private func measure(_ lab: Lab, _ paths: [Path], seconds: Int, rounds: Int, samples out: inout [[PathResult]]) throws -> [PathResult] {
+/// The same, also handing back every round's figures (`samples[path][round]`). With `pings`
+/// false the 200 pings per path and round are left out (the RTT then comes from paired blocks).
+private func measure(_ lab: Lab, _ paths: [Path], seconds: Int, rounds: Int, pings: Bool = true,
+                     samples out: inout [[PathResult]]) throws -> [PathResult] {
     var samples = Array(repeating: [PathResult](), count: paths.count)
     for p in paths { _ = try pingRTT(client: p.client, target: p.serverIP, count: 5) }  // ARP, caches
-    for _ in 0..<rounds {
-        for (i, p) in paths.enumerated() {
-            let (avg, max, p50) = try pingRTT(client: p.client, target: p.serverIP, count: 200)
-            let t1 = try iperf(lab, client: p.client, server: p.server, serverIP: p.serverIP, streams: 1, seconds: seconds)
-            let t4 = try iperf(lab, client: p.client, server: p.server, serverIP: p.serverIP, streams: 4, seconds: seconds)
-            samples[i].append(PathResult(name: p.name, tcp1: t1, tcp4: t4, rttAverage: avg, rttMax: max, rttMedian: p50))
+    for round in 0..<rounds {
+        let order = paths.indices.map { (round + $0) % paths.count }
+        var t1 = Array(repeating: (bps: 0.0, steal: 0.0), count: paths.count), t4 = t1
+        var rtt = Array(repeating: (0.0, 0.0, 0.0), count: paths.count)
+        // Single streams in this round's order, four streams in the reverse (A B, then B A), so
+        // the runs a ratio compares follow each other as closely as the order allows.
+        for i in order {
+            let p = paths[i]
+            t1[i] = try iperf(lab, client: p.client, server: p.server, serverIP: p.serverIP, streams: 1, seconds: seconds)
+        }
+        for i in order.reversed() {
+            let p = paths[i]
+            t4[i] = try iperf(lab, client: p.client, server: p.server, serverIP: p.serverIP, streams: 4, seconds: seconds)
+        }
+        if pings { for i in order { rtt[i] = try pingRTT(client: paths[i].client, target: paths[i].serverIP, count: 200) } }
+        for i in paths.indices {
+            samples[i].append(PathResult(name: paths[i].name, tcp1: t1[i].bps, tcp4: t4[i].bps, rttAverage: rtt[i].0,
+                                         rttMax: rtt[i].1, rttMedian: rtt[i].2, steal1: t1[i].steal, steal4: t4[i].steal))
         }
     }
     print("single-stream Gbit/s per round:")
     for s in samples {
         print("  " + s[0].name.padding(toLength: 36, withPad: " ", startingAt: 0)
               + s.map { String(format: "%.2f", $0.tcp1 / 1e9) }.joined(separator: " "))
+    }
+    print("four-stream Gbit/s per round:")
+    for s in samples {
+        print("  " + s[0].name.padding(toLength: 36, withPad: " ", startingAt: 0)
+              + s.map { String(format: "%.2f", $0.tcp4 / 1e9) }.joined(separator: " "))
     }
     out = samples
     return samples.map { s in
@@ -99,7 +140,8 @@ private func measure(_ lab: Lab, _ paths: [Path], seconds: Int, rounds: Int, sam
     }
 }
 
-/// The value at fraction `f` of the sorted values (the median at 0.5), as the tables print them.
+/// The value at fraction `f` of the sorted values (the median at 0.5; for an even count, the
+/// upper of the two middle values), as the tables print them.
 private func quantile(_ xs: [Double], _ f: Double) -> Double {
     let s = xs.sorted()
     return s[min(s.count - 1, Int(Double(s.count) * f))]
@@ -110,6 +152,36 @@ private func median(_ xs: [Double]) -> Double { quantile(xs, 0.5) }
 /// Median and quartiles.
 private func quantiles(_ xs: [Double]) -> (median: Double, low: Double, high: Double) {
     (quantile(xs, 0.5), quantile(xs, 0.25), quantile(xs, 0.75))
+}
+
+/// A 95% confidence interval for the median of `xs` by the percentile bootstrap: the median of
+/// `resamples` samples drawn with replacement, its 2.5th and 97.5th percentiles. The generator
+/// (SplitMix64) has a fixed seed, so the same figures always give the same interval.
+private func bootstrapMedianInterval(_ xs: [Double], resamples: Int = 4000) -> (low: Double, high: Double) {
+    guard xs.count > 1 else { return (xs.first ?? 0, xs.first ?? 0) }
+    var state: UInt64 = 0x5EED_0F_0BE2_1A7
+    func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    var medians: [Double] = []
+    medians.reserveCapacity(resamples)
+    var sample = xs
+    for _ in 0..<resamples {
+        for j in sample.indices { sample[j] = xs[Int(next() % UInt64(xs.count))] }
+        medians.append(median(sample))
+    }
+    return (quantile(medians, 0.025), quantile(medians, 0.975))
+}
+
+/// "96% (quartiles 88-108%, 95% CI of the median 93-98%)" for per-round ratios.
+private func ratioSummary(_ xs: [Double]) -> String {
+    let q = quantiles(xs), ci = bootstrapMedianInterval(xs)
+    return String(format: "%.1f%% (quartiles %.0f-%.0f%%, 95%% CI of the median %.1f-%.1f%%)",
+                  q.median * 100, q.low * 100, q.high * 100, ci.low * 100, ci.high * 100)
 }
 
 /// RTT in paired blocks, the design the aim needs: on this shared 2-core VM one run of a path
@@ -124,6 +196,8 @@ private struct RTTResult {
     var ratio: Double
     var ratioLow: Double
     var ratioHigh: Double
+    /// Every block's ratio, for the interval.
+    var ratios: [Double]
 }
 
 private func measureRTT(_ paths: [Path], baseIndex: Int, blocks: Int, perBlock: Int) throws -> [RTTResult] {
@@ -142,7 +216,7 @@ private func measureRTT(_ paths: [Path], baseIndex: Int, blocks: Int, perBlock: 
     return paths.indices.map { i in
         let q = quantiles(ratios[i])
         return RTTResult(name: paths[i].name, median: median(all[i]), p90: quantile(all[i], 0.9),
-                         ratio: q.median, ratioLow: q.low, ratioHigh: q.high)
+                         ratio: q.median, ratioLow: q.low, ratioHigh: q.high, ratios: ratios[i])
     }
 }
 
@@ -301,28 +375,37 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3, rttBlocks: Int = 40) t
         $0.split(separator: ",").compactMap { Int($0) }.filter { paths.indices.contains($0) }
     }
     if let selected, !selected.isEmpty {
+        // Paired rounds: every round measures each chosen row once (the order rotating), and the
+        // ratios are taken within a round, where the rows saw the same machine. Besides the
+        // median and quartiles of those ratios, a bootstrap 95% interval says how well the runs
+        // pin the median down, and a second set of ratios counts only the CPU time the
+        // hypervisor left to this VM (bits per unstolen CPU-second), the one source of the
+        // spread that can be measured from inside.
         let chosen = selected.map { paths[$0] }
         var perRound: [[PathResult]] = []
-        let r = try measure(lab, chosen, seconds: seconds, rounds: rounds, samples: &perRound)
-        func quartiles(_ xs: [Double]) -> String {
-            let q = quantiles(xs)
-            return String(format: "%.0f%% (%.0f%% - %.0f%%)", q.median * 100, q.low * 100, q.high * 100)
-        }
-        print("path                                x1 Gbit/s  x4 Gbit/s  x1 vs first: median of per-round ratios (quartiles)  x4 likewise")
+        let r = try measure(lab, chosen, seconds: seconds, rounds: rounds, pings: false, samples: &perRound)
+        let cpuSeconds = Double(seconds * 2)  // two CPUs
+        func unstolen(_ bps: Double, _ steal: Double) -> Double { bps * cpuSeconds / max(cpuSeconds - steal, cpuSeconds / 10) }
+        print("\(rounds) paired rounds of iperf3 \(seconds) s per row; CPU stolen by the hypervisor per run: median "
+              + String(format: "%.2f s of %.0f (x1), %.2f s (x4)", median(perRound.flatMap { $0.map(\.steal1) }), cpuSeconds,
+                       median(perRound.flatMap { $0.map(\.steal4) })))
         for (i, x) in r.enumerated() {
-            let x1 = zip(perRound[i], perRound[0]).map { $0.tcp1 / $1.tcp1 }
-            let x4 = zip(perRound[i], perRound[0]).map { $0.tcp4 / $1.tcp4 }
-            print(x.name.padding(toLength: 36, withPad: " ", startingAt: 0)
-                  + String(format: "%.2f", x.tcp1 / 1e9).padding(toLength: 11, withPad: " ", startingAt: 0)
-                  + String(format: "%.2f", x.tcp4 / 1e9).padding(toLength: 11, withPad: " ", startingAt: 0)
-                  + quartiles(x1).padding(toLength: 53, withPad: " ", startingAt: 0) + quartiles(x4))
+            print(x.name + String(format: ": x1 median %.2f Gbit/s, x4 median %.2f Gbit/s", x.tcp1 / 1e9, x.tcp4 / 1e9))
+            guard i > 0 else { continue }
+            let pairs = zip(perRound[i], perRound[0])
+            print("  x1 vs first, per-round ratios:                " + ratioSummary(pairs.map { $0.tcp1 / $1.tcp1 }))
+            print("  x1 vs first, per unstolen CPU-second:         "
+                  + ratioSummary(pairs.map { unstolen($0.tcp1, $0.steal1) / unstolen($1.tcp1, $1.steal1) }))
+            print("  x4 vs first, per-round ratios:                " + ratioSummary(pairs.map { $0.tcp4 / $1.tcp4 }))
+            print("  x4 vs first, per unstolen CPU-second:         "
+                  + ratioSummary(pairs.map { unstolen($0.tcp4, $0.steal4) / unstolen($1.tcp4, $1.steal4) }))
         }
         let rtts = try measureRTT(chosen, baseIndex: 0, blocks: rttBlocks, perBlock: 50)
-        print("RTT in \(rttBlocks) paired blocks of 50 pings 5 ms apart per path (ping on CPU 0):")
-        for x in rtts {
+        print("RTT in \(rttBlocks) paired blocks of 50 pings 5 ms apart per path (ping on CPU 0), ratios of the blocks' medians:")
+        for (i, x) in rtts.enumerated() {
             print(x.name.padding(toLength: 36, withPad: " ", startingAt: 0)
-                  + String(format: "p50 %.3f ms, p90 %.3f ms, vs first %.0f%% (%.0f%% - %.0f%%)", x.median, x.p90,
-                           x.ratio * 100, x.ratioLow * 100, x.ratioHigh * 100))
+                  + String(format: "p50 %.3f ms, p90 %.3f ms", x.median, x.p90)
+                  + (i > 0 ? ", vs first " + ratioSummary(x.ratios) : ""))
         }
         return
     }
