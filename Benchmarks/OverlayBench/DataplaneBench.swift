@@ -31,16 +31,19 @@ private struct PathResult {
 }
 
 /// The steal time of every CPU together, in seconds: /proc/stat's `cpu` line, eighth value, in
-/// USER_HZ (100 per second on Linux).
+/// USER_HZ ticks (`sysconf(_SC_CLK_TCK)`).
 private func stealSeconds() -> Double {
     guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") })
     else { return 0 }
     let fields = line.split(separator: " ")
-    return fields.count > 8 ? (Double(fields[8]) ?? 0) / 100 : 0
+    let ticks = Double(max(sysconf(Int32(_SC_CLK_TCK)), 1))
+    return fields.count > 8 ? (Double(fields[8]) ?? 0) / ticks : 0
 }
 
-/// Bits per second received, and the seconds of CPU stolen from the VM while the client ran.
+/// Bits per second received, and the seconds of CPU stolen from the VM while the client ran
+/// (the whole `nsenter iperf3` process, a little longer than `seconds`, so a per-second figure
+/// made from it errs high).
 private func iperf(_ lab: Lab, client: String, server: String, serverIP: String, streams: Int, seconds: Int) throws -> (bps: Double, steal: Double) {
     let port = "\(5201 + streams)"
     let s = try Command.run(["nsenter", "--net=\(server)", "--", "iperf3", "-s", "-1", "-D", "-A", "1", "-p", port])
@@ -177,7 +180,7 @@ private func bootstrapMedianInterval(_ xs: [Double], resamples: Int = 4000) -> (
     return (quantile(medians, 0.025), quantile(medians, 0.975))
 }
 
-/// "96% (quartiles 88-108%, 95% CI of the median 93-98%)" for per-round ratios.
+/// "96.0% (quartiles 88-108%, 95% CI of the median 93.1-98.4%)" for per-round ratios.
 private func ratioSummary(_ xs: [Double]) -> String {
     let q = quantiles(xs), ci = bootstrapMedianInterval(xs)
     return String(format: "%.1f%% (quartiles %.0f-%.0f%%, 95%% CI of the median %.1f-%.1f%%)",
@@ -359,7 +362,6 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3, rttBlocks: Int = 40) t
     try bridged[0].addPeer(eb2.peer, network: "bench-b")
     try bridged[1].addPeer(eb1.peer, network: "bench-b")
 
-    print("dataplane: 2 lab hosts, iperf3 TCP \(seconds) s per run, ping 200 x 10 ms, median of \(rounds) interleaved rounds; MTU 1450 on every VXLAN path")
     let paths = [
         Path(name: "underlay veth (no VXLAN)", client: p1, server: p2, serverIP: h2.address.description),
         Path(name: "VXLAN by hand, host namespaces", client: p1, server: p2, serverIP: "10.199.0.2"),
@@ -374,6 +376,9 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3, rttBlocks: Int = 40) t
     let selected = ProcessInfo.processInfo.environment["OVERLAY_BENCH_PATHS"].map {
         $0.split(separator: ",").compactMap { Int($0) }.filter { paths.indices.contains($0) }
     }
+    let chosenOnly = !(selected ?? []).isEmpty
+    print("dataplane: 2 lab hosts, iperf3 TCP \(seconds) s per run, " + (chosenOnly ? "" : "ping 200 x 10 ms, ")
+          + "median of \(rounds) interleaved rounds; MTU 1450 on every VXLAN path")
     if let selected, !selected.isEmpty {
         // Paired rounds: every round measures each chosen row once (the order rotating), and the
         // ratios are taken within a round, where the rows saw the same machine. Besides the
