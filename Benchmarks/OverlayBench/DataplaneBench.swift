@@ -196,10 +196,7 @@ private struct RTTResult {
     var name: String
     var median: Double
     var p90: Double
-    var ratio: Double
-    var ratioLow: Double
-    var ratioHigh: Double
-    /// Every block's ratio, for the interval.
+    /// Every block's ratio of its median to the baseline's.
     var ratios: [Double]
 }
 
@@ -217,9 +214,7 @@ private func measureRTT(_ paths: [Path], baseIndex: Int, blocks: Int, perBlock: 
         for i in paths.indices { ratios[i].append(blockMedians[i] / blockMedians[baseIndex]) }
     }
     return paths.indices.map { i in
-        let q = quantiles(ratios[i])
-        return RTTResult(name: paths[i].name, median: median(all[i]), p90: quantile(all[i], 0.9),
-                         ratio: q.median, ratioLow: q.low, ratioHigh: q.high, ratios: ratios[i])
+        RTTResult(name: paths[i].name, median: median(all[i]), p90: quantile(all[i], 0.9), ratios: ratios[i])
     }
 }
 
@@ -438,11 +433,12 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3, rttBlocks: Int = 40) t
     let rtts = try measureRTT(paths, baseIndex: 2, blocks: rttBlocks, perBlock: 50)
     print("path                                RTT p50 ms  RTT p90 ms  p50 vs hand (median of blocks)  quartiles")
     for r in rtts {
+        let q = quantiles(r.ratios)
         print(r.name.padding(toLength: 36, withPad: " ", startingAt: 0)
               + String(format: "%.3f", r.median).padding(toLength: 12, withPad: " ", startingAt: 0)
               + String(format: "%.3f", r.p90).padding(toLength: 12, withPad: " ", startingAt: 0)
-              + pct(r.ratio, 1).padding(toLength: 32, withPad: " ", startingAt: 0)
-              + pct(r.ratioLow, 1) + " - " + pct(r.ratioHigh, 1))
+              + pct(q.median, 1).padding(toLength: 32, withPad: " ", startingAt: 0)
+              + pct(q.low, 1) + " - " + pct(q.high, 1))
     }
 
     // Control path: attaches into an existing sandbox, and 1,000 peers.
