@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.2
 // swift-overlay: multi-host overlay networks (VXLAN, gossip, IPAM, DNS, VIPs) as Swift libraries,
 // a reference daemon (overlayd) and a CLI (overlayctl). See README.md and ../shared/DESIGN.md.
 import PackageDescription
@@ -166,3 +166,9 @@ let package = Package(
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto", "OverlayTestKit", nioCore, nioPosix]),
     ]
 )
+
+// A clean build prints no warnings, and CI keeps it so: in the project's own Swift targets every
+// warning is an error (a Swift 6 `Sendable` warning is a data race the compiler could not rule out).
+for target in package.targets where target.type != .system && target.type != .binary {
+    target.swiftSettings = (target.swiftSettings ?? []) + [.treatAllWarnings(as: .error)]
+}

@@ -19,7 +19,7 @@ import Glibc
 import IPsecKeys
 import OverlayCrypto
 import OverlayModel
-@testable import OverlayDriver
+import OverlayDriver
 
 let vxlanPort: UInt16 = 4789
 let vniWithHeader: UInt32 = 42      // a TAP with IFF_VNET_HDR (fd 3)

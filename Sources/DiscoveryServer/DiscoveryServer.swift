@@ -561,10 +561,11 @@ final class TCPHandler: ChannelInboundHandler {
         upstreamExchanges += 1
         let loop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
-        var upstreamQuery = query
-        upstreamQuery.id = UInt16.random(in: 0 ... .max)
+        var q = query
+        q.id = UInt16.random(in: 0 ... .max)
+        let upstreamQuery = q
         let queryBytes = upstreamQuery.encode()
-        func attempt(_ index: Int) {
+        @Sendable func attempt(_ index: Int) {
             guard index < upstreams.count else {
                 var fail = query.response(rcode: .servFail)
                 fail.id = query.id

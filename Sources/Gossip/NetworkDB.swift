@@ -148,6 +148,8 @@ public final class NetworkDB: Sendable {
 
     /// Malformed table messages received and dropped so far.
     public var malformedMessages: Int { state.withLock { $0.core.malformedMessages } }
+    /// Table messages dropped for a Lamport time too far ahead of this node's clock.
+    public var rejectedClockMessages: Int { state.withLock { $0.core.rejectedClocks } }
 
     /// Entry changes, optionally of one network and table: first a `create` for every current
     /// entry, then every change as it happens, until the consumer stops or `shutdown()`.

@@ -71,13 +71,18 @@ public struct NetworkDBConfig: Sendable, Equatable {
     public var bulkSyncInterval: Duration
     /// How often the shell calls `onTick` (reaping and bulk sync checks).
     public var tickInterval: Duration
+    /// How far ahead of this node's Lamport clock a message's time may be. Clocks are seeded with
+    /// Unix milliseconds, so honest nodes are within days of each other; a message further ahead
+    /// (a time of UInt64.max would wrap every clock it reached) is dropped and counted.
+    public var maxClockLead: UInt64
     /// Makes settings with Docker's defaults.
     public init(nodeName: String, reapInterval: Duration = .seconds(1800), bulkSyncInterval: Duration = .seconds(30),
-                tickInterval: Duration = .seconds(1)) {
+                tickInterval: Duration = .seconds(1), maxClockLead: UInt64 = 1 << 44) {
         self.nodeName = nodeName
         self.reapInterval = reapInterval
         self.bulkSyncInterval = bulkSyncInterval
         self.tickInterval = tickInterval
+        self.maxClockLead = maxClockLead
     }
 }
 
@@ -123,6 +128,8 @@ public struct NetworkDBCore: Sendable {
     public private(set) var clock: UInt64 = 0
     /// Table messages from the wire that could not be decoded (dropped).
     public private(set) var malformedMessages = 0
+    /// Table messages dropped because their Lamport time was too far ahead (see `maxClockLead`).
+    public private(set) var rejectedClocks = 0
     var entries: [EntryID: EntryState] = [:]
     var memberships: [String: [String: Membership]] = [:]   // node -> network -> state
     var alive: [String: NodeAddress] = [:]                   // other nodes believed alive
@@ -142,8 +149,18 @@ public struct NetworkDBCore: Sendable {
         return clock
     }
 
-    mutating func witness(_ t: UInt64) {
+    /// No Lamport time above this is ever taken: far below the wrap, whatever messages arrive.
+    public static let clockCeiling: UInt64 = 1 << 62
+
+    /// Takes a message's Lamport time; false (and counted in `rejectedClocks`) when it is too far
+    /// ahead to be honest, and then the message is dropped.
+    mutating func witness(_ t: UInt64) -> Bool {
+        guard t <= Self.clockCeiling, t <= clock || t - clock <= config.maxClockLead else {
+            rejectedClocks += 1
+            return false
+        }
         if t > clock { clock = t }
+        return true
     }
 
     // MARK: - Queries
@@ -344,7 +361,7 @@ public struct NetworkDBCore: Sendable {
     }
 
     mutating func apply(_ r: NetworkRecord, now: Duration) -> [NetworkDBDirective] {
-        witness(r.ltime)
+        guard witness(r.ltime) else { return [] }
         guard r.node != me else { return [] }
         if let old = memberships[r.node]?[r.network], old.ltime >= r.ltime { return [] }
         let wasMember = memberships[r.node]?[r.network].map { !$0.leaving } ?? false
@@ -369,7 +386,7 @@ public struct NetworkDBCore: Sendable {
     }
 
     mutating func apply(_ r: EntryRecord, now: Duration) -> [NetworkDBDirective] {
-        witness(r.ltime)
+        guard witness(r.ltime) else { return [] }
         // Only live owners write: a late message from a node declared dead must not resurrect
         // its entries (it re-announces them in a bulk sync when it is back).
         guard r.owner != me, isMember(r.network), alive[r.owner] != nil else { return [] }
@@ -387,7 +404,7 @@ public struct NetworkDBCore: Sendable {
     }
 
     mutating func apply(_ b: BulkRecord, now: Duration) -> [NetworkDBDirective] {
-        witness(b.ltime)
+        guard witness(b.ltime) else { return [] }
         guard b.node != me, isMember(b.network) else { return [] }
         var out: [NetworkDBDirective] = []
         var present = Set<EntryID>()

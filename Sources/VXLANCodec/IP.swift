@@ -112,7 +112,8 @@ extension ByteBuffer {
         let r = withUnsafeReadableBytes { raw in
             Result { () throws(VXLANCodecError) -> (IPv4Header, Int)? in try IPv4Header.parse(RawBytes(raw)) }
         }
-        guard var (h, hl) = try r.get() else { return nil }
+        guard let (parsed, hl) = try r.get() else { return nil }
+        var h = parsed
         if hl > 20 { h.options = getSlice(at: readerIndex + 20, length: hl - 20)! }
         moveReaderIndex(forwardBy: hl)
         return h

@@ -128,7 +128,44 @@ struct SwarmRotateKeys: AsyncParsableCommand {
 // MARK: node
 
 struct Node: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the swarm's nodes.", subcommands: [NodeList.self])
+    static let configuration = CommandConfiguration(
+        abstract: "List the swarm's nodes, or remove one (on the manager).", subcommands: [NodeList.self, NodeRemove.self])
+}
+
+struct NodeRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rm",
+        abstract: "Remove nodes from the swarm (on the manager).",
+        discussion: """
+            A removed node's certificate is refused by the manager from then on, the addresses it \
+            held are given back, its service tasks move to other nodes, and the gossip and IPsec \
+            keys rotate twice so that it can read no new traffic. A node that is still up is \
+            removed only with --force; it keeps running but is no longer part of the swarm \
+            (run `overlayctl swarm leave --force` on it).
+            """,
+        aliases: ["remove"])
+    @OptionGroup var global: HostOptions
+    @Flag(name: .shortAndLong, help: "Remove a node even if it is not down.") var force = false
+    @Argument(help: "Node IDs (or unique prefixes) or hostnames.") var nodes: [String]
+
+    func validate() throws {
+        if nodes.isEmpty { throw ValidationError("name at least one node") }
+    }
+
+    func run() async throws {
+        let c = try global.client()
+        var failed: [String] = []
+        for node in nodes {
+            let path = "/v1/nodes/\(node.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? node)\(force ? "?force=1" : "")"
+            do {
+                _ = try await c.call("DELETE", path, as: [String: String].self)
+                print(node)
+            } catch {
+                failed.append("\(error)")
+            }
+        }
+        guard failed.isEmpty else { throw CLIError(failed.joined(separator: "\n")) }
+    }
 }
 
 struct NodeList: AsyncParsableCommand {

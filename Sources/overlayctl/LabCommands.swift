@@ -72,7 +72,9 @@ struct LabUp: AsyncParsableCommand {
         for h in created.hosts {
             let dir = lab.stateDir(h.name)
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            FileManager.default.createFile(atPath: dir + "/overlayd.log", contents: nil)
+            guard FileManager.default.createFile(atPath: dir + "/overlayd.log", contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                throw CLIError("cannot create \(dir)/overlayd.log")
+            }
             let log = FileHandle(forWritingAtPath: dir + "/overlayd.log")!
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")

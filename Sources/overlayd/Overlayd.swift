@@ -71,6 +71,14 @@ struct Overlayd: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Everything the daemon writes (store, keys, certificates, logs) is for root alone.
+        umask(0o077)
+        // Descriptors up to the hard limit: the manager port alone may hold 2,048 connections.
+        var files = rlimit()
+        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0 && files.rlim_cur < files.rlim_max {
+            files.rlim_cur = files.rlim_max
+            _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files)
+        }
         var config = DaemonConfiguration(stateDirectory: stateDir, socketPath: socket)
         config.listenAddr = listenAddr
         config.advertiseAddr = advertiseAddr

@@ -210,6 +210,39 @@ struct TableSim {
         #expect(b.clock >= a.clock)
     }
 
+    @Test func aLamportTimeFarAheadIsRefusedAndTheClockKept() {
+        let start: UInt64 = 1_765_000_000_000   // Unix milliseconds, as the daemon seeds it
+        var core = NetworkDBCore(config: TableSim.config("a"), clock: start)
+        _ = core.joinNetwork("n1", now: .zero)
+        _ = core.nodeAlive("x", address: TableSim.address("x"), now: .zero)
+        let before = core.clock
+        func entry(_ key: String, _ ltime: UInt64) -> [UInt8] {
+            TableWire.encode(.entry(EntryRecord(owner: "x", network: "n1", table: "t", key: key, value: [1], ltime: ltime, deleted: false)))
+        }
+        // UInt64.max would wrap every clock it reached on the next tick: refused, counted, not applied.
+        #expect(core.receive(entry("evil", .max), now: .zero).isEmpty)
+        #expect(core.clock == before)
+        #expect(core.rejectedClocks == 1)
+        // So is a time just past the allowed lead, in any message kind.
+        let far = before + core.config.maxClockLead + 1
+        #expect(core.receive(entry("far", far), now: .zero).isEmpty)
+        #expect(core.receive(TableWire.encode(.network(NetworkRecord(node: "x", network: "n2", ltime: far, leaving: false))), now: .zero).isEmpty)
+        #expect(core.rejectedClocks == 3)
+        #expect(core.clock == before)
+        #expect(core.visibleEntries(network: "n1", table: "t").isEmpty)
+        // An honest time ahead (another node seeded later, or busier) is taken, and the clock follows it.
+        let ahead = before + 86_400_000
+        #expect(!core.receive(entry("ok", ahead), now: .zero).isEmpty)
+        #expect(core.clock == ahead)
+        #expect(core.visibleEntries(network: "n1", table: "t").map(\.key) == ["ok"])
+        // A node seeded at zero (the library's default) still takes a wall-clock seeded peer's time.
+        var fresh = NetworkDBCore(config: TableSim.config("b"))
+        _ = fresh.joinNetwork("n1", now: .zero)
+        _ = fresh.nodeAlive("x", address: TableSim.address("x"), now: .zero)
+        #expect(!fresh.receive(entry("k", start), now: .zero).isEmpty)
+        #expect(fresh.rejectedClocks == 0)
+    }
+
     @Test func malformedMessagesAreCountedAndDropped() {
         var core = NetworkDBCore(config: TableSim.config("a"))
         _ = core.joinNetwork("n1", now: .zero)

@@ -125,6 +125,20 @@ import Testing
     }
 
     @Test func unmutatedCorpusDecodes() throws {
-        for bytes in try Self.corpus() { Self.exercise(bytes) }
+        // Every seed is valid: a whole IP packet or a VXLAN UDP payload, and it must decode as
+        // one of them (a seed that no longer does would leave the mutations testing only the
+        // first check), then re-encode consistently.
+        let dec = VXLANDecapsulator(vni: nil, strictReservedBits: false, allowZeroIPv6UDPChecksum: true)
+        let corpus = try Self.corpus()
+        #expect(corpus.count >= 10)
+        var packets = 0
+        for (i, bytes) in corpus.enumerated() {
+            let packet = (try? dec.decapsulate(packet: ByteBuffer(bytes: bytes))) != nil
+            let payload = (try? dec.decapsulate(udpPayload: ByteBuffer(bytes: bytes))) != nil
+            #expect(packet || payload, "seed \(i) decodes neither as a packet nor as a UDP payload: \(bytes)")
+            if packet { packets += 1 }
+            Self.exercise(bytes)
+        }
+        #expect(packets > 0 && packets < corpus.count)
     }
 }

@@ -127,32 +127,119 @@ public enum APIEndpoint: Sendable, CustomStringConvertible {
     }
 }
 
+/// What one API listener allows, so that no one (least of all someone without a certificate)
+/// can hold it: connections at once, in all and per source address, how long a request may take
+/// to arrive, and how large a body may be.
+public struct APIServerLimits: Sendable {
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    public var maxConnections: Int
+    /// Connections open at once from one source address (TCP); one more is closed at accept.
+    public var maxConnectionsPerSource: Int
+    /// From accept to the end of the request (TLS handshake, head and body): a slow or idle
+    /// client is cut off then. Answering may take longer (a long poll).
+    public var requestTimeout: TimeAmount
+    /// The largest body of a request whose sender is known (a client certificate, or the local socket).
+    public var maxBody: Int
+    /// The largest body before the sender is known (no client certificate on a TLS listener: the join call).
+    public var maxUnauthenticatedBody: Int
+
+    /// Makes limits; the defaults suit the manager port of a cluster of a thousand nodes.
+    public init(maxConnections: Int = 2048, maxConnectionsPerSource: Int = 64, requestTimeout: TimeAmount = .seconds(10),
+                maxBody: Int = 4 << 20, maxUnauthenticatedBody: Int = 64 << 10) {
+        self.maxConnections = maxConnections
+        self.maxConnectionsPerSource = maxConnectionsPerSource
+        self.requestTimeout = requestTimeout
+        self.maxBody = maxBody
+        self.maxUnauthenticatedBody = maxUnauthenticatedBody
+    }
+}
+
+/// Counts a listener's open connections, in all and per source, and what it turned away.
+final class ConnectionGate: Sendable {
+    private struct State {
+        var open = 0
+        var perSource: [String: Int] = [:]
+        var refused = 0
+        var timedOut = 0
+    }
+    private let state = Mutex(State())
+    let limits: APIServerLimits
+
+    init(limits: APIServerLimits) { self.limits = limits }
+
+    /// Takes a connection from `source` (nil: the local socket, no per-source limit); false when
+    /// it is one too many.
+    func admit(_ source: String?) -> Bool {
+        state.withLock { s in
+            let fromSource = source.map { s.perSource[$0, default: 0] } ?? 0
+            guard s.open < limits.maxConnections, source == nil || fromSource < limits.maxConnectionsPerSource else {
+                s.refused += 1
+                return false
+            }
+            s.open += 1
+            if let source { s.perSource[source] = fromSource + 1 }
+            return true
+        }
+    }
+
+    func release(_ source: String?) {
+        state.withLock { s in
+            s.open -= 1
+            if let source {
+                let n = (s.perSource[source] ?? 1) - 1
+                s.perSource[source] = n > 0 ? n : nil
+            }
+        }
+    }
+
+    func countTimeout() { state.withLock { $0.timedOut += 1 } }
+
+    var open: Int { state.withLock { $0.open } }
+    var refused: Int { state.withLock { $0.refused } }
+    var timedOut: Int { state.withLock { $0.timedOut } }
+}
+
 /// A small HTTP/1.1 server over SwiftNIO: one request per connection, handled by an async
 /// handler; optionally TLS, where the peer's certificate identity is passed to the handler.
 public final class APIServer: Sendable {
-    /// The largest request body accepted (bigger ones get 413).
-    public static let maxBody = 4 << 20
+    /// The largest request body accepted by default (bigger ones get 413).
+    public static let maxBody = APIServerLimits().maxBody
 
     private let channel: Channel
+    private let gate: ConnectionGate
     /// Where it listens.
     public let endpoint: APIEndpoint
     /// The bound port (TCP) or 0.
     public var port: Int { channel.localAddress?.port ?? 0 }
+    /// Connections open now.
+    public var openConnections: Int { gate.open }
+    /// Connections closed at accept for being over a limit, since the start.
+    public var refusedConnections: Int { gate.refused }
+    /// Connections cut off because their request did not arrive in time, since the start.
+    public var timedOutRequests: Int { gate.timedOut }
 
-    private init(channel: Channel, endpoint: APIEndpoint) {
+    private init(channel: Channel, endpoint: APIEndpoint, gate: ConnectionGate) {
         self.channel = channel
         self.endpoint = endpoint
+        self.gate = gate
     }
 
-    /// Binds and starts serving. `identify` reads the client's identity from a TLS connection.
+    /// Binds and starts serving. `tls` adds TLS and reads the client's identity from it.
     public static func start(
-        _ endpoint: APIEndpoint, tls: TLSSetup? = nil, group: EventLoopGroup, handler: @escaping APIHandler
+        _ endpoint: APIEndpoint, tls: TLSSetup? = nil, limits: APIServerLimits = APIServerLimits(), group: EventLoopGroup,
+        handler: @escaping APIHandler
     ) async throws -> APIServer {
+        let gate = ConnectionGate(limits: limits)
         let initializer: @Sendable (Channel) -> EventLoopFuture<Void> = { child in
-            child.eventLoop.makeCompletedFuture {
+            // Over a limit: closed before any TLS work is spent on it.
+            let source: String?
+            if case .tcp = endpoint { source = child.remoteAddress?.ipAddress ?? "?" } else { source = nil }
+            guard gate.admit(source) else { return child.eventLoop.makeFailedFuture(ChannelError.inputClosed) }
+            child.closeFuture.whenComplete { _ in gate.release(source) }
+            return child.eventLoop.makeCompletedFuture {
                 let identity = try tls?(child.pipeline.syncOperations)
                 try child.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                try child.pipeline.syncOperations.addHandler(RequestHandler(handler: handler, identity: identity))
+                try child.pipeline.syncOperations.addHandler(RequestHandler(handler: handler, identity: identity, gate: gate))
             }
         }
         let bootstrap = ServerBootstrap(group: group)
@@ -167,7 +254,7 @@ public final class APIServer: Sendable {
         case .tcp(let host, let port):
             channel = try await bootstrap.bind(host: host, port: port).get()
         }
-        return APIServer(channel: channel, endpoint: endpoint)
+        return APIServer(channel: channel, endpoint: endpoint, gate: gate)
     }
 
     /// Stops listening (requests in flight finish).
@@ -177,37 +264,72 @@ public final class APIServer: Sendable {
 }
 
 private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
+    // @unchecked: every field is touched only on the channel's event loop (NIO handler rules).
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     let handler: APIHandler
     let identity: EventLoopFuture<ClusterTLS.PeerIdentity?>?
+    let gate: ConnectionGate
     var head: HTTPRequestHead?
     var body = ByteBuffer()
-    var tooBig = false
+    /// Whether the sender is known: the local socket, or a TLS client that showed a certificate.
+    var authenticated: Bool
+    var deadline: Scheduled<Void>?
+    var answered = false
 
-    init(handler: @escaping APIHandler, identity: EventLoopFuture<ClusterTLS.PeerIdentity?>?) {
+    init(handler: @escaping APIHandler, identity: EventLoopFuture<ClusterTLS.PeerIdentity?>?, gate: ConnectionGate) {
         self.handler = handler
         self.identity = identity
+        self.gate = gate
+        self.authenticated = identity == nil
+    }
+
+    var bodyLimit: Int { authenticated ? gate.limits.maxBody : gate.limits.maxUnauthenticatedBody }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        let gate = self.gate
+        deadline = context.eventLoop.scheduleTask(in: gate.limits.requestTimeout) {
+            gate.countTimeout()
+            channel.close(promise: nil)
+        }
+        // The handshake ends before any request byte is decoded, so the body limit below knows
+        // whether the sender showed a certificate.
+        identity?.whenSuccess { [self] peer in if peer != nil { authenticated = true } }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { return }
         switch unwrapInboundIn(data) {
         case .head(let h):
             head = h
             body.clear()
-            tooBig = false
+            if let length = h.headers.first(name: "Content-Length").flatMap(Int.init), length > bodyLimit {
+                refuse(context, head: h, APIError(413, "the request body is larger than \(bodyLimit) bytes"))
+            }
         case .body(var b):
-            if body.readableBytes + b.readableBytes > APIServer.maxBody { tooBig = true } else { body.writeBuffer(&b) }
+            guard let head else { return }
+            guard body.readableBytes + b.readableBytes <= bodyLimit else {
+                refuse(context, head: head, APIError(413, "the request body is larger than \(bodyLimit) bytes"))
+                return
+            }
+            body.writeBuffer(&b)
         case .end:
             guard let head else { return }
             self.head = nil
+            deadline?.cancel()
+            deadline = nil
+            answered = true
             let channel = context.channel
             let loop = context.eventLoop
             let (path, query) = Self.split(head.uri)
             let bodyData = Data(body.readableBytesView)
             let handler = self.handler
-            let tooBig = self.tooBig
             let identity = self.identity ?? loop.makeSucceededFuture(nil)
             identity.whenComplete { result in Task {
                 let response: APIResponse
@@ -216,22 +338,29 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
                     response = .error(APIError(403, "the client certificate was refused: \(e)"))
                 case .success(let peer):
                     let request = APIRequest(method: head.method.rawValue, path: path, query: query, body: bodyData, peer: peer)
-                    response = tooBig
-                        ? APIResponse.error(APIError(413, "the request body is larger than \(APIServer.maxBody) bytes"))
-                        : await handler(request)
+                    response = await handler(request)
                 }
-                loop.execute {
-                    var headers = HTTPHeaders()
-                    headers.add(name: "Content-Type", value: "application/json")
-                    headers.add(name: "Content-Length", value: "\(response.body.count)")
-                    headers.add(name: "Connection", value: "close")
-                    let status = HTTPResponseStatus(statusCode: response.status)
-                    channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: head.version, status: status, headers: headers)), promise: nil)
-                    channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: response.body))), promise: nil)
-                    channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { _ in channel.close(promise: nil) }
-                }
+                loop.execute { Self.write(response, version: head.version, to: channel) }
             } }
         }
+    }
+
+    /// Answers at once and closes, reading nothing more (a body over the limit).
+    func refuse(_ context: ChannelHandlerContext, head: HTTPRequestHead, _ error: APIError) {
+        answered = true
+        deadline?.cancel()
+        Self.write(.error(error), version: head.version, to: context.channel)
+    }
+
+    static func write(_ response: APIResponse, version: HTTPVersion, to channel: Channel) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Length", value: "\(response.body.count)")
+        headers.add(name: "Connection", value: "close")
+        let status = HTTPResponseStatus(statusCode: response.status)
+        channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers)), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: response.body))), promise: nil)
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     static func split(_ uri: String) -> (String, [String: String]) {

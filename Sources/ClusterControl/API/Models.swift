@@ -308,7 +308,8 @@ public struct JoinRequest: Codable, Sendable {
     public var gossipPort: UInt16
     /// PEM certificate signing request (when the manager runs TLS).
     public var csr: String?
-    /// A node joining again keeps its ID.
+    /// Ignored: the manager names every joining node (a joiner could otherwise take the
+    /// manager's or another node's identity). Kept so older joiners still decode.
     public var nodeID: String?
 }
 
@@ -358,6 +359,8 @@ public struct ClusterState: Codable, Sendable {
 public struct AllocateRequest: Codable, Sendable {
     public var network: String
     public var endpointID: String
+    /// The node the address is for. On the manager port the manager uses the caller's
+    /// certificate instead: a node allocates only for itself.
     public var nodeID: String
     public var address: String?
     /// The container's name, for messages such as "network has active endpoints (c1 on h2)".

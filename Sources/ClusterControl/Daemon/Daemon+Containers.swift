@@ -29,9 +29,13 @@ extension OverlayDaemon {
         guard Self.validContainerName(name) else {
             throw APIError(400, "invalid container name '\(name)': use letters, digits, '_', '.', '-' (starting with a letter or digit)")
         }
-        if (try store.all(.container, as: ContainerRecord.self)).contains(where: { $0.name == name }) {
+        // The name is taken from here on: a second `run` with it, while this one waits for its
+        // addresses, is refused instead of racing past the check.
+        if try creatingNames.contains(name) || store.all(.container, as: ContainerRecord.self).contains(where: { $0.name == name }) {
             throw APIError(409, "the container name \(name) is already in use: remove it or pick another name")
         }
+        creatingNames.insert(name)
+        defer { creatingNames.remove(name) }
         if req.detach && req.command.isEmpty {
             throw APIError(400, "-d needs a command to run in the background")
         }
@@ -137,7 +141,9 @@ extension OverlayDaemon {
     func spawn(_ record: inout ContainerRecord) throws {
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
         let log = logDirectory + "/\(record.name).log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        guard FileManager.default.createFile(atPath: log, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+            throw APIError(500, "cannot create the log \(log)")
+        }
         guard let out = FileHandle(forWritingAtPath: log) else { throw APIError(500, "cannot open the log \(log)") }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")

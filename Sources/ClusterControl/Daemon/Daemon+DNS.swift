@@ -11,9 +11,13 @@ public enum ContainerProcess {
     /// The argv (starting with `nsenter`) that runs `command` inside the container.
     public static func argv(namespacePath: String, resolvConf: String?, command: [String]) -> [String] {
         var a = ["nsenter", "--net=\(namespacePath)", "--"]
+        // The daemon runs with umask 077 (its state is secret); a container's processes get the
+        // usual 022, as Docker's do.
         if let resolvConf, FileManager.default.fileExists(atPath: resolvConf), FileManager.default.fileExists(atPath: "/etc/resolv.conf") {
             a += ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
-                  "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"", resolvConf]
+                  "umask 022 && mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"", resolvConf]
+        } else {
+            a += ["/bin/sh", "-c", "umask 022 && exec \"$@\"", "sh"]
         }
         return a + command
     }
@@ -146,6 +150,8 @@ extension OverlayDaemon {
             try? FileManager.default.createDirectory(atPath: resolvConfDirectory, withIntermediateDirectories: true)
             let text = ResolvConf.forContainer(search: hostResolvConf.search, address: dns.configuration.address.description)
             try? text.write(toFile: resolvConfPath(c), atomically: true, encoding: .utf8)
+            // Bind-mounted on the container's /etc/resolv.conf: its non-root processes read it.
+            chmod(resolvConfPath(c), 0o644)
         }
     }
 

@@ -262,12 +262,28 @@ extension OverlayDaemon {
 
     // MARK: addresses (manager)
 
-    func allocate(_ req: AllocateRequest) throws -> AllocateReply {
+    /// How many addresses one node may hold (its containers' endpoints and load balancers).
+    static let maxAllocationsPerNode = 4096
+
+    /// Allocates an address for an endpoint. `caller` is the node asking through the manager
+    /// port (its certificate's ID): the address is recorded as that node's, whatever the request
+    /// says. Nil for this manager's own calls.
+    func allocate(_ req: AllocateRequest, for caller: String?) throws -> AllocateReply {
         var m = try requireManager()
+        let owner = caller ?? req.nodeID
         let n = try network(named: req.network)
         let existing = try store.all(.allocation, as: AllocationRecord.self)
         if let a = existing.first(where: { $0.networkID == n.id && $0.endpointID == req.endpointID }) {
+            guard a.nodeID == owner else {
+                logger.warning("refused node \(owner)'s allocation for endpoint \(req.endpointID.prefix(64)): it is node \(a.nodeID)'s")
+                throw APIError(403, "endpoint \(req.endpointID.prefix(64)) on \(n.name) belongs to another node")
+            }
             return try reply(n, a.address)   // a retry after a lost answer: same address
+        }
+        let held = existing.lazy.filter { $0.nodeID == owner }.count
+        guard held < Self.maxAllocationsPerNode else {
+            logger.warning("refused an address to node \(owner): it holds \(held), the most a node may")
+            throw APIError(429, "this node holds \(held) addresses, the most one node may (\(Self.maxAllocationsPerNode)): remove containers first")
         }
         let address: IPAddress
         do {
@@ -285,7 +301,7 @@ extension OverlayDaemon {
             throw APIError(e.code == .addressInUse ? 409 : 400, e.message.replacingOccurrences(of: "'\(n.id)'", with: "'\(n.name)'"))
         }
         let record = AllocationRecord(
-            networkID: n.id, address: address.description, endpointID: req.endpointID, nodeID: req.nodeID, name: req.name)
+            networkID: n.id, address: address.description, endpointID: req.endpointID, nodeID: owner, name: req.name.map { String($0.prefix(255)) })
         try store.write([try .set(.allocation, "\(n.id)/\(address)", record), try .set(.setting, "ipam", m.ipam.snapshot())])
         manager = m
         return try reply(n, address.description)
@@ -299,11 +315,17 @@ extension OverlayDaemon {
         return AllocateReply(address: address, prefixLength: CIDR(s.subnet)!.prefixLength, gateway: s.gateway, networkID: n.id)
     }
 
-    func release(_ req: ReleaseRequest) throws {
+    /// Gives an address back. `caller` (a node on the manager port) may release only addresses
+    /// recorded as its own; nil for this manager's own calls.
+    func release(_ req: ReleaseRequest, for caller: String?) throws {
         var m = try requireManager()
         guard let n = try? network(named: req.network) else { return }
         let key = "\(n.id)/\(req.address)"
         guard let a = try store.get(.allocation, key, as: AllocationRecord.self), a.endpointID == req.endpointID else { return }
+        if let caller, a.nodeID != caller {
+            logger.warning("refused node \(caller)'s release of \(req.address) on \(n.name): it is node \(a.nodeID)'s")
+            throw APIError(403, "address \(req.address) on \(n.name) belongs to another node: a node releases only its own")
+        }
         if let ip = IPAddress(req.address) { try? m.ipam.releaseAddress(ip, in: n.id) }
         try store.write([.delete(.allocation, key), try .set(.setting, "ipam", m.ipam.snapshot())])
         manager = m
@@ -311,14 +333,14 @@ extension OverlayDaemon {
 
     /// Asks the manager (this node or the remote one) for an address.
     func requestAddress(_ req: AllocateRequest) async throws -> AllocateReply {
-        if manager != nil { return try allocate(req) }
+        if manager != nil { return try allocate(req, for: nil) }
         let client = try managerClient(timeout: .seconds(10))
         return try await client.json("POST", "/v1/allocate", body: req, as: AllocateReply.self, group: group)
     }
 
     /// Gives an address back to the manager (best effort when it can't be reached: logged).
     func giveBack(_ req: ReleaseRequest) async {
-        if manager != nil { try? release(req); return }
+        if manager != nil { try? release(req, for: nil); return }
         do {
             let client = try managerClient(timeout: .seconds(10))
             _ = try await client.json("POST", "/v1/release", body: req, as: [String: Bool].self, group: group)

@@ -365,9 +365,18 @@ extension OverlayDaemon {
     }
 
     /// A node's report of its tasks (the manager keeps it in memory).
-    func recordTaskStatus(_ r: TaskStatusReport) {
-        guard var m = manager else { return }
+    /// Records what a node says of its tasks; states of tasks not assigned to that node are
+    /// ignored (a stale report after a move, or a node speaking for another). Returns how many.
+    @discardableResult
+    func recordTaskStatus(_ r: TaskStatusReport) -> Int {
+        guard var m = manager else { return 0 }
+        let mine = Set(allTasks().filter { $0.nodeID == r.nodeID }.map(\.id))
+        var ignored = 0
         for (id, state) in r.states.prefix(10_000) {
+            guard mine.contains(id) else {
+                ignored += 1
+                continue
+            }
             let parts = state.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             m.taskStates[id] = String(parts[0].prefix(300))
             if parts.count > 1 {
@@ -383,5 +392,6 @@ extension OverlayDaemon {
         m.taskStates = m.taskStates.filter { live.contains($0.key) }
         m.taskAddresses = m.taskAddresses.filter { live.contains($0.key) }
         manager = m
+        return ignored + max(0, r.states.count - 10_000)
     }
 }

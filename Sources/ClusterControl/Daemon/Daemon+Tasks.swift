@@ -115,7 +115,7 @@ extension OverlayDaemon {
         } else {
             do {
                 let client = try managerClient(timeout: .seconds(5))
-                _ = try await client.json("POST", "/v1/task-status", body: report, as: [String: Bool].self, group: group)
+                _ = try await client.json("POST", "/v1/task-status", body: report, as: [String: Int].self, group: group)
             } catch {
                 logger.warning("cannot report task states to the manager: \(error)")
                 return

@@ -48,7 +48,7 @@ public struct DaemonConfiguration: Sendable {
         gossipPort = 7946
         var buf = [CChar](repeating: 0, count: 256)
         gethostname(&buf, 255)
-        hostname = String(cString: buf)
+        hostname = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         fastGossip = false
         dnsServers = []
         hostResolvConf = "/etc/resolv.conf"
@@ -102,6 +102,8 @@ public actor OverlayDaemon {
     var stopped: CheckedContinuation<Void, Never>?
     var isStopped = false
     let localNodeID: String
+    /// Names of containers being created (not in the store yet).
+    var creatingNames: Set<String> = []
     /// The tasks this node runs (their containers are in the store).
     var taskRuntime = TaskRuntime()
     /// VIP load balancers and the routing mesh on this node.
@@ -115,7 +117,13 @@ public actor OverlayDaemon {
     /// Opens the store and prepares; `start()` listens.
     public init(configuration: DaemonConfiguration) throws {
         self.configuration = configuration
-        try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+        // The state directory holds the cluster's secrets (join tokens, gossip keys, the CA and
+        // node keys): no one but root may look inside, even where it already existed.
+        try FileManager.default.createDirectory(
+            atPath: configuration.stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        guard chmod(configuration.stateDirectory, 0o700) == 0 else {
+            throw StoreError("cannot make \(configuration.stateDirectory) private (chmod 0700): \(String(cString: strerror(errno)))")
+        }
         store = try SQLiteClusterStore(path: configuration.stateDirectory + "/overlayd.db")
         group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         if let id = try store.get(.setting, "node-id", as: String.self) {
@@ -195,6 +203,7 @@ public actor OverlayDaemon {
             }
             if r.match("POST", "v1/swarm/rotate-keys") != nil { return .json(try await rotateGossipKeys()) }
             if r.match("GET", "v1/nodes") != nil { return .json(try await nodes()) }
+            if let m = r.match("DELETE", "v1/nodes/*") { return .json(try await removeNodeCommand(m[0], force: r.query["force"] == "1")) }
             if r.match("GET", "v1/networks") != nil { return .json(try networkList()) }
             if r.match("POST", "v1/networks") != nil {
                 return .json(try await createNetwork(r.decode(NetworkCreateRequest.self)), status: 201)
@@ -323,7 +332,7 @@ enum Addr {
                 let len = sa.pointee.sa_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size
                 if sa.pointee.sa_family == sa_family_t(AF_INET) || sa.pointee.sa_family == sa_family_t(AF_INET6),
                    getnameinfo(sa, socklen_t(len), &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0,
-                   String(cString: host).split(separator: "%").first.map(String.init) == ip {
+                   String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).split(separator: "%").first.map(String.init) == ip {
                     return true
                 }
             }

@@ -84,10 +84,10 @@ public struct ClusterCA: Sendable {
             privateKeyPEM: PEMFiles.read(directory + "/" + keyFile))
     }
 
-    /// Writes `ca.crt` (0644) and `ca.key` (0600) into `directory`, creating it (0700) if needed.
+    /// Writes `ca.crt` and `ca.key` (both 0600: only the daemon reads them) into `directory`, creating it (0700) if needed.
     public func save(to directory: String) throws {
         try PEMFiles.makeDirectory(directory)
-        try PEMFiles.write(certificatePEM, to: directory + "/" + Self.certificateFile, mode: 0o644)
+        try PEMFiles.write(certificatePEM, to: directory + "/" + Self.certificateFile, mode: 0o600)
         try PEMFiles.write(privateKey.pemRepresentation, to: directory + "/" + Self.keyFile, mode: 0o600)
     }
 

@@ -101,12 +101,12 @@ public struct NodeIdentity: Sendable {
             caCertificatePEM: PEMFiles.read(directory + "/" + caFile))
     }
 
-    /// Writes `node.key` (0600), `node.crt` and `ca.crt` (0644) into `directory`, creating it (0700) if needed.
+    /// Writes `node.key`, `node.crt` and `ca.crt` (all 0600: only the daemon reads them) into `directory`, creating it (0700) if needed.
     public func save(to directory: String) throws {
         try PEMFiles.makeDirectory(directory)
         try PEMFiles.write(privateKey.pemRepresentation, to: directory + "/" + Self.keyFile, mode: 0o600)
-        try PEMFiles.write(certificatePEM, to: directory + "/" + Self.certificateFile, mode: 0o644)
-        try PEMFiles.write(caCertificatePEM, to: directory + "/" + Self.caFile, mode: 0o644)
+        try PEMFiles.write(certificatePEM, to: directory + "/" + Self.certificateFile, mode: 0o600)
+        try PEMFiles.write(caCertificatePEM, to: directory + "/" + Self.caFile, mode: 0o600)
     }
 
     /// The node ID (the certificate's CN).

@@ -116,6 +116,14 @@ public final class SQLiteClusterStore: ClusterStore {
         do {
             try FileManager.default.createDirectory(
                 atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            // SQLite gives the -wal and -shm files the database file's mode: made 0600 before
+            // SQLite opens it, none of the three is ever readable by others (even for a moment).
+            let fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw StoreError("cannot create \(path): \(String(cString: strerror(errno)))") }
+            close(fd)
+            for file in [path, path + "-wal", path + "-shm"] where FileManager.default.fileExists(atPath: file) {
+                guard chmod(file, 0o600) == 0 else { throw StoreError("cannot chmod 0600 \(file): \(String(cString: strerror(errno)))") }
+            }
             var config = Configuration()
             config.busyMode = .timeout(5)
             // WAL with synchronous=NORMAL: a commit survives a crash of the daemon; only a power
@@ -140,7 +148,6 @@ public final class SQLiteClusterStore: ClusterStore {
                 try db.execute(sql: "INSERT INTO meta(name, value) VALUES ('version', 0)")
             }
             try migrator.migrate(queue)
-            chmod(path, 0o600)
         } catch {
             throw StoreError("cannot open the store \(path): \(error)")
         }

@@ -57,21 +57,21 @@ public enum ESPEncapsulation: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// Linux's UDP socket options for segmentation offload (not in Swift's Glibc module).
-enum UDPOffload {
-    static let solUDP: Int32 = 17
+package enum UDPOffload {
+    package static let solUDP: Int32 = 17
     /// `UDP_SEGMENT`: the gso_size of a send (cmsg, uint16) or of every send (socket option).
-    static let segment: Int32 = 103
+    package static let segment: Int32 = 103
     /// `UDP_GRO`: deliver coalesced datagrams, with the segment size in a cmsg (int).
-    static let gro: Int32 = 104
+    package static let gro: Int32 = 104
     /// The most segments one GSO send may carry (`UDP_MAX_SEGMENTS` before Linux 6.2; later 128).
-    static let maxSegments = 64
+    package static let maxSegments = 64
     /// The most UDP payload one send may carry (an IPv4 datagram's 65535 less IP and UDP headers).
-    static let maxPayload = 65535 - 28
+    package static let maxPayload = 65535 - 28
     /// `CMSG_SPACE(sizeof(uint16_t))` and `CMSG_LEN(sizeof(uint16_t))` on LP64.
-    static let segmentCmsgSpace = 24
-    static let segmentCmsgLen = 18
+    package static let segmentCmsgSpace = 24
+    package static let segmentCmsgLen = 18
     /// A receive control buffer (room for the UDP_GRO cmsg and then some).
-    static let rxControlSize = 64
+    package static let rxControlSize = 64
 
     /// Writes a `SOL_UDP`/`UDP_SEGMENT` cmsg carrying `size` at `p`.
     @inline(__always) static func storeSegmentCmsg(_ size: Int, _ p: UnsafeMutableRawPointer) {
@@ -84,7 +84,7 @@ enum UDPOffload {
     }
 
     /// The segment size of a `UDP_GRO` cmsg among `length` control bytes at `p`, or nil.
-    static func groSegmentSize(_ p: UnsafeRawPointer, _ length: Int) -> Int? {
+    package static func groSegmentSize(_ p: UnsafeRawPointer, _ length: Int) -> Int? {
         var off = 0
         while off + 16 <= length {
             let len = p.loadUnaligned(fromByteOffset: off, as: Int.self)

@@ -11,24 +11,24 @@ import Glibc
 
 /// `struct virtio_net_hdr` (10 bytes, native byte order: the TAP is not switched to little- or
 /// big-endian with TUNSETVNETLE/BE), the header before every frame on a TAP with IFF_VNET_HDR.
-struct VirtioNetHeader: Equatable {
-    static let length = 10
+package struct VirtioNetHeader: Equatable {
+    package static let length = 10
     /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `checksumStart + checksumOffset` holds only
     /// the pseudo-header sum; whoever takes the frame completes it over `checksumStart..<end`.
-    static let needsChecksum: UInt8 = 1
+    package static let needsChecksum: UInt8 = 1
     /// `VIRTIO_NET_HDR_GSO_NONE`, `_TCPV4`, `_TCPV6`, and the `_ECN` bit.
-    static let gsoNone: UInt8 = 0, gsoTCPv4: UInt8 = 1, gsoTCPv6: UInt8 = 4, gsoECN: UInt8 = 0x80
+    package static let gsoNone: UInt8 = 0, gsoTCPv4: UInt8 = 1, gsoTCPv6: UInt8 = 4, gsoECN: UInt8 = 0x80
 
-    var flags: UInt8 = 0
-    var gsoType: UInt8 = 0
+    package var flags: UInt8 = 0
+    package var gsoType: UInt8 = 0
     /// Bytes of headers (Ethernet, IP, TCP) of a super-frame: a hint, recomputed here.
-    var headerLength: UInt16 = 0
+    package var headerLength: UInt16 = 0
     /// Payload bytes per segment (the MSS) of a super-frame.
-    var gsoSize: UInt16 = 0
-    var checksumStart: UInt16 = 0
-    var checksumOffset: UInt16 = 0
+    package var gsoSize: UInt16 = 0
+    package var checksumStart: UInt16 = 0
+    package var checksumOffset: UInt16 = 0
 
-    init(flags: UInt8 = 0, gsoType: UInt8 = 0, headerLength: UInt16 = 0, gsoSize: UInt16 = 0,
+    package init(flags: UInt8 = 0, gsoType: UInt8 = 0, headerLength: UInt16 = 0, gsoSize: UInt16 = 0,
          checksumStart: UInt16 = 0, checksumOffset: UInt16 = 0) {
         self.flags = flags
         self.gsoType = gsoType
@@ -39,7 +39,7 @@ struct VirtioNetHeader: Equatable {
     }
 
     /// Reads the 10 bytes at `p` (the caller checked they are there).
-    init(_ p: UnsafeRawPointer) {
+    package init(_ p: UnsafeRawPointer) {
         flags = p.load(as: UInt8.self)
         gsoType = p.load(fromByteOffset: 1, as: UInt8.self)
         headerLength = p.loadUnaligned(fromByteOffset: 2, as: UInt16.self)
@@ -48,7 +48,7 @@ struct VirtioNetHeader: Equatable {
         checksumOffset = p.loadUnaligned(fromByteOffset: 8, as: UInt16.self)
     }
 
-    func store(_ p: UnsafeMutableRawPointer) {
+    package func store(_ p: UnsafeMutableRawPointer) {
         p.storeBytes(of: flags, as: UInt8.self)
         p.storeBytes(of: gsoType, toByteOffset: 1, as: UInt8.self)
         p.storeBytes(of: headerLength, toByteOffset: 2, as: UInt16.self)
@@ -58,7 +58,7 @@ struct VirtioNetHeader: Equatable {
     }
 
     /// The all-zero header: a complete frame, no checksum or segmentation asked.
-    static func storeZero(_ p: UnsafeMutableRawPointer) {
+    package static func storeZero(_ p: UnsafeMutableRawPointer) {
         p.storeBytes(of: UInt64(0), as: UInt64.self)
         p.storeBytes(of: UInt16(0), toByteOffset: 8, as: UInt16.self)
     }
@@ -135,18 +135,18 @@ enum InternetChecksum {
 
 /// Where the headers of an Ethernet TCP frame lie: Ethernet (optionally one 802.1Q tag), IPv4
 /// (not a fragment) or IPv6 (no extension headers), TCP.
-struct TCPFrameLayout: Equatable {
+package struct TCPFrameLayout: Equatable {
     /// Offset of the IP header.
-    var l3: Int
+    package var l3: Int
     /// Offset of the TCP header.
-    var l4: Int
+    package var l4: Int
     /// Ethernet, IP and TCP headers with options: where the payload starts.
-    var headerLength: Int
-    var isIPv6: Bool
+    package var headerLength: Int
+    package var isIPv6: Bool
 
     /// Parses the headers of the `length`-byte frame at `p`; nil when it is not such a frame or is
     /// too short for its headers.
-    init?(frame p: UnsafeRawPointer, length: Int) {
+    package init?(frame p: UnsafeRawPointer, length: Int) {
         guard length >= 14 else { return nil }
         var type = loadBE16(p, 12)
         var l3 = 14
@@ -185,11 +185,11 @@ struct TCPFrameLayout: Equatable {
 }
 
 /// TCP segmentation offload in userspace: one TSO super-frame into MSS-sized frames.
-enum TCPSegmentation {
-    static let fin: UInt8 = 0x01, psh: UInt8 = 0x08, ack: UInt8 = 0x10, cwr: UInt8 = 0x80
+package enum TCPSegmentation {
+    package static let fin: UInt8 = 0x01, psh: UInt8 = 0x08, ack: UInt8 = 0x10, cwr: UInt8 = 0x80
 
     /// How many segments a super-frame of `length` bytes with `mss` payload bytes each gives.
-    static func segmentCount(length: Int, layout: TCPFrameLayout, mss: Int) -> Int {
+    package static func segmentCount(length: Int, layout: TCPFrameLayout, mss: Int) -> Int {
         let payload = length - layout.headerLength
         guard mss > 0, payload > 0 else { return payload == 0 ? 1 : 0 }
         return (payload + mss - 1) / mss
@@ -200,7 +200,7 @@ enum TCPSegmentation {
     /// TCP sequence number (+ index * mss), FIN and PSH only on the last segment, CWR only on the
     /// first, and a full TCP checksum. Returns the segment's length. The caller checked `index <
     /// segmentCount(...)` and that `dst` holds `layout.headerLength + mss` bytes.
-    static func writeSegment(_ index: Int, of frame: UnsafeRawPointer, length: Int, layout: TCPFrameLayout,
+    package static func writeSegment(_ index: Int, of frame: UnsafeRawPointer, length: Int, layout: TCPFrameLayout,
                              mss: Int, to dst: UnsafeMutableRawPointer) -> Int {
         let hl = layout.headerLength
         let payload = length - hl
@@ -237,7 +237,7 @@ enum TCPSegmentation {
 }
 
 /// What the TX thread does with one frame read from the TAP, by its virtio-net header.
-enum TXFrameOffload: Equatable {
+package enum TXFrameOffload: Equatable {
     /// Send it as it is (a partial checksum it carried has been completed in place).
     case frame
     /// A TSO super-frame: send `count` segments of `mss` payload bytes each (the last shorter).
@@ -249,7 +249,7 @@ enum TXFrameOffload: Equatable {
 
     /// Decides, and completes a partial checksum in place; every frame or segment it lets through
     /// is at most `maxFrame` bytes.
-    static func prepare(header: VirtioNetHeader, frame: UnsafeMutableRawPointer, length: Int, maxFrame: Int) -> TXFrameOffload {
+    package static func prepare(header: VirtioNetHeader, frame: UnsafeMutableRawPointer, length: Int, maxFrame: Int) -> TXFrameOffload {
         guard length >= 14 else { return .badFrame }
         if header.gsoType != VirtioNetHeader.gsoNone {
             let gso = header.gsoType & ~VirtioNetHeader.gsoECN
@@ -281,19 +281,19 @@ enum TXFrameOffload: Equatable {
 /// Every frame handed to ``add(fd:virtioNetHeader:frame:length:)`` must have ``VirtioNetHeader/length`` writable
 /// bytes before it (the header goes there) and stay valid until ``flush()``: the merged frame is
 /// written with `writev` straight from the receive buffers.
-final class TCPCoalescer {
+package final class TCPCoalescer {
     /// The most segments merged into one super-frame.
-    static let maxSegments = 64
+    package static let maxSegments = 64
 
     /// Writes `count` iovecs to `fd`; returns the bytes written or -1 (`writev`, or a test's sink).
-    typealias Sink = (Int32, UnsafePointer<iovec>, Int32) -> Int
+    package typealias Sink = (Int32, UnsafePointer<iovec>, Int32) -> Int
 
     /// Segments and inner Ethernet bytes written, and segments whose write failed.
-    var writtenFrames: UInt64 = 0
-    var writtenBytes: UInt64 = 0
-    var failedFrames: UInt64 = 0
+    package var writtenFrames: UInt64 = 0
+    package var writtenBytes: UInt64 = 0
+    package var failedFrames: UInt64 = 0
     /// Merged writes (each of at least two segments).
-    var mergedWrites: UInt64 = 0
+    package var mergedWrites: UInt64 = 0
 
     private let sink: Sink
     private let iov: UnsafeMutablePointer<iovec>
@@ -309,7 +309,7 @@ final class TCPCoalescer {
     private var closed = false
     private var pushed = false
 
-    init(sink: @escaping Sink = { fd, iov, n in Glibc.writev(fd, iov, n) }) {
+    package init(sink: @escaping Sink = { fd, iov, n in Glibc.writev(fd, iov, n) }) {
         self.sink = sink
         iov = .allocate(capacity: Self.maxSegments)
     }
@@ -319,7 +319,7 @@ final class TCPCoalescer {
     /// Hands over one received frame for `fd`: merged into the pending run, or the run is written
     /// first and this frame starts a new one (or is written at once when it cannot be merged).
     /// Without `virtioNetHeader` (a TAP without IFF_VNET_HDR) it is written at once, as it is.
-    func add(fd: Int32, virtioNetHeader: Bool, frame p: UnsafeMutableRawPointer, length: Int) {
+    package func add(fd: Int32, virtioNetHeader: Bool, frame p: UnsafeMutableRawPointer, length: Int) {
         guard virtioNetHeader, let seg = Self.mergeable(p, length) else {
             flush()
             writeSingle(fd: fd, virtioNetHeader: virtioNetHeader, frame: p, length: length)
@@ -353,7 +353,7 @@ final class TCPCoalescer {
     }
 
     /// Writes the pending run (if any): one frame as it came, or the merged super-frame.
-    func flush() {
+    package func flush() {
         guard count > 0 else { return }
         defer { count = 0 }
         if count == 1 {
@@ -411,7 +411,7 @@ final class TCPCoalescer {
         }
     }
 
-    struct Segment {
+    package struct Segment {
         var layout: TCPFrameLayout
         var seq: UInt32
         var flags: UInt8
@@ -420,7 +420,7 @@ final class TCPCoalescer {
     /// A frame that may be merged: IPv4 without options (total length = the frame's, header
     /// checksum right) or IPv6 (payload length = the frame's), ACK or ACK|PSH only, a payload,
     /// and a TCP checksum that verifies. nil otherwise.
-    static func mergeable(_ p: UnsafeRawPointer, _ length: Int) -> Segment? {
+    package static func mergeable(_ p: UnsafeRawPointer, _ length: Int) -> Segment? {
         guard let layout = TCPFrameLayout(frame: p, length: length), length > layout.headerLength else { return nil }
         let l3 = layout.l3, l4 = layout.l4
         let ip = p + l3

@@ -6,18 +6,25 @@ import IPsecKeys
 /// them), is opened, checked as UDP to the data-path port carrying VXLAN for a known VNI, and its
 /// inner frame handed to the coalescer. Everything refused is counted by reason and goes no
 /// further. The RX thread runs it on every message; `fuzz-rx` (Fuzz/RX) runs it on fuzzed bytes.
-struct ReceivePath {
-    let opener: ESPOpener
+package struct ReceivePath {
+    package let opener: ESPOpener
     /// The data-path (VXLAN) port the inner UDP header must name.
-    let port: UInt16
-    let coalescer: TCPCoalescer
+    package let port: UInt16
+    package let coalescer: TCPCoalescer
+
+    /// A receive path opening with `opener`, checking `port`, handing frames to `coalescer`.
+    package init(opener: ESPOpener, port: UInt16, coalescer: TCPCoalescer) {
+        self.opener = opener
+        self.port = port
+        self.coalescer = coalescer
+    }
 
     /// Handles one received message of `length` bytes at `p` (decrypted in place). `udp`: the
     /// socket is ESP-in-UDP and `groSegment` is the UDP GRO segment size if the kernel coalesced
     /// datagrams; otherwise `p` is an IPv4 packet from the raw ESP socket. `tunnel` gives the TAP
     /// (descriptor, and whether it takes a virtio-net header) of a VNI.
     @inline(__always)
-    func receive(_ p: UnsafeMutableRawPointer, length got: Int, truncated: Bool, udp: Bool, groSegment: Int?,
+    package func receive(_ p: UnsafeMutableRawPointer, length got: Int, truncated: Bool, udp: Bool, groSegment: Int?,
                  tunnel: (UInt32) -> (fd: Int32, virtioNetHeader: Bool)?, drop: (UserspaceDropReason) -> Void) {
         if udp {
             guard got > 0, !truncated else { drop(.notESP); return }

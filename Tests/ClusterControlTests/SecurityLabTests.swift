@@ -1,0 +1,284 @@
+import Foundation
+import Glibc
+import Testing
+import OverlayTestKit
+
+/// Attacks on the control plane through the real binaries and the real manager listener (2377),
+/// each made with what an attacker would hold: a worker's certificate and key, a join token.
+/// Every attack must fail with a clear refusal and leave the cluster as it was.
+@Suite(.serialized) struct SecurityLabTests {
+    /// The lab's state directory of `host`.
+    static func stateDir(_ lab: CLILab, _ host: String) -> String { "/run/\(lab.name)/\(host)" }
+
+    /// `curl` on the manager port from `host` with that host's node certificate. Returns the HTTP
+    /// status and the body.
+    static func asNode(_ lab: CLILab, _ host: String, certsOf owner: String? = nil, _ method: String, _ path: String,
+                       body: String? = nil) throws -> (status: Int, body: String) {
+        let certs = stateDir(lab, owner ?? host) + "/certs"
+        var args = ["curl", "-s", "-k", "-m", "10", "-w", "\n%{http_code}", "--cert", certs + "/node.crt", "--key", certs + "/node.key",
+                    "-X", method, "https://198.18.0.1:2377" + path]
+        if let body { args += ["-H", "Content-Type: application/json", "--data-binary", body] }
+        let r = try lab.sh(host, args)
+        let lines = r.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n", omittingEmptySubsequences: false)
+        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+    }
+
+    /// hostname -> node ID, from `node ls` on the manager.
+    static func nodeIDs(_ lab: CLILab) throws -> [String: String] {
+        let json = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["node", "ls", "--format", "json"]).utf8)) as! [[String: Any]]
+        return Dictionary(json.map { ($0["hostname"] as! String, $0["id"] as! String) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// The gossip keys and the IPsec key tags in a `/v1/state` answer, and each ring's primary.
+    static func keys(_ body: String) throws -> (gossip: [String], gossipPrimary: String, ipsec: [Int], ipsecPrimary: Int) {
+        let json = try JSONSerialization.jsonObject(with: Data(body.utf8)) as! [String: Any]
+        let gossip = json["gossipKeys"] as! [String]
+        let ring = ((json["ipsecKeys"] as! [String: Any])["keys"] as! [[String: Any]]).map { $0["tag"] as! Int }.sorted()
+        return (gossip, gossip[gossip.count / 2], ring, ring[1])
+    }
+
+    @Test func aWorkerCertificateActsOnlyForItsNodeAndARemovedNodeIsLockedOut() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-sec", hosts: 3)
+        defer { lab.down() }
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+
+        // Secrets on disk: after init (join tokens, gossip keys, the CA's key in the store and
+        // files), nothing under the state directory is open to group or others. The API socket
+        // is the one exception by design (0660, like docker.sock), inside the 0700 directory.
+        let dir = Self.stateDir(lab, "h1")
+        var st = stat()
+        #expect(stat(dir, &st) == 0 && st.st_mode & 0o777 == 0o700, "state directory mode \(String(st.st_mode & 0o777, radix: 8))")
+        var open: [String] = []
+        let walker = FileManager.default.enumerator(atPath: dir)!
+        var files = 0
+        while let rel = walker.nextObject() as? String {
+            let path = dir + "/" + rel
+            guard lstat(path, &st) == 0, st.st_mode & S_IFMT != S_IFSOCK else { continue }
+            files += 1
+            if st.st_mode & 0o077 != 0 { open.append("\(rel) \(String(st.st_mode & 0o777, radix: 8))") }
+        }
+        #expect(files >= 8, "expected the store, its WAL, the CA and node files; found \(files)")
+        #expect(FileManager.default.fileExists(atPath: dir + "/overlayd.db-wal"))
+        #expect(open.isEmpty, "open to group or others: \(open)")
+
+        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
+        for h in ["h2", "h3"] { _ = try lab.must(h, ["swarm", "join", "--token", token, "198.18.0.1:2377"]) }
+        var ids = try Self.nodeIDs(lab)
+        let (managerID, h2, h3) = (ids["h1"]!, ids["h2"]!, ids["h3"]!)
+
+        // Node identity is the manager's to give: a join that names the manager's ID gets a new one,
+        // and the manager's record is untouched.
+        let keyPath = "/run/\(lab.name)/evil.key", csrPath = "/run/\(lab.name)/evil.csr"
+        let made = try Command.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                                    "-keyout", keyPath, "-subj", "/CN=evil", "-out", csrPath])
+        #expect(made.succeeded, "\(made.output)")
+        let csr = try String(contentsOfFile: csrPath, encoding: .utf8)
+        let join: [String: Any] = ["token": token, "hostname": "evil", "advertiseAddr": "198.18.0.3", "dataPathAddr": "198.18.0.3",
+                                   "gossipPort": 7946, "csr": csr, "nodeID": managerID]
+        let joinBody = String(decoding: try JSONSerialization.data(withJSONObject: join), as: UTF8.self)
+        let joined = try lab.sh("h3", ["curl", "-s", "-k", "-m", "10", "-X", "POST", "https://198.18.0.1:2377/v1/join",
+                                       "-H", "Content-Type: application/json", "--data-binary", joinBody])
+        let reply = try JSONSerialization.jsonObject(with: Data(joined.output.utf8)) as? [String: Any]
+        let evilID = reply?["nodeID"] as? String
+        #expect(evilID != nil && evilID != managerID && evilID != h2 && evilID != h3, "\(joined.output.prefix(300))")
+        ids = try Self.nodeIDs(lab)
+        #expect(ids["h1"] == managerID && ids["evil"] == evilID)
+        let nodeList = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["node", "ls", "--format", "json"]).utf8)) as! [[String: Any]]
+        #expect(nodeList.first { $0["id"] as? String == managerID }?["role"] as? String == "manager")
+        // That node never came up: `node rm` takes it without --force.
+        #expect(try lab.must("h1", ["node", "rm", "evil"]) == "evil")
+        #expect(try Self.nodeIDs(lab)["evil"] == nil)
+
+        // A worker's certificate cannot remove another node.
+        let leave = try Self.asNode(lab, "h2", "POST", "/v1/leave?node=\(h3)")
+        #expect(leave.status == 403 && leave.body.contains("only leave for itself"), "\(leave)")
+        #expect(try Self.nodeIDs(lab)["h3"] == h3)
+        // ... nor call what only the manager's local socket may.
+        let create = try Self.asNode(lab, "h2", "POST", "/v1/networks", body: #"{"name":"pwn","driver":"overlay"}"#)
+        #expect(create.status == 403 && create.body.contains("only the manager's local socket"), "\(create)")
+        let rm = try Self.asNode(lab, "h2", "DELETE", "/v1/nodes/\(h3)")
+        #expect(rm.status == 403, "\(rm)")
+        // ... nor report for another node's tasks.
+        let report = try Self.asNode(lab, "h2", "POST", "/v1/task-status", body: #"{"nodeID":"\#(h3)","states":{}}"#)
+        #expect(report.status == 403, "\(report)")
+        // ... nor report a gateway bridge that would overlap every network.
+        let gateway = try Self.asNode(lab, "h2", "GET", "/v1/state?gateway=0.0.0.0/0")
+        #expect(gateway.status == 400 && gateway.body.contains("plausible"), "\(gateway)")
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.31.0.0/24", "web"])
+
+        // ... nor give back another node's address.
+        _ = try lab.must("h3", ["run", "-d", "--name", "c3", "--network", "web", "--", "sleep", "infinity"])
+        let inspect = try JSONSerialization.jsonObject(with: Data(try lab.must("h3", ["inspect", "c3"]).utf8)) as! [[String: Any]]
+        let endpoint = ((inspect[0]["NetworkSettings"] as! [String: Any])["Networks"] as! [String: Any])["web"] as! [String: Any]
+        let ip3 = endpoint["IPAddress"] as! String, eid3 = endpoint["EndpointID"] as! String
+        let release = try Self.asNode(lab, "h2", "POST", "/v1/release",
+                                      body: #"{"network":"web","address":"\#(ip3)","endpointID":"\#(eid3)"}"#)
+        #expect(release.status == 403 && release.body.contains("belongs to another node"), "\(release)")
+        let taken = try lab.on("h2", ["run", "-d", "--name", "c2", "--network", "web", "--ip", ip3, "--", "sleep", "infinity"])
+        #expect(!taken.succeeded, "h2 got h3's address \(ip3): \(taken.output)")
+
+        // Two `run`s with one name at once: one container, one clear refusal, nothing leaked.
+        async let first = lab.on("h2", ["run", "-d", "--name", "twin", "--network", "web", "--", "sleep", "infinity"])
+        async let second = lab.on("h2", ["run", "-d", "--name", "twin", "--network", "web", "--", "sleep", "infinity"])
+        let twins = try await [first, second]
+        #expect(twins.filter(\.succeeded).count == 1, "\(twins.map(\.output))")
+        #expect(twins.contains { !$0.succeeded && $0.output.contains("already in use") }, "\(twins.map(\.output))")
+        let twinIP = try lab.ip("h2", "twin", network: "web")
+        _ = try lab.must("h2", ["rm", "-f", "twin"])
+        // Its one address is free again (the refused run took none).
+        _ = try lab.must("h2", ["run", "-d", "--name", "twin", "--network", "web", "--ip", twinIP, "--", "sleep", "infinity"])
+        _ = try lab.must("h2", ["rm", "-f", "twin"])
+
+        // Removal: refused while the node is up unless forced; then its certificate is refused
+        // everywhere, its address comes back, and the keys move on without it.
+        let before = try Self.asNode(lab, "h3", "GET", "/v1/state")
+        #expect(before.status == 200)
+        let old = try Self.keys(before.body)
+        let up = try lab.on("h1", ["node", "rm", "h3"])
+        #expect(!up.succeeded && up.output.contains("is not down"), "\(up.output)")
+        #expect(try lab.must("h1", ["node", "rm", "--force", "h3"]) == "h3")
+        #expect(try lab.hostnames("h1") == ["h1", "h2"])
+        let state = try Self.asNode(lab, "h3", "GET", "/v1/state")
+        #expect(state.status == 403 && state.body.contains("not a member"), "\(state)")
+        let renew = try Self.asNode(lab, "h3", "POST", "/v1/renew", body: #"{"csr":"x"}"#)
+        #expect(renew.status == 403, "\(renew)")
+        // A stolen certificate is refused the same way from any host.
+        let stolen = try Self.asNode(lab, "h2", certsOf: "h3", "GET", "/v1/state")
+        #expect(stolen.status == 403, "\(stolen)")
+        // Two rotations: the primary keys in use are ones the removed node never had.
+        var fresh: (gossip: [String], gossipPrimary: String, ipsec: [Int], ipsecPrimary: Int)?
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let now = try Self.keys(try Self.asNode(lab, "h2", "GET", "/v1/state").body)
+            if !old.gossip.contains(now.gossipPrimary) && !old.ipsec.contains(now.ipsecPrimary) {
+                fresh = now
+                break
+            }
+            usleep(500_000)
+        }
+        #expect(fresh != nil, "the keys did not move past the removed node's within 30 s")
+        // The manager gave its address back. h3 still runs c3 but can no longer read gossip, so
+        // the others soon find it dead; until then h2's driver refuses the address as a peer's.
+        var reused = try lab.on("h2", ["run", "-d", "--name", "reuse", "--network", "web", "--ip", ip3, "--", "sleep", "infinity"])
+        let gossipDeadline = Date().addingTimeInterval(40)
+        while !reused.succeeded && reused.output.contains("already used by peer") && Date() < gossipDeadline {
+            usleep(500_000)
+            reused = try lab.on("h2", ["run", "-d", "--name", "reuse", "--network", "web", "--ip", ip3, "--", "sleep", "infinity"])
+        }
+        #expect(reused.succeeded, "h3's address \(ip3) did not come back: \(reused.output)")
+        _ = try? lab.on("h2", ["rm", "-f", "reuse"])
+        // The rest of the cluster still works on the new keys.
+        let after = try lab.must("h2", ["node", "ls", "--format", "json"])
+        #expect(after.contains("\"h1\"") && !after.contains("\"h3\""), "\(after)")
+        _ = try lab.must("h1", ["run", "-d", "--name", "c1", "--network", "web", "--", "sleep", "infinity"])
+        _ = try lab.must("h2", ["run", "-d", "--name", "c2", "--network", "web", "--", "sleep", "infinity"])
+        let ip2 = try lab.ip("h2", "c2", network: "web")
+        var reached = false
+        for _ in 0..<30 where !reached {
+            reached = (try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "1", "-W", "1", ip2])).succeeded
+        }
+        #expect(reached, "c1 cannot reach c2 (\(ip2)) after the keys rotated")
+    }
+
+    /// Holds `count` TCP connections to the manager port from the host it runs on, `slow` of them
+    /// a slowloris (a TLS record header a byte a second), and reports how many the server closed
+    /// and when: `closed N of M; slow closed S after T s`.
+    static let flood = """
+        import resource, select, socket, sys, time
+        count, slow, limit = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count + 100, count + 100))
+        ep = select.epoll()
+        socks = {}
+        for i in range(count):
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(("198.18.0.1", 2377))
+            except BlockingIOError:
+                pass
+            socks[s.fileno()] = (s, i < slow)
+            ep.register(s.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+        start = time.time()
+        closed, slow_closed_at, next_drip = set(), 0.0, start
+        while time.time() - start < limit and len(closed) < count:
+            if time.time() >= next_drip:
+                next_drip += 1
+                for fd, (s, is_slow) in socks.items():
+                    if is_slow and fd not in closed:
+                        try:
+                            s.send(b"\\x16")
+                        except OSError:
+                            pass
+            for fd, ev in ep.poll(0.2):
+                if fd in closed:
+                    continue
+                s, is_slow = socks[fd]
+                try:
+                    gone = (ev & (select.EPOLLHUP | select.EPOLLERR)) != 0 or s.recv(4096) == b""
+                except OSError:
+                    gone = True
+                if gone:
+                    closed.add(fd)
+                    ep.unregister(fd)
+                    if is_slow:
+                        slow_closed_at = max(slow_closed_at, time.time() - start)
+        slow_closed = sum(1 for fd, (s, is_slow) in socks.items() if is_slow and fd in closed)
+        print(f"closed {len(closed)} of {count}; slow closed {slow_closed} after {slow_closed_at:.1f} s")
+        """
+
+    @Test func theManagerPortOutlastsIdleConnectionsAndASlowloris() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-sec2", hosts: 3)
+        defer { lab.down() }
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
+        _ = try lab.must("h2", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.32.0.0/24", "web"])
+        let script = "/run/\(lab.name)/flood.py"
+        try Self.flood.write(toFile: script, atomically: true, encoding: .utf8)
+
+        // h3 (no certificate at all) opens 10,000 connections and holds them, 50 dripping bytes.
+        async let flood = lab.sh("h3", ["python3", script, "10000", "50", "25"], timeout: 60)
+        usleep(3_000_000)
+        // Meanwhile a worker still gets addresses from the manager over 2377, and the manager
+        // still serves its own CLI.
+        let started = Date()
+        for i in 0..<3 {
+            let r = try lab.on("h2", ["run", "-d", "--name", "w\(i)", "--network", "web", "--", "sleep", "infinity"], timeout: 30)
+            #expect(r.succeeded, "run on a worker during the flood: \(r.output)")
+        }
+        #expect(Date().timeIntervalSince(started) < 20, "three runs took \(Date().timeIntervalSince(started)) s during the flood")
+        #expect(try lab.hostnames("h1") == ["h1", "h2"])
+        // Past the request timeout, the manager holds no more of h3's connections than one source
+        // may have open (the rest were closed at accept, or never got past the kernel's queue).
+        usleep(UInt32(max(0, 14 - Date().timeIntervalSince(started))) * 1_000_000)
+        let held = try lab.sh("h1", ["ss", "-Htn", "state", "established", "( sport = :2377 and dst 198.18.0.3 )"])
+        let heldCount = held.output.split(separator: "\n").count
+        #expect(heldCount <= 64, "the manager holds \(heldCount) of h3's connections")
+        // A body over the limit before any certificate is shown: refused at once.
+        let big = String(repeating: "a", count: 100_000)
+        let join = try lab.sh("h2", ["curl", "-s", "-k", "-m", "10", "-w", "\n%{http_code}", "-X", "POST", "https://198.18.0.1:2377/v1/join",
+                                     "-H", "Content-Type: application/json", "--data-binary", #"{"token":"\#(big)"}"#])
+        #expect(join.output.hasSuffix("413"), "\(join.output.suffix(200))")
+
+        let report = try await flood
+        #expect(report.succeeded, "\(report.output)")
+        // The slowloris was cut off; most of the idle flood was closed by the server. (Connections
+        // the kernel answered with SYN cookies while the accept queue was full look open to the
+        // client but hold nothing on the server: the count above is what matters.)
+        #expect(report.output.contains("slow closed 50 "), "\(report.output)")
+        let closed = report.output.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        #expect(closed > 1000, "\(report.output)")
+        print("flood: \(report.output.trimmingCharacters(in: .whitespacesAndNewlines)); the manager held \(heldCount) of them")
+        // And the daemon holds nothing of them afterwards: one more join-less call still answers.
+        let anonymous = try lab.sh("h3", ["curl", "-sk", "-m", "5", "https://198.18.0.1:2377/v1/state"])
+        #expect(anonymous.output.contains("client certificate is required"), "\(anonymous.output)")
+    }
+}

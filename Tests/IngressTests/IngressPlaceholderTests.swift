@@ -1,6 +1,0 @@
-import Ingress
-import Testing
-
-@Test func ingressModuleHasARole() {
-    #expect(!IngressModule.role.isEmpty)
-}
