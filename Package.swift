@@ -29,6 +29,7 @@ let package = Package(
         .library(name: "Ingress", targets: ["Ingress"]),
         .library(name: "Discovery", targets: ["Discovery"]),
         .library(name: "OverlayDriver", targets: ["OverlayDriver"]),
+        .library(name: "OverlayAPI", targets: ["OverlayAPI"]),
         .library(name: "ClusterControl", targets: ["ClusterControl"]),
         .library(name: "OverlayTestKit", targets: ["OverlayTestKit"]),
         .executable(name: "overlayd", targets: ["overlayd"]),
@@ -77,10 +78,13 @@ let package = Package(
         .target(
             name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys", "PacketFilter", logging],
             exclude: ["README.md"]),
+        // The API's models, errors and client: what the CLI (or any client) needs, without the
+        // manager's store, PKI or TLS.
+        .target(name: "OverlayAPI", dependencies: ["IPsecKeys", nioCore, nioPosix, nioHTTP1], exclude: ["README.md"]),
         .target(
             name: "ClusterControl",
             dependencies: [
-                "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "DiscoveryServer", "Ingress", "IPsecKeys", "GWBridge", "Netlink",
+                "OverlayAPI", "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "DiscoveryServer", "Ingress", "IPsecKeys", "GWBridge", "Netlink",
                 "OverlayCrypto", logging, nioCore, nioPosix, nioHTTP1, nioTLS, nioSSL, x509, crypto, grdb,
             ],
             exclude: ["README.md"]),
@@ -89,7 +93,7 @@ let package = Package(
         // Thin executables.
         .executableTarget(name: "overlayd", dependencies: ["ClusterControl", argumentParser, logging]),
         .executableTarget(
-            name: "overlayctl", dependencies: ["ClusterControl", "OverlayTestKit", argumentParser, nioCore, nioPosix]),
+            name: "overlayctl", dependencies: ["OverlayAPI", "OverlayTestKit", argumentParser, nioCore, nioPosix]),
 
         // Examples and benchmarks: programs, not tests.
         .executableTarget(

@@ -26,6 +26,9 @@ public struct GossipConfiguration: Sendable {
     public var tcpTimeout: Duration
     /// Most inbound TCP streams served at once (128, memberlist `maxPushPullRequests`).
     public var maxConcurrentStreams: Int
+    /// Inbound TCP streams served at once from one source address (a member opens one or two:
+    /// a push-pull, a fallback probe); one more is closed at once and counted as refused.
+    public var maxStreamsPerSource: Int
     /// Delegate state to send in push-pulls (argument: is this a join); serf sends its own here.
     public var localUserState: @Sendable (Bool) -> [UInt8]
     /// Called with a remote's delegate state from a push-pull (and whether it was a join).
@@ -46,6 +49,7 @@ public struct GossipConfiguration: Sendable {
         limits = WireLimits()
         tcpTimeout = .seconds(10)
         maxConcurrentStreams = 128
+        maxStreamsPerSource = 8
         localUserState = { _ in [] }
         mergeUserState = { _, _ in }
         userMessage = { _ in }
@@ -108,6 +112,7 @@ public final class GossipNode: @unchecked Sendable {
     private var timers: [UInt64: Scheduled<Void>] = [:]
     private var timerID: UInt64 = 0
     private var openStreams = 0
+    private var streamsPerSource: [String: Int] = [:]
     private var running = false
     private let epoch = NIODeadline.now()
     /// Public calls that use the event loop, counted so `shutdown()` stops an owned loop only once
@@ -534,17 +539,25 @@ public final class GossipNode: @unchecked Sendable {
         }
     }
 
-    func streamOpened() -> Bool {
-        guard openStreams < configuration.maxConcurrentStreams else {
+    func streamOpened(from source: String) -> Bool {
+        loop.preconditionInEventLoop()
+        let fromSource = streamsPerSource[source, default: 0]
+        guard openStreams < configuration.maxConcurrentStreams, fromSource < configuration.maxStreamsPerSource else {
             counters.streamsRefused += 1
             return false
         }
         openStreams += 1
+        streamsPerSource[source] = fromSource + 1
         counters.streamsAccepted += 1
         return true
     }
 
-    func streamClosed() { openStreams -= 1 }
+    func streamClosed(from source: String) {
+        loop.preconditionInEventLoop()
+        openStreams -= 1
+        let n = streamsPerSource[source, default: 1] - 1
+        streamsPerSource[source] = n > 0 ? n : nil
+    }
 
     func streamFailed(_ error: any Error) {
         count(error)
@@ -584,7 +597,8 @@ private final class StreamHandler: ChannelInboundHandler {
     let promise: EventLoopPromise<GossipMessage?>?
     var buffer = ByteBuffer()
     var done = false
-    var counted = false
+    /// The source address of an inbound stream the node counted (released when it closes).
+    var counted: String?
 
     init(node: GossipNode, request: ([UInt8], Bool)?, promise: EventLoopPromise<GossipMessage?>?) {
         self.node = node
@@ -605,11 +619,12 @@ private final class StreamHandler: ChannelInboundHandler {
                 }
             }
         } else {
-            guard node.streamOpened() else {
+            let source = context.channel.remoteAddress?.ipAddress ?? "?"
+            guard node.streamOpened(from: source) else {
                 context.close(promise: nil)
                 return
             }
-            counted = true
+            counted = source
             let timeout = node.configuration.tcpTimeout
             let ch = context.channel
             context.eventLoop.scheduleTask(in: .seconds(timeout.components.seconds) + .nanoseconds(timeout.components.attoseconds / 1_000_000_000)) {
@@ -657,7 +672,7 @@ private final class StreamHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if counted { node.streamClosed() }
+        if let counted { node.streamClosed(from: counted) }
         if !done, let promise {
             promise.fail(GossipError(.remote, "stream closed before a complete reply"))
         }

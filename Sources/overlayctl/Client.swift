@@ -1,4 +1,4 @@
-import ClusterControl
+import OverlayAPI
 import Foundation
 import NIOCore
 import NIOPosix

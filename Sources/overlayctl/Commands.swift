@@ -1,5 +1,5 @@
 import ArgumentParser
-import ClusterControl
+import OverlayAPI
 import Foundation
 
 /// Options every command that talks to the daemon takes.

@@ -1,5 +1,5 @@
 import ArgumentParser
-import ClusterControl
+import OverlayAPI
 import Foundation
 
 /// The CLI: Docker's words (swarm, node, network, run, ps, exec, rm, inspect) against the local

@@ -1,5 +1,5 @@
 import ArgumentParser
-import ClusterControl
+import OverlayAPI
 import Foundation
 
 // MARK: service

@@ -198,6 +198,56 @@ final class Collector<T: Sendable>: Sendable {
         try await a.shutdown()
     }
 
+    @Test func streamsPerSourceAreCappedAndAClaimedHugeFrameHoldsNothing() async throws {
+        let ip = uniqueLoopback()
+        let address = NodeAddress(ip: ip, port: 7946)
+        let ring = try Keyring(primary: SecretKey.random(byteCount: 32))
+        var cfg = GossipConfiguration(swim: fastSwim("a", address), keyring: ring)
+        cfg.tcpTimeout = .seconds(2)
+        let a = try GossipNode(configuration: cfg)
+        try await a.start()
+        // 20 streams from one address, each an `encrypt` header claiming 20 MiB, then silence:
+        // 8 are served (and cut off at the stream timeout), the rest closed at once.
+        let header: [UInt8] = [MessageType.encrypt.rawValue, 0x01, 0x40, 0x00, 0x00]
+        let attacker = try SocketAddress(ipAddress: "\(uniqueLoopback())", port: 0)
+        var channels: [Channel] = []
+        for _ in 0..<20 {
+            channels.append(try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(to: attacker)
+                .connect(host: "\(ip)", port: 7946).get())
+        }
+        for ch in channels { try? await ch.writeAndFlush(ByteBuffer(bytes: header + [UInt8](repeating: 0xab, count: 4096))) }
+        #expect(try await waitUntil(.seconds(2)) { try await a.counters().streamsRefused == 12 })
+        // ... while a member's stream from another address is still served.
+        let ack = try await rawExchange(try StreamCodec.encode(.ping(PingMessage(seqNo: 5, node: "a")), keyring: ring), to: address)
+        #expect(!ack.isEmpty)
+        // The cut-off streams are gone: the same source may open new ones.
+        #expect(try await waitUntil(.seconds(5)) { channels.allSatisfy { !$0.isActive } })
+        for ch in channels { try? await ch.close() }
+        let c = try await a.counters()
+        #expect(c.streamsRefused == 12 && c.oversized == 0)
+        try await a.shutdown()
+    }
+
+    @Test func anEncryptedFrameIsMeasuredFromItsHeaderAlone() throws {
+        var b = ByteBuffer(bytes: [MessageType.encrypt.rawValue, 0, 0])
+        #expect(try b.encryptedGossipFrameLength() == nil)   // header not complete
+        b.writeBytes([0x01, 0x00])
+        #expect(try b.encryptedGossipFrameLength() == 5 + 256)
+        // Until the whole frame is here, reading waits and consumes nothing.
+        let ring = try Keyring(primary: SecretKey.random(byteCount: 32))
+        #expect(try b.readGossipStreamMessage(keyring: ring) == nil)
+        #expect(b.readerIndex == 0 && b.readableBytes == 5)
+        // Behind a label header too; a claim over the limit is refused from the header.
+        var labelled = ByteBuffer(bytes: try LabelHeader.encode("lab") + [MessageType.encrypt.rawValue, 0x7f, 0, 0, 0])
+        #expect(throws: GossipCodecError.self) { try labelled.encryptedGossipFrameLength() }
+        #expect(throws: GossipCodecError.self) {
+            try labelled.readGossipStreamMessage(keyring: ring, label: "lab")
+        }
+        // Anything else is not measured here (the decoder reads it).
+        #expect(try ByteBuffer(bytes: [MessageType.ping.rawValue, 0x80]).encryptedGossipFrameLength() == nil)
+        #expect(try ByteBuffer().encryptedGossipFrameLength() == nil)
+    }
+
     @Test func largeDatagramsArriveWhole() async throws {
         let address = NodeAddress(ip: uniqueLoopback(), port: 7946)
         var cfg = GossipConfiguration(swim: fastSwim("big", address))

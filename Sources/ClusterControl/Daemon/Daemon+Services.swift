@@ -238,84 +238,25 @@ extension OverlayDaemon {
         return cluster.nodes.filter { alive.contains($0.id) }
     }
 
-    /// Makes the tasks match the services: creates missing ones on the least loaded ready nodes
-    /// (spread), moves tasks off nodes that are down, shuts down extra ones, and forgets tasks
-    /// whose drain time is over. One store write per round, only when something changed.
+    /// Makes the tasks match the services (`Scheduler` decides; this gathers its inputs and
+    /// writes its plan). One store write per round, only when something changed.
     func scheduleServices() async {
-        guard manager != nil else { return }
-        let ready = await readyNodes()
-        let readyIDs = Set(ready.map(\.id))
-        let known = Set(cluster.nodes.map(\.id))
-        var all = allTasks()
-        var changes: [StoreChange] = []
-        let now = Date()
-        // A node's tasks move once it has been down for a while, and not while a restarted
-        // manager's gossip is still finding the others.
-        // (A daemon restart takes a second or two: its tasks stay.)
-        let moveDelay: TimeInterval = configuration.fastGossip ? 5 : 10
-        let startupGrace: TimeInterval = configuration.fastGossip ? 5 : 15
-        var gone: Set<String> = []
-        if var m = manager {
-            for n in cluster.nodes {
-                if readyIDs.contains(n.id) { m.notReadySince[n.id] = nil } else if m.notReadySince[n.id] == nil { m.notReadySince[n.id] = now }
-                if let since = m.notReadySince[n.id], now.timeIntervalSince(since) >= moveDelay,
-                   now.timeIntervalSince(m.started) >= startupGrace {
-                    gone.insert(n.id)
-                }
-            }
-            manager?.notReadySince = m.notReadySince
-        }
-        func shutDown(_ i: Int) {
-            all[i].desiredState = "shutdown"
-            all[i].shutdownAt = now
-            changes.append(try! .set(.task, all[i].id, all[i]))
-        }
-        let services = Dictionary(allServices().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        for i in all.indices where all[i].desiredState == "running" {
-            let t = all[i]
-            guard let s = services[t.serviceID] else { shutDown(i); continue }
-            if s.mode == "replicated" && (t.slot > s.replicas || gone.contains(t.nodeID) || !known.contains(t.nodeID)) {
-                shutDown(i)
-                continue
-            }
-            if s.mode == "global" && !known.contains(t.nodeID) { shutDown(i) }
-        }
-        // Spread: fewest running tasks of the service, then fewest tasks in all, then name.
-        var load: [String: Int] = [:]
-        for t in all where t.desiredState == "running" { load[t.nodeID, default: 0] += 1 }
-        for s in services.values.sorted(by: { $0.name < $1.name }) {
-            let running = all.filter { $0.serviceID == s.id && $0.desiredState == "running" }
-            var mine: [String: Int] = [:]
-            for t in running { mine[t.nodeID, default: 0] += 1 }
-            var wanted: [(slot: Int, node: String?)] = []
-            if s.mode == "replicated" {
-                let slots = Set(running.map(\.slot))
-                wanted = (1...max(s.replicas, 1)).filter { $0 <= s.replicas && !slots.contains($0) }.map { ($0, nil) }
-            } else {
-                let have = Set(running.map(\.nodeID))
-                wanted = ready.filter { !have.contains($0.id) }.map { (0, $0.id) }
-            }
-            // Host-mode ports: at most one task of the service per node (a second could not bind them).
-            let onePerNode = s.ports.contains { $0.publishMode == "host" }
-            for w in wanted {
-                let candidates = onePerNode ? ready.filter { (mine[$0.id] ?? 0) == 0 } : ready
-                let node = w.node ?? candidates.min { a, b in
-                    (mine[a.id] ?? 0, load[a.id] ?? 0, a.hostname) < (mine[b.id] ?? 0, load[b.id] ?? 0, b.hostname)
-                }?.id
-                guard let node else { continue }   // no ready node: stays pending until one comes
-                let t = TaskRecord(id: NodeID.random().text, serviceID: s.id, serviceName: s.name, slot: w.slot, nodeID: node,
-                                   desiredState: "running", created: now)
-                mine[node, default: 0] += 1
-                load[node, default: 0] += 1
-                all.append(t)
-                changes.append(try! .set(.task, t.id, t))
-            }
-        }
-        for t in all where t.desiredState == "shutdown" {
-            if now.timeIntervalSince(t.shutdownAt ?? t.created) >= Self.drainSeconds { changes.append(.delete(.task, t.id)) }
-        }
-        guard !changes.isEmpty else { return }
+        guard let m = manager else { return }
+        let ready = Set(await readyNodes().map(\.id))
+        // A node's tasks move once it has been down for a while (a daemon restart takes a second
+        // or two: its tasks stay), and not while a restarted manager's gossip is still finding the others.
+        let scheduler = Scheduler(
+            moveDelay: configuration.fastGossip ? 5 : 10, startupGrace: configuration.fastGossip ? 5 : 15, drain: Self.drainSeconds)
+        let state = Scheduler.State(
+            services: allServices(), tasks: allTasks(), nodes: cluster.nodes, ready: ready, notReadySince: m.notReadySince,
+            managerStarted: m.started)
+        let plan = scheduler.plan(state, now: Date(), newID: { NodeID.random().text })
+        manager?.notReadySince = plan.notReadySince
+        guard !plan.isEmpty else { return }
         do {
+            var changes: [StoreChange] = []
+            for t in plan.shutDown + plan.created { changes.append(try .set(.task, t.id, t)) }
+            changes += plan.forgotten.map { .delete(.task, $0) }
             try store.write(changes)
             try refreshClusterFromStore()
         } catch {

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import OverlayAPI
 import NIOSSL
 // NIOTLS comes with NIOSSL (it depends on it); only `TLSUserEvent` is used from it.
 import NIOTLS
@@ -21,23 +22,15 @@ import X509
 /// ```
 public enum ClusterTLS {
     /// Who an authenticated peer is, read from its verified certificate.
-    public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
-        /// The node ID (certificate CN).
-        public var nodeID: String
-        /// The node's role (certificate OU).
-        public var role: NodeIdentity.Role
-        /// The cluster ID (certificate O, equal to the CA's).
-        public var clusterID: String
+    public typealias PeerIdentity = OverlayAPI.PeerIdentity
 
-        /// Makes an identity from its parts.
-        public init(nodeID: String, role: NodeIdentity.Role, clusterID: String) {
-            self.nodeID = nodeID
-            self.role = role
-            self.clusterID = clusterID
-        }
-
-        /// `"<nodeID> (<role>)"`.
-        public var description: String { "\(nodeID) (\(role.rawValue))" }
+    /// What a connection error was, in a line, for the TLS layer's and the PKI's own errors
+    /// (`APIClient.describeError`); nil for anything else.
+    @Sendable public static func describe(_ error: any Error) -> String? {
+        if let e = error as? PKIError { return e.message }
+        if let e = error as? NIOSSLError { return "TLS: \(e)" }
+        if let e = error as? BoringSSLError { return "TLS: \(e)" }
+        return nil
     }
 
     /// The manager's TLS server: presents its node certificate and the CA, accepts clients with no

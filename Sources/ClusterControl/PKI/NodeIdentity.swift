@@ -1,17 +1,13 @@
 import Crypto
 import Foundation
+import OverlayAPI
 import X509
 
 /// A node's identity in the cluster: its P-256 key, the certificate the cluster CA issued for it
 /// (CN = node ID, OU = role, O = cluster ID) and the CA certificate it trusts.
 public struct NodeIdentity: Sendable {
     /// A node's role, as written in its certificate's OU.
-    public enum Role: String, Sendable, Hashable, Codable, CaseIterable {
-        /// A manager: runs the store and API and may issue certificates.
-        case manager = "swarm-manager"
-        /// A worker: runs tasks and follows the managers.
-        case worker = "swarm-worker"
-    }
+    public typealias Role = NodeRole
 
     /// A fresh key and the certificate signing request for it, made by a node before it has a certificate
     /// (joining, or renewing with a new key). Send ``csrPEM`` to the manager; keep the value to build the identity.

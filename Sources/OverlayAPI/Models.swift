@@ -64,6 +64,41 @@ public struct DaemonInfo: Codable, Sendable {
     /// Whether the kernel can do ESP with AES-GCM (xfrm), probed at start: `available`, or
     /// `unavailable (<the kernel's reason>)`. Encrypted networks use the userspace datapath.
     public var kernelIPsec: String?
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        nodeID: String,
+        hostname: String,
+        swarm: String,
+        role: String? = nil,
+        clusterID: String? = nil,
+        managerAddr: String? = nil,
+        advertiseAddr: String? = nil,
+        dataPathAddr: String? = nil,
+        dataPathPort: UInt16,
+        gossipPort: UInt16,
+        stateDir: String,
+        pid: Int32,
+        datapath: String,
+        espEncapsulation: String? = nil,
+        kernelIPsec: String? = nil
+    ) {
+        self.nodeID = nodeID
+        self.hostname = hostname
+        self.swarm = swarm
+        self.role = role
+        self.clusterID = clusterID
+        self.managerAddr = managerAddr
+        self.advertiseAddr = advertiseAddr
+        self.dataPathAddr = dataPathAddr
+        self.dataPathPort = dataPathPort
+        self.gossipPort = gossipPort
+        self.stateDir = stateDir
+        self.pid = pid
+        self.datapath = datapath
+        self.espEncapsulation = espEncapsulation
+        self.kernelIPsec = kernelIPsec
+    }
 }
 
 /// A node as `node ls` shows it.
@@ -83,6 +118,31 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     /// Whether it can encrypt: `ok`, `no keys`, or what failed (reported by the node itself; nil
     /// before it has reported).
     public var encryption: String?
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        id: String,
+        hostname: String,
+        role: String,
+        status: String,
+        advertiseAddr: String,
+        dataPathAddr: String,
+        gossipPort: UInt16,
+        joined: Date,
+        certificateNotAfter: Date? = nil,
+        encryption: String? = nil
+    ) {
+        self.id = id
+        self.hostname = hostname
+        self.role = role
+        self.status = status
+        self.advertiseAddr = advertiseAddr
+        self.dataPathAddr = dataPathAddr
+        self.gossipPort = gossipPort
+        self.joined = joined
+        self.certificateNotAfter = certificateNotAfter
+        self.encryption = encryption
+    }
 }
 
 /// One subnet of a network, as the manager stores and hands it out.
@@ -92,6 +152,21 @@ public struct SubnetConfig: Codable, Sendable, Hashable {
     public var ipRange: String?
     public var auxAddresses: [String: String]
     public var vni: UInt32
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        subnet: String,
+        gateway: String,
+        ipRange: String? = nil,
+        auxAddresses: [String: String],
+        vni: UInt32
+    ) {
+        self.subnet = subnet
+        self.gateway = gateway
+        self.ipRange = ipRange
+        self.auxAddresses = auxAddresses
+        self.vni = vni
+    }
 }
 
 /// An overlay network as the manager stores it and every node receives it.
@@ -108,6 +183,35 @@ public struct NetworkRecord: Codable, Sendable, Hashable {
     public var mtu: UInt32
     public var options: [String: String]
     public var labels: [String: String]
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        id: String,
+        name: String,
+        driver: String,
+        created: Date,
+        attachable: Bool,
+        `internal`: Bool,
+        ingress: Bool,
+        encrypted: Bool,
+        subnets: [SubnetConfig],
+        mtu: UInt32,
+        options: [String: String],
+        labels: [String: String]
+    ) {
+        self.id = id
+        self.name = name
+        self.driver = driver
+        self.created = created
+        self.attachable = attachable
+        self.`internal` = `internal`
+        self.ingress = ingress
+        self.encrypted = encrypted
+        self.subnets = subnets
+        self.mtu = mtu
+        self.options = options
+        self.labels = labels
+    }
 }
 
 /// `network create`'s options (Docker's flags).
@@ -190,6 +294,27 @@ public struct ContainerNetwork: Codable, Sendable, Hashable {
     public var gateway: String
     public var mac: String
     public var aliases: [String]
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        networkID: String,
+        networkName: String,
+        endpointID: String,
+        address: String,
+        prefixLength: Int,
+        gateway: String,
+        mac: String,
+        aliases: [String]
+    ) {
+        self.networkID = networkID
+        self.networkName = networkName
+        self.endpointID = endpointID
+        self.address = address
+        self.prefixLength = prefixLength
+        self.gateway = gateway
+        self.mac = mac
+        self.aliases = aliases
+    }
 }
 
 /// A local container (a network namespace the daemon made or was given, and maybe a process).
@@ -211,6 +336,39 @@ public struct ContainerRecord: Codable, Sendable, Hashable {
     /// A service task's container: the task ID and service name.
     public var taskID: String?
     public var serviceName: String?
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        id: String,
+        name: String,
+        created: Date,
+        namespacePath: String,
+        ownsNamespace: Bool,
+        command: [String],
+        detached: Bool,
+        pid: Int32? = nil,
+        logPath: String? = nil,
+        networks: [ContainerNetwork],
+        publish: [String],
+        gatewayAddress: String? = nil,
+        taskID: String? = nil,
+        serviceName: String? = nil
+    ) {
+        self.id = id
+        self.name = name
+        self.created = created
+        self.namespacePath = namespacePath
+        self.ownsNamespace = ownsNamespace
+        self.command = command
+        self.detached = detached
+        self.pid = pid
+        self.logPath = logPath
+        self.networks = networks
+        self.publish = publish
+        self.gatewayAddress = gatewayAddress
+        self.taskID = taskID
+        self.serviceName = serviceName
+    }
 }
 
 /// `inspect NAME`: Docker's shape, the parts that have a meaning here.
@@ -219,9 +377,27 @@ public struct ContainerInspect: Codable, Sendable {
         public var Status: String
         public var Running: Bool
         public var Pid: Int32
+
+        /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+        public init(
+            Status: String,
+            Running: Bool,
+            Pid: Int32
+        ) {
+            self.Status = Status
+            self.Running = Running
+            self.Pid = Pid
+        }
     }
     public struct Config: Codable, Sendable {
         public var Cmd: [String]
+
+        /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+        public init(
+            Cmd: [String]
+        ) {
+            self.Cmd = Cmd
+        }
     }
     public struct EndpointSettings: Codable, Sendable {
         public var NetworkID: String
@@ -231,6 +407,25 @@ public struct ContainerInspect: Codable, Sendable {
         public var IPPrefixLen: Int
         public var MacAddress: String
         public var Aliases: [String]
+
+        /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+        public init(
+            NetworkID: String,
+            EndpointID: String,
+            Gateway: String,
+            IPAddress: String,
+            IPPrefixLen: Int,
+            MacAddress: String,
+            Aliases: [String]
+        ) {
+            self.NetworkID = NetworkID
+            self.EndpointID = EndpointID
+            self.Gateway = Gateway
+            self.IPAddress = IPAddress
+            self.IPPrefixLen = IPPrefixLen
+            self.MacAddress = MacAddress
+            self.Aliases = Aliases
+        }
     }
     public struct NetworkSettings: Codable, Sendable {
         public var SandboxKey: String
@@ -238,6 +433,19 @@ public struct ContainerInspect: Codable, Sendable {
         public var Networks: [String: EndpointSettings]
         /// The container's address on the host's gateway bridge (egress, published ports), if any.
         public var GatewayBridgeAddress: String?
+
+        /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+        public init(
+            SandboxKey: String,
+            Ports: [String: [[String: String]]],
+            Networks: [String: EndpointSettings],
+            GatewayBridgeAddress: String? = nil
+        ) {
+            self.SandboxKey = SandboxKey
+            self.Ports = Ports
+            self.Networks = Networks
+            self.GatewayBridgeAddress = GatewayBridgeAddress
+        }
     }
     public var Id: String
     public var Name: String
@@ -250,6 +458,27 @@ public struct ContainerInspect: Codable, Sendable {
     /// The daemon's PID: the namespace handle is reachable as /proc/<pid>/root<SandboxKey> even
     /// when the daemon runs in a mount namespace of its own (`ip netns exec`).
     public var DaemonPid: Int32
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        Id: String,
+        Name: String,
+        Created: Date,
+        State: State,
+        Config: Config,
+        NetworkSettings: NetworkSettings,
+        ResolvConfPath: String? = nil,
+        DaemonPid: Int32
+    ) {
+        self.Id = Id
+        self.Name = Name
+        self.Created = Created
+        self.State = State
+        self.Config = Config
+        self.NetworkSettings = NetworkSettings
+        self.ResolvConfPath = ResolvConfPath
+        self.DaemonPid = DaemonPid
+    }
 }
 
 /// `network inspect NAME`: Docker's field names.
@@ -259,10 +488,32 @@ public struct NetworkInspect: Codable, Sendable {
         public var Gateway: String
         public var IPRange: String?
         public var AuxiliaryAddresses: [String: String]?
+
+        /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+        public init(
+            Subnet: String,
+            Gateway: String,
+            IPRange: String? = nil,
+            AuxiliaryAddresses: [String: String]? = nil
+        ) {
+            self.Subnet = Subnet
+            self.Gateway = Gateway
+            self.IPRange = IPRange
+            self.AuxiliaryAddresses = AuxiliaryAddresses
+        }
     }
     public struct IPAMInfo: Codable, Sendable {
         public var Driver: String
         public var Config: [IPAMConfig]
+
+        /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+        public init(
+            Driver: String,
+            Config: [IPAMConfig]
+        ) {
+            self.Driver = Driver
+            self.Config = Config
+        }
     }
     public struct ContainerEntry: Codable, Sendable {
         public var Name: String
@@ -270,10 +521,34 @@ public struct NetworkInspect: Codable, Sendable {
         public var MacAddress: String
         public var IPv4Address: String
         public var IPv6Address: String
+
+        /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+        public init(
+            Name: String,
+            EndpointID: String,
+            MacAddress: String,
+            IPv4Address: String,
+            IPv6Address: String
+        ) {
+            self.Name = Name
+            self.EndpointID = EndpointID
+            self.MacAddress = MacAddress
+            self.IPv4Address = IPv4Address
+            self.IPv6Address = IPv6Address
+        }
     }
     public struct Peer: Codable, Sendable {
         public var Name: String
         public var IP: String
+
+        /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+        public init(
+            Name: String,
+            IP: String
+        ) {
+            self.Name = Name
+            self.IP = IP
+        }
     }
     public var Name: String
     public var Id: String
@@ -295,6 +570,45 @@ public struct NetworkInspect: Codable, Sendable {
     public var Encryption: String?
     /// Encrypted networks only: cleartext VXLAN for its VNIs that arrived here and was dropped.
     public var CleartextDropped: UInt64?
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        Name: String,
+        Id: String,
+        Created: Date,
+        Scope: String,
+        Driver: String,
+        EnableIPv6: Bool,
+        IPAM: IPAMInfo,
+        Internal: Bool,
+        Attachable: Bool,
+        Ingress: Bool,
+        Containers: [String: ContainerEntry],
+        Options: [String: String],
+        Labels: [String: String],
+        Peers: [Peer]? = nil,
+        Endpoints: [String: ContainerEntry]? = nil,
+        Encryption: String? = nil,
+        CleartextDropped: UInt64? = nil
+    ) {
+        self.Name = Name
+        self.Id = Id
+        self.Created = Created
+        self.Scope = Scope
+        self.Driver = Driver
+        self.EnableIPv6 = EnableIPv6
+        self.IPAM = IPAM
+        self.Internal = Internal
+        self.Attachable = Attachable
+        self.Ingress = Ingress
+        self.Containers = Containers
+        self.Options = Options
+        self.Labels = Labels
+        self.Peers = Peers
+        self.Endpoints = Endpoints
+        self.Encryption = Encryption
+        self.CleartextDropped = CleartextDropped
+    }
 }
 
 // Manager API (2377).
@@ -311,6 +625,25 @@ public struct JoinRequest: Codable, Sendable {
     /// Ignored: the manager names every joining node (a joiner could otherwise take the
     /// manager's or another node's identity). Kept so older joiners still decode.
     public var nodeID: String?
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        token: String,
+        hostname: String,
+        advertiseAddr: String,
+        dataPathAddr: String,
+        gossipPort: UInt16,
+        csr: String? = nil,
+        nodeID: String? = nil
+    ) {
+        self.token = token
+        self.hostname = hostname
+        self.advertiseAddr = advertiseAddr
+        self.dataPathAddr = dataPathAddr
+        self.gossipPort = gossipPort
+        self.csr = csr
+        self.nodeID = nodeID
+    }
 }
 
 /// The manager's answer to a join.
@@ -327,6 +660,29 @@ public struct JoinReply: Codable, Sendable {
     public var dataPathPort: UInt16
     /// The swarm's ESP encapsulation (`esp`, `udp`, `udp:PORT`); nil means `esp`.
     public var espEncapsulation: String?
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        nodeID: String,
+        role: String,
+        clusterID: String,
+        certificate: String? = nil,
+        ca: String? = nil,
+        gossipKeys: [String],
+        gossipSeeds: [String],
+        dataPathPort: UInt16,
+        espEncapsulation: String? = nil
+    ) {
+        self.nodeID = nodeID
+        self.role = role
+        self.clusterID = clusterID
+        self.certificate = certificate
+        self.ca = ca
+        self.gossipKeys = gossipKeys
+        self.gossipSeeds = gossipSeeds
+        self.dataPathPort = dataPathPort
+        self.espEncapsulation = espEncapsulation
+    }
 }
 
 /// What every node follows: the cluster's networks, nodes and gossip keys at a version.
@@ -365,6 +721,21 @@ public struct AllocateRequest: Codable, Sendable {
     public var address: String?
     /// The container's name, for messages such as "network has active endpoints (c1 on h2)".
     public var name: String?
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        network: String,
+        endpointID: String,
+        nodeID: String,
+        address: String? = nil,
+        name: String? = nil
+    ) {
+        self.network = network
+        self.endpointID = endpointID
+        self.nodeID = nodeID
+        self.address = address
+        self.name = name
+    }
 }
 
 /// The address given.
@@ -373,6 +744,19 @@ public struct AllocateReply: Codable, Sendable {
     public var prefixLength: Int
     public var gateway: String
     public var networkID: String
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        address: String,
+        prefixLength: Int,
+        gateway: String,
+        networkID: String
+    ) {
+        self.address = address
+        self.prefixLength = prefixLength
+        self.gateway = gateway
+        self.networkID = networkID
+    }
 }
 
 /// An address given back.
@@ -380,6 +764,17 @@ public struct ReleaseRequest: Codable, Sendable {
     public var network: String
     public var address: String
     public var endpointID: String
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        network: String,
+        address: String,
+        endpointID: String
+    ) {
+        self.network = network
+        self.address = address
+        self.endpointID = endpointID
+    }
 }
 
 /// What the manager records per allocated address (so a restart restores exactly these).
@@ -389,6 +784,21 @@ public struct AllocationRecord: Codable, Sendable, Hashable {
     public var endpointID: String
     public var nodeID: String
     public var name: String?
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        networkID: String,
+        address: String,
+        endpointID: String,
+        nodeID: String,
+        name: String? = nil
+    ) {
+        self.networkID = networkID
+        self.address = address
+        self.endpointID = endpointID
+        self.nodeID = nodeID
+        self.name = name
+    }
 }
 
 // Services.
@@ -434,6 +844,19 @@ public struct ServicePort: Codable, Sendable, Hashable {
     public var publishedPort: UInt16
     /// `ingress` (every node, through the mesh) or `host` (only nodes with a task, straight to it).
     public var publishMode: String
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        `protocol`: String,
+        targetPort: UInt16,
+        publishedPort: UInt16,
+        publishMode: String
+    ) {
+        self.`protocol` = `protocol`
+        self.targetPort = targetPort
+        self.publishedPort = publishedPort
+        self.publishMode = publishMode
+    }
 }
 
 /// A service's place on one network.
@@ -442,6 +865,17 @@ public struct ServiceNetwork: Codable, Sendable, Hashable {
     public var networkName: String
     /// The virtual IP (vip mode).
     public var vip: String?
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        networkID: String,
+        networkName: String,
+        vip: String? = nil
+    ) {
+        self.networkID = networkID
+        self.networkName = networkName
+        self.vip = vip
+    }
 }
 
 /// A service as the manager stores it and every node receives it.
@@ -461,6 +895,33 @@ public struct ServiceRecord: Codable, Sendable, Hashable {
     /// `keep` (see `ServiceCreateRequest.sourceIP`) or nil.
     public var sourceIP: String?
     public var command: [String]
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        id: String,
+        name: String,
+        created: Date,
+        updated: Date,
+        mode: String,
+        replicas: Int,
+        endpointMode: String,
+        networks: [ServiceNetwork],
+        ports: [ServicePort],
+        sourceIP: String? = nil,
+        command: [String]
+    ) {
+        self.id = id
+        self.name = name
+        self.created = created
+        self.updated = updated
+        self.mode = mode
+        self.replicas = replicas
+        self.endpointMode = endpointMode
+        self.networks = networks
+        self.ports = ports
+        self.sourceIP = sourceIP
+        self.command = command
+    }
 }
 
 /// One task: a container the manager asks one node to run.
@@ -480,6 +941,27 @@ public struct TaskRecord: Codable, Sendable, Hashable {
     public var containerName: String {
         "\(serviceName).\(slot == 0 ? String(nodeID.prefix(12)) : String(slot)).\(id.prefix(12))"
     }
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        id: String,
+        serviceID: String,
+        serviceName: String,
+        slot: Int,
+        nodeID: String,
+        desiredState: String,
+        created: Date,
+        shutdownAt: Date? = nil
+    ) {
+        self.id = id
+        self.serviceID = serviceID
+        self.serviceName = serviceName
+        self.slot = slot
+        self.nodeID = nodeID
+        self.desiredState = desiredState
+        self.created = created
+        self.shutdownAt = shutdownAt
+    }
 }
 
 /// What a node reports about its tasks.
@@ -487,6 +969,15 @@ public struct TaskStatusReport: Codable, Sendable {
     public var nodeID: String
     /// Task ID to `running`, `starting`, `failed: why`, ...
     public var states: [String: String]
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        nodeID: String,
+        states: [String: String]
+    ) {
+        self.nodeID = nodeID
+        self.states = states
+    }
 }
 
 /// `service ls`.
@@ -499,6 +990,25 @@ public struct ServiceListEntry: Codable, Sendable {
     public var EndpointMode: String
     public var Ports: [String]
     public var VirtualIPs: [String: String]
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        ID: String,
+        Name: String,
+        Mode: String,
+        Replicas: String,
+        EndpointMode: String,
+        Ports: [String],
+        VirtualIPs: [String: String]
+    ) {
+        self.ID = ID
+        self.Name = Name
+        self.Mode = Mode
+        self.Replicas = Replicas
+        self.EndpointMode = EndpointMode
+        self.Ports = Ports
+        self.VirtualIPs = VirtualIPs
+    }
 }
 
 /// `service ps`.
@@ -509,4 +1019,21 @@ public struct TaskListEntry: Codable, Sendable {
     public var DesiredState: String
     public var CurrentState: String
     public var Addresses: [String: String]
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        ID: String,
+        Name: String,
+        Node: String,
+        DesiredState: String,
+        CurrentState: String,
+        Addresses: [String: String]
+    ) {
+        self.ID = ID
+        self.Name = Name
+        self.Node = Node
+        self.DesiredState = DesiredState
+        self.CurrentState = CurrentState
+        self.Addresses = Addresses
+    }
 }
