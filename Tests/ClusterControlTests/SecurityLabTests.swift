@@ -281,4 +281,125 @@ import OverlayTestKit
         let anonymous = try lab.sh("h3", ["curl", "-sk", "-m", "5", "https://198.18.0.1:2377/v1/state"])
         #expect(anonymous.output.contains("client certificate is required"), "\(anonymous.output)")
     }
+
+    /// Opens `count` gossip TCP streams to 198.18.0.1:7946, each an `encrypt` frame header claiming
+    /// 20 MiB followed by a trickle of bytes, for `seconds`; reports how many the node cut off.
+    static let gossipFlood = """
+        import resource, select, socket, sys, time
+        count, seconds = int(sys.argv[1]), float(sys.argv[2])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count + 100, count + 100))
+        socks = []
+        for i in range(count):
+            s = socket.socket()
+            s.settimeout(2)
+            try:
+                s.connect(("198.18.0.1", 7946))
+                s.send(bytes([10, 0x01, 0x40, 0x00, 0x00]) + b"\\xab" * 1024)
+            except OSError:
+                pass
+            s.setblocking(False)
+            socks.append(s)
+        start, closed = time.time(), set()
+        while time.time() - start < seconds:
+            for i, s in enumerate(socks):
+                if i in closed:
+                    continue
+                try:
+                    if s.recv(1) == b"":
+                        closed.add(i)
+                        continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed.add(i)
+                    continue
+                try:
+                    s.send(b"\\xab" * 512)
+                except OSError:
+                    closed.add(i)
+            time.sleep(0.5)
+        print(f"cut off {len(closed)} of {count}")
+        """
+
+    @Test func fakeGiantGossipFramesDoNotMakeHealthyNodesLookDead() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-sec3", hosts: 3)
+        defer { lab.down() }
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
+        _ = try lab.must("h2", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        let script = "/run/\(lab.name)/gossip-flood.py"
+        try Self.gossipFlood.write(toFile: script, atomically: true, encoding: .utf8)
+        func ready() throws -> Bool {
+            let json = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["node", "ls", "--format", "json"]).utf8)) as! [[String: Any]]
+            return json.count == 2 && json.allSatisfy { $0["status"] as? String == "ready" }
+        }
+        #expect(try ready())
+        // h3, holding no key, opens 128 streams each claiming a 20 MiB encrypted frame and feeds
+        // them slowly; h2 must stay ready on the manager the whole time.
+        async let flood = lab.sh("h3", ["python3", script, "128", "20"], timeout: 60)
+        var downSeen: [Int] = []
+        for second in stride(from: 2, through: 20, by: 2) {
+            usleep(2_000_000)
+            if try !ready() { downSeen.append(second) }
+        }
+        let report = try await flood
+        #expect(downSeen.isEmpty, "h2 looked down at \(downSeen) s into the flood")
+        // The node served at most 8 of them at a time and cut every one off (over the per-source
+        // limit at once, the rest at the stream timeout), none held to the end.
+        #expect(report.output.contains("cut off 128 of 128"), "\(report.output)")
+        print("gossip flood: \(report.output.trimmingCharacters(in: .whitespacesAndNewlines))")
+    }
+
+    /// Starts overlayd on `host` the way `lab up` does, with `env` added; waits until it answers.
+    static func startDaemon(_ lab: CLILab, _ host: String, index: Int, env: [String] = []) throws {
+        let dir = "/run/\(lab.name)/\(host)"
+        _ = try Child.spawn(["/usr/bin/setsid", "ip", "netns", "exec", "\(lab.name)-\(host)", "/usr/bin/env"] + env
+            + [lab.bin + "/overlayd", "--state-dir", dir, "--socket", dir + "/overlayd.sock", "--hostname", host,
+               "--advertise-addr", "198.18.0.\(index)", "--fast-gossip"], log: dir + "/overlayd.log")
+        for _ in 0..<100 {
+            if (try? lab.on(host, ["info"]))?.succeeded == true { return }
+            usleep(100_000)
+        }
+        throw LabError("overlayd on \(host) did not start")
+    }
+
+    @Test func anAddressGivenToADaemonKilledBeforeItsContainerIsRecordedComesBack() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-sec4", hosts: 2)
+        defer { lab.down() }
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
+        _ = try lab.must("h2", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.33.0.0/24", "web"])
+
+        // h2's daemon dies (as by kill -9) right after the manager gave it an address.
+        let pid = try lab.pid("h2")
+        kill(pid, SIGTERM)
+        for _ in 0..<100 where kill(pid, 0) == 0 { usleep(100_000) }
+        try Self.startDaemon(lab, "h2", index: 2, env: ["OVERLAYD_TEST_CRASH_AFTER_ALLOCATE=1"])
+        let doomed = try lab.on("h2", ["run", "-d", "--name", "doomed", "--network", "web", "--", "sleep", "infinity"])
+        #expect(!doomed.succeeded)
+        for _ in 0..<50 where (try? lab.on("h2", ["info"]))?.succeeded == true { usleep(100_000) }
+        // The manager holds that address for h2 now: the network cannot go.
+        let busy = try lab.on("h1", ["network", "rm", "web"])
+        #expect(!busy.succeeded && busy.output.contains("doomed"), "\(busy.output)")
+
+        // Started again, h2 finds the address it asked for held by no container and gives it back.
+        try Self.startDaemon(lab, "h2", index: 2)
+        var removed = try lab.on("h1", ["network", "rm", "web"])
+        for _ in 0..<30 where !removed.succeeded {
+            usleep(500_000)
+            removed = try lab.on("h1", ["network", "rm", "web"])
+        }
+        #expect(removed.succeeded, "the address h2 was given before it died is still held: \(removed.output)")
+        let log = (try? String(contentsOfFile: "/run/\(lab.name)/h2/overlayd.log", encoding: .utf8)) ?? ""
+        #expect(log.contains("asked for before a crash"), "h2's log does not say what it gave back")
+    }
 }

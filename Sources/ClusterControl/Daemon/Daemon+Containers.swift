@@ -17,6 +17,10 @@ extension OverlayDaemon {
         throw APIError(404, "no such container: \(name)")
     }
 
+    /// Test hook (`OVERLAYD_TEST_CRASH_AFTER_ALLOCATE=1`): the daemon dies as if killed right
+    /// after the manager gave it an address, before any container holds it.
+    static let crashAfterAllocate = ProcessInfo.processInfo.environment["OVERLAYD_TEST_CRASH_AFTER_ALLOCATE"] == "1"
+
     static func validContainerName(_ name: String) -> Bool {
         guard let f = name.unicodeScalars.first, CharacterSet.alphanumerics.contains(f), name.count <= 64 else { return false }
         return name.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0) }
@@ -92,7 +96,7 @@ extension OverlayDaemon {
             mark("dns")
             if req.detach { try spawn(&record) }
             mark("process")
-            try store.put(.container, name, record)
+            try store.write([try .set(.container, name, record)] + record.networks.map { .delete(.addressIntent, $0.endpointID) })
             mark("store")
             let steps = zip(timings.dropFirst(), timings).map { "\($0.0.0) \(($0.0.1 - $0.1.1) / 1_000_000) ms" }
             logger.info("container \(name) created: \(steps.joined(separator: ", "))")
@@ -114,7 +118,25 @@ extension OverlayDaemon {
                  nodeID: String, service: String? = nil) async throws -> ContainerNetwork {
         let (_, agent) = try requireSwarm()
         let endpointID = EndpointID.random().text
-        let a = try await requestAddress(AllocateRequest(network: n.name, endpointID: endpointID, nodeID: nodeID, address: ip, name: c.name))
+        // Written down before the manager is asked, so that an address given to a daemon that dies
+        // before the container is recorded is given back when it starts again.
+        try store.put(.addressIntent, endpointID, AddressIntent(network: n.name, endpointID: endpointID))
+        let a: AllocateReply
+        do {
+            a = try await requestAddress(AllocateRequest(network: n.name, endpointID: endpointID, nodeID: nodeID, address: ip, name: c.name))
+        } catch {
+            // Refused: nothing was allocated. No answer (or a failure on the manager's side): it
+            // may have allocated, so the release is kept and retried until the manager hears it.
+            let status = (error as? APIError)?.status ?? 0
+            var changes: [StoreChange] = [.delete(.addressIntent, endpointID)]
+            if status == 0 || status >= 500 {
+                changes.append(try .set(.pendingRelease, endpointID, ReleaseRequest(network: n.name, address: "", endpointID: endpointID)))
+            }
+            try? store.write(changes)
+            throw error
+        }
+        try? store.put(.addressIntent, endpointID, AddressIntent(network: n.name, endpointID: endpointID, address: a.address))
+        if Self.crashAfterAllocate { _exit(137) }
         do {
             let ep = try agent.attach(
                 EndpointSpec(id: endpointID, network: n.name, namespace: .path(c.namespacePath), address: IPAddress(a.address)!,
@@ -202,7 +224,7 @@ extension OverlayDaemon {
         record.networks.append(cn)
         do {
             try await serveDNS(record)
-            try store.put(.container, record.name, record)
+            try store.write([try .set(.container, record.name, record), .delete(.addressIntent, cn.endpointID)])
         } catch {
             await stopDNS(record)
             await disconnectAll(ContainerRecord(id: record.id, name: record.name, created: record.created, namespacePath: path,
@@ -272,6 +294,7 @@ extension OverlayDaemon {
             cluster = saved
             applyNetworks(saved.networks)
         }
+        await reclaimIntents()
         for c in try store.all(.container, as: ContainerRecord.self) {
             var path = c.namespacePath
             if (try? NetworkNamespace.open(path: path)) == nil, let pid = c.pid, kill(pid, 0) == 0 {

@@ -320,13 +320,17 @@ extension OverlayDaemon {
     func release(_ req: ReleaseRequest, for caller: String?) throws {
         var m = try requireManager()
         guard let n = try? network(named: req.network) else { return }
-        let key = "\(n.id)/\(req.address)"
-        guard let a = try store.get(.allocation, key, as: AllocationRecord.self), a.endpointID == req.endpointID else { return }
+        // No address: a node giving back what it asked for before it crashed, not knowing the answer.
+        let found = req.address.isEmpty
+            ? try store.all(.allocation, as: AllocationRecord.self).first { $0.networkID == n.id && $0.endpointID == req.endpointID }
+            : try store.get(.allocation, "\(n.id)/\(req.address)", as: AllocationRecord.self)
+        guard let a = found, a.endpointID == req.endpointID else { return }
+        let key = "\(n.id)/\(a.address)"
         if let caller, a.nodeID != caller {
             logger.warning("refused node \(caller)'s release of \(req.address) on \(n.name): it is node \(a.nodeID)'s")
             throw APIError(403, "address \(req.address) on \(n.name) belongs to another node: a node releases only its own")
         }
-        if let ip = IPAddress(req.address) { try? m.ipam.releaseAddress(ip, in: n.id) }
+        if let ip = IPAddress(a.address) { try? m.ipam.releaseAddress(ip, in: n.id) }
         try store.write([.delete(.allocation, key), try .set(.setting, "ipam", m.ipam.snapshot())])
         manager = m
     }
@@ -338,14 +342,58 @@ extension OverlayDaemon {
         return try await client.json("POST", "/v1/allocate", body: req, as: AllocateReply.self, group: group)
     }
 
-    /// Gives an address back to the manager (best effort when it can't be reached: logged).
+    /// Gives an address back to the manager. When the manager cannot be told now, the release is
+    /// kept in the store and retried (`retryPendingReleases`), across restarts too.
     func giveBack(_ req: ReleaseRequest) async {
-        if manager != nil { try? release(req, for: nil); return }
         do {
-            let client = try managerClient(timeout: .seconds(10))
-            _ = try await client.json("POST", "/v1/release", body: req, as: [String: Bool].self, group: group)
+            try await tellRelease(req)
+            try? store.delete(.addressIntent, req.endpointID)
         } catch {
-            logger.error("could not give \(req.address) on \(req.network) back to the manager: \(error)")
+            logger.warning("could not give \(req.address) on \(req.network) back to the manager (will retry): \(error)")
+            try? store.write([try .set(.pendingRelease, req.endpointID, req), .delete(.addressIntent, req.endpointID)])
         }
     }
+
+    func tellRelease(_ req: ReleaseRequest) async throws {
+        if manager != nil { return try release(req, for: nil) }
+        let client = try managerClient(timeout: .seconds(10))
+        _ = try await client.json("POST", "/v1/release", body: req, as: [String: Bool].self, group: group)
+    }
+
+    /// Retries the releases the manager could not be told of (at most every 10 s).
+    func retryPendingReleases() async {
+        guard swarm != nil, Date() >= taskRuntime.nextReleaseRetry else { return }
+        taskRuntime.nextReleaseRetry = Date().addingTimeInterval(10)
+        guard let pending = try? store.all(.pendingRelease, as: ReleaseRequest.self), !pending.isEmpty else { return }
+        for req in pending {
+            do {
+                try await tellRelease(req)
+                try? store.delete(.pendingRelease, req.endpointID)
+                logger.info("gave \(req.address.isEmpty ? "the address of endpoint \(req.endpointID.prefix(12))" : req.address) on \(req.network) back to the manager")
+            } catch {
+                return   // the manager is still away: the next round tries again
+            }
+        }
+    }
+
+    /// At start: every address asked for before a crash that no container holds is given back.
+    func reclaimIntents() async {
+        guard let intents = try? store.all(.addressIntent, as: AddressIntent.self), !intents.isEmpty else { return }
+        let held = Set(((try? store.all(.container, as: ContainerRecord.self)) ?? []).flatMap { $0.networks.map(\.endpointID) })
+        for i in intents {
+            if held.contains(i.endpointID) {
+                try? store.delete(.addressIntent, i.endpointID)
+                continue
+            }
+            logger.notice("an address on \(i.network) was asked for before a crash and no container holds it: giving it back")
+            await giveBack(ReleaseRequest(network: i.network, address: i.address ?? "", endpointID: i.endpointID))
+        }
+    }
+}
+
+/// An address a node asked the manager for, written before asking (the address once known).
+struct AddressIntent: Codable, Sendable {
+    var network: String
+    var endpointID: String
+    var address: String?
 }

@@ -10,6 +10,8 @@ struct TaskRuntime: Sendable {
     /// The last report sent to the manager (sent again only when it changes, or every 30 s).
     var lastReport: [String: String] = [:]
     var lastReportAt = Date.distantPast
+    /// When pending releases are tried again.
+    var nextReleaseRetry = Date.distantPast
 }
 
 extension OverlayDaemon {
@@ -33,6 +35,7 @@ extension OverlayDaemon {
             taskRuntime.again = false
             await reconcileTasks()
             await reconcileLoadBalancing()
+            await retryPendingReleases()
         } while taskRuntime.again && swarm != nil && !isStopped
     }
 

@@ -102,6 +102,8 @@ public actor OverlayDaemon {
     var stopped: CheckedContinuation<Void, Never>?
     var isStopped = false
     let localNodeID: String
+    /// Long polls of `GET /v1/state` waiting for the next change.
+    var stateWaiters: [UUID: CheckedContinuation<Void, Never>] = [:]
     /// Names of containers being created (not in the store yet).
     var creatingNames: Set<String> = []
     /// The tasks this node runs (their containers are in the store).
@@ -172,6 +174,7 @@ public actor OverlayDaemon {
         let start = DispatchTime.now().uptimeNanoseconds
         var steps: [String] = []
         func mark(_ what: String) { steps.append("\(what) \((DispatchTime.now().uptimeNanoseconds - start) / 1_000_000) ms") }
+        wakeStateWaiters()
         await localServer?.close()
         await managerServer?.close()
         mark("servers")

@@ -22,6 +22,11 @@ public struct StoreKind: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let task = StoreKind(rawValue: "task")
     /// Agent: local containers, by name.
     public static let container = StoreKind(rawValue: "container")
+    /// Agent: an address asked of the manager for an endpoint not yet in a container record,
+    /// by endpoint ID (given back after a crash, when restarting finds no container holding it).
+    public static let addressIntent = StoreKind(rawValue: "address-intent")
+    /// Agent: an address to give back that the manager could not be told of yet, by endpoint ID.
+    public static let pendingRelease = StoreKind(rawValue: "pending-release")
 }
 
 /// One change in an atomic write.
