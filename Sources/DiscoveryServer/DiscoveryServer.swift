@@ -30,6 +30,8 @@ public struct DNSServerCounters: Sendable, Hashable, Codable {
     public var tcpConnections = 0
     /// TCP connections refused because a container had too many open.
     public var tcpRefused = 0
+    /// Times a TCP client's connection stopped being read because it did not take its replies.
+    public var tcpPaused = 0
     /// Makes zeroed counters.
     public init() {}
 }
@@ -188,6 +190,9 @@ public final class DNSServer: Sendable {
         do {
             tcp = try await ServerBootstrap(group: loop)
                 .serverChannelOption(.backlog, value: 64)
+                // One reply is at most 64 KiB: a larger kernel send buffer would only let a client
+                // that does not read park megabytes in the kernel per connection.
+                .childChannelOption(.socketOption(.so_sndbuf), value: 64 << 10)
                 .childChannelInitializer { [self] ch in
                     ch.eventLoop.makeCompletedFuture {
                         try ch.pipeline.syncOperations.addHandler(TCPHandler(server: self, container: id, client: box))
@@ -531,7 +536,15 @@ final class TCPHandler: ChannelInboundHandler {
             return
         }
         armIdle(context: context)
-        while let message = reader.next() {
+        answerQueued(context: context)
+    }
+
+    /// Answers the queries received so far while the client takes the replies. Once the replies
+    /// waiting to go out pass the channel's high-water mark, the rest wait in `reader` and the
+    /// connection is no longer read: a client that sends and never reads holds one batch of
+    /// queries and one window of replies, never more, and the idle timeout ends it.
+    func answerQueued(context: ChannelHandlerContext) {
+        while context.channel.isWritable, let message = reader.next() {
             let core = server.core.value
             let handling = message.withUnsafeBytes { core.handle($0, container: container, client: client, udp: false) }
             switch handling {
@@ -546,6 +559,23 @@ final class TCPHandler: ChannelInboundHandler {
             }
         }
         context.flush()
+        if !context.channel.isWritable {
+            server.core.value.counters.tcpPaused += 1
+            try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            // The client took replies: answer what waited, then read again.
+            armIdle(context: context)
+            answerQueued(context: context)
+            if context.channel.isWritable, context.channel.isActive {
+                try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
+                context.read()
+            }
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     /// Sends a query to the upstreams over TCP, one after another until one answers.

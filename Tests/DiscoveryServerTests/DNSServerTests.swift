@@ -165,6 +165,58 @@ final class FakeUpstream {
     }
 }
 
+extension DNSServerTests {
+    @Test func aTCPClientThatNeverReadsHoldsBoundedReplies() async throws {
+        let lab = try Lab.create(name: "ovlt-dnsb\(UInt16.random(in: 1000...9999))", hosts: 1)
+        defer { lab.destroy() }
+        let c1 = try lab.makeNamespace("c1")
+        try NetlinkSocket(namespace: c1).setUp("lo")
+        let server = DNSServer()
+        try await server.start()
+        defer { Task { await server.shutdown() } }
+        await server.updateTableNow { Self.names(&$0) }
+        try await server.serve(container: "c1", namespace: c1, client: ResolverClient(networks: ["front"], mayForward: false))
+        // `tasks.big` is answered with 100 addresses (about 1.7 KB over TCP). The client pipelines
+        // 20,000 such queries (34 MB of replies) on one connection with a small receive buffer and
+        // reads nothing for 3 s, then reads what it can.
+        let script = """
+            import socket, struct, time
+            q = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + b"\\x05tasks\\x03big\\x00" + struct.pack(">HH", 1, 1)
+            frame = struct.pack(">H", len(q)) + q
+            t = socket.socket()
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            t.connect(("127.0.0.11", 53))
+            t.settimeout(0.5)
+            sent = 0
+            start = time.time()
+            while sent < 20000 and time.time() - start < 3:
+                try:
+                    t.sendall(frame * 100)
+                    sent += 100
+                except socket.timeout:
+                    pass
+            time.sleep(max(0, 3 - (time.time() - start)))
+            print("sent", sent)
+            """
+        async let client = lab.run(["python3", "-c", script], in: c1, timeout: 30)
+        let before = await server.counters()
+        try await Task.sleep(for: .seconds(2))
+        let during = await server.counters()
+        let out = try await client
+        // Far fewer replies made than queries sent: the server stopped reading the connection
+        // once a window of replies waited (its 64 KiB high-water mark plus the socket's 64 KiB
+        // send buffer, which the kernel may double: about 200 replies, not 20,000).
+        let made = during.answered - before.answered
+        #expect(made < 400, "\(made) replies made for a client that reads none (\(out.output.trimmed))")
+        #expect(during.tcpPaused >= 1)
+        print("a client that reads nothing: \(made) replies made; \(out.output.trimmed) queries")
+        #expect(out.output.contains("sent"), "\(out.output)")
+        // And everyone else is still served.
+        #expect(try dig(lab, c1, ["+short", "web"]).trimmed == "10.0.0.2")
+        #expect(try dig(lab, c1, ["+short", "+tcp", "web"]).trimmed == "10.0.0.2")
+    }
+}
+
 extension String {
     var trimmed: String { trimmingCharacters(in: .whitespacesAndNewlines) }
 }
