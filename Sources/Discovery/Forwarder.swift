@@ -70,12 +70,16 @@ public struct ForwarderCore: Sendable {
     /// (deadline, id) in deadline order; entries whose query is gone or re-armed are skipped.
     private var timeouts: [(deadline: Duration, id: UInt16)] = []
     private var timeoutsHead = 0
-    private var rng: Xoshiro
+    /// The ID generator of a seeded forwarder (tests); nil: the system's cryptographic one, so an
+    /// off-path attacker cannot predict the next ID (RFC 5452 section 9.2).
+    private var rng: Xoshiro?
 
     /// Makes a forwarder; only the first three upstreams are used.
     public init(upstreams: [Upstream], timeout: Duration = .seconds(2), maxInFlight: Int = 1024) {
-        var seed = SystemRandomNumberGenerator()
-        self.init(upstreams: upstreams, timeout: timeout, maxInFlight: maxInFlight, seed: seed.next())
+        self.upstreams = Array(upstreams.prefix(3))
+        self.timeout = timeout
+        self.maxInFlight = max(1, min(maxInFlight, 60000))
+        self.rng = nil
     }
 
     /// Makes a forwarder whose IDs come from `seed` (for tests).
@@ -88,6 +92,12 @@ public struct ForwarderCore: Sendable {
 
     /// Queries waiting for an upstream.
     public var inFlight: Int { pending.count }
+
+    private mutating func nextID() -> UInt16 {
+        if rng != nil { return UInt16(truncatingIfNeeded: rng!.next()) }
+        var system = SystemRandomNumberGenerator()
+        return UInt16.random(in: 0 ... .max, using: &system)
+    }
 
     /// The earliest time `tick` has something to do, or nil when nothing is in flight.
     public var nextDeadline: Duration? {
@@ -112,8 +122,8 @@ public struct ForwarderCore: Sendable {
             counters.servfails += 1
             return [.reply(query.response(rcode: .servFail).encode(limit: udpLimit(for: query)), client: client)]
         }
-        var id = UInt16(truncatingIfNeeded: rng.next())
-        while pending[id] != nil { id = UInt16(truncatingIfNeeded: rng.next()) }
+        var id = nextID()
+        while pending[id] != nil { id = nextID() }
         var out = query
         out.id = id
         let wire = out.encode()

@@ -32,6 +32,10 @@ public struct DNSServerCounters: Sendable, Hashable, Codable {
     public var tcpRefused = 0
     /// Times a TCP client's connection stopped being read because it did not take its replies.
     public var tcpPaused = 0
+    /// Queries answered SERVFAIL because their container had its share waiting upstream.
+    public var overShare = 0
+    /// Upstream sockets opened after the first (one every 256 forwarded queries).
+    public var upstreamSockets = 0
     /// Makes zeroed counters.
     public init() {}
 }
@@ -68,6 +72,8 @@ public final class DNSServer: Sendable {
         public var forwardTimeout: Duration = .seconds(2)
         /// Queries in flight upstream at once; more are answered SERVFAIL at once.
         public var maxInFlight = 1024
+        /// The most queries one container may have waiting upstream (UDP); past it, SERVFAIL.
+        public var maxInFlightPerContainer = 128
         /// TCP connections one container may hold open at once.
         public var maxTCPConnectionsPerContainer = 32
         /// A TCP connection with no query for this long is closed.
@@ -100,13 +106,46 @@ public final class DNSServer: Sendable {
 
     /// Opens the upstream socket. Call once before serving namespaces.
     public func start() async throws {
-        let upstream = try await DatagramBootstrap(group: loop)
+        let upstream = try await openUpstream().get()
+        try await loop.submit { [self] in
+            core.value.upstreamChannel = upstream
+            core.value.rotateUpstream = { [weak self] in self?.rotateUpstream() }
+        }.get()
+        logger.info("dns server started", metadata: ["upstreams": "\(configuration.upstreams.prefix(3).map { "\($0.address):\($0.port)" })"])
+    }
+
+    /// A new upstream socket on a port the kernel picks at random.
+    func openUpstream() -> EventLoopFuture<any Channel> {
+        DatagramBootstrap(group: loop)
             .channelInitializer { [self] ch in
                 ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UpstreamHandler(server: self)) }
             }
-            .bind(host: "0.0.0.0", port: 0).get()
-        try await loop.submit { [self] in core.value.upstreamChannel = upstream }.get()
-        logger.info("dns server started", metadata: ["upstreams": "\(configuration.upstreams.prefix(3).map { "\($0.address):\($0.port)" })"])
+            .bind(host: "0.0.0.0", port: 0)
+    }
+
+    /// Moves forwarding to a new upstream socket (RFC 5452 section 9.2: the source port is part of
+    /// what an off-path spoofer must guess). The old socket stays open for late replies until
+    /// every query it sent has timed out at every upstream, then closes. On the loop.
+    func rotateUpstream() {
+        let retireAfter = configuration.forwardTimeout * 4
+        openUpstream().whenComplete { [self] result in
+            let c = core.value
+            c.rotating = false
+            guard case .success(let fresh) = result else { return }
+            guard let old = c.upstreamChannel else {   // shut down meanwhile
+                fresh.close(promise: nil)
+                return
+            }
+            c.upstreamChannel = fresh
+            c.sentOnUpstream = 0
+            c.counters.upstreamSockets += 1
+            c.retiredUpstreams.append(old)
+            let nanos = retireAfter.components.seconds * 1_000_000_000 + retireAfter.components.attoseconds / 1_000_000_000
+            old.eventLoop.scheduleTask(in: .nanoseconds(nanos)) { [self] in
+                core.value.retiredUpstreams.removeAll { $0 === old }
+                old.close(promise: nil)
+            }
+        }
     }
 
     /// Closes every socket and stops the loop if the server owns it.
@@ -115,8 +154,10 @@ public final class DNSServer: Sendable {
             let c = core.value
             var all = c.containers.values.flatMap { [$0.udp, $0.tcp] as [any Channel] }
             if let u = c.upstreamChannel { all.append(u) }
+            all += c.retiredUpstreams
             c.containers = [:]
             c.upstreamChannel = nil
+            c.retiredUpstreams = []
             c.timer?.cancel()
             return all
         }.get()) ?? []
@@ -284,6 +325,8 @@ struct PendingClient {
     var channel: any Channel
     var remote: SocketAddress
     var limit: Int
+    /// The container that asked (its share of the forwarder is counted).
+    var container: String
 }
 
 /// Everything the loop owns. Only touched on the server's event loop.
@@ -295,8 +338,18 @@ final class ServerCore {
     var counters = DNSServerCounters()
     var rng = SystemRandomNumberGenerator()
     var pending: [UInt64: PendingClient] = [:]
+    /// Queries each container has waiting upstream, and the most it may.
+    var forwardingPerContainer: [String: Int] = [:]
+    let maxInFlightPerContainer: Int
     var nextToken: UInt64 = 0
     var upstreamChannel: (any Channel)?
+    /// Earlier upstream sockets, open until their queries have timed out.
+    var retiredUpstreams: [any Channel] = []
+    /// Queries sent on the current upstream socket; past `queriesPerUpstreamSocket` it is replaced.
+    var sentOnUpstream = 0
+    var rotating = false
+    var rotateUpstream: (() -> Void)?
+    static let queriesPerUpstreamSocket = 256
     var timer: Scheduled<Void>?
     var timerDeadline: Duration?
     let origin = ContinuousClock.now
@@ -304,6 +357,7 @@ final class ServerCore {
     var lastRefusalLog: [String: ContinuousClock.Instant] = [:]
 
     init(configuration: DNSServer.Configuration, logger: Logger) {
+        maxInFlightPerContainer = max(1, configuration.maxInFlightPerContainer)
         resolver = Discovery.Resolver(ttl: configuration.ttl)
         forwarder = ForwarderCore(
             upstreams: configuration.upstreams, timeout: configuration.forwardTimeout, maxInFlight: configuration.maxInFlight)
@@ -371,10 +425,21 @@ final class ServerCore {
 
     // MARK: Forwarding (UDP upstream)
 
-    func forward(_ query: DNSMessage, channel: any Channel, remote: SocketAddress, limit: Int) {
+    func forward(_ query: DNSMessage, container: String, channel: any Channel, remote: SocketAddress, limit: Int) {
+        // Each container gets a share of the queries waiting upstream: one that floods the
+        // forwarder gets SERVFAIL for its excess, the others keep theirs.
+        let mine = forwardingPerContainer[container, default: 0]
+        guard mine < maxInFlightPerContainer else {
+            counters.overShare += 1
+            var fail = query.response(rcode: .servFail)
+            fail.id = query.id
+            channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: fail.encode(limit: limit))), promise: nil)
+            return
+        }
+        forwardingPerContainer[container] = mine + 1
         nextToken &+= 1
         let token = nextToken
-        pending[token] = PendingClient(channel: channel, remote: remote, limit: limit)
+        pending[token] = PendingClient(channel: channel, remote: remote, limit: limit, container: container)
         counters.forwarded += 1
         perform(forwarder.forward(query, client: token, now: now))
     }
@@ -391,8 +456,15 @@ final class ServerCore {
                 guard let ch = upstreamChannel,
                       let addr = try? SocketAddress(ipAddress: upstream.address.description, port: Int(upstream.port)) else { continue }
                 ch.writeAndFlush(AddressedEnvelope(remoteAddress: addr, data: ByteBuffer(bytes: bytes)), promise: nil)
+                sentOnUpstream += 1
+                if sentOnUpstream >= Self.queriesPerUpstreamSocket, !rotating, let rotate = rotateUpstream {
+                    rotating = true
+                    rotate()
+                }
             case .reply(let bytes, let token):
                 guard let p = pending.removeValue(forKey: token) else { continue }
+                let left = forwardingPerContainer[p.container, default: 1] - 1
+                forwardingPerContainer[p.container] = left > 0 ? left : nil
                 var out = bytes
                 if out.count > p.limit, let m = try? DNSMessage.decode(bytes) {
                     out = m.encode(limit: p.limit)
@@ -451,7 +523,7 @@ final class UDPHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: context.channel.allocator.buffer(bytes: out))), promise: nil)
         case .forward(let query):
             let limit = udpLimit(for: query)
-            core.forward(query, channel: context.channel, remote: envelope.remoteAddress, limit: limit)
+            core.forward(query, container: container, channel: context.channel, remote: envelope.remoteAddress, limit: limit)
         case .drop:
             break
         }

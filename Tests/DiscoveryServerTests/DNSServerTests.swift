@@ -217,6 +217,133 @@ extension DNSServerTests {
     }
 }
 
+extension DNSServerTests {
+    @Test func oneContainerFloodingTheForwarderLeavesTheOthersTheirShare() async throws {
+        let lab = try Lab.create(name: "ovlt-dnsf\(UInt16.random(in: 1000...9999))", hosts: 1)
+        defer { lab.destroy() }
+        let upstream = try FakeUpstream()
+        defer { upstream.stop() }
+        // A first upstream that takes queries and never answers: each forwarded query waits the
+        // forward timeout there before dnsmasq (the second upstream) is asked.
+        let hole = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(hole) }
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(hole, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var bound = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(hole, $0, &len) } }
+        let holePort = UInt16(bigEndian: bound.sin_port)
+        var config = DNSServer.Configuration()
+        config.upstreams = [Upstream(address: .v4(IPv4Address(127, 0, 0, 1)), port: holePort), upstream.upstream]
+        config.forwardTimeout = .seconds(2)
+        let server = DNSServer(configuration: config)
+        try await server.start()
+        defer { Task { await server.shutdown() } }
+        let c1 = try lab.makeNamespace("c1")
+        let c2 = try lab.makeNamespace("c2")
+        for ns in [c1, c2] { try NetlinkSocket(namespace: ns).setUp("lo") }
+        try await server.serve(container: "c1", namespace: c1, client: ResolverClient(networks: ["front"], mayForward: true))
+        try await server.serve(container: "c2", namespace: c2, client: ResolverClient(networks: ["front"], mayForward: true))
+        // c1 sends 2,000 queries for names only upstream knows (more than the server's 1,024
+        // in flight), and counts the SERVFAILs that come back at once.
+        let flood = """
+            import socket, struct, time
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for i in range(2000):
+                if i % 50 == 0:
+                    time.sleep(0.005)
+                name = b"".join(bytes([len(p)]) + p for p in [b"n%d" % i, b"flood", b"test"]) + b"\\x00"
+                s.sendto(struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0) + name + struct.pack(">HH", 1, 1), ("127.0.0.11", 53))
+            s.settimeout(0.5)
+            fails = 0
+            try:
+                while True:
+                    r = s.recv(4096)
+                    if r[3] & 0x0f == 2:
+                        fails += 1
+            except socket.timeout:
+                pass
+            print("servfail", fails)
+            """
+        async let flooding = lab.run(["python3", "-c", flood], in: c1, timeout: 30)
+        try await Task.sleep(for: .milliseconds(400))
+        // Meanwhile c2's query is forwarded and answered (after the first upstream's timeout).
+        let answer = try dig(lab, c2, ["+short", "+time=5", "upstream.test"]).trimmed
+        let out = try await flooding
+        #expect(answer == "203.0.113.7", "c2 got '\(answer)' while c1 flooded (\(out.output.trimmed))")
+        let counters = await server.counters()
+        // c1 held its share of 128 waiting; the rest of its flood (past the server's 1,024 in
+        // flight, which would otherwise have refused c2 too) was refused at once.
+        #expect(counters.overShare >= 1500, "\(counters)")
+        #expect(out.output.contains("servfail"), "\(out.output)")
+    }
+}
+
+extension DNSServerTests {
+    @Test func forwardedQueriesLeaveFromChangingPortsWithRandomIDs() async throws {
+        let lab = try Lab.create(name: "ovlt-dnsp\(UInt16.random(in: 1000...9999))", hosts: 1)
+        defer { lab.destroy() }
+        // An upstream on the root namespace's loopback that answers NXDOMAIN to everything and
+        // writes down the source port and ID of each query.
+        let port = UInt16.random(in: 30000...39999)
+        let log = "/tmp/ovlt-dnsp-\(port).log"
+        let responder = Process()
+        responder.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        responder.arguments = ["-c", """
+            import socket, sys
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", \(port)))
+            out = open(sys.argv[1], "w", buffering=1)
+            while True:
+                q, src = s.recvfrom(4096)
+                out.write(f"{src[1]} {q[0] * 256 + q[1]}\\n")
+                r = bytearray(q)
+                r[2] |= 0x80
+                r[3] = (r[3] & 0xf0) | 3
+                s.sendto(bytes(r), src)
+            """, log]
+        try responder.run()
+        defer { kill(responder.processIdentifier, SIGKILL); try? FileManager.default.removeItem(atPath: log) }
+        usleep(300_000)
+        var config = DNSServer.Configuration()
+        config.upstreams = [Upstream(address: .v4(IPv4Address(127, 0, 0, 1)), port: port)]
+        let server = DNSServer(configuration: config)
+        try await server.start()
+        defer { Task { await server.shutdown() } }
+        let c1 = try lab.makeNamespace("c1")
+        try NetlinkSocket(namespace: c1).setUp("lo")
+        try await server.serve(container: "c1", namespace: c1, client: ResolverClient(networks: ["front"], mayForward: true))
+        // 1,000 queries, one at a time.
+        let ask = """
+            import socket, struct
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(2)
+            ok = 0
+            for i in range(1000):
+                name = b"".join(bytes([len(p)]) + p for p in [b"q%d" % i, b"example", b"test"]) + b"\\x00"
+                s.sendto(struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0) + name + struct.pack(">HH", 1, 1), ("127.0.0.11", 53))
+                r = s.recv(4096)
+                ok += r[0] * 256 + r[1] == i and r[3] & 0x0f == 3
+            print("answered", ok)
+            """
+        let out = try lab.run(["python3", "-c", ask], in: c1, timeout: 60)
+        #expect(out.output.contains("answered 1000"), "\(out.output)")
+        let seen = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
+        let ports = Set(seen.map { $0[0] }), ids = seen.map { UInt16($0[1])! }
+        #expect(seen.count == 1000)
+        // A new source port every 256 queries...
+        #expect(ports.count >= 4, "source ports: \(ports)")
+        #expect(await server.counters().upstreamSockets >= 3)
+        // ... and IDs that follow no visible pattern: none repeats its predecessor plus one, and
+        // they spread over the whole 16-bit space.
+        let steps = zip(ids.dropFirst(), ids).filter { $0.0 == $0.1 &+ 1 }.count
+        #expect(steps < 5, "\(steps) IDs were their predecessor plus one")
+        #expect(Set(ids.map { $0 >> 12 }).count == 16)
+    }
+}
+
 extension String {
     var trimmed: String { trimmingCharacters(in: .whitespacesAndNewlines) }
 }
