@@ -67,18 +67,40 @@ public struct ESPSecurityAssociation: Sendable, Equatable {
     /// The outbound and inbound SAs between this host (`local`, its VTEP address) and `remote`
     /// under `key`, as Docker derives them: SPI from ``SPI/derive(source:destination:tag:)``,
     /// salt = the SPI, 8-byte ICV.
+    ///
+    /// With boot IDs (`localBoot` for what this host sends, `remoteBoot` for what the peer sends),
+    /// each direction's AES key is instead bound to its sender's boot: HKDF-SHA256 of the key with
+    /// the boot ID (``boundKey(_:boot:)``). A host that restarts has a new boot ID, so its sequence
+    /// numbers start again under a new key, never under one it used before (RFC 4303 3.3.3), and
+    /// traffic captured before the restart does not authenticate afterwards. SPIs and the wire
+    /// format stay Docker's.
     public static func derive(
-        local: IPAddress, remote: IPAddress, key: IPsecKey, extendedSequenceNumbers: Bool = true, replayWindowSize: Int = 64
+        local: IPAddress, remote: IPAddress, key: IPsecKey, extendedSequenceNumbers: Bool = true, replayWindowSize: Int = 64,
+        localBoot: [UInt8]? = nil, remoteBoot: [UInt8]? = nil
     ) throws(IPsecError) -> ESPSAPair {
         let out = SPI.derive(source: local, destination: remote, tag: key.tag)
         let inb = SPI.derive(source: remote, destination: local, tag: key.tag)
+        let outKey = try localBoot.map { b throws(IPsecError) in try boundKey(key, boot: b) } ?? key.material
+        let inKey = try remoteBoot.map { b throws(IPsecError) in try boundKey(key, boot: b) } ?? key.material
         return ESPSAPair(
             outbound: try ESPSecurityAssociation(
-                spi: out, key: key.material, salt: out.rawValue, extendedSequenceNumbers: extendedSequenceNumbers,
+                spi: out, key: outKey, salt: out.rawValue, extendedSequenceNumbers: extendedSequenceNumbers,
                 replayWindowSize: replayWindowSize),
             inbound: try ESPSecurityAssociation(
-                spi: inb, key: key.material, salt: inb.rawValue, extendedSequenceNumbers: extendedSequenceNumbers,
+                spi: inb, key: inKey, salt: inb.rawValue, extendedSequenceNumbers: extendedSequenceNumbers,
                 replayWindowSize: replayWindowSize))
+    }
+
+    /// `key` bound to a sender's boot ID: HKDF-SHA256(key, salt "swift-overlay esp boot", info =
+    /// the boot ID), as long as the key. Refuses an empty boot ID.
+    public static func boundKey(_ key: IPsecKey, boot: [UInt8]) throws(IPsecError) -> SecretKey {
+        guard !boot.isEmpty else { throw IPsecError(.invalidKey, "a boot ID to bind an IPsec key to cannot be empty") }
+        do {
+            return try HKDF.deriveKey(inputKey: key.material, salt: Array("swift-overlay esp boot".utf8), info: boot,
+                                      outputByteCount: key.material.count)
+        } catch {
+            throw IPsecError(.openssl, "cannot bind the IPsec key with tag \(key.tag) to a boot ID: \(error)")
+        }
     }
 }
 

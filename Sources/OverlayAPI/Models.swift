@@ -570,6 +570,10 @@ public struct NetworkInspect: Codable, Sendable {
     public var Encryption: String?
     /// Encrypted networks only: cleartext VXLAN for its VNIs that arrived here and was dropped.
     public var CleartextDropped: UInt64?
+    /// Encrypted networks only: ESP this host dropped since its daemon started, by reason
+    /// (`espAuthFailed`, `espReplayed`, `espOutsideWindow`, `espUnknownSPI`, ...), for all its
+    /// encrypted networks together.
+    public var ESPDropped: [String: UInt64]?
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
@@ -589,7 +593,8 @@ public struct NetworkInspect: Codable, Sendable {
         Peers: [Peer]? = nil,
         Endpoints: [String: ContainerEntry]? = nil,
         Encryption: String? = nil,
-        CleartextDropped: UInt64? = nil
+        CleartextDropped: UInt64? = nil,
+        ESPDropped: [String: UInt64]? = nil
     ) {
         self.Name = Name
         self.Id = Id
@@ -608,6 +613,7 @@ public struct NetworkInspect: Codable, Sendable {
         self.Endpoints = Endpoints
         self.Encryption = Encryption
         self.CleartextDropped = CleartextDropped
+        self.ESPDropped = ESPDropped
     }
 }
 

@@ -83,7 +83,7 @@ public final class OverlayDriver: @unchecked Sendable {
         self.logger = configuration.logger
         self.userspaceDatapath = (datapath as? UserspaceDatapath)
             ?? UserspaceDatapath(host: host, nodeTag: nodeTag, espEncapsulation: configuration.espEncapsulation,
-                                 logger: configuration.logger)
+                                 bootID: configuration.bootID, logger: configuration.logger)
         var dir = configuration.stateDirectory
         while dir.count > 1 && dir.hasSuffix("/") { dir.removeLast() }
         guard dir.hasPrefix("/") else {

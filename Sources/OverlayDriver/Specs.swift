@@ -27,6 +27,10 @@ public struct OverlayDriverConfiguration: Sendable {
     /// throughput); every host of a cluster must use the same. `OVERLAY_ESP_ENCAP` overrides the
     /// default when this is nil.
     public var espEncapsulation: ESPEncapsulation?
+    /// This host's boot ID (random, new at each start): when set, encrypted networks bind each
+    /// direction's keys to its sender's boot, and peers' inbound SAs wait for their boot IDs
+    /// (`UserspaceDatapath.setPeerBootID`). nil: Docker's keys as they are.
+    public var bootID: [UInt8]?
 
     /// Makes a configuration with Docker's defaults (port 4789, underlay MTU 1500).
     public init(

@@ -402,4 +402,81 @@ import OverlayTestKit
         let log = (try? String(contentsOfFile: "/run/\(lab.name)/h2/overlayd.log", encoding: .utf8)) ?? ""
         #expect(log.contains("asked for before a crash"), "h2's log does not say what it gave back")
     }
+
+    /// Sends the UDP payloads of a pcap's packets (Ethernet, IPv4, UDP) to 198.18.0.1:4500.
+    static let replay = """
+        import socket, struct, sys
+        data = open(sys.argv[1], "rb").read()
+        off, sent = 24, 0
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        while off + 16 <= len(data):
+            incl = struct.unpack("<I", data[off + 8:off + 12])[0]
+            frame = data[off + 16:off + 16 + incl]
+            off += 16 + incl
+            ihl = (frame[14] & 0x0f) * 4
+            payload = frame[14 + ihl + 8:]
+            if len(payload) > 8:
+                s.sendto(payload, ("198.18.0.1", 4500))
+                sent += 1
+        print("replayed", sent)
+        """
+
+    @Test func aReplayedCaptureFromBeforeAPeersRestartIsDroppedAndThePeerKeepsTalking() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-sec5", hosts: 2)
+        defer { lab.down() }
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
+        _ = try lab.must("h2", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        _ = try lab.must("h1", ["network", "create", "--attachable", "--opt", "encrypted", "--subnet", "10.35.0.0/24", "sec"])
+        _ = try lab.must("h1", ["run", "-d", "--name", "c1", "--network", "sec", "--", "sleep", "infinity"])
+        _ = try lab.must("h2", ["run", "-d", "--name", "c2", "--network", "sec", "--", "sleep", "infinity"])
+        let ip1 = try lab.ip("h1", "c1", network: "sec")
+        func reaches() throws -> Bool {
+            for _ in 0..<40 {
+                if try lab.on("h2", ["exec", "c2", "--", "ping", "-c", "1", "-W", "1", ip1]).succeeded { return true }
+            }
+            return false
+        }
+        #expect(try reaches(), "c2 cannot reach c1 on the encrypted network")
+
+        // Capture what h2 sends h1 (ESP in UDP) while c2 pings c1 many times (high sequence numbers).
+        let capture = "/run/\(lab.name)/before-restart.pcap"
+        let dump = try Child.spawn(["ip", "netns", "exec", "\(lab.name)-h1", "tcpdump", "-i", "eth0", "-n", "-U", "-w", capture,
+                                    "udp port 4500 and src host 198.18.0.2"], log: "/run/\(lab.name)/tcpdump.log")
+        usleep(700_000)
+        _ = try lab.on("h2", ["exec", "c2", "--", "ping", "-c", "200", "-i", "0.002", "-q", ip1], timeout: 30)
+        usleep(300_000)
+        kill(dump.pid, SIGINT)
+        var st: Int32 = 0
+        waitpid(dump.pid, &st, 0)
+
+        // h2's daemon restarts: a new boot, its sequence numbers start again under new keys.
+        try lab.restartDaemon("h2", hostIndex: 2)
+        #expect(try reaches(), "c2 cannot reach c1 after h2 restarted")
+        func drops() throws -> [String: Int] {
+            let json = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["network", "inspect", "sec"]).utf8)) as! [[String: Any]]
+            return json[0]["ESPDropped"] as? [String: Int] ?? [:]
+        }
+        let before = try drops()
+
+        // The capture from before the restart, sent to h1 again: none of it authenticates now.
+        let script = "/run/\(lab.name)/replay.py"
+        try Self.replay.write(toFile: script, atomically: true, encoding: .utf8)
+        let replayed = try lab.sh("h2", ["python3", script, capture])
+        let count = Int(replayed.output.split(separator: " ").last.map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) } ?? "") ?? 0
+        #expect(count >= 100, "\(replayed.output)")
+        usleep(500_000)
+        let after = try drops()
+        let refused = (after["espAuthFailed"] ?? 0) - (before["espAuthFailed"] ?? 0)
+        #expect(refused >= count, "of \(count) replayed packets \(refused) failed authentication; drops \(before) -> \(after)")
+        #expect((after["espReplayed"] ?? 0) == (before["espReplayed"] ?? 0), "replays reached the window: \(after)")
+        // ... and the peer is not cut off: its new traffic still gets through.
+        #expect(try lab.on("h2", ["exec", "c2", "--", "ping", "-c", "3", "-i", "0.2", "-W", "2", ip1]).succeeded,
+                "h2 is cut off after the replay")
+        print("replayed \(count) pre-restart ESP packets: \(refused) refused (authentication); drops \(after)")
+    }
 }

@@ -523,3 +523,42 @@ extension String {
         }
     }
 }
+
+/// Keys bound to the sender's boot: what a restarted host sends can be opened only with its new
+/// boot's keys, and what it sent before, only with the old.
+@Suite struct BootBoundSATests {
+    let a = IPAddress("198.18.0.1")!, b = IPAddress("198.18.0.2")!
+    let key = try! IPsecKey(tag: 7, material: SecretKey(bytes: [UInt8](0..<16)))
+    let bootA: [UInt8] = [1, 2, 3, 4, 5, 6, 7, 8], bootB1: [UInt8] = [9, 9, 9, 9, 9, 9, 9, 1], bootB2: [UInt8] = [9, 9, 9, 9, 9, 9, 9, 2]
+
+    @Test func eachDirectionIsBoundToItsSendersBootAndSPIsStayDockers() throws {
+        let plain = try ESPSecurityAssociation.derive(local: b, remote: a, key: key)
+        let fromB1 = try ESPSecurityAssociation.derive(local: b, remote: a, key: key, localBoot: bootB1, remoteBoot: bootA)
+        let atA1 = try ESPSecurityAssociation.derive(local: a, remote: b, key: key, localBoot: bootA, remoteBoot: bootB1)
+        // The wire stays Docker's: same SPIs with or without boots.
+        #expect(fromB1.outbound.spi == plain.outbound.spi && atA1.inbound.spi == plain.outbound.spi)
+        // B (boot 1) seals, A (knowing boot 1) opens; the unbound key does not.
+        let sealer = try ESPSealer(fromB1.outbound)
+        let packet = try sealer.seal(payload: [1, 2, 3], nextHeader: 17)
+        #expect(try ESPOpener([atA1.inbound]).open(packet).payload == [1, 2, 3])
+        #expect(throws: IPsecError.self) { try ESPOpener([try ESPSecurityAssociation.derive(local: a, remote: b, key: key).inbound]).open(packet) }
+        // After B restarts (boot 2), A's SA for boot 2 refuses boot 1's packet: a replay fails
+        // authentication, it never reaches the replay window.
+        let atA2 = try ESPSecurityAssociation.derive(local: a, remote: b, key: key, localBoot: bootA, remoteBoot: bootB2)
+        let opener = try ESPOpener([atA2.inbound])
+        let e = #expect(throws: IPsecError.self) { try opener.open(packet) }
+        #expect(e?.code == .authFailed)
+        #expect(opener.counters.authFailed == 1 && opener.counters.replayed == 0)
+        // Boot 2's own packets, from sequence number 1 again, open.
+        let again = try ESPSealer(try ESPSecurityAssociation.derive(local: b, remote: a, key: key, localBoot: bootB2, remoteBoot: bootA).outbound)
+        #expect(try opener.open(try again.seal(payload: [4], nextHeader: 17)).sequenceNumber == 1)
+    }
+
+    @Test func boundKeysAreDeterministicPerBootAndRefuseAnEmptyBoot() throws {
+        let k1 = try ESPSecurityAssociation.boundKey(key, boot: bootB1)
+        #expect(k1 == (try ESPSecurityAssociation.boundKey(key, boot: bootB1)))
+        #expect(k1 != (try ESPSecurityAssociation.boundKey(key, boot: bootB2)))
+        #expect(k1 != key.material && k1.count == key.material.count)
+        #expect(throws: IPsecError.self) { try ESPSecurityAssociation.boundKey(key, boot: []) }
+    }
+}

@@ -225,7 +225,16 @@ extension OverlayDaemon {
             Internal: n.internal, Attachable: n.attachable, Ingress: n.ingress, Containers: containers,
             Options: n.options, Labels: n.labels, Peers: peers, Endpoints: endpoints,
             Encryption: n.encrypted ? networkEncryption(n.name) : nil,
-            CleartextDropped: n.encrypted ? (try? agent?.driver.cleartextDrops(network: n.name)) ?? nil : nil)
+            CleartextDropped: n.encrypted ? (try? agent?.driver.cleartextDrops(network: n.name)) ?? nil : nil,
+            ESPDropped: n.encrypted ? espDrops() : nil)
+    }
+
+    /// ESP drops on this host by reason (the userspace datapath's counters; none when zero).
+    func espDrops() -> [String: UInt64]? {
+        guard let counters = agent?.driver.userspaceDatapath.counters else { return nil }
+        var out: [String: UInt64] = [:]
+        for (reason, n) in counters.drops where "\(reason)".hasPrefix("esp") && n > 0 { out["\(reason)"] = n }
+        return out
     }
 
     func removeNetwork(_ name: String) async throws {

@@ -102,6 +102,8 @@ public actor OverlayDaemon {
     var stopped: CheckedContinuation<Void, Never>?
     var isStopped = false
     let localNodeID: String
+    /// Each gossip member's boot ID (its metadata), by node ID.
+    var memberBoots: [String: [UInt8]] = [:]
     /// Long polls of `GET /v1/state` waiting for the next change.
     var stateWaiters: [UUID: CheckedContinuation<Void, Never>] = [:]
     /// Names of containers being created (not in the store yet).

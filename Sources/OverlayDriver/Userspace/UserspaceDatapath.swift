@@ -253,6 +253,11 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     private var vtepRefs: [UInt32: Int] = [:]
     private var sealers: [SAKey: ESPSealer] = [:]
     private var rxInstalled: Set<SAKey> = []
+    /// The highest sequence number seen on each inbound SA whose VTEP was released, so that
+    /// retaining the VTEP again resumes its window instead of opening a fresh one.
+    private var releasedWindows: [SAKey: UInt64] = [:]
+    /// Each peer VTEP's boot ID (boot-bound SAs), as its gossip metadata says.
+    private var peerBoots: [UInt32: [UInt8]] = [:]
     private var localVTEP: UInt32?
     private var rawFD: Int32 = -1
     private var rxThread: WorkerThread?
@@ -271,8 +276,15 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     /// `tapOffloads` nil takes the environment's `OVERLAY_TAP_OFFLOADS` (default on);
     /// `espEncapsulation` nil takes `OVERLAY_ESP_ENCAP` (`esp`, `udp` or `udp:<port>`; default
     /// ESP in UDP on port 4500, and that with a warning when the value does not parse).
+    /// This host's boot ID, when SAs are bound to boots (see
+    /// ``ESPSecurityAssociation/derive(local:remote:key:extendedSequenceNumbers:replayWindowSize:localBoot:remoteBoot:)``);
+    /// nil: Docker's keys as they are. With it, a peer's inbound SAs wait for its boot ID
+    /// (``setPeerBootID(_:_:)``).
+    public let bootID: [UInt8]?
+
     public init(host: NetlinkSocket, nodeTag: String, tapOffloads: Bool? = nil, espEncapsulation: ESPEncapsulation? = nil,
-                logger: Logger = Logger(label: "overlay-userspace-datapath")) {
+                bootID: [UInt8]? = nil, logger: Logger = Logger(label: "overlay-userspace-datapath")) {
+        self.bootID = bootID.flatMap { $0.isEmpty ? nil : $0 }
         if let espEncapsulation {
             self.espEncapsulation = espEncapsulation
         } else if let v = ProcessInfo.processInfo.environment["OVERLAY_ESP_ENCAP"] {
@@ -520,6 +532,7 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
             case .removeTx(let tag):
                 for k in sealers.keys where k.tag == tag { sealers[k] = nil }
             case .removeRx(let tag):
+                for k in releasedWindows.keys where k.tag == tag { releasedWindows[k] = nil }
                 for k in rxInstalled where k.tag == tag {
                     _ = opener.remove(spi: inboundSPI(k))
                     rxInstalled.remove(k)
@@ -547,6 +560,29 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         for key in ring?.keys ?? [] { addRx(v, key) }
         logger.notice("inbound SAs reset for a restarted peer", metadata: ["vtep": "\(vtep)"])
         return true
+    }
+
+    /// Records a peer VTEP's boot ID (boot-bound SAs only). When it changed (the peer restarted),
+    /// its inbound SAs are replaced by ones under keys bound to the new boot: its new sequence
+    /// numbers get fresh windows, and anything it sent before, replayed, no longer authenticates.
+    /// Returns whether the SAs were replaced.
+    @discardableResult
+    public func setPeerBootID(_ vtep: IPAddress, _ boot: [UInt8]) -> Bool {
+        guard bootID != nil, let v = vtep.v4?.value, !boot.isEmpty else { return false }
+        lock.lock()
+        defer { lock.unlock() }
+        guard peerBoots[v] != boot else { return false }
+        let restarted = peerBoots[v] != nil
+        peerBoots[v] = boot
+        for k in rxInstalled where k.vtep == v {
+            _ = opener.remove(spi: inboundSPI(k))
+            rxInstalled.remove(k)
+        }
+        for k in releasedWindows.keys where k.vtep == v { releasedWindows[k] = nil }
+        guard vtepRefs[v] != nil else { return restarted }
+        for key in ring?.keys ?? [] { addRx(v, key) }
+        if restarted { logger.notice("a peer restarted: its inbound SAs now use its new boot's keys", metadata: ["vtep": "\(vtep)"]) }
+        return restarted
     }
 
     /// The keyring's tags (oldest first) and primary tag, without key bytes; nil without keys.
@@ -619,6 +655,10 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         vtepRefs[v] = n > 1 ? n - 1 : nil
         guard n <= 1 else { return }
         for k in rxInstalled where k.vtep == v {
+            // Kept: a later retain resumes the window past it (no replay of what came before).
+            // (Boot-bound SAs only: without boot IDs a restarted peer starts at 1 under the same
+            // key, and a resumed window would drop it until `resetPeer`.)
+            if bootID != nil, let top = opener.highestSequenceNumber(spi: inboundSPI(k)), top > 0 { releasedWindows[k] = top }
             _ = opener.remove(spi: inboundSPI(k))
             rxInstalled.remove(k)
         }
@@ -628,9 +668,15 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     private func addRx(_ v: UInt32, _ key: IPsecKey) {
         let k = SAKey(vtep: v, tag: key.tag)
         guard !rxInstalled.contains(k), let local = localVTEP else { return }
+        // Boot-bound: nothing is opened from a peer before its boot ID is known.
+        if bootID != nil && peerBoots[v] == nil { return }
         do throws(IPsecError) {
-            let pair = try ESPSecurityAssociation.derive(local: .v4(IPv4Address(local)), remote: .v4(IPv4Address(v)), key: key)
-            try opener.add(pair.inbound)
+            let pair = try ESPSecurityAssociation.derive(local: .v4(IPv4Address(local)), remote: .v4(IPv4Address(v)), key: key,
+                                                         localBoot: bootID, remoteBoot: peerBoots[v])
+            // A window resumed past everything seen before the VTEP was released: the whole
+            // window counts as received, so none of those packets is taken twice.
+            let resume = releasedWindows.removeValue(forKey: k).map { $0 + UInt64(pair.inbound.replayWindowSize) } ?? 0
+            try opener.add(pair.inbound, highestReceived: resume)
             rxInstalled.insert(k)
         } catch {
             logger.warning("cannot install an inbound SA", metadata: ["vtep": "\(IPv4Address(v))", "tag": "\(key.tag)", "error": "\(error)"])
@@ -641,7 +687,8 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         let k = SAKey(vtep: v, tag: key.tag)
         guard sealers[k] == nil, let local = localVTEP else { return }
         do throws(IPsecError) {
-            let pair = try ESPSecurityAssociation.derive(local: .v4(IPv4Address(local)), remote: .v4(IPv4Address(v)), key: key)
+            let pair = try ESPSecurityAssociation.derive(local: .v4(IPv4Address(local)), remote: .v4(IPv4Address(v)), key: key,
+                                                         localBoot: bootID, remoteBoot: peerBoots[v])
             sealers[k] = try ESPSealer(pair.outbound)
         } catch {
             logger.warning("cannot make an outbound SA", metadata: ["vtep": "\(IPv4Address(v))", "tag": "\(key.tag)", "error": "\(error)"])
