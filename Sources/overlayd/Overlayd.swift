@@ -55,6 +55,24 @@ struct Overlayd: AsyncParsableCommand {
     @Flag(name: .long, help: "Short gossip intervals (200 ms probes): for labs and tests.")
     var fastGossip = false
 
+    @Option(name: .long, help: "Manager port: connections open at once; one more is closed as soon as it is accepted.")
+    var managerMaxConnections = 2048
+
+    @Option(name: .long, help: "Manager port: connections open at once from one address.")
+    var managerMaxConnectionsPerSource = 64
+
+    @Option(name: .long, help: "Manager port: seconds from accept to a whole request (TLS handshake, head, body); slower clients are cut off.")
+    var managerRequestTimeout = 10
+
+    @Option(name: .long, help: "Manager: the most addresses one node may hold (its containers' endpoints and load balancers).")
+    var maxAddressesPerNode = 4096
+
+    @Option(name: .long, help: "Embedded DNS: the most queries one container may have waiting at the upstream resolvers (past it, SERVFAIL).")
+    var dnsForwardsPerContainer = 128
+
+    @Option(name: .long, help: "Gossip: TCP streams served at once from one address.")
+    var gossipStreamsPerSource = 8
+
     func validate() throws {
         guard (1024...49151).contains(dataPathPort) else {
             throw ValidationError("--data-path-port \(dataPathPort) is out of range: use 1024-49151")
@@ -68,6 +86,16 @@ struct Overlayd: AsyncParsableCommand {
             throw ValidationError("--dns \(d) is not an IP address or IP:PORT")
         }
         guard stateDir.hasPrefix("/") else { throw ValidationError("--state-dir must be an absolute path") }
+        for (flag, value, range) in [
+            ("--manager-max-connections", managerMaxConnections, 1...1_000_000),
+            ("--manager-max-connections-per-source", managerMaxConnectionsPerSource, 1...1_000_000),
+            ("--manager-request-timeout", managerRequestTimeout, 1...3600),
+            ("--max-addresses-per-node", maxAddressesPerNode, 1...16_777_216),
+            ("--dns-forwards-per-container", dnsForwardsPerContainer, 1...60_000),
+            ("--gossip-streams-per-source", gossipStreamsPerSource, 1...10_000),
+        ] where !range.contains(value) {
+            throw ValidationError("\(flag) \(value) is out of range: use \(range.lowerBound)-\(range.upperBound)")
+        }
     }
 
     func run() async throws {
@@ -87,6 +115,12 @@ struct Overlayd: AsyncParsableCommand {
         config.gossipPort = gossipPort
         config.fastGossip = fastGossip
         config.dnsServers = dns
+        config.managerLimits.maxConnections = managerMaxConnections
+        config.managerLimits.maxConnectionsPerSource = managerMaxConnectionsPerSource
+        config.managerLimits.requestTimeout = .seconds(Int64(managerRequestTimeout))
+        config.maxAddressesPerNode = maxAddressesPerNode
+        config.dnsForwardsPerContainer = dnsForwardsPerContainer
+        config.gossipStreamsPerSource = gossipStreamsPerSource
         if let hostname { config.hostname = hostname }
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in

@@ -355,11 +355,11 @@ import OverlayTestKit
     }
 
     /// Starts overlayd on `host` the way `lab up` does, with `env` added; waits until it answers.
-    static func startDaemon(_ lab: CLILab, _ host: String, index: Int, env: [String] = []) throws {
+    static func startDaemon(_ lab: CLILab, _ host: String, index: Int, env: [String] = [], args: [String] = []) throws {
         let dir = "/run/\(lab.name)/\(host)"
         _ = try Child.spawn(["/usr/bin/setsid", "ip", "netns", "exec", "\(lab.name)-\(host)", "/usr/bin/env"] + env
             + [lab.bin + "/overlayd", "--state-dir", dir, "--socket", dir + "/overlayd.sock", "--hostname", host,
-               "--advertise-addr", "198.18.0.\(index)", "--fast-gossip"], log: dir + "/overlayd.log")
+               "--advertise-addr", "198.18.0.\(index)", "--fast-gossip"] + args, log: dir + "/overlayd.log")
         for _ in 0..<100 {
             if (try? lab.on(host, ["info"]))?.succeeded == true { return }
             usleep(100_000)
@@ -367,7 +367,7 @@ import OverlayTestKit
         throw LabError("overlayd on \(host) did not start")
     }
 
-    @Test func anAddressGivenToADaemonKilledBeforeItsContainerIsRecordedComesBack() async throws {
+    @Test func anAddressGivenToADaemonKilledBeforeItsContainerIsRecordedComesBackAndTheQuotaHolds() async throws {
         guard getuid() == 0 else {
             Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
             return
@@ -401,6 +401,18 @@ import OverlayTestKit
         #expect(removed.succeeded, "the address h2 was given before it died is still held: \(removed.output)")
         let log = (try? String(contentsOfFile: "/run/\(lab.name)/h2/overlayd.log", encoding: .utf8)) ?? ""
         #expect(log.contains("asked for before a crash"), "h2's log does not say what it gave back")
+
+        // The per-node quota, set by the operator on the manager: h2 gets two addresses, no third.
+        let managerPID = try lab.pid("h1")
+        kill(managerPID, SIGTERM)
+        for _ in 0..<100 where kill(managerPID, 0) == 0 { usleep(100_000) }
+        try Self.startDaemon(lab, "h1", index: 1, args: ["--max-addresses-per-node", "2"])
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.36.0.0/24", "quota"])
+        for _ in 0..<100 where !(try lab.on("h2", ["network", "inspect", "quota"])).succeeded { usleep(100_000) }
+        for i in 1...2 { _ = try lab.must("h2", ["run", "-d", "--name", "q\(i)", "--network", "quota", "--", "sleep", "infinity"], timeout: 60) }
+        let third = try lab.on("h2", ["run", "-d", "--name", "q3", "--network", "quota", "--", "sleep", "infinity"], timeout: 60)
+        #expect(!third.succeeded && third.output.contains("--max-addresses-per-node"), "\(third.output)")
+        #expect(third.output.split(separator: "\n").count == 1, "\(third.output)")
     }
 
     /// Sends the UDP payloads of a pcap's packets (Ethernet, IPv4, UDP) to 198.18.0.1:4500.

@@ -54,6 +54,7 @@ extension OverlayDaemon {
     /// Starts the embedded DNS server and feeds it the agent's endpoint records.
     func startDNS(agent: OverlayAgent) async {
         var config = DNSServer.Configuration()
+        config.maxInFlightPerContainer = configuration.dnsForwardsPerContainer
         let servers = configuration.dnsServers.isEmpty ? hostResolvConf.nameservers : configuration.dnsServers
         config.upstreams = servers.prefix(3).compactMap { s in
             guard let (host, port) = try? Addr.split(s, defaultPort: 53), let ip = IPAddress(host) else {

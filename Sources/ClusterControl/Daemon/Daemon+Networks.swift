@@ -271,9 +271,6 @@ extension OverlayDaemon {
 
     // MARK: addresses (manager)
 
-    /// How many addresses one node may hold (its containers' endpoints and load balancers).
-    static let maxAllocationsPerNode = 4096
-
     /// Allocates an address for an endpoint. `caller` is the node asking through the manager
     /// port (its certificate's ID): the address is recorded as that node's, whatever the request
     /// says. Nil for this manager's own calls.
@@ -290,9 +287,9 @@ extension OverlayDaemon {
             return try reply(n, a.address)   // a retry after a lost answer: same address
         }
         let held = existing.lazy.filter { $0.nodeID == owner }.count
-        guard held < Self.maxAllocationsPerNode else {
+        guard held < configuration.maxAddressesPerNode else {
             logger.warning("refused an address to node \(owner): it holds \(held), the most a node may")
-            throw APIError(429, "this node holds \(held) addresses, the most one node may (\(Self.maxAllocationsPerNode)): remove containers first")
+            throw APIError(429, "this node holds \(held) addresses, the most one node may (\(configuration.maxAddressesPerNode), overlayd --max-addresses-per-node): remove containers first")
         }
         let address: IPAddress
         do {

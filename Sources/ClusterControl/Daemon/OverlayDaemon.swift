@@ -39,6 +39,15 @@ public struct DaemonConfiguration: Sendable {
     public var hostResolvConf: String
     /// Logs.
     public var logger: Logger
+    /// What the manager port (2377) allows: connections in all and per source address, the time
+    /// from accept to a whole request, body sizes.
+    public var managerLimits: APIServerLimits
+    /// The most addresses one node may hold (its containers' endpoints and load balancers).
+    public var maxAddressesPerNode: Int
+    /// The most queries one container may have waiting at the upstream resolvers.
+    public var dnsForwardsPerContainer: Int
+    /// Gossip TCP streams served at once from one address.
+    public var gossipStreamsPerSource: Int
 
     /// Makes a configuration with Docker's defaults.
     public init(stateDirectory: String, socketPath: String? = nil) {
@@ -53,6 +62,10 @@ public struct DaemonConfiguration: Sendable {
         dnsServers = []
         hostResolvConf = "/etc/resolv.conf"
         logger = Logger(label: "overlayd")
+        managerLimits = APIServerLimits()
+        maxAddressesPerNode = 4096
+        dnsForwardsPerContainer = 128
+        gossipStreamsPerSource = 8
     }
 }
 

@@ -108,7 +108,7 @@ extension ClusterStore {
     }
 }
 
-/// The embedded store: one SQLite file through GRDB (WAL, synchronous=NORMAL), a table of JSON documents keyed
+/// The embedded store: one SQLite file through GRDB (WAL, synchronous=FULL), a table of JSON documents keyed
 /// by (kind, key) and a version counter.
 public final class SQLiteClusterStore: ClusterStore {
     private let queue: DatabaseQueue
@@ -131,11 +131,12 @@ public final class SQLiteClusterStore: ClusterStore {
             }
             var config = Configuration()
             config.busyMode = .timeout(5)
-            // WAL with synchronous=NORMAL: a commit survives a crash of the daemon; only a power
-            // loss can lose the last commits (no fsync per write, which cost 5-15 ms per call).
+            // WAL with synchronous=FULL: every commit is on disk before the call returns, so an
+            // address a node was given (and uses) is never rolled back by a power loss and given
+            // again. On WAL the fsync costs about 0.25 ms a commit here (0.04 ms with NORMAL).
             config.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA journal_mode = WAL")
-                try db.execute(sql: "PRAGMA synchronous = NORMAL")
+                try db.execute(sql: "PRAGMA synchronous = FULL")
             }
             queue = try DatabaseQueue(path: path, configuration: config)
             var migrator = DatabaseMigrator()
