@@ -97,6 +97,10 @@ public final class OverlayAgent: Sendable {
         var nextID: UInt64 = 0
         var errors: [String] = []
         var recordObserver: (@Sendable (EndpointRecordEvent) -> Void)?
+        var ownerCheck: (@Sendable (_ owner: String, _ record: EndpointRecord) -> Bool)?
+        /// network -> table key -> a record the owner check refused (until it passes).
+        var quarantined: [String: [String: TableChange]] = [:]
+        var refusedRecords = 0
     }
     private let state = Mutex(State())
 
@@ -209,10 +213,52 @@ public final class OverlayAgent: Sendable {
         observer?(.networkLeft(name))
     }
 
+    /// Sets who may publish what: a record from another node is used (programmed as a peer, and
+    /// passed to the record observer) only if `check(owner, record)` holds, e.g. that its VTEP is
+    /// its owner's data-path address as the manager knows it. A holder of the gossip key could
+    /// otherwise publish endpoints under any live member's name, pointing anywhere. Refused
+    /// records wait, and are looked at again by ``recheckRecords()`` (call it when what the check
+    /// knows changes, such as a new node).
+    public func setOwnerCheck(_ check: (@Sendable (_ owner: String, _ record: EndpointRecord) -> Bool)?) {
+        state.withLock { $0.ownerCheck = check }
+    }
+
+    /// Applies again the records the owner check refused; those that pass now are used.
+    public func recheckRecords() {
+        let waiting = state.withLock { s -> [TableChange] in
+            let all = s.quarantined.values.flatMap(\.values)
+            s.quarantined = [:]
+            return all
+        }
+        for change in waiting { apply(change) }
+    }
+
+    /// Records refused by the owner check so far (each refusal once).
+    public var refusedRecords: Int { state.withLock { $0.refusedRecords } }
+
     /// Whether the agent follows this network.
     public func follows(_ name: String) -> Bool { state.withLock { $0.watchers[name] != nil } }
 
     private func apply(_ change: TableChange) {
+        if change.owner != me {
+            let refused = state.withLock { s -> Bool in
+                if change.kind == .delete {
+                    s.quarantined[change.network]?[change.key] = nil
+                    return false
+                }
+                guard let check = s.ownerCheck, let record = EndpointRecord.decode(change.value), !check(change.owner, record) else {
+                    s.quarantined[change.network]?[change.key] = nil
+                    return false
+                }
+                if s.quarantined[change.network]?[change.key] == nil { s.refusedRecords += 1 }
+                s.quarantined[change.network, default: [:]][change.key] = change
+                return true
+            }
+            if refused {
+                note("refused endpoint record \(change.key) on \(change.network) from \(change.owner): its owner is not a node the manager knows at that VTEP")
+                return
+            }
+        }
         if let observer = state.withLock({ $0.recordObserver }) {
             if change.kind == .delete {
                 observer(.remove(network: change.network, key: change.key))

@@ -11,6 +11,7 @@ import NIOPosix
 import OverlayCrypto
 import OverlayDriver
 import OverlayModel
+import Synchronization
 
 /// How one `overlayd` runs: where it keeps state, where it listens, its addresses and ports.
 public struct DaemonConfiguration: Sendable {
@@ -115,6 +116,8 @@ public actor OverlayDaemon {
     var stopped: CheckedContinuation<Void, Never>?
     var isStopped = false
     let localNodeID: String
+    /// Node ID -> data-path address, as the manager says: what endpoint records are checked against.
+    let nodeVTEPs = NodeVTEPs()
     /// Each gossip member's boot ID (its metadata), by node ID.
     var memberBoots: [String: [UInt8]] = [:]
     /// Long polls of `GET /v1/state` waiting for the next change.
@@ -357,5 +360,23 @@ enum Addr {
             p = cur.pointee.ifa_next
         }
         return false
+    }
+}
+
+/// Node ID -> data-path address, read by the gossip threads' record check and written by the
+/// daemon when the cluster's nodes change.
+final class NodeVTEPs: Sendable {
+    private let map = Mutex<[String: String]>([:])
+
+    /// The VTEP of `node`, if the manager knows the node.
+    func vtep(of node: String) -> String? { map.withLock { $0[node] } }
+
+    /// Replaces the map; whether it changed.
+    func replace(with new: [String: String]) -> Bool {
+        map.withLock { m in
+            guard m != new else { return false }
+            m = new
+            return true
+        }
     }
 }

@@ -1,0 +1,107 @@
+import Foundation
+import Glibc
+import Testing
+import OverlayCrypto
+import OverlayModel
+import OverlayTestKit
+@testable import Gossip
+
+/// A holder of the cluster's gossip key (not a node the manager knows) joins gossip from a host
+/// of its own and publishes endpoint records: one under a real node's name pointing at its own
+/// VTEP, one under its own name. Nodes must use neither: no DNS name, no peer, no traffic sent
+/// to it.
+@Suite(.serialized) struct RogueGossipLabTests {
+    @Test func aGossipKeyHolderCannotPublishEndpointsForAnotherNodeOrItself() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-sec6", hosts: 2)
+        defer { lab.down() }
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
+        _ = try lab.must("h2", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.37.0.0/24", "web"])
+        _ = try lab.must("h1", ["run", "-d", "--name", "c1", "--network", "web", "--", "sleep", "infinity"])
+        let h2 = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["node", "ls", "--format", "json"]).utf8)) as! [[String: Any]]
+        let h2ID = h2.first { $0["hostname"] as? String == "h2" }!["id"] as! String
+
+        // The rogue: this test process, plugged into the lab's underlay at 198.18.0.200.
+        let (outside, inside) = ("ovls6r", "ovls6p")
+        _ = try? Command.run(["ip", "link", "del", outside])
+        for step in [["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
+                     ["ip", "link", "set", inside, "netns", "\(lab.name)-sw"],
+                     ["ip", "-n", "\(lab.name)-sw", "link", "set", inside, "master", "lab0", "up"],
+                     ["ip", "addr", "add", "198.18.0.200/15", "dev", outside],
+                     ["ip", "link", "set", outside, "up"]] {
+            let r = try Command.run(step)
+            #expect(r.succeeded, "\(step.joined(separator: " ")): \(r.output)")
+        }
+        defer { _ = try? Command.run(["ip", "link", "del", outside]) }
+        // It holds the cluster's gossip keys (read here from the manager's store).
+        let read = try Command.run(["python3", "-c", """
+            import json, sqlite3, sys
+            c = sqlite3.connect(sys.argv[1])
+            print(" ".join(json.loads(c.execute("select json from object where kind='setting' and key='manager'").fetchone()[0])["gossipKeys"]))
+            """, "/run/\(lab.name)/h1/overlayd.db"])
+        let keys = read.output.split(whereSeparator: \.isWhitespace).compactMap { Data(base64Encoded: String($0)) }.map { SecretKey(bytes: $0) }
+        #expect(keys.count == 3, "\(read.output)")
+        let ring = try Keyring(primary: keys[keys.count / 2], others: keys.enumerated().filter { $0.offset != keys.count / 2 }.map(\.element))
+        var swim = SwimConfig(name: "rogue", advertise: NodeAddress(ip: IPAddress("198.18.0.200")!, port: 7946), versions: .plainMemberlist)
+        swim.probeInterval = .milliseconds(200)
+        swim.probeTimeout = .milliseconds(100)
+        swim.gossipInterval = .milliseconds(50)
+        let rogue = try NetworkDB(configuration: GossipConfiguration(swim: swim, bindHost: "198.18.0.200", bindPort: 7946, keyring: ring),
+                                  tables: NetworkDBConfig(nodeName: "rogue"))
+        try await rogue.start()
+        defer { Task { try? await rogue.shutdown() } }
+        #expect(try await rogue.join([NodeAddress(ip: IPAddress("198.18.0.1")!, port: 7946)]) == 1)
+        rogue.joinNetwork("web")
+        try await Task.sleep(for: .seconds(1))
+
+        // Two forged endpoint records on `web`, both at the rogue's VTEP.
+        func record(_ id: String, _ name: String, _ last: Int) -> [UInt8] {
+            let json = #"{"address":"10.37.0.\#(last)","id":"\#(id)","mac":"02:42:0a:25:00:\#(String(last, radix: 16))","name":"\#(name)","vtep":"198.18.0.200"}"#
+            return Array(json.utf8)
+        }
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        for (owner, id, name, last) in [(h2ID, "forged-h2", "evil", 99), ("rogue", "forged-self", "evil2", 98)] {
+            let entry = EntryRecord(owner: owner, network: "web", table: "endpoint_table", key: id, value: record(id, name, last),
+                                    ltime: now, deleted: false)
+            try await rogue.node.broadcastUserMessage(TableWire.encode(.entry(entry)))
+        }
+        // They arrived (h1's gossip table holds them) ...
+        var arrived = false
+        for _ in 0..<50 where !arrived {
+            let inspect = try lab.must("h1", ["network", "inspect", "-v", "web"])
+            arrived = inspect.contains("forged-h2") && inspect.contains("forged-self")
+            if !arrived { usleep(100_000) }
+        }
+        #expect(arrived, "the forged records never reached h1")
+        usleep(500_000)
+        // ... but were refused: no name, and nothing is sent to the rogue's VTEP.
+        let log = (try? String(contentsOfFile: "/run/\(lab.name)/h1/overlayd.log", encoding: .utf8)) ?? ""
+        #expect(log.contains("refused endpoint record forged-h2") && log.contains("refused endpoint record forged-self"))
+        for name in ["evil", "evil2"] {
+            let answer = try lab.on("h1", ["exec", "c1", "--", "dig", "@127.0.0.11", "+short", "+time=2", "+tries=1", name])
+            #expect(answer.output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(name) resolves: \(answer.output)")
+        }
+        let capture = "/run/\(lab.name)/rogue.pcap"
+        let dump = try Child.spawn(["tcpdump", "-i", outside, "-n", "-U", "-w", capture, "udp port 4789"], log: "/run/\(lab.name)/tcpdump.log")
+        usleep(700_000)
+        _ = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "3", "-i", "0.2", "-W", "1", "10.37.0.99"])
+        _ = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "3", "-i", "0.2", "-W", "1", "10.37.0.98"])
+        usleep(300_000)
+        kill(dump.pid, SIGINT)
+        var st: Int32 = 0
+        waitpid(dump.pid, &st, 0)
+        let sent = try Command.run(["tcpdump", "-n", "-r", capture], timeout: 20).output
+        #expect(!sent.contains("198.18.0.200.4789"), "h1 sent overlay traffic to the rogue: \(sent.prefix(500))")
+        // The real node's own endpoints still work: h2 joins with a container, c1 reaches it.
+        _ = try lab.must("h2", ["run", "-d", "--name", "c2", "--network", "web", "--", "sleep", "infinity"])
+        let ip2 = try lab.ip("h2", "c2", network: "web")
+        var reached = false
+        for _ in 0..<30 where !reached { reached = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "1", "-W", "1", ip2]).succeeded }
+        #expect(reached, "c1 cannot reach c2 (\(ip2))")
+    }
+}
