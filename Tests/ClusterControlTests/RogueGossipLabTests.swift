@@ -60,27 +60,26 @@ import OverlayTestKit
         try await Task.sleep(for: .seconds(1))
 
         // Two forged endpoint records on `web`, both at the rogue's VTEP.
-        func record(_ id: String, _ name: String, _ last: Int) -> [UInt8] {
+        @Sendable func record(_ id: String, _ name: String, _ last: Int) -> [UInt8] {
             let json = #"{"address":"10.37.0.\#(last)","id":"\#(id)","mac":"02:42:0a:25:00:\#(String(last, radix: 16))","name":"\#(name)","vtep":"198.18.0.200"}"#
             return Array(json.utf8)
         }
-        // Sent again every 200 ms with a newer Lamport time each round, for the whole test: h2's
-        // own bulk syncs say the record under its name is not h2's and remove it, so a real
-        // attacker keeps re-sending; and UDP gossip may lose a round on a busy machine.
+        // Sent to h1 over gossip TCP (encrypted with the cluster's key) every 200 ms, each round with
+        // a newer Lamport time, for the whole test: h2's own bulk syncs say the record under its
+        // name is not h2's and remove it, so a real attacker keeps re-sending. A thread of its own
+        // sends them, so the other suites running beside this one cannot hold it up.
         let base = UInt64(Date().timeIntervalSince1970 * 1000)
-        let sender = Task {
-            var round: UInt64 = 1
-            while !Task.isCancelled {
-                for (owner, id, name, last) in [(h2ID, "forged-h2", "evil", 99), ("rogue", "forged-self", "evil2", 98)] {
-                    let entry = EntryRecord(owner: owner, network: "web", table: "endpoint_table", key: id, value: record(id, name, last),
-                                            ltime: base + round * 1_000_000_000, deleted: false)
-                    try? await rogue.node.broadcastUserMessage(TableWire.encode(.entry(entry)))
-                }
-                round += 1
-                try? await Task.sleep(for: .milliseconds(200))
+        let sender = RawSender()
+        let forged = [(h2ID, "forged-h2", "evil", 99), ("rogue", "forged-self", "evil2", 98)].map { (owner: $0.0, id: $0.1, name: $0.2, last: $0.3) }
+        let payloads: @Sendable (UInt64) -> [[UInt8]] = { round in
+            forged.compactMap { f in
+                let entry = EntryRecord(owner: f.owner, network: "web", table: "endpoint_table", key: f.id, value: record(f.id, f.name, f.last),
+                                        ltime: base + round * 1_000_000_000, deleted: false)
+                return try? StreamCodec.encodeUser(TableWire.encode(.entry(entry)), keyring: ring)
             }
         }
-        defer { sender.cancel() }
+        sender.start(to: "198.18.0.1", port: 7946, every: 200_000, payloads: payloads)
+        defer { sender.stop() }
         // Both reach h1's gossip table ...
         var seen: Set<String> = []
         var inspect = ""
@@ -121,5 +120,45 @@ import OverlayTestKit
         var reached = false
         for _ in 0..<30 where !reached { reached = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "1", "-W", "1", ip2]).succeeded }
         #expect(reached, "c1 cannot reach c2 (\(ip2))")
+    }
+}
+
+/// Sends byte strings to a TCP address from a thread of its own, one connection each, again and
+/// again until stopped.
+final class RawSender: @unchecked Sendable {
+    // @unchecked: `stopped` is guarded by `lock`; the thread reads it, `stop` writes it.
+    private let lock = NSLock()
+    private var stopped = false
+
+    func start(to host: String, port: UInt16, every micros: UInt32, payloads: @escaping @Sendable (UInt64) -> [[UInt8]]) {
+        let thread = Thread { [self] in
+            var round: UInt64 = 1
+            while !lock.withLock({ stopped }) {
+                for bytes in payloads(round) { Self.send(bytes, to: host, port: port) }
+                round += 1
+                usleep(micros)
+            }
+        }
+        thread.start()
+    }
+
+    func stop() { lock.withLock { stopped = true } }
+
+    static func send(_ bytes: [UInt8], to host: String, port: UInt16) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = port.bigEndian
+        sin.sin_addr.s_addr = inet_addr(host)
+        let connected = withUnsafePointer(to: &sin) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return }
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        usleep(20_000)   // let the node read it before the close
     }
 }
