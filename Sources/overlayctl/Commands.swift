@@ -139,9 +139,9 @@ struct NodeRemove: AsyncParsableCommand {
         discussion: """
             A removed node's certificate is refused by the manager from then on, the addresses it \
             held are given back, its service tasks move to other nodes, and the gossip and IPsec \
-            keys rotate twice so that it can read no new traffic. A node that is still up is \
-            removed only with --force; it keeps running but is no longer part of the swarm \
-            (run `overlayctl swarm leave --force` on it).
+            keys rotate three times, 10 s apart, so that it can read no new traffic. A node \
+            that is still up is removed only with --force; it keeps running but is no longer \
+            part of the swarm (run `overlayctl swarm leave --force` on it).
             """,
         aliases: ["remove"])
     @OptionGroup var global: HostOptions

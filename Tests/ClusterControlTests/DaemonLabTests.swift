@@ -70,19 +70,46 @@ struct CLILab {
 
     /// Stops the host's daemon (SIGTERM) and starts it again the way `lab up` does.
     func restartDaemon(_ host: String, hostIndex: Int) throws {
+        try stopDaemon(host)
+        try startDaemon(host, hostIndex: hostIndex)
+    }
+
+    /// Stops the host's daemon (SIGTERM) and waits until it is gone.
+    func stopDaemon(_ host: String) throws {
         let pid = try pid(host)
         kill(pid, SIGTERM)
         for _ in 0..<100 where kill(pid, 0) == 0 { usleep(100_000) }
+    }
+
+    /// Starts overlayd on `host` the way `lab up` does, with `env` and `args` added; waits until
+    /// it answers.
+    func startDaemon(_ host: String, hostIndex: Int, env: [String] = [], args: [String] = []) throws {
         let dir = "/run/\(name)/\(host)"
-        let log = dir + "/overlayd.log"
-        _ = try Child.spawn(["/usr/bin/setsid", "ip", "netns", "exec", "\(name)-\(host)", bin + "/overlayd", "--state-dir", dir,
-                             "--socket", dir + "/overlayd.sock", "--hostname", host, "--advertise-addr", "198.18.0.\(hostIndex)",
-                             "--fast-gossip"], log: log)
+        _ = try Child.spawn(["/usr/bin/setsid", "ip", "netns", "exec", "\(name)-\(host)", "/usr/bin/env"] + env
+            + [bin + "/overlayd", "--state-dir", dir, "--socket", dir + "/overlayd.sock", "--hostname", host,
+               "--advertise-addr", "198.18.0.\(hostIndex)", "--fast-gossip"] + args, log: dir + "/overlayd.log")
         for _ in 0..<100 {
             if (try? on(host, ["info"]))?.succeeded == true { return }
             usleep(100_000)
         }
         throw LabError("overlayd on \(host) did not come back")
+    }
+
+    /// `swarm init` on h1 (the manager, 198.18.0.1); returns the worker join token.
+    func initSwarm() throws -> String {
+        _ = try must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        return try must("h1", ["swarm", "join-token", "-q", "worker"])
+    }
+
+    /// `swarm join` of each of `hosts` with `token`.
+    func join(_ hosts: [String], token: String) throws {
+        for h in hosts { _ = try must(h, ["swarm", "join", "--token", token, "198.18.0.1:2377"]) }
+    }
+
+    /// Whether `container` on `host` gets a ping answer from `ip` within `tries` one-second tries.
+    func pings(_ host: String, _ container: String, _ ip: String, tries: Int = 30) throws -> Bool {
+        for _ in 0..<tries where try on(host, ["exec", container, "--", "ping", "-c", "1", "-W", "1", ip]).succeeded { return true }
+        return false
     }
 }
 

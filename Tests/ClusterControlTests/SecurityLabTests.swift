@@ -44,7 +44,7 @@ import OverlayTestKit
         }
         let lab = try CLILab.up("ovlt-sec", hosts: 3)
         defer { lab.down() }
-        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        let token = try lab.initSwarm()
 
         // Secrets on disk: after init (join tokens, gossip keys, the CA's key in the store and
         // files), nothing under the state directory is open to group or others. The API socket
@@ -65,8 +65,7 @@ import OverlayTestKit
         #expect(FileManager.default.fileExists(atPath: dir + "/overlayd.db-wal"))
         #expect(open.isEmpty, "open to group or others: \(open)")
 
-        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
-        for h in ["h2", "h3"] { _ = try lab.must(h, ["swarm", "join", "--token", token, "198.18.0.1:2377"]) }
+        try lab.join(["h2", "h3"], token: token)
         var ids = try Self.nodeIDs(lab)
         let (managerID, h2, h3) = (ids["h1"]!, ids["h2"]!, ids["h3"]!)
 
@@ -89,6 +88,13 @@ import OverlayTestKit
         #expect(ids["h1"] == managerID && ids["evil"] == evilID)
         let nodeList = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["node", "ls", "--format", "json"]).utf8)) as! [[String: Any]]
         #expect(nodeList.first { $0["id"] as? String == managerID }?["role"] as? String == "manager")
+        // `node rm` is the manager's, for a node that exists and is not the manager itself.
+        let onWorker = try lab.on("h2", ["node", "rm", "evil"])
+        #expect(!onWorker.succeeded && onWorker.output.contains("not a swarm manager"), "\(onWorker.output)")
+        let unknown = try lab.on("h1", ["node", "rm", "nosuchnode"])
+        #expect(!unknown.succeeded && unknown.output.contains("node nosuchnode not found"), "\(unknown.output)")
+        let itself = try lab.on("h1", ["node", "rm", "--force", "h1"])
+        #expect(!itself.succeeded && itself.output.contains("is this manager"), "\(itself.output)")
         // That node never came up: `node rm` takes it without --force.
         #expect(try lab.must("h1", ["node", "rm", "evil"]) == "evil")
         #expect(try Self.nodeIDs(lab)["evil"] == nil)
@@ -177,11 +183,7 @@ import OverlayTestKit
         _ = try lab.must("h1", ["run", "-d", "--name", "c1", "--network", "web", "--", "sleep", "infinity"])
         _ = try lab.must("h2", ["run", "-d", "--name", "c2", "--network", "web", "--", "sleep", "infinity"])
         let ip2 = try lab.ip("h2", "c2", network: "web")
-        var reached = false
-        for _ in 0..<30 where !reached {
-            reached = (try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "1", "-W", "1", ip2])).succeeded
-        }
-        #expect(reached, "c1 cannot reach c2 (\(ip2)) after the keys rotated")
+        #expect(try lab.pings("h1", "c1", ip2), "c1 cannot reach c2 (\(ip2)) after the keys rotated")
     }
 
     /// Holds `count` TCP connections to the manager port from the host it runs on, `slow` of them
@@ -237,9 +239,7 @@ import OverlayTestKit
         }
         let lab = try CLILab.up("ovlt-sec2", hosts: 3)
         defer { lab.down() }
-        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
-        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
-        _ = try lab.must("h2", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        try lab.join(["h2"], token: try lab.initSwarm())
         _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.32.0.0/24", "web"])
         let script = "/run/\(lab.name)/flood.py"
         try Self.flood.write(toFile: script, atomically: true, encoding: .utf8)
@@ -328,9 +328,7 @@ import OverlayTestKit
         }
         let lab = try CLILab.up("ovlt-sec3", hosts: 3)
         defer { lab.down() }
-        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
-        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
-        _ = try lab.must("h2", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        try lab.join(["h2"], token: try lab.initSwarm())
         let script = "/run/\(lab.name)/gossip-flood.py"
         try Self.gossipFlood.write(toFile: script, atomically: true, encoding: .utf8)
         func ready() throws -> Bool {
@@ -354,19 +352,6 @@ import OverlayTestKit
         print("gossip flood: \(report.output.trimmingCharacters(in: .whitespacesAndNewlines))")
     }
 
-    /// Starts overlayd on `host` the way `lab up` does, with `env` added; waits until it answers.
-    static func startDaemon(_ lab: CLILab, _ host: String, index: Int, env: [String] = [], args: [String] = []) throws {
-        let dir = "/run/\(lab.name)/\(host)"
-        _ = try Child.spawn(["/usr/bin/setsid", "ip", "netns", "exec", "\(lab.name)-\(host)", "/usr/bin/env"] + env
-            + [lab.bin + "/overlayd", "--state-dir", dir, "--socket", dir + "/overlayd.sock", "--hostname", host,
-               "--advertise-addr", "198.18.0.\(index)", "--fast-gossip"] + args, log: dir + "/overlayd.log")
-        for _ in 0..<100 {
-            if (try? lab.on(host, ["info"]))?.succeeded == true { return }
-            usleep(100_000)
-        }
-        throw LabError("overlayd on \(host) did not start")
-    }
-
     @Test func anAddressGivenToADaemonKilledBeforeItsContainerIsRecordedComesBackAndTheQuotaHolds() async throws {
         guard getuid() == 0 else {
             Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
@@ -374,16 +359,12 @@ import OverlayTestKit
         }
         let lab = try CLILab.up("ovlt-sec4", hosts: 2)
         defer { lab.down() }
-        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
-        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
-        _ = try lab.must("h2", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        try lab.join(["h2"], token: try lab.initSwarm())
         _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.33.0.0/24", "web"])
 
         // h2's daemon dies (as by kill -9) right after the manager gave it an address.
-        let pid = try lab.pid("h2")
-        kill(pid, SIGTERM)
-        for _ in 0..<100 where kill(pid, 0) == 0 { usleep(100_000) }
-        try Self.startDaemon(lab, "h2", index: 2, env: ["OVERLAYD_TEST_CRASH_AFTER_ALLOCATE=1"])
+        try lab.stopDaemon("h2")
+        try lab.startDaemon("h2", hostIndex: 2, env: ["OVERLAYD_TEST_CRASH_AFTER_ALLOCATE=1"])
         let doomed = try lab.on("h2", ["run", "-d", "--name", "doomed", "--network", "web", "--", "sleep", "infinity"])
         #expect(!doomed.succeeded)
         for _ in 0..<50 where (try? lab.on("h2", ["info"]))?.succeeded == true { usleep(100_000) }
@@ -392,7 +373,7 @@ import OverlayTestKit
         #expect(!busy.succeeded && busy.output.contains("doomed"), "\(busy.output)")
 
         // Started again, h2 finds the address it asked for held by no container and gives it back.
-        try Self.startDaemon(lab, "h2", index: 2)
+        try lab.startDaemon("h2", hostIndex: 2)
         var removed = try lab.on("h1", ["network", "rm", "web"])
         for _ in 0..<30 where !removed.succeeded {
             usleep(500_000)
@@ -403,10 +384,8 @@ import OverlayTestKit
         #expect(log.contains("asked for before a crash"), "h2's log does not say what it gave back")
 
         // The per-node quota, set by the operator on the manager: h2 gets two addresses, no third.
-        let managerPID = try lab.pid("h1")
-        kill(managerPID, SIGTERM)
-        for _ in 0..<100 where kill(managerPID, 0) == 0 { usleep(100_000) }
-        try Self.startDaemon(lab, "h1", index: 1, args: ["--max-addresses-per-node", "2"])
+        try lab.stopDaemon("h1")
+        try lab.startDaemon("h1", hostIndex: 1, args: ["--max-addresses-per-node", "2"])
         _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.36.0.0/24", "quota"])
         for _ in 0..<100 where !(try lab.on("h2", ["network", "inspect", "quota"])).succeeded { usleep(100_000) }
         for i in 1...2 { _ = try lab.must("h2", ["run", "-d", "--name", "q\(i)", "--network", "quota", "--", "sleep", "infinity"], timeout: 60) }
@@ -440,20 +419,12 @@ import OverlayTestKit
         }
         let lab = try CLILab.up("ovlt-sec5", hosts: 2)
         defer { lab.down() }
-        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
-        let token = try lab.must("h1", ["swarm", "join-token", "-q", "worker"])
-        _ = try lab.must("h2", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        try lab.join(["h2"], token: try lab.initSwarm())
         _ = try lab.must("h1", ["network", "create", "--attachable", "--opt", "encrypted", "--subnet", "10.35.0.0/24", "sec"])
         _ = try lab.must("h1", ["run", "-d", "--name", "c1", "--network", "sec", "--", "sleep", "infinity"])
         _ = try lab.must("h2", ["run", "-d", "--name", "c2", "--network", "sec", "--", "sleep", "infinity"])
         let ip1 = try lab.ip("h1", "c1", network: "sec")
-        func reaches() throws -> Bool {
-            for _ in 0..<40 {
-                if try lab.on("h2", ["exec", "c2", "--", "ping", "-c", "1", "-W", "1", ip1]).succeeded { return true }
-            }
-            return false
-        }
-        #expect(try reaches(), "c2 cannot reach c1 on the encrypted network")
+        #expect(try lab.pings("h2", "c2", ip1, tries: 40), "c2 cannot reach c1 on the encrypted network")
 
         // Capture what h2 sends h1 (ESP in UDP) while c2 pings c1 many times (high sequence numbers).
         let capture = "/run/\(lab.name)/before-restart.pcap"
@@ -468,7 +439,7 @@ import OverlayTestKit
 
         // h2's daemon restarts: a new boot, its sequence numbers start again under new keys.
         try lab.restartDaemon("h2", hostIndex: 2)
-        #expect(try reaches(), "c2 cannot reach c1 after h2 restarted")
+        #expect(try lab.pings("h2", "c2", ip1, tries: 40), "c2 cannot reach c1 after h2 restarted")
         func drops() throws -> [String: Int] {
             let json = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["network", "inspect", "sec"]).utf8)) as! [[String: Any]]
             return json[0]["ESPDropped"] as? [String: Int] ?? [:]

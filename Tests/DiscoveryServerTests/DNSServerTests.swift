@@ -55,6 +55,19 @@ final class FakeUpstream {
         table.upsert(ServiceName(name: "big", network: "front", vip4: IPv4Address(10, 0, 0, 200), mode: .vip, ports: []))
     }
 
+    /// A started server holding `names`, serving one new namespace of `lab` (`c1`) as `client`.
+    /// The caller shuts the server down.
+    func serving(_ lab: Lab, _ client: ResolverClient, configuration: DNSServer.Configuration = .init()) async throws
+        -> (DNSServer, NetworkNamespace) {
+        let c1 = try lab.makeNamespace("c1")
+        try NetlinkSocket(namespace: c1).setUp("lo")
+        let server = DNSServer(configuration: configuration)
+        try await server.start()
+        await server.updateTableNow { Self.names(&$0) }
+        try await server.serve(container: "c1", namespace: c1, client: client)
+        return (server, c1)
+    }
+
     func dig(_ lab: Lab, _ ns: NetworkNamespace, _ args: [String]) throws -> String {
         try lab.run(["dig", "@127.0.0.11", "+time=2", "+tries=1"] + args, in: ns, timeout: 20).output
     }
@@ -123,13 +136,8 @@ final class FakeUpstream {
     @Test func malformedQueriesAreAnsweredOrCountedNeverFatal() async throws {
         let lab = try Lab.create(name: "ovlt-dnsm\(UInt16.random(in: 1000...9999))", hosts: 1)
         defer { lab.destroy() }
-        let c1 = try lab.makeNamespace("c1")
-        try NetlinkSocket(namespace: c1).setUp("lo")
-        let server = DNSServer()
-        try await server.start()
+        let (server, c1) = try await serving(lab, ResolverClient(networks: ["front"], mayForward: false))
         defer { Task { await server.shutdown() } }
-        await server.updateTableNow { Self.names(&$0) }
-        try await server.serve(container: "c1", namespace: c1, client: ResolverClient(networks: ["front"], mayForward: false))
         // Garbage from inside the namespace: a header-only FORMERR case, a short datagram, random bytes,
         // a response instead of a query, and garbage over TCP.
         let script = """
@@ -169,13 +177,8 @@ extension DNSServerTests {
     @Test func aTCPClientThatNeverReadsHoldsBoundedReplies() async throws {
         let lab = try Lab.create(name: "ovlt-dnsb\(UInt16.random(in: 1000...9999))", hosts: 1)
         defer { lab.destroy() }
-        let c1 = try lab.makeNamespace("c1")
-        try NetlinkSocket(namespace: c1).setUp("lo")
-        let server = DNSServer()
-        try await server.start()
+        let (server, c1) = try await serving(lab, ResolverClient(networks: ["front"], mayForward: false))
         defer { Task { await server.shutdown() } }
-        await server.updateTableNow { Self.names(&$0) }
-        try await server.serve(container: "c1", namespace: c1, client: ResolverClient(networks: ["front"], mayForward: false))
         // `tasks.big` is answered with 100 addresses (about 1.7 KB over TCP). The client pipelines
         // 20,000 such queries (34 MB of replies) on one connection with a small receive buffer and
         // reads nothing for 3 s, then reads what it can.
@@ -309,12 +312,8 @@ extension DNSServerTests {
         usleep(300_000)
         var config = DNSServer.Configuration()
         config.upstreams = [Upstream(address: .v4(IPv4Address(127, 0, 0, 1)), port: port)]
-        let server = DNSServer(configuration: config)
-        try await server.start()
+        let (server, c1) = try await serving(lab, ResolverClient(networks: ["front"], mayForward: true), configuration: config)
         defer { Task { await server.shutdown() } }
-        let c1 = try lab.makeNamespace("c1")
-        try NetlinkSocket(namespace: c1).setUp("lo")
-        try await server.serve(container: "c1", namespace: c1, client: ResolverClient(networks: ["front"], mayForward: true))
         // 1,000 queries, one at a time.
         let ask = """
             import socket, struct

@@ -151,8 +151,6 @@ final class ConnectionGate: Sendable {
 /// A small HTTP/1.1 server over SwiftNIO: one request per connection, handled by an async
 /// handler; optionally TLS, where the peer's certificate identity is passed to the handler.
 public final class APIServer: Sendable {
-    /// The largest request body accepted by default (bigger ones get 413).
-    public static let maxBody = APIServerLimits().maxBody
 
     private let channel: Channel
     private let gate: ConnectionGate
