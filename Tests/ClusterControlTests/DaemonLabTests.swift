@@ -307,9 +307,8 @@ struct CLILab {
         // Capture on h1 what arrives from h2 while b pings a.
         let pcap = "/tmp/ovlt-dd-\(getpid()).txt"
         defer { unlink(pcap) }
-        let dump = try Child.spawn(["ip", "netns", "exec", "ovlt-dd-h1", "tcpdump", "-n", "-l", "-c", "4", "-i", "eth0",
-                                    "udp", "port", "4789"], log: pcap)
-        usleep(800_000)
+        let dump = try Child.capture(["ip", "netns", "exec", "ovlt-dd-h1", "tcpdump", "-n", "-l", "-c", "4", "-i", "eth0",
+                                      "udp", "port", "4789"], log: pcap)
         var reached = false
         for _ in 0..<20 where !reached {
             reached = (try lab.on("h2", ["exec", "b", "--", "ping", "-c", "1", "-W", "1", ipA])).succeeded

@@ -65,15 +65,12 @@ import OverlayTestKit
         // On the underlay (h2's link): only ESP for `sec` (bare, or in UDP 4500), VXLAN for `pub`,
         // never VXLAN with sec's VNI, and nothing of the other format.
         let capture = "/run/\(name)/h2-underlay.pcap"
-        let dump = try Child.spawn(["ip", "netns", "exec", "\(name)-h2", "tcpdump", "-i", "eth0", "-n", "-U", "-w", capture,
-                                    "esp or udp port 4789 or udp port 4500"], log: "/run/\(name)/tcpdump.log")
-        usleep(700_000)
+        let dump = try Child.capture(["ip", "netns", "exec", "\(name)-h2", "tcpdump", "-i", "eth0", "-n", "-U", "-w", capture,
+                                      "esp or udp port 4789 or udp port 4500"], log: "/run/\(name)/tcpdump.log")
         _ = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "3", "-i", "0.2", c2sec])
         _ = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "3", "-i", "0.2", c2pub])
         usleep(500_000)
-        kill(dump.pid, SIGINT)
-        var st: Int32 = 0
-        waitpid(dump.pid, &st, 0)
+        dump.finishCapture()
         let bareESP = try Command.run(["tcpdump", "-n", "-r", capture, "esp"], timeout: 20).output
         let inUDP = try Command.run(["tcpdump", "-n", "-r", capture, "udp port 4500"], timeout: 20).output
         let plainSec = try Command.run(["tcpdump", "-n", "-r", capture, "udp port 4789 and udp[12:4] = 0x00106800"], timeout: 20).output
@@ -138,14 +135,11 @@ import OverlayTestKit
         }
         #expect(reached, "c1 cannot reach c2 over ESP in UDP")
         let capture = "/run/ovlt-du/h2-underlay.pcap"
-        let dump = try Child.spawn(["ip", "netns", "exec", "ovlt-du-h2", "tcpdump", "-i", "eth0", "-n", "-U", "-w", capture,
-                                    "esp or udp port 4789 or udp port 4500"], log: "/run/ovlt-du/tcpdump.log")
-        usleep(700_000)
+        let dump = try Child.capture(["ip", "netns", "exec", "ovlt-du-h2", "tcpdump", "-i", "eth0", "-n", "-U", "-w", capture,
+                                      "esp or udp port 4789 or udp port 4500"], log: "/run/ovlt-du/tcpdump.log")
         #expect(try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "3", "-i", "0.2", "-M", "do", "-s", "1388", c2]).succeeded)
         usleep(500_000)
-        kill(dump.pid, SIGINT)
-        var st: Int32 = 0
-        waitpid(dump.pid, &st, 0)
+        dump.finishCapture()
         let inUDP = try Command.run(["tcpdump", "-n", "-r", capture, "udp port 4500"], timeout: 20).output
         let bare = try Command.run(["tcpdump", "-n", "-r", capture, "esp"], timeout: 20).output
         let plain = try Command.run(["tcpdump", "-n", "-r", capture, "udp port 4789"], timeout: 20).output

@@ -79,6 +79,32 @@ struct Child {
     }
 
     var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// Starts `tcpdump` (its full command line in `arguments`, e.g. behind `ip netns exec`) in
+    /// immediate mode and returns once it says it is listening. A capture started with a fixed
+    /// sleep misses packets when the machine is busy; without immediate mode libpcap holds packets
+    /// in its ring until a block retires (up to a second), and the SIGINT that ends the capture
+    /// loses them. The log is emptied first, so an earlier run's line does not count.
+    static func capture(_ arguments: [String], log: String, within seconds: Double = 20) throws -> Child {
+        guard let at = arguments.firstIndex(of: "tcpdump") else { throw LabError("not a tcpdump command: \(arguments)") }
+        var arguments = arguments
+        arguments.insert("--immediate-mode", at: at + 1)
+        unlink(log)
+        let child = try spawn(arguments, log: log)
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if child.output.contains("listening on") { return child }
+            guard child.isRunning else { throw LabError("tcpdump exited before listening: \(child.output)") }
+            usleep(20_000)
+        }
+        child.stop()
+        throw LabError("tcpdump did not start listening within \(seconds) s: \(child.output)")
+    }
+
+    /// Ends a capture: SIGINT, so tcpdump flushes its file, then waits for the exit.
+    func finishCapture() {
+        stop(SIGINT, timeout: 10)
+    }
 }
 
 /// The overlay-node binary: next to the test bundle (`.build/<config>/`), or `.build/debug`.

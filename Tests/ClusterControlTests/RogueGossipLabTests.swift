@@ -102,14 +102,11 @@ import OverlayTestKit
             usleep(300_000)
         }
         let capture = "/run/\(lab.name)/rogue.pcap"
-        let dump = try Child.spawn(["tcpdump", "-i", outside, "-n", "-U", "-w", capture, "udp port 4789"], log: "/run/\(lab.name)/tcpdump.log")
-        usleep(700_000)
+        let dump = try Child.capture(["tcpdump", "-i", outside, "-n", "-U", "-w", capture, "udp port 4789"], log: "/run/\(lab.name)/tcpdump.log")
         _ = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "10", "-i", "0.2", "-W", "1", "10.37.0.99"])
         _ = try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "10", "-i", "0.2", "-W", "1", "10.37.0.98"])
         usleep(300_000)
-        kill(dump.pid, SIGINT)
-        var st: Int32 = 0
-        waitpid(dump.pid, &st, 0)
+        dump.finishCapture()
         let sent = try Command.run(["tcpdump", "-n", "-r", capture], timeout: 20).output
         #expect(!sent.contains("198.18.0.200.4789"), "h1 sent overlay traffic to the rogue: \(sent.prefix(500))")
         // The real node's own endpoints still work: h2 joins with a container, c1 reaches it.

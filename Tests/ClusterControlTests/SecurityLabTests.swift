@@ -428,14 +428,11 @@ import OverlayTestKit
 
         // Capture what h2 sends h1 (ESP in UDP) while c2 pings c1 many times (high sequence numbers).
         let capture = "/run/\(lab.name)/before-restart.pcap"
-        let dump = try Child.spawn(["ip", "netns", "exec", "\(lab.name)-h1", "tcpdump", "-i", "eth0", "-n", "-U", "-w", capture,
-                                    "udp port 4500 and src host 198.18.0.2"], log: "/run/\(lab.name)/tcpdump.log")
-        usleep(700_000)
+        let dump = try Child.capture(["ip", "netns", "exec", "\(lab.name)-h1", "tcpdump", "-i", "eth0", "-n", "-U", "-w", capture,
+                                      "udp port 4500 and src host 198.18.0.2"], log: "/run/\(lab.name)/tcpdump.log")
         _ = try lab.on("h2", ["exec", "c2", "--", "ping", "-c", "200", "-i", "0.002", "-q", ip1], timeout: 30)
         usleep(300_000)
-        kill(dump.pid, SIGINT)
-        var st: Int32 = 0
-        waitpid(dump.pid, &st, 0)
+        dump.finishCapture()
 
         // h2's daemon restarts: a new boot, its sequence numbers start again under new keys.
         try lab.restartDaemon("h2", hostIndex: 2)

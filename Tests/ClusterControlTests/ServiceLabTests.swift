@@ -137,17 +137,18 @@ import OverlayTestKit
             for c in try containers(lab, h, "web") {
                 let log = "/run/ovlt-sv/sctp-\(c).log"
                 logs.append(log)
-                captures.append(try Child.spawn(
+                captures.append(try Child.capture(
                     [lab.bin + "/overlayctl", "lab", "exec", "--name", "ovlt-sv", h, "--", "overlayctl", "exec", c, "--",
                      "tcpdump", "-l", "-n", "-i", "any", "sctp and dst port 82"], log: log))
             }
         }
-        usleep(1_500_000)
         _ = try lab.sh("h1", ["python3", "/run/ovlt-sv/sctp.py", "198.18.0.3", "8082", "6"])
         let sctp = within(5) { logs.contains { ((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "").contains("sctp") } }
         for c in captures { kill(c.pid, SIGKILL); var st: Int32 = 0; waitpid(c.pid, &st, 0) }
-        _ = try? lab.sh("h1", ["pkill", "-KILL", "-x", "tcpdump"])
-        _ = try? lab.sh("h2", ["pkill", "-KILL", "-x", "tcpdump"])
+        // The tcpdumps inside the containers outlive the `exec` that started them. Lab hosts share
+        // the machine's PID namespace, so only these captures are killed, by their filter: a bare
+        // `pkill tcpdump` ends the captures of the lab suites running beside this one.
+        _ = try? Lab.run(["pkill", "-KILL", "-f", "sctp and dst port 82"], timeout: 5)
         #expect(sctp != nil, "no SCTP INIT reached a task's port 82: \(logs.map { (try? String(contentsOfFile: $0, encoding: .utf8)) ?? "" })")
 
         // The VIP by name from a container, and DNS: `web` is the VIP, `tasks.web` the tasks.
