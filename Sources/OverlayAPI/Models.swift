@@ -986,6 +986,51 @@ public struct TaskStatusReport: Codable, Sendable {
     }
 }
 
+/// Everything a node tells the manager about itself, in one call (`POST /v1/report`): sent when
+/// any part changes, when the manager is new, and every 30 s. A part left nil is not reported this
+/// time and keeps its last value on the manager.
+public struct NodeReport: Codable, Sendable, Equatable {
+    /// The reporting node (the one its certificate names; another is refused).
+    public var nodeID: String
+    /// Its encrypted networks' datapath status, as `node ls` shows it.
+    public var encryption: String?
+    /// Its gateway bridge's subnet (an IPv4 CIDR, /8 to /30).
+    public var gatewaySubnet: String?
+    /// Ports its standalone containers publish: `tcp/8080` -> container name.
+    public var publishedPorts: [String: String]?
+    /// Its tasks' states: task ID -> `running`, `starting`, `failed: why`, ...
+    public var taskStates: [String: String]?
+
+    /// Makes a value from all its fields (what a memberwise initialiser would, but public).
+    public init(
+        nodeID: String,
+        encryption: String? = nil,
+        gatewaySubnet: String? = nil,
+        publishedPorts: [String: String]? = nil,
+        taskStates: [String: String]? = nil
+    ) {
+        self.nodeID = nodeID
+        self.encryption = encryption
+        self.gatewaySubnet = gatewaySubnet
+        self.publishedPorts = publishedPorts
+        self.taskStates = taskStates
+    }
+}
+
+/// The manager's answer to a `NodeReport`.
+public struct NodeReportReply: Codable, Sendable {
+    /// Task states recorded.
+    public var recorded: Int
+    /// Task states ignored: tasks not assigned to the node.
+    public var ignored: Int
+
+    /// Makes a value from all its fields.
+    public init(recorded: Int, ignored: Int) {
+        self.recorded = recorded
+        self.ignored = ignored
+    }
+}
+
 /// `service ls`.
 public struct ServiceListEntry: Codable, Sendable {
     public var ID: String

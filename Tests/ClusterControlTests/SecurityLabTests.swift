@@ -109,10 +109,10 @@ import OverlayTestKit
         let rm = try Self.asNode(lab, "h2", "DELETE", "/v1/nodes/\(h3)")
         #expect(rm.status == 403, "\(rm)")
         // ... nor report for another node's tasks.
-        let report = try Self.asNode(lab, "h2", "POST", "/v1/task-status", body: #"{"nodeID":"\#(h3)","states":{}}"#)
+        let report = try Self.asNode(lab, "h2", "POST", "/v1/report", body: #"{"nodeID":"\#(h3)","taskStates":{}}"#)
         #expect(report.status == 403, "\(report)")
         // ... nor report a gateway bridge that would overlap every network.
-        let gateway = try Self.asNode(lab, "h2", "GET", "/v1/state?gateway=0.0.0.0/0")
+        let gateway = try Self.asNode(lab, "h2", "POST", "/v1/report", body: #"{"nodeID":"\#(h2)","gatewaySubnet":"0.0.0.0/0"}"#)
         #expect(gateway.status == 400 && gateway.body.contains("plausible"), "\(gateway)")
         _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.31.0.0/24", "web"])
 

@@ -338,30 +338,11 @@ extension OverlayDaemon {
         return out
     }
 
-    /// Tells the manager at once which ports this node's standalone containers publish (every
-    /// state poll carries the same, but a poll can wait 25 s before it returns and is sent again).
+    /// Tells the manager at once which ports this node's standalone containers publish.
     func reportStandalonePorts() async {
-        guard swarm != nil, manager == nil, !isStopped else { return }
-        do {
-            // Short: `run` waits for this, and an unreachable manager must not hold it up long.
-            let client = try managerClient(timeout: .seconds(2))
-            _ = try await client.json("POST", "/v1/published-ports", body: standalonePublishedPorts(), as: [String: Bool].self, group: group)
-        } catch {
-            logger.warning("cannot report published ports to the manager: \(error)")
-        }
-    }
-
-    /// `tcp/8080=c1,udp/53=dns` (sorted), what a node reports with its state poll.
-    static func formatPublishedPorts(_ ports: [String: String]) -> String {
-        ports.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
-    }
-
-    /// The manager's reading of a node's report (`formatPublishedPorts`'s text).
-    static func parsePublishedPorts(_ text: String) -> [String: String] {
-        validPublishedPorts(text.split(separator: ",").lazy.compactMap { item -> (String, String)? in
-            let kv = item.split(separator: "=", maxSplits: 1)
-            return kv.count == 2 ? (String(kv[0]), String(kv[1])) : nil
-        })
+        guard swarm != nil, manager == nil else { return }
+        // Short: `run` waits for this, and an unreachable manager must not hold it up long.
+        await sendReport(timeout: .seconds(2))
     }
 
     /// The well-formed entries of a node's report ("tcp|udp|sctp/1-65535" -> a valid container

@@ -7,9 +7,8 @@ struct TaskRuntime: Sendable {
     var again = false
     /// Task ID -> (failures, last attempt, last error): failed starts are retried with a backoff.
     var failures: [String: (Int, Date, String)] = [:]
-    /// The last report sent to the manager (sent again only when it changes, or every 30 s).
-    var lastReport: [String: String] = [:]
-    var lastReportAt = Date.distantPast
+    /// The states of this node's tasks, as last reconciled (what `sendReport` reports).
+    var states: [String: String] = [:]
     /// When pending releases are tried again.
     var nextReleaseRetry = Date.distantPast
 }
@@ -110,21 +109,7 @@ extension OverlayDaemon {
     }
 
     func reportTaskStates(_ states: [String: String]) async {
-        guard let s = swarm, !isStopped else { return }
-        guard states != taskRuntime.lastReport || Date().timeIntervalSince(taskRuntime.lastReportAt) > 30 else { return }
-        let report = TaskStatusReport(nodeID: s.nodeID, states: states)
-        if manager != nil {
-            recordTaskStatus(report)
-        } else {
-            do {
-                let client = try managerClient(timeout: .seconds(5))
-                _ = try await client.json("POST", "/v1/task-status", body: report, as: [String: Int].self, group: group)
-            } catch {
-                logger.warning("cannot report task states to the manager: \(error)")
-                return
-            }
-        }
-        taskRuntime.lastReport = states
-        taskRuntime.lastReportAt = Date()
+        taskRuntime.states = states
+        await sendReport()
     }
 }

@@ -120,10 +120,16 @@ public actor OverlayDaemon {
     let nodeVTEPs = NodeVTEPs()
     /// Each gossip member's boot ID (its metadata), by node ID.
     var memberBoots: [String: [UInt8]] = [:]
+    /// Connections to the manager kept open between calls (workers).
+    let managerConnections = APIConnectionPool()
+    /// The TLS client those connections were made with (this node's certificate), loaded once.
+    var managerTLS: ClusterTLS.Client?
     /// Long polls of `GET /v1/state` waiting for the next change.
     var stateWaiters: [UUID: CheckedContinuation<Void, Never>] = [:]
     /// Names of containers being created (not in the store yet).
     var creatingNames: Set<String> = []
+    /// What this node last reported to the manager.
+    var reporting = ReportState()
     /// The tasks this node runs (their containers are in the store).
     var taskRuntime = TaskRuntime()
     /// VIP load balancers and the routing mesh on this node.
@@ -172,10 +178,7 @@ public actor OverlayDaemon {
                 throw error
             }
         }
-        localServer = try await APIServer.start(.unix(configuration.socketPath), group: group) { [weak self] request in
-            guard let self else { return .error(APIError(503, "the daemon is stopping")) }
-            return await self.handleLocal(request)
-        }
+        localServer = try await APIServer.start(.unix(configuration.socketPath), group: group, logger: logger, router: localRouter())
         logger.info("overlayd listening on \(configuration.socketPath)")
     }
 
@@ -194,9 +197,11 @@ public actor OverlayDaemon {
         func mark(_ what: String) { steps.append("\(what) \((DispatchTime.now().uptimeNanoseconds - start) / 1_000_000) ms") }
         wakeStateWaiters()
         await localServer?.close()
+        mark("local API")
         await managerServer?.close()
-        mark("servers")
+        mark("manager API")
         syncTask?.cancel()
+        managerConnections.closeAll()
         for t in tasks { t.cancel() }
         if let agent { await agent.shutdownKeepingEndpoints() }
         mark("gossip")
@@ -210,62 +215,7 @@ public actor OverlayDaemon {
         stopped = nil
     }
 
-    // MARK: Local API
-
-    func handleLocal(_ r: APIRequest) async -> APIResponse {
-        do {
-            guard r.components.first == "v1" else { throw APIError(404, "unknown API path \(r.path); this daemon speaks /v1") }
-            if r.match("GET", "v1/info") != nil { return .json(info()) }
-            if r.match("POST", "v1/swarm/init") != nil { return .json(try await swarmInit(r.decode(SwarmInitRequest.self))) }
-            if r.match("POST", "v1/swarm/join") != nil { return .json(try await swarmJoin(r.decode(SwarmJoinRequest.self))) }
-            if r.match("POST", "v1/swarm/leave") != nil { return .json(try await swarmLeave(force: r.query["force"] == "1")) }
-            if r.match("GET", "v1/swarm/join-token") != nil {
-                return .json(try joinToken(role: r.query["role"] ?? "worker", rotate: r.query["rotate"] == "1"))
-            }
-            if r.match("POST", "v1/swarm/rotate-keys") != nil { return .json(try await rotateGossipKeys()) }
-            if r.match("GET", "v1/nodes") != nil { return .json(try await nodes()) }
-            if let m = r.match("DELETE", "v1/nodes/*") { return .json(try await removeNodeCommand(m[0], force: r.query["force"] == "1")) }
-            if r.match("GET", "v1/networks") != nil { return .json(try networkList()) }
-            if r.match("POST", "v1/networks") != nil {
-                return .json(try await createNetwork(r.decode(NetworkCreateRequest.self)), status: 201)
-            }
-            if let m = r.match("GET", "v1/networks/*") {
-                return .json(try await inspectNetwork(m[0], verbose: r.query["verbose"] == "1"))
-            }
-            if let m = r.match("DELETE", "v1/networks/*") {
-                try await removeNetwork(m[0])
-                return .json(["removed": m[0]])
-            }
-            if r.match("GET", "v1/containers") != nil { return .json(try containerList()) }
-            if r.match("POST", "v1/containers") != nil {
-                return .json(try await runContainer(r.decode(ContainerCreateRequest.self)), status: 201)
-            }
-            if r.match("POST", "v1/attach") != nil { return .json(try await attachExisting(r.decode(AttachRequest.self)), status: 201) }
-            if let m = r.match("GET", "v1/containers/*") { return .json(try inspectContainer(m[0])) }
-            if r.match("GET", "v1/services") != nil { return .json(try serviceList()) }
-            if r.match("POST", "v1/services") != nil {
-                return .json(try await createService(r.decode(ServiceCreateRequest.self)), status: 201)
-            }
-            if let m = r.match("GET", "v1/services/*") { return .json(try inspectService(m[0])) }
-            if let m = r.match("GET", "v1/services/*/tasks") { return .json(try serviceTasks(m[0])) }
-            if let m = r.match("POST", "v1/services/*/update") {
-                return .json(try await updateService(m[0], r.decode(ServiceUpdateRequest.self)))
-            }
-            if let m = r.match("DELETE", "v1/services/*") {
-                try await removeService(m[0])
-                return .json(["removed": m[0]])
-            }
-            if let m = r.match("DELETE", "v1/containers/*") {
-                try await removeContainer(m[0], force: r.query["force"] == "1")
-                return .json(["removed": m[0]])
-            }
-            throw APIError(404, "no such API call: \(r.method) \(r.path)")
-        } catch let e as APIError {
-            return .error(e)
-        } catch {
-            return .error(APIError(500, "\(error)"))
-        }
-    }
+    // MARK: Local API (the routes are in Daemon+Routes.swift)
 
     func info() -> DaemonInfo {
         DaemonInfo(

@@ -1,0 +1,65 @@
+import Foundation
+import NIOCore
+
+/// What this node last told the manager, and when: a report goes again only when it changes,
+/// when the manager is a new one, or after 30 s.
+struct ReportState: Sendable {
+    var last: NodeReport?
+    var at = Date.distantPast
+}
+
+extension OverlayDaemon {
+    /// This node's report as of now: encryption status, gateway subnet, standalone published
+    /// ports, task states.
+    func currentReport(nodeID: String) -> NodeReport {
+        NodeReport(
+            nodeID: nodeID, encryption: encryptionStatus(), gatewaySubnet: gateway?.info?.subnet.description,
+            publishedPorts: standalonePublishedPorts(), taskStates: taskRuntime.states)
+    }
+
+    /// The one way a node tells the manager about itself (`POST /v1/report`). Sent when the report
+    /// changed or is 30 s old (`force`: at once, whatever it says). A manager records its own
+    /// task states directly. Returns whether the manager has it.
+    @discardableResult
+    func sendReport(force: Bool = false, timeout: TimeAmount = .seconds(5)) async -> Bool {
+        guard let s = swarm, !isStopped else { return false }
+        let report = currentReport(nodeID: s.nodeID)
+        guard force || report != reporting.last || Date().timeIntervalSince(reporting.at) > 30 else { return true }
+        if manager != nil {
+            recordTaskStatus(TaskStatusReport(nodeID: s.nodeID, states: report.taskStates ?? [:]))
+        } else {
+            do {
+                let client = try managerClient(timeout: timeout)
+                _ = try await client.json("POST", "/v1/report", body: report, as: NodeReportReply.self, group: group)
+            } catch {
+                logger.warning("cannot report to the manager: \(error)")
+                return false
+            }
+        }
+        reporting = ReportState(last: report, at: Date())
+        return true
+    }
+
+    /// Manager: records what a node says of itself. Every part is checked: a gateway subnet that
+    /// is not plausible is refused (400), ports and task states not well-formed or not the node's
+    /// are dropped and counted.
+    func recordReport(_ report: NodeReport, from node: String) throws -> NodeReportReply {
+        guard report.nodeID == node else {
+            logger.warning("refused a report from node \(node) for node \(report.nodeID.prefix(64))")
+            throw APIError(403, "a node reports only for itself")
+        }
+        if let gateway = report.gatewaySubnet, !gateway.isEmpty, Self.plausibleGatewaySubnet(gateway) == nil {
+            logger.warning("node \(node) reported an implausible gateway bridge subnet '\(gateway.prefix(60))': ignored")
+            throw APIError(400, "gateway '\(gateway.prefix(60))' is not a plausible gateway bridge subnet (an IPv4 CIDR from /8 to /30)")
+        }
+        if let encryption = report.encryption, encryption.count <= 200 { manager?.encryptionStatus[node] = encryption }
+        if let gateway = report.gatewaySubnet, let c = Self.plausibleGatewaySubnet(gateway) { manager?.gatewaySubnets[node] = c.description }
+        if let ports = report.publishedPorts {
+            manager?.standalonePorts[node] = Self.validPublishedPorts(ports.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        }
+        guard let states = report.taskStates else { return NodeReportReply(recorded: 0, ignored: 0) }
+        let ignored = recordTaskStatus(TaskStatusReport(nodeID: node, states: states))
+        if ignored > 0 { logger.notice("node \(node) reported \(ignored) task(s) not assigned to it: ignored") }
+        return NodeReportReply(recorded: states.count - ignored, ignored: ignored)
+    }
+}
