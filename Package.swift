@@ -17,6 +17,8 @@ let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummi
 let hummingbirdCore = Target.Dependency.product(name: "HummingbirdCore", package: "hummingbird")
 let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-http-types")
 let nioHTTPTypes = Target.Dependency.product(name: "NIOHTTPTypes", package: "swift-nio-extras")
+let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let unixSignals = Target.Dependency.product(name: "UnixSignals", package: "swift-service-lifecycle")
 
 let package = Package(
     name: "swift-overlay",
@@ -50,6 +52,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // C layers: system libraries found by pkg-config, and one shim target for what Swift
@@ -93,13 +96,13 @@ let package = Package(
             dependencies: [
                 "OverlayAPI", "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "DiscoveryServer", "Ingress", "IPsecKeys", "GWBridge", "Netlink",
                 "OverlayCrypto", logging, nioCore, nioPosix, nioHTTP1, nioTLS, nioSSL, x509, crypto, grdb,
-                hummingbird, hummingbirdCore, httpTypes, nioHTTPTypes,
+                hummingbird, hummingbirdCore, httpTypes, nioHTTPTypes, serviceLifecycle,
             ],
             exclude: ["README.md"]),
         .target(name: "OverlayTestKit", dependencies: ["OverlayModel", "Netlink", "COverlayShims"]),
 
         // Thin executables.
-        .executableTarget(name: "overlayd", dependencies: ["ClusterControl", argumentParser, logging]),
+        .executableTarget(name: "overlayd", dependencies: ["ClusterControl", argumentParser, logging, serviceLifecycle, unixSignals]),
         .executableTarget(
             name: "overlayctl", dependencies: ["OverlayAPI", "OverlayTestKit", argumentParser, nioCore, nioPosix]),
 

@@ -3,8 +3,11 @@ import ClusterControl
 import Dispatch
 import Foundation
 import Logging
+import ServiceLifecycle
+import UnixSignals
 
-/// The reference daemon: parses flags, starts an `OverlayDaemon`, stops it on SIGTERM/SIGINT.
+/// The reference daemon: parses flags, runs an `OverlayDaemon` in a `ServiceGroup` that stops it
+/// gracefully on SIGTERM/SIGINT.
 @main
 struct Overlayd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -130,21 +133,16 @@ struct Overlayd: AsyncParsableCommand {
         }
         config.logger = Logger(label: "overlayd")
         let daemon: OverlayDaemon
-        do {
-            daemon = try OverlayDaemon(configuration: config)
-            try await daemon.start()
-        } catch {
+        do { daemon = try OverlayDaemon(configuration: config) } catch {
             FileHandle.standardError.write(Data("overlayd: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .main)
-            source.setEventHandler { Task { await daemon.stop() } }
-            source.resume()
-            return source
+        // One service group: SIGTERM and SIGINT stop the daemon gracefully.
+        let services = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [daemon], gracefulShutdownSignals: [.sigterm, .sigint], logger: config.logger))
+        do { try await services.run() } catch {
+            FileHandle.standardError.write(Data("overlayd: \(error)\n".utf8))
+            throw ExitCode(1)
         }
-        await daemon.wait()
-        _ = signals
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import GWBridge
 import IPAM
 import Netlink
+import NIOPosix
 import OverlayModel
 
 /// The gateway bridge's settings as `network create -d bridge ... ovl_gwbridge` gave them
@@ -119,13 +120,16 @@ extension OverlayDaemon {
     }
 
     /// Starts connecting a container's namespace to the gateway bridge (veth, address, default
-    /// route) on another thread; `finishGatewayAttach` publishes its ports.
+    /// route) on a thread of `blockingWork`; `finishGatewayAttach` publishes its ports.
     func startGatewayAttach(_ ns: NetworkNamespace, interface: String) -> Task<GatewayAttachment, Error> {
         let gateway = self.gateway
-        return Task.detached {
+        let pool = blockingWork
+        return Task {
             guard let gateway else { throw APIError(503, "the gateway bridge is not set up on this node") }
-            do { return try gateway.attach(container: ns, interfaceName: interface) } catch {
-                throw APIError(500, "gateway bridge: \((error as? GatewayBridgeError)?.message ?? "\(error)")")
+            return try await pool.runIfActive {
+                do { return try gateway.attach(container: ns, interfaceName: interface) } catch {
+                    throw APIError(500, "gateway bridge: \((error as? GatewayBridgeError)?.message ?? "\(error)")")
+                }
             }
         }
     }

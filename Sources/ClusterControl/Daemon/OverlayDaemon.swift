@@ -11,6 +11,7 @@ import NIOPosix
 import OverlayCrypto
 import OverlayDriver
 import OverlayModel
+import ServiceLifecycle
 import Synchronization
 
 /// How one `overlayd` runs: where it keeps state, where it listens, its addresses and ports.
@@ -95,6 +96,17 @@ public actor OverlayDaemon {
     public let configuration: DaemonConfiguration
     let store: SQLiteClusterStore
     let group: MultiThreadedEventLoopGroup
+    /// The thread this actor runs on (its executor). The daemon's own work blocks in the kernel
+    /// (netlink, nftables, namespaces, SQLite), and it does so here, never on one of Swift's
+    /// cooperative threads that every other task in the process shares.
+    let isolation: MultiThreadedEventLoopGroup
+    /// Threads for blocking kernel work done beside the actor's (a container's gateway veth while
+    /// its overlay endpoints wait for addresses).
+    let blockingWork: NIOThreadPool
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor {
+        isolation.next().executor.asUnownedSerialExecutor()
+    }
     var logger: Logger { configuration.logger }
     var localServer: APIServer?
     var managerServer: APIServer?
@@ -152,6 +164,9 @@ public actor OverlayDaemon {
         }
         store = try SQLiteClusterStore(path: configuration.stateDirectory + "/overlayd.db")
         group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        isolation = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        blockingWork = NIOThreadPool(numberOfThreads: 2)
+        blockingWork.start()
         if let id = try store.get(.setting, "node-id", as: String.self) {
             localNodeID = id
         } else {
@@ -243,6 +258,24 @@ public actor OverlayDaemon {
             throw APIError(403, "this node is not a swarm manager: run this on a manager node")
         }
         return manager
+    }
+}
+
+extension OverlayDaemon: Service {
+    /// Runs the daemon as a service of a `ServiceGroup` (`overlayd` has one): starts, serves until
+    /// the group shuts down gracefully (on SIGTERM or SIGINT) or the task is cancelled, then stops.
+    public nonisolated func run() async throws {
+        try await start()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try? await gracefulShutdown()
+                await self.stop()
+            }
+            group.addTask { await self.wait() }
+            // Whichever comes first: a shutdown, or a stop from elsewhere.
+            _ = await group.next()
+            group.cancelAll()
+        }
     }
 }
 
