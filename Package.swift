@@ -176,7 +176,7 @@ let package = Package(
             name: "ClusterControlTests",
             dependencies: [
                 "ClusterControl", "Gossip", "OverlayDriver", "OverlayModel", "OverlayTestKit", "Netlink", "IPAM",
-                nioCore, nioPosix, nioSSL, x509, crypto,
+                nioCore, nioPosix, nioSSL, x509, crypto, hummingbird, logging,
             ]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "OverlayModel", "OverlayCrypto", "OverlayTestKit", nioCore, nioPosix]),
     ]

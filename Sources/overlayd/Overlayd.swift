@@ -1,6 +1,5 @@
 import ArgumentParser
 import ClusterControl
-import Dispatch
 import Foundation
 import Logging
 import ServiceLifecycle

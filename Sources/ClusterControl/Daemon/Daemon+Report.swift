@@ -17,14 +17,13 @@ extension OverlayDaemon {
             publishedPorts: standalonePublishedPorts(), taskStates: taskRuntime.states)
     }
 
-    /// The one way a node tells the manager about itself (`POST /v1/report`). Sent when the report
-    /// changed or is 30 s old (`force`: at once, whatever it says). A manager records its own
-    /// task states directly. Returns whether the manager has it.
-    @discardableResult
-    func sendReport(force: Bool = false, timeout: TimeAmount = .seconds(5)) async -> Bool {
-        guard let s = swarm, !isStopped else { return false }
+    /// The one way a node tells the manager about itself (`POST /v1/report`), sent when the report
+    /// changed or is 30 s old. A manager records its own task states directly. A failure is
+    /// logged; the next call sends it again.
+    func sendReport(timeout: TimeAmount = .seconds(5)) async {
+        guard let s = swarm, !isStopped else { return }
         let report = currentReport(nodeID: s.nodeID)
-        guard force || report != reporting.last || Date().timeIntervalSince(reporting.at) > 30 else { return true }
+        guard report != reporting.last || Date().timeIntervalSince(reporting.at) > 30 else { return }
         if manager != nil {
             recordTaskStatus(TaskStatusReport(nodeID: s.nodeID, states: report.taskStates ?? [:]))
         } else {
@@ -33,11 +32,10 @@ extension OverlayDaemon {
                 _ = try await client.json("POST", "/v1/report", body: report, as: NodeReportReply.self, group: group)
             } catch {
                 logger.warning("cannot report to the manager: \(error)")
-                return false
+                return
             }
         }
         reporting = ReportState(last: report, at: Date())
-        return true
     }
 
     /// Manager: records what a node says of itself. Every part is checked: a gateway subnet that
@@ -48,12 +46,14 @@ extension OverlayDaemon {
             logger.warning("refused a report from node \(node) for node \(report.nodeID.prefix(64))")
             throw APIError(403, "a node reports only for itself")
         }
-        if let gateway = report.gatewaySubnet, !gateway.isEmpty, Self.plausibleGatewaySubnet(gateway) == nil {
-            logger.warning("node \(node) reported an implausible gateway bridge subnet '\(gateway.prefix(60))': ignored")
-            throw APIError(400, "gateway '\(gateway.prefix(60))' is not a plausible gateway bridge subnet (an IPv4 CIDR from /8 to /30)")
+        if let gateway = report.gatewaySubnet, !gateway.isEmpty {
+            guard let c = Self.plausibleGatewaySubnet(gateway) else {
+                logger.warning("node \(node) reported an implausible gateway bridge subnet '\(gateway.prefix(60))': ignored")
+                throw APIError(400, "gateway '\(gateway.prefix(60))' is not a plausible gateway bridge subnet (an IPv4 CIDR from /8 to /30)")
+            }
+            manager?.gatewaySubnets[node] = c.description
         }
         if let encryption = report.encryption, encryption.count <= 200 { manager?.encryptionStatus[node] = encryption }
-        if let gateway = report.gatewaySubnet, let c = Self.plausibleGatewaySubnet(gateway) { manager?.gatewaySubnets[node] = c.description }
         if let ports = report.publishedPorts {
             manager?.standalonePorts[node] = Self.validPublishedPorts(ports.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         }

@@ -224,6 +224,7 @@ public actor OverlayDaemon {
         dns = nil
         mark("dns")
         try? await group.shutdownGracefully()
+        try? await blockingWork.shutdownGracefully()
         mark("event loops")
         logger.info("overlayd stopped: \(steps.joined(separator: ", "))")
         stopped?.resume()

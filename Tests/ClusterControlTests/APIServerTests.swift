@@ -1,0 +1,111 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+@testable import ClusterControl
+
+/// The API server and client on a Unix socket, without a daemon: routes, the error shape, body
+/// limits, and connections kept open between calls.
+@Suite struct APIServerTests {
+    struct Echo: Codable, Equatable { var word: String }
+
+    static func serving(limits: APIServerLimits = APIServerLimits(), _ body: (APIServer, APIEndpoint, EventLoopGroup) async throws -> Void) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let path = "/tmp/ovl-api-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        let router = Router(context: APIContext.self)
+        router.add(middleware: APIErrorMiddleware())
+        router.route(.post, "/v1/echo/:times") { req, ctx in
+            var req = req
+            let e = try await req.json(Echo.self, context: ctx)
+            let times = try Int(ctx.parameter("times")) ?? 1
+            return .json(Echo(word: String(repeating: e.word, count: times)), status: 201)
+        }
+        router.route(.get, "/v1/refuse") { _, _ in throw APIError(409, "not now") }
+        let server = try await APIServer.start(.unix(path), limits: limits, group: group, logger: Logger(label: "test"), router: router)
+        do { try await body(server, .unix(path), group) } catch {
+            await server.close()
+            try await group.shutdownGracefully()
+            throw error
+        }
+        await server.close()
+        try await group.shutdownGracefully()
+    }
+
+    @Test func routesAnswerAndErrorsKeepTheAPIShape() async throws {
+        try await Self.serving { _, endpoint, group in
+            let client = APIClient(endpoint: endpoint, timeout: .seconds(5))
+            let echo = try await client.json("POST", "/v1/echo/3", body: Echo(word: "ab"), as: Echo.self, group: group)
+            #expect(echo == Echo(word: "ababab"))
+            await #expect(throws: APIError(409, "not now")) {
+                try await client.json("GET", "/v1/refuse", as: Echo.self, group: group)
+            }
+            await #expect(throws: APIError(404, "no such API call: GET /v1/nothing")) {
+                try await client.json("GET", "/v1/nothing", as: Echo.self, group: group)
+            }
+            await #expect(throws: APIError(404, "unknown API path /v2/echo/1; this daemon speaks /v1")) {
+                try await client.json("POST", "/v2/echo/1", body: Echo(word: "a"), as: Echo.self, group: group)
+            }
+            let (status, body) = try await client.call("POST", "/v1/echo/1", body: Data(#"{"word":1}"#.utf8), group: group)
+            #expect(status == 400 && String(decoding: body, as: UTF8.self).contains("malformed JSON in the request"))
+            let (empty, _) = try await client.call("POST", "/v1/echo/1", group: group)
+            #expect(empty == 400)
+        }
+    }
+
+    @Test func aBodyOverTheLimitIsRefused() async throws {
+        try await Self.serving(limits: APIServerLimits(maxBody: 64)) { _, endpoint, group in
+            let client = APIClient(endpoint: endpoint, timeout: .seconds(5))
+            let big = Echo(word: String(repeating: "x", count: 100))
+            await #expect(throws: APIError(413, "the request body is larger than 64 bytes")) {
+                try await client.json("POST", "/v1/echo/1", body: big, as: Echo.self, group: group)
+            }
+        }
+    }
+
+    @Test func aPooledClientReusesOneConnectionAndSurvivesTheServerClosingIt() async throws {
+        try await Self.serving(limits: APIServerLimits(idleTimeout: .milliseconds(300))) { server, endpoint, group in
+            let pool = APIConnectionPool()
+            let client = APIClient(endpoint: endpoint, timeout: .seconds(5), pool: pool)
+            for i in 1...5 {
+                let e = try await client.json("POST", "/v1/echo/\(i)", body: Echo(word: "a"), as: Echo.self, group: group)
+                #expect(e.word.count == i)
+            }
+            #expect(pool.idleCount == 1)
+            #expect(server.openConnections == 1)
+            // The server closes the idle connection; the next call still answers, on a new one.
+            try await Task.sleep(for: .milliseconds(800))
+            let e = try await client.json("POST", "/v1/echo/2", body: Echo(word: "b"), as: Echo.self, group: group)
+            #expect(e == Echo(word: "bb"))
+            #expect(server.openConnections == 1)
+            // Without a pool every call has its connection, closed after the answer.
+            let once = APIClient(endpoint: endpoint, timeout: .seconds(5))
+            _ = try await once.json("POST", "/v1/echo/1", body: Echo(word: "c"), as: Echo.self, group: group)
+            #expect(pool.idleCount == 1)
+            pool.closeAll()
+            #expect(pool.idleCount == 0)
+        }
+    }
+
+    @Test func anIdleConnectionThatSaysNothingIsCutOffAndCounted() async throws {
+        try await Self.serving(limits: APIServerLimits(requestTimeout: .milliseconds(200))) { server, endpoint, _ in
+            guard case .unix(let path) = endpoint else { return }
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+                for (i, b) in path.utf8.enumerated() { raw[i] = b }
+            }
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            #expect(rc == 0)
+            _ = "GET /v1/refuse HTTP/1.1\r\n".withCString { send(fd, $0, 25, 0) }
+            var buffer = [UInt8](repeating: 0, count: 16)
+            var tv = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            #expect(recv(fd, &buffer, buffer.count, 0) == 0, "the half-sent request was not cut off")
+            #expect(server.timedOutRequests == 1)
+        }
+    }
+}
