@@ -91,10 +91,20 @@ let package = Package(
         // The API's models, errors and client: what the CLI (or any client) needs, without the
         // manager's store, PKI or TLS.
         .target(name: "OverlayAPI", dependencies: ["IPsecKeys", nioCore, nioPosix, nioHTTP1], exclude: ["README.md"]),
+        // The manager's parts: the store seam, PKI and join tokens, the scheduler's pure core,
+        // network allocation and key rotation.
+        .target(
+            name: "ClusterManager",
+            dependencies: ["OverlayAPI", "OverlayModel", "IPAM", "IPsecKeys", nioCore, nioTLS, nioSSL, x509, crypto, grdb],
+            exclude: ["README.md"]),
+        // What a node runs for the cluster: endpoints published in gossip and programmed as the
+        // driver's peers, one typed feed of endpoint events for the load balancers and the DNS.
+        .target(
+            name: "NodeAgent", dependencies: ["OverlayModel", "Gossip", "OverlayDriver"], exclude: ["README.md"]),
         .target(
             name: "ClusterControl",
             dependencies: [
-                "OverlayAPI", "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "DiscoveryServer", "Ingress", "IPsecKeys", "GWBridge", "Netlink",
+                "OverlayAPI", "ClusterManager", "NodeAgent", "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "DiscoveryServer", "Ingress", "IPsecKeys", "GWBridge", "Netlink",
                 "OverlayCrypto", logging, nioCore, nioPosix, nioHTTP1, nioTLS, nioSSL, x509, crypto, grdb,
                 hummingbird, hummingbirdCore, httpTypes, nioHTTPTypes, serviceLifecycle,
             ],
@@ -172,6 +182,10 @@ let package = Package(
         .testTarget(name: "PacketFilterTests", dependencies: ["PacketFilter", "Netlink", "OverlayTestKit"]),
         .testTarget(
             name: "GWBridgeTests", dependencies: ["GWBridge", "PacketFilter", "Netlink", "OverlayModel", "IPAM", "OverlayTestKit"]),
+        .testTarget(
+            name: "ClusterManagerTests",
+            dependencies: ["ClusterManager", "OverlayAPI", "OverlayModel", "IPAM", "IPsecKeys", nioCore, nioPosix, nioSSL, x509, crypto]),
+        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "OverlayDriver", "OverlayModel"]),
         .testTarget(
             name: "ClusterControlTests",
             dependencies: [

@@ -8,20 +8,6 @@ import OverlayDriver
 import OverlayModel
 import OverlayTestKit
 
-@Suite struct EndpointRecordTests {
-    @Test func recordRoundTripsAndRejectsGarbage() throws {
-        let json = Array(#"{"address":"10.0.0.2","id":"c1","mac":"02:42:0a:00:00:02","name":"web","vtep":"198.18.0.1"}"#.utf8)
-        let r = try #require(EndpointRecord.decode(json))
-        #expect(r.peer == PeerEntry(address: IPAddress("10.0.0.2")!, mac: MACAddress("02:42:0a:00:00:02")!, vtep: IPAddress("198.18.0.1")!))
-        #expect(EndpointRecord.decode(r.encoded()) == r)
-        #expect(r.encoded() == json)
-        #expect(EndpointRecord.decode(Array("{".utf8)) == nil)
-        var bad = r
-        bad.mac = "zz"
-        #expect(bad.peer == nil)
-    }
-}
-
 /// A long-running child: posix_spawn without waiting (Command.run waits), output to a file,
 /// no blocked signals, so SIGKILL/SIGTERM from the test act at once.
 struct Child {

@@ -1,6 +1,8 @@
+import ClusterManager
 import Foundation
 import GWBridge
 import Netlink
+import NodeAgent
 import OverlayDriver
 import OverlayModel
 

@@ -1,37 +1,10 @@
+import ClusterManager
 import Discovery
 import DiscoveryServer
 import Foundation
 import Netlink
+import NodeAgent
 import OverlayModel
-
-/// The nameservers, search domains and options of a resolv.conf.
-struct ResolvConf: Sendable, Hashable {
-    var nameservers: [String] = []
-    var search: [String] = []
-    var options: [String] = []
-
-    init(parsing text: String) {
-        for raw in text.split(whereSeparator: \.isNewline) {
-            let line = raw.split(maxSplits: 1, omittingEmptySubsequences: false, whereSeparator: { $0 == "#" || $0 == ";" }).first ?? ""
-            let words = line.split(whereSeparator: { $0.isWhitespace }).map(String.init)
-            guard let key = words.first else { continue }
-            switch key {
-            case "nameserver": if words.count > 1 { nameservers.append(words[1]) }
-            case "search", "domain": search = Array(words.dropFirst())
-            case "options": options += words.dropFirst()
-            default: continue
-            }
-        }
-    }
-
-    /// The file a container gets: our server first and only, the host's search domains, ndots:0.
-    static func forContainer(search: [String], address: String) -> String {
-        var out = "# written by overlayd: the embedded DNS server answers here\nnameserver \(address)\n"
-        if !search.isEmpty { out += "search \(search.joined(separator: " "))\n" }
-        out += "options ndots:0\n"
-        return out
-    }
-}
 
 extension DaemonConfiguration {
     /// Whether `text` names an upstream DNS server: an IP address, or IP:PORT (`[v6]:PORT`).
@@ -71,29 +44,27 @@ extension OverlayDaemon {
         let server = DNSServer(configuration: config, logger: logger)
         do { try await server.start() } catch {
             logger.error("the embedded DNS server could not start (containers get no name resolution): \(error)")
-            agent.setRecordObserver { event in
+            agent.setEndpointObserver { event in
                 index.apply(event)
                 changed()
             }
             return
         }
         dns = server
-        agent.setRecordObserver { event in
+        agent.setEndpointObserver { event in
             index.apply(event)
             changed()
             server.updateTable { table in
                 switch event {
-                case .upsert(let network, let key, _, let record):
-                    let ip = IPAddress(record.address)
+                case .upsert(let network, let key, _, let e):
                     var v4: IPv4Address?
                     var v6: IPv6Address?
-                    switch ip {
-                    case .v4(let a)?: v4 = a
-                    case .v6(let a)?: v6 = a
-                    case nil: return
+                    switch e.address {
+                    case .v4(let a): v4 = a
+                    case .v6(let a): v6 = a
                     }
-                    table.upsert(EndpointName(id: key, network: network, name: record.name, aliases: record.aliases ?? [],
-                                              ipv4: v4, ipv6: v6, service: record.service))
+                    table.upsert(EndpointName(id: key, network: network, name: e.name, aliases: e.aliases,
+                                              ipv4: v4, ipv6: v6, service: e.service))
                 case .remove(let network, let key):
                     table.removeEndpoint(id: key, network: network)
                 case .networkLeft(let network):

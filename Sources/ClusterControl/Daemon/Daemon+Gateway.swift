@@ -1,7 +1,9 @@
+import ClusterManager
 import Foundation
 import GWBridge
 import IPAM
 import Netlink
+import NodeAgent
 import NIOPosix
 import OverlayModel
 

@@ -1,31 +1,13 @@
+import ClusterManager
 import Discovery
 import Foundation
 import GWBridge
 import Ingress
 import Netlink
+import NodeAgent
 import OverlayDriver
 import OverlayModel
 import Synchronization
-
-/// Every endpoint record of every followed network, as gossip delivered them (the load
-/// balancers' backends are the records of a service's running tasks).
-final class EndpointIndex: Sendable {
-    private let records = Mutex<[String: [String: EndpointRecord]]>([:])
-
-    func apply(_ event: EndpointRecordEvent) {
-        records.withLock { r in
-            switch event {
-            case .upsert(let network, let key, _, let record): r[network, default: [:]][key] = record
-            case .remove(let network, let key): r[network]?[key] = nil
-            case .networkLeft(let network): r[network] = nil
-            }
-        }
-    }
-
-    func records(network: String) -> [EndpointRecord] {
-        records.withLock { Array(($0[network] ?? [:]).values) }
-    }
-}
 
 /// One network's load-balancer namespace on this node: the service VIPs are its addresses, and
 /// nftables there sends each new flow to one of the service's tasks, SNATed to its own address.
@@ -98,9 +80,9 @@ extension OverlayDaemon {
         for svc in vipServices {
             for sn in svc.networks {
                 guard let vip = sn.vip.flatMap(IPv4Address.init), localNetworks.contains(sn.networkName) else { continue }
-                let backends = endpointIndex.records(network: sn.networkName)
+                let backends = endpointIndex.endpoints(network: sn.networkName)
                     .filter { $0.service == svc.name && live.contains($0.name) }
-                    .compactMap { IPv4Address($0.address) }.sorted()
+                    .compactMap(\.ipv4).sorted()
                 wanted[sn.networkName, default: []].append(VIPEntry(service: svc.name, vip: vip, backends: backends))
             }
         }
@@ -220,11 +202,11 @@ extension OverlayDaemon {
             let box: IngressBoxState
             if let existing = loadBalancing.ingress { box = existing } else { box = try await makeIngressBox(ingressNet, nodeID: nodeID) }
             loadBalancing.ingress = box
-            let records = endpointIndex.records(network: ingressNet.name)
+            let endpoints = endpointIndex.endpoints(network: ingressNet.name)
             var boxPorts: [PortEntry] = []
             var hostPorts: [PortEntry] = []
             for svc in publishing {
-                let tasks = records.filter { $0.service == svc.name && live.contains($0.name) }.compactMap { IPv4Address($0.address) }.sorted()
+                let tasks = endpoints.filter { $0.service == svc.name && live.contains($0.name) }.compactMap(\.ipv4).sorted()
                 let local = containers.filter { $0.serviceName == svc.name && live.contains($0.name) }
                     .compactMap { $0.gatewayAddress.flatMap(IPv4Address.init) }.sorted()
                 for p in svc.ports where p.publishMode == "ingress" {

@@ -1,3 +1,4 @@
+import ClusterManager
 import Foundation
 import OverlayModel
 

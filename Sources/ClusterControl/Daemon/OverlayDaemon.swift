@@ -1,3 +1,4 @@
+import ClusterManager
 import Foundation
 import Gossip
 import GWBridge
@@ -6,6 +7,7 @@ import DiscoveryServer
 import IPsecKeys
 import Logging
 import Netlink
+import NodeAgent
 import NIOCore
 import NIOPosix
 import OverlayCrypto
@@ -344,23 +346,5 @@ enum Addr {
             p = cur.pointee.ifa_next
         }
         return false
-    }
-}
-
-/// Node ID -> data-path address, read by the gossip threads' record check and written by the
-/// daemon when the cluster's nodes change.
-final class NodeVTEPs: Sendable {
-    private let map = Mutex<[String: String]>([:])
-
-    /// The VTEP of `node`, if the manager knows the node.
-    func vtep(of node: String) -> String? { map.withLock { $0[node] } }
-
-    /// Replaces the map; whether it changed.
-    func replace(with new: [String: String]) -> Bool {
-        map.withLock { m in
-            guard m != new else { return false }
-            m = new
-            return true
-        }
     }
 }

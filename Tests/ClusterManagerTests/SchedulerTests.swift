@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-@testable import ClusterControl
+@testable import ClusterManager
+import OverlayAPI
 
 /// The scheduler core on made-up clusters with a fake clock: placement, spread, host-mode ports,
 /// global services, moving tasks off a node that went down, and the drain.

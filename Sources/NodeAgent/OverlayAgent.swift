@@ -4,79 +4,6 @@ import OverlayDriver
 import OverlayModel
 import Synchronization
 
-/// What a host publishes about one of its endpoints in a network's `endpoint_table` (JSON).
-public struct EndpointRecord: Codable, Hashable, Sendable {
-    /// The endpoint ID (the table key).
-    public var id: String
-    /// A human name (the container's).
-    public var name: String
-    /// The overlay address, e.g. `10.0.0.2`.
-    public var address: String
-    /// The MAC address, e.g. `02:42:0a:00:00:02`.
-    public var mac: String
-    /// The underlay address of the host (its VTEP).
-    public var vtep: String
-    /// Other names the endpoint answers to in DNS on this network (`--network-alias`).
-    public var aliases: [String]?
-    /// The service this endpoint is a task of, if any.
-    public var service: String?
-
-    /// Makes a record from an attached endpoint.
-    public init(endpoint: OverlayEndpoint, name: String, aliases: [String] = [], service: String? = nil) {
-        id = endpoint.id
-        self.name = name
-        address = endpoint.address.description
-        mac = endpoint.mac.description
-        vtep = endpoint.vtep.description
-        self.aliases = aliases.isEmpty ? nil : aliases
-        self.service = service
-    }
-
-    /// The JSON bytes stored in the table.
-    public func encoded() -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        return Array((try? encoder.encode(self)) ?? Data())
-    }
-
-    /// Decodes table bytes; nil if they are not a valid record.
-    public static func decode(_ bytes: [UInt8]) -> EndpointRecord? {
-        try? JSONDecoder().decode(EndpointRecord.self, from: Data(bytes))
-    }
-
-    /// The driver's peer entry, or nil if an address does not parse.
-    public var peer: PeerEntry? {
-        guard let a = IPAddress(address), let m = MACAddress(mac), let v = IPAddress(vtep) else { return nil }
-        return PeerEntry(address: a, mac: m, vtep: v)
-    }
-}
-
-/// A peer the agent programmed into (or removed from) the driver, for logs and UIs.
-public struct PeerChange: Sendable, Hashable, CustomStringConvertible {
-    /// Whether the peer was added (true) or removed (false).
-    public var added: Bool
-    /// The network.
-    public var network: String
-    /// The record the peer came from.
-    public var record: EndpointRecord
-    /// The node that published it.
-    public var owner: String
-    /// `+ demo 10.0.0.3 02:42:0a:00:00:03 via 198.18.0.2 (h2/c2)`.
-    public var description: String {
-        "\(added ? "+" : "-") \(network) \(record.address) \(record.mac) via \(record.vtep) (\(owner)/\(record.name))"
-    }
-}
-
-/// A change to the endpoint records of a network, local ones included (for the DNS tables).
-public enum EndpointRecordEvent: Sendable, Hashable {
-    /// A record was created or changed.
-    case upsert(network: String, key: String, owner: String, record: EndpointRecord)
-    /// A record was deleted, or withdrawn because its owner failed.
-    case remove(network: String, key: String)
-    /// This host stopped following the network: forget all of its records.
-    case networkLeft(String)
-}
-
 /// The agent that connects the layers on one host: endpoints attached through the driver are
 /// published in gossip's `endpoint_table` of their network, and endpoints other hosts publish
 /// there become the driver's peers (added on create/update, removed on delete or owner failure).
@@ -91,16 +18,17 @@ public final class OverlayAgent: Sendable {
 
     private struct State {
         var watchers: [String: Task<Void, Never>] = [:]
-        /// network -> table key -> peer programmed from it.
-        var programmed: [String: [String: (PeerEntry, EndpointRecord, String)]] = [:]
+        /// network -> table key -> the endpoint programmed as a peer from it, and its owner.
+        var programmed: [String: [String: (endpoint: Endpoint, owner: String)]] = [:]
         var observers: [UInt64: AsyncStream<PeerChange>.Continuation] = [:]
         var nextID: UInt64 = 0
         var errors: [String] = []
-        var recordObserver: (@Sendable (EndpointRecordEvent) -> Void)?
-        var ownerCheck: (@Sendable (_ owner: String, _ record: EndpointRecord) -> Bool)?
+        var endpointObserver: (@Sendable (EndpointEvent) -> Void)?
+        var ownerCheck: (@Sendable (_ owner: String, _ endpoint: Endpoint) -> Bool)?
         /// network -> table key -> a record the owner check refused (until it passes).
         var quarantined: [String: [String: TableChange]] = [:]
         var refusedRecords = 0
+        var malformedRecords = 0
     }
     private let state = Mutex(State())
 
@@ -128,10 +56,12 @@ public final class OverlayAgent: Sendable {
         return network
     }
 
-    /// Calls `observer` for every endpoint record change of every followed network, local records
-    /// included, in order (the current records of a network first when it is followed).
-    public func setRecordObserver(_ observer: (@Sendable (EndpointRecordEvent) -> Void)?) {
-        state.withLock { $0.recordObserver = observer }
+    /// Calls `observer` with every endpoint change of every followed network, local endpoints
+    /// included, in order (the current endpoints of a network first when it is followed), on the
+    /// gossip thread that delivered it: each record is decoded and checked once, before anyone
+    /// sees it.
+    public func setEndpointObserver(_ observer: (@Sendable (EndpointEvent) -> Void)?) {
+        state.withLock { $0.endpointObserver = observer }
     }
 
     /// Attaches an endpoint through the driver and publishes its record.
@@ -204,9 +134,9 @@ public final class OverlayAgent: Sendable {
     /// Stops programming a network's peers and leaves its gossip network (the caller removes it
     /// from the driver).
     public func leaveNetwork(_ name: String) {
-        let (task, observer) = state.withLock { s -> (Task<Void, Never>?, (@Sendable (EndpointRecordEvent) -> Void)?) in
+        let (task, observer) = state.withLock { s -> (Task<Void, Never>?, (@Sendable (EndpointEvent) -> Void)?) in
             s.programmed[name] = nil
-            return (s.watchers.removeValue(forKey: name), s.recordObserver)
+            return (s.watchers.removeValue(forKey: name), s.endpointObserver)
         }
         task?.cancel()
         db.leaveNetwork(name)
@@ -219,7 +149,7 @@ public final class OverlayAgent: Sendable {
     /// otherwise publish endpoints under any live member's name, pointing anywhere. Refused
     /// records wait, and are looked at again by ``recheckRecords()`` (call it when what the check
     /// knows changes, such as a new node).
-    public func setOwnerCheck(_ check: (@Sendable (_ owner: String, _ record: EndpointRecord) -> Bool)?) {
+    public func setOwnerCheck(_ check: (@Sendable (_ owner: String, _ endpoint: Endpoint) -> Bool)?) {
         state.withLock { $0.ownerCheck = check }
     }
 
@@ -236,62 +166,63 @@ public final class OverlayAgent: Sendable {
     /// Records refused by the owner check so far (each refusal once).
     public var refusedRecords: Int { state.withLock { $0.refusedRecords } }
 
+    /// Records dropped because they were not valid JSON records with parseable addresses.
+    public var malformedRecords: Int { state.withLock { $0.malformedRecords } }
+
     /// Whether the agent follows this network.
     public func follows(_ name: String) -> Bool { state.withLock { $0.watchers[name] != nil } }
 
     private func apply(_ change: TableChange) {
-        if change.owner != me {
+        let network = change.network
+        let mine = change.owner == me
+        // The record is decoded, and its addresses parsed, here and nowhere else. A value that is
+        // not a valid record is a counted drop, and withdraws whatever the key held before.
+        var endpoint: Endpoint?
+        if change.kind != .delete {
+            endpoint = Endpoint(tableValue: change.value)
+            if endpoint == nil {
+                state.withLock { $0.malformedRecords += 1 }
+                note("ignored malformed endpoint record \(change.key) on \(network) from \(change.owner)")
+            }
+        }
+        if !mine {
             let refused = state.withLock { s -> Bool in
-                if change.kind == .delete {
-                    s.quarantined[change.network]?[change.key] = nil
+                guard let endpoint, let check = s.ownerCheck, !check(change.owner, endpoint) else {
+                    s.quarantined[network]?[change.key] = nil
                     return false
                 }
-                guard let check = s.ownerCheck, let record = EndpointRecord.decode(change.value), !check(change.owner, record) else {
-                    s.quarantined[change.network]?[change.key] = nil
-                    return false
-                }
-                if s.quarantined[change.network]?[change.key] == nil { s.refusedRecords += 1 }
-                s.quarantined[change.network, default: [:]][change.key] = change
+                if s.quarantined[network]?[change.key] == nil { s.refusedRecords += 1 }
+                s.quarantined[network, default: [:]][change.key] = change
                 return true
             }
             if refused {
-                note("refused endpoint record \(change.key) on \(change.network) from \(change.owner): its owner is not a node the manager knows at that VTEP")
+                note("refused endpoint record \(change.key) on \(network) from \(change.owner): its owner is not a node the manager knows at that VTEP")
                 return
             }
         }
-        if let observer = state.withLock({ $0.recordObserver }) {
-            if change.kind == .delete {
-                observer(.remove(network: change.network, key: change.key))
-            } else if let record = EndpointRecord.decode(change.value) {
-                observer(.upsert(network: change.network, key: change.key, owner: change.owner, record: record))
-            }
-        }
-        guard change.owner != me else { return }
-        let network = change.network
-        let old = state.withLock { $0.programmed[network]?[change.key] }
-        var removed: (PeerEntry, EndpointRecord, String)?
-        var added: (PeerEntry, EndpointRecord, String)?
-        if let old, change.kind == .delete || EndpointRecord.decode(change.value)?.peer != old.0 {
-            removed = old
-        }
-        if change.kind != .delete {
-            if let record = EndpointRecord.decode(change.value), let peer = record.peer {
-                if old?.0 != peer { added = (peer, record, change.owner) }
+        if let observer = state.withLock({ $0.endpointObserver }) {
+            if let endpoint {
+                observer(.upsert(network: network, key: change.key, owner: change.owner, endpoint: endpoint))
             } else {
-                note("ignored malformed endpoint record \(change.key) from \(change.owner)")
+                observer(.remove(network: network, key: change.key))
             }
         }
-        if let r = removed {
-            do { try driver.removePeer(r.0, network: network) } catch { note("removePeer \(r.0): \(error)") }
-            publish(PeerChange(added: false, network: network, record: r.1, owner: r.2))
+        guard !mine else { return }
+        let old = state.withLock { $0.programmed[network]?[change.key] }
+        if let old, old.endpoint.peer != endpoint?.peer {
+            do { try driver.removePeer(old.endpoint.peer, network: network) } catch { note("removePeer \(old.endpoint.peer): \(error)") }
+            publish(PeerChange(added: false, network: network, endpoint: old.endpoint, owner: old.owner))
             state.withLock { _ = $0.programmed[network]?.removeValue(forKey: change.key) }
         }
-        if let a = added {
+        if let endpoint, old?.endpoint.peer != endpoint.peer {
             do {
-                try driver.addPeer(a.0, network: network)
-                state.withLock { $0.programmed[network, default: [:]][change.key] = a }
-                publish(PeerChange(added: true, network: network, record: a.1, owner: a.2))
-            } catch { note("addPeer \(a.0): \(error)") }
+                try driver.addPeer(endpoint.peer, network: network)
+                state.withLock { $0.programmed[network, default: [:]][change.key] = (endpoint, change.owner) }
+                publish(PeerChange(added: true, network: network, endpoint: endpoint, owner: change.owner))
+            } catch { note("addPeer \(endpoint.peer): \(error)") }
+        } else if let endpoint, old != nil {
+            // The same peer, other fields changed (a name, aliases): keep the newest.
+            state.withLock { $0.programmed[network]?[change.key] = (endpoint, change.owner) }
         }
     }
 

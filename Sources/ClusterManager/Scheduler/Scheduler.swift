@@ -1,4 +1,5 @@
 import Foundation
+import OverlayAPI
 
 /// The service scheduler as a pure function of the cluster's state and the time: which tasks to
 /// create, where, which to shut down, and which to forget. No store, no gossip, no clock of its

@@ -5,7 +5,8 @@ import OverlayModel
 import Testing
 import X509
 
-@testable import ClusterControl
+@testable import ClusterManager
+import OverlayAPI
 
 /// A fresh temporary directory, removed by the caller's `defer`.
 func pkiTemporaryDirectory() -> String {

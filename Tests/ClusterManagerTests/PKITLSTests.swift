@@ -5,7 +5,8 @@ import NIOSSL
 import OverlayModel
 import Testing
 
-@testable import ClusterControl
+@testable import ClusterManager
+import OverlayAPI
 
 /// Collects the first line the server sends; fails if the connection errors or closes first.
 private final class FirstReply: ChannelInboundHandler, Sendable {
