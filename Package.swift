@@ -90,7 +90,7 @@ let package = Package(
             exclude: ["README.md"]),
         // The API's models, errors and client: what the CLI (or any client) needs, without the
         // manager's store, PKI or TLS.
-        .target(name: "OverlayAPI", dependencies: ["IPsecKeys", nioCore, nioPosix, nioHTTP1], exclude: ["README.md"]),
+        .target(name: "OverlayAPI", dependencies: ["OverlayModel", "IPsecKeys", nioCore, nioPosix, nioHTTP1], exclude: ["README.md"]),
         // The manager's parts: the store seam, PKI and join tokens, the scheduler's pure core,
         // network allocation and key rotation.
         .target(

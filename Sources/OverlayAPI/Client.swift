@@ -4,14 +4,6 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-/// A node's role, as written in its certificate's OU.
-public enum NodeRole: String, Sendable, Hashable, Codable, CaseIterable {
-    /// A manager: runs the store and API and may issue certificates.
-    case manager = "swarm-manager"
-    /// A worker: runs tasks and follows the managers.
-    case worker = "swarm-worker"
-}
-
 /// Who an authenticated peer is, read from its verified certificate.
 public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
     /// The node ID (certificate CN).
@@ -29,7 +21,7 @@ public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// `"<nodeID> (<role>)"`.
-    public var description: String { "\(nodeID) (\(role.rawValue))" }
+    public var description: String { "\(nodeID) (\(role.certificateOU))" }
 }
 
 /// Adds TLS handlers to a new connection's pipeline and returns the future of the peer's
@@ -176,6 +168,7 @@ public struct APIClient: Sendable {
     /// Sends a request and returns the status and body. Throws `APIError` (status 0) when the
     /// server can't be reached, with a line that says where it tried.
     public func call(_ method: String, _ path: String, body: Data? = nil, group: EventLoopGroup) async throws -> (Int, Data) {
+        try Task.checkCancellation()
         if let pool, let kept = pool.take() {
             do { return try await send(method, path, body: body, on: kept) } catch let e as ConnectionLost {
                 // Unanswered, the server closed the kept connection as the request went out (its
@@ -183,6 +176,7 @@ public struct APIClient: Sendable {
                 if e.answered { throw await failure(e, on: kept) }
             }
         }
+        try Task.checkCancellation()
         let connection = try await connect(group: group)
         do { return try await send(method, path, body: body, on: connection) } catch let e as ConnectionLost {
             throw await failure(e, on: connection)
@@ -246,7 +240,18 @@ public struct APIClient: Sendable {
         }
         defer { timeout.cancel() }
         let answer: ResponseHandler.Answer
-        do { answer = try await promise.futureResult.get() } catch let e as ConnectionLost {
+        do {
+            // A cancelled caller (a loop that is ending) cuts the request off: the connection
+            // closes, so a long poll does not hold its caller for the rest of its wait.
+            answer = try await withTaskCancellationHandler {
+                try await promise.futureResult.get()
+            } onCancel: {
+                channel.eventLoop.execute {
+                    answers.fail(CancellationError())
+                    channel.close(promise: nil)
+                }
+            }
+        } catch let e as ConnectionLost {
             throw e
         } catch {
             channel.close(promise: nil)

@@ -47,7 +47,7 @@ public struct DaemonInfo: Codable, Sendable {
     public var hostname: String
     /// "inactive" or "active".
     public var swarm: String
-    public var role: String?
+    public var role: NodeRole?
     public var clusterID: String?
     public var managerAddr: String?
     public var advertiseAddr: String?
@@ -70,7 +70,7 @@ public struct DaemonInfo: Codable, Sendable {
         nodeID: String,
         hostname: String,
         swarm: String,
-        role: String? = nil,
+        role: NodeRole? = nil,
         clusterID: String? = nil,
         managerAddr: String? = nil,
         advertiseAddr: String? = nil,
@@ -105,10 +105,9 @@ public struct DaemonInfo: Codable, Sendable {
 public struct NodeRecord: Codable, Sendable, Hashable {
     public var id: String
     public var hostname: String
-    /// "manager" or "worker".
-    public var role: String
-    /// "ready" or "down" (from gossip).
-    public var status: String
+    public var role: NodeRole
+    /// From gossip.
+    public var status: NodeStatus
     public var advertiseAddr: String
     public var dataPathAddr: String
     public var gossipPort: UInt16
@@ -123,8 +122,8 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     public init(
         id: String,
         hostname: String,
-        role: String,
-        status: String,
+        role: NodeRole,
+        status: NodeStatus,
         advertiseAddr: String,
         dataPathAddr: String,
         gossipPort: UInt16,
@@ -655,7 +654,7 @@ public struct JoinRequest: Codable, Sendable {
 /// The manager's answer to a join.
 public struct JoinReply: Codable, Sendable {
     public var nodeID: String
-    public var role: String
+    public var role: NodeRole
     public var clusterID: String
     public var certificate: String?
     public var ca: String?
@@ -670,7 +669,7 @@ public struct JoinReply: Codable, Sendable {
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
         nodeID: String,
-        role: String,
+        role: NodeRole,
         clusterID: String,
         certificate: String? = nil,
         ca: String? = nil,
@@ -845,18 +844,18 @@ public struct ServiceUpdateRequest: Codable, Sendable {
 
 /// One published port of a service.
 public struct ServicePort: Codable, Sendable, Hashable {
-    public var `protocol`: String
+    public var `protocol`: PortProtocol
     public var targetPort: UInt16
     public var publishedPort: UInt16
     /// `ingress` (every node, through the mesh) or `host` (only nodes with a task, straight to it).
-    public var publishMode: String
+    public var publishMode: PublishMode
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
-        `protocol`: String,
+        `protocol`: PortProtocol,
         targetPort: UInt16,
         publishedPort: UInt16,
-        publishMode: String
+        publishMode: PublishMode
     ) {
         self.`protocol` = `protocol`
         self.targetPort = targetPort
@@ -891,15 +890,15 @@ public struct ServiceRecord: Codable, Sendable, Hashable {
     public var created: Date
     public var updated: Date
     /// `replicated` or `global`.
-    public var mode: String
+    public var mode: ServiceMode
     public var replicas: Int
     /// `vip` or `dnsrr`.
-    public var endpointMode: String
+    public var endpointMode: EndpointMode
     /// The service's networks, in the order given (the ingress network last, when it publishes through the mesh).
     public var networks: [ServiceNetwork]
     public var ports: [ServicePort]
     /// `keep` (see `ServiceCreateRequest.sourceIP`) or nil.
-    public var sourceIP: String?
+    public var sourceIP: SourceIPMode?
     public var command: [String]
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
@@ -908,12 +907,12 @@ public struct ServiceRecord: Codable, Sendable, Hashable {
         name: String,
         created: Date,
         updated: Date,
-        mode: String,
+        mode: ServiceMode,
         replicas: Int,
-        endpointMode: String,
+        endpointMode: EndpointMode,
         networks: [ServiceNetwork],
         ports: [ServicePort],
-        sourceIP: String? = nil,
+        sourceIP: SourceIPMode? = nil,
         command: [String]
     ) {
         self.id = id
@@ -939,7 +938,7 @@ public struct TaskRecord: Codable, Sendable, Hashable {
     public var slot: Int
     public var nodeID: String
     /// `running` or `shutdown`.
-    public var desiredState: String
+    public var desiredState: TaskState
     public var created: Date
     /// When the desired state became `shutdown`.
     public var shutdownAt: Date?
@@ -955,7 +954,7 @@ public struct TaskRecord: Codable, Sendable, Hashable {
         serviceName: String,
         slot: Int,
         nodeID: String,
-        desiredState: String,
+        desiredState: TaskState,
         created: Date,
         shutdownAt: Date? = nil
     ) {

@@ -83,7 +83,7 @@ struct SwarmJoin: AsyncParsableCommand {
         r.listenAddr = listenAddr
         r.dataPathAddr = dataPathAddr
         let info = try await global.client().call("POST", "/v1/swarm/join", body: r, as: DaemonInfo.self)
-        print("This node joined a swarm as a \(info.role ?? "worker").")
+        print("This node joined a swarm as a \(info.role ?? .worker).")
     }
 }
 
@@ -178,7 +178,7 @@ struct NodeList: AsyncParsableCommand {
         if format.json { return try printJSON(nodes) }
         let me = try await c.call("GET", "/v1/info", as: DaemonInfo.self).nodeID
         printTable(["ID", "HOSTNAME", "STATUS", "ROLE", "ADDRESS", "DATA PATH", "ENCRYPTION"], nodes.map {
-            [$0.id + ($0.id == me ? " *" : ""), $0.hostname, $0.status.capitalized, $0.role == "manager" ? "Leader" : "worker",
+            [$0.id + ($0.id == me ? " *" : ""), $0.hostname, $0.status.rawValue.capitalized, $0.role == .manager ? "Leader" : "worker",
              $0.advertiseAddr, $0.dataPathAddr, $0.encryption ?? "-"]
         })
     }

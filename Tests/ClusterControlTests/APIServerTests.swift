@@ -23,6 +23,10 @@ import Testing
             return .json(Echo(word: String(repeating: e.word, count: times)), status: 201)
         }
         router.route(.get, "/v1/refuse") { _, _ in throw APIError(409, "not now") }
+        router.route(.get, "/v1/slow") { _, _ in
+            try await Task.sleep(for: .seconds(20))
+            return .json(Echo(word: "late"))
+        }
         let server = try await APIServer.start(.unix(path), limits: limits, group: group, logger: Logger(label: "test"), router: router)
         do { try await body(server, .unix(path), group) } catch {
             await server.close()
@@ -51,6 +55,34 @@ import Testing
             #expect(status == 400 && String(decoding: body, as: UTF8.self).contains("malformed JSON in the request"))
             let (empty, _) = try await client.call("POST", "/v1/echo/1", group: group)
             #expect(empty == 400)
+        }
+    }
+
+    /// A caller that is cancelled (a loop ending) does not wait for a slow answer: the call
+    /// throws at once and its connection is closed, never returned to the pool.
+    @Test func aCancelledCallEndsAtOnceAndItsConnectionCloses() async throws {
+        try await Self.serving { server, endpoint, group in
+            let pool = APIConnectionPool()
+            let client = APIClient(endpoint: endpoint, timeout: .seconds(30), pool: pool)
+            let call = Task { try await client.json("GET", "/v1/slow", as: Echo.self, group: group) }
+            var waited = 0
+            while server.openConnections == 0 && waited < 100 {
+                try await Task.sleep(for: .milliseconds(20))
+                waited += 1
+            }
+            let start = ContinuousClock.now
+            call.cancel()
+            let result = await call.result
+            let took = ContinuousClock.now - start
+            #expect(throws: (any Error).self) { try result.get() }
+            #expect(took < .seconds(2), "a cancelled call took \(took)")
+            #expect(pool.idleCount == 0)
+            // A cancelled task's call does not even start.
+            let early = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await client.json("POST", "/v1/echo/1", body: Echo(word: "a"), as: Echo.self, group: group)
+            }
+            await #expect(throws: CancellationError.self) { try await early.value }
         }
     }
 

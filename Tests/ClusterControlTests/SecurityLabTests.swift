@@ -287,6 +287,12 @@ import OverlayTestKit
             left = open.output.split(separator: "\n").count
             if left != 0 { usleep(200_000) }
         }
+        if left != 0 {
+            // Which sockets, and whether the daemon holds them or the kernel's queue does.
+            let detail = try lab.sh("h1", ["ss", "-Htnpoi", "( sport = :2377 and dst 198.18.0.3 )"])
+            let listen = try lab.sh("h1", ["ss", "-Htlnp", "( sport = :2377 )"])
+            print("left on h1: \(detail.output)\nlistener: \(listen.output)")
+        }
         #expect(left == 0, "15 s after the flood the manager still has \(left) of h3's connections")
         let asked = Date()
         let anonymous = try lab.sh("h3", ["curl", "-sk", "-m", "5", "https://198.18.0.1:2377/v1/state"])

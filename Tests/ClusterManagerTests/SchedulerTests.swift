@@ -10,15 +10,15 @@ import OverlayAPI
     let scheduler = Scheduler(moveDelay: 10, startupGrace: 15, drain: 2)
 
     func node(_ name: String) -> NodeRecord {
-        NodeRecord(id: "id-" + name, hostname: name, role: name == "m" ? "manager" : "worker", status: "ready",
+        NodeRecord(id: "id-" + name, hostname: name, role: name == "m" ? .manager : .worker, status: .ready,
                    advertiseAddr: "198.18.0.1", dataPathAddr: "198.18.0.1", gossipPort: 7946, joined: t0,
                    certificateNotAfter: nil, encryption: nil)
     }
 
     func service(_ name: String, replicas: Int = 0, global: Bool = false, hostPort: Bool = false) -> ServiceRecord {
-        ServiceRecord(id: "svc-" + name, name: name, created: t0, updated: t0, mode: global ? "global" : "replicated",
-                      replicas: replicas, endpointMode: "vip", networks: [],
-                      ports: hostPort ? [ServicePort(protocol: "tcp", targetPort: 80, publishedPort: 8080, publishMode: "host")] : [],
+        ServiceRecord(id: "svc-" + name, name: name, created: t0, updated: t0, mode: global ? .global : .replicated,
+                      replicas: replicas, endpointMode: .vip, networks: [],
+                      ports: hostPort ? [ServicePort(protocol: .tcp, targetPort: 80, publishedPort: 8080, publishMode: .host)] : [],
                       sourceIP: nil, command: ["sleep", "infinity"])
     }
 
@@ -50,7 +50,7 @@ import OverlayAPI
         }
 
         func running(_ service: String) -> [TaskRecord] {
-            state.tasks.filter { $0.serviceName == service && $0.desiredState == "running" }
+            state.tasks.filter { $0.serviceName == service && $0.desiredState == .running }
         }
 
         func perNode(_ service: String) -> [String: Int] {

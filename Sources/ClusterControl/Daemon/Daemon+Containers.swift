@@ -366,12 +366,12 @@ extension OverlayDaemon {
     func checkPortsFreeOfServices(_ wanted: [PortMapping]) throws {
         guard !wanted.isEmpty else { return }
         let me = swarm?.nodeID ?? localNodeID
-        let localServices = Set(allTasks().filter { $0.nodeID == me && $0.desiredState != "shutdown" }.map(\.serviceID))
+        let localServices = Set(allTasks().filter { $0.nodeID == me && $0.desiredState != .shutdown }.map(\.serviceID))
         for s in allServices() {
             for p in s.ports {
-                guard let m = wanted.first(where: { $0.protocol.rawValue == p.protocol && $0.hostPort == p.publishedPort }) else { continue }
-                if p.publishMode == "host" && !localServices.contains(s.id) { continue }
-                let how = p.publishMode == "host" ? "its task on this node publishes it (mode=host)" : "the routing mesh publishes it on every node"
+                guard let m = wanted.first(where: { $0.protocol == p.protocol && $0.hostPort == p.publishedPort }) else { continue }
+                if p.publishMode == .host && !localServices.contains(s.id) { continue }
+                let how = p.publishMode == .host ? "its task on this node publishes it (mode=host)" : "the routing mesh publishes it on every node"
                 throw APIError(409, "port '\(m.hostPort)/\(p.protocol)' is already in use by service '\(s.name)': \(how)")
             }
         }

@@ -40,7 +40,9 @@ extension OverlayDaemon {
             logger.notice("no upstream DNS servers (none given with --dns, none in \(configuration.hostResolvConf)): only cluster names resolve")
         }
         let index = endpointIndex
-        let changed: @Sendable () -> Void = { [weak self] in Task { await self?.endpointsChanged() } }
+        // An endpoint change: the load balancers follow at the membership's next reconcile.
+        let kick = reconcileKick
+        let changed: @Sendable () -> Void = { kick?.yield() }
         let server = DNSServer(configuration: config, logger: logger)
         do { try await server.start() } catch {
             logger.error("the embedded DNS server could not start (containers get no name resolution): \(error)")

@@ -38,7 +38,6 @@ struct LoadBalancingRuntime: Sendable {
     var namespaces: [String: LBNamespaceState] = [:]
     var ingress: IngressBoxState?
     var host: LoadBalancer?
-    var kicked = false
     var lastErrors: [String: String] = [:]
 }
 
@@ -47,25 +46,9 @@ extension OverlayDaemon {
     static let ingressBoxHandle = "ingress_sbox"
     static let hostIngressTable = "ovl_ingress_ports"
 
-    /// A record change: bring the load balancers in line soon (changes arriving together are
-    /// applied together).
-    func endpointsChanged() {
-        guard !loadBalancing.kicked else { return }
-        loadBalancing.kicked = true
-        Task { [weak self] in
-            try? await Task.sleep(for: .milliseconds(20))
-            await self?.lbKickFired()
-        }
-    }
-
-    func lbKickFired() async {
-        loadBalancing.kicked = false
-        await reconcile()
-    }
-
     /// The container names of tasks that should get new connections (desired running).
     func liveTaskNames() -> Set<String> {
-        Set(allTasks().filter { $0.desiredState == "running" }.map(\.containerName))
+        Set(allTasks().filter { $0.desiredState == .running }.map(\.containerName))
     }
 
     /// Makes the load balancers match the services, the tasks and the endpoint records.
@@ -74,7 +57,7 @@ extension OverlayDaemon {
         let live = liveTaskNames()
         let containers = ((try? store.all(.container, as: ContainerRecord.self)) ?? [])
         let localNetworks = Set(containers.flatMap { $0.networks.map(\.networkName) })
-        let vipServices = allServices().filter { $0.endpointMode == "vip" }
+        let vipServices = allServices().filter { $0.endpointMode == .vip }
         // 1. Per network: a load-balancer namespace where local containers may ask a VIP.
         var wanted: [String: [VIPEntry]] = [:]
         for svc in vipServices {
@@ -192,7 +175,7 @@ extension OverlayDaemon {
     /// to local tasks for `--source-ip keep`).
     func reconcileIngress(live: Set<String>, containers: [ContainerRecord], nodeID: String) async {
         let ingressNet = cluster.networks.first { $0.ingress }
-        let publishing = allServices().filter { $0.ports.contains { $0.publishMode == "ingress" } }
+        let publishing = allServices().filter { $0.ports.contains { $0.publishMode == .ingress } }
         guard let ingressNet, !publishing.isEmpty else {
             await removeIngressBox()
             return
@@ -209,13 +192,13 @@ extension OverlayDaemon {
                 let tasks = endpoints.filter { $0.service == svc.name && live.contains($0.name) }.compactMap(\.ipv4).sorted()
                 let local = containers.filter { $0.serviceName == svc.name && live.contains($0.name) }
                     .compactMap { $0.gatewayAddress.flatMap(IPv4Address.init) }.sorted()
-                for p in svc.ports where p.publishMode == "ingress" {
-                    guard let proto = PortProtocol(rawValue: p.protocol) else { continue }
+                for p in svc.ports where p.publishMode == .ingress {
+                    let proto = p.protocol
                     if !tasks.isEmpty {
                         boxPorts.append(PortEntry(service: svc.name, protocol: proto, port: p.publishedPort,
                                                   targets: tasks.map { LBTarget($0, port: p.targetPort) }))
                     }
-                    let targets = svc.sourceIP == "keep" && !local.isEmpty
+                    let targets = svc.sourceIP == .keep && !local.isEmpty
                         ? local.map { LBTarget($0, port: p.targetPort) } : [LBTarget(box.gatewayAddress, port: p.publishedPort)]
                     hostPorts.append(PortEntry(service: svc.name, protocol: proto, port: p.publishedPort, targets: targets))
                 }
@@ -300,8 +283,8 @@ extension OverlayDaemon {
                 for sn in svc.networks {
                     let vip = sn.vip.flatMap(IPv4Address.init)
                     table.upsert(ServiceName(name: svc.name, network: sn.networkName, vip4: vip, vip6: nil,
-                                             mode: svc.endpointMode == "dnsrr" ? .dnsrr : .vip,
-                                             ports: svc.ports.map { Discovery.ServicePort(name: nil, proto: $0.protocol, port: $0.targetPort) }))
+                                             mode: svc.endpointMode == .dnsrr ? .dnsrr : .vip,
+                                             ports: svc.ports.map { Discovery.ServicePort(name: nil, proto: $0.protocol.rawValue, port: $0.targetPort) }))
                 }
             }
         }

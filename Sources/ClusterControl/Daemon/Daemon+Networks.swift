@@ -127,7 +127,7 @@ extension OverlayDaemon {
         var m = try requireManager()
         let n = try network(named: name)
         if n.ingress {
-            let publishing = allServices().filter { $0.ports.contains { $0.publishMode == "ingress" } }.map(\.name).sorted()
+            let publishing = allServices().filter { $0.ports.contains { $0.publishMode == .ingress } }.map(\.name).sorted()
             if !publishing.isEmpty {
                 throw APIError(409, "ingress network cannot be removed because service \(publishing.joined(separator: ", ")) depends on it")
             }

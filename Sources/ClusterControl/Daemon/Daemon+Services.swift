@@ -35,14 +35,14 @@ extension OverlayDaemon {
             throw APIError(409, "service \(req.name) already exists")
         }
         guard !req.command.isEmpty else { throw APIError(400, "a service needs a command to run: service create --name S -- CMD...") }
-        let mode = req.mode ?? "replicated"
-        guard mode == "replicated" || mode == "global" else { throw APIError(400, "invalid --mode '\(mode)': use replicated or global") }
-        if mode == "global" && req.replicas != nil { throw APIError(400, "--replicas can only be used with replicated mode") }
+        guard let mode = ServiceMode(rawValue: req.mode ?? "replicated") else {
+            throw APIError(400, "invalid --mode '\(req.mode ?? "")': use replicated or global")
+        }
+        if mode == .global && req.replicas != nil { throw APIError(400, "--replicas can only be used with replicated mode") }
         let replicas = req.replicas ?? 1
         guard (0...1000).contains(replicas) else { throw APIError(400, "--replicas \(replicas) is out of range 0-1000") }
-        let endpointMode = req.endpointMode ?? "vip"
-        guard endpointMode == "vip" || endpointMode == "dnsrr" else {
-            throw APIError(400, "invalid --endpoint-mode '\(endpointMode)': use vip or dnsrr")
+        guard let endpointMode = EndpointMode(rawValue: req.endpointMode ?? "vip") else {
+            throw APIError(400, "invalid --endpoint-mode '\(req.endpointMode ?? "")': use vip or dnsrr")
         }
         var nets: [NetworkRecord] = []
         for name in req.networks {
@@ -54,20 +54,22 @@ extension OverlayDaemon {
             nets.append(n)
         }
         let ports = try servicePorts(req.publish, existing: [], endpointMode: endpointMode, excluding: nil)
+        var sourceIP: SourceIPMode?
         if let s = req.sourceIP {
-            guard s == "keep" else { throw APIError(400, "invalid --source-ip '\(s)': use keep") }
-            guard ports.contains(where: { $0.publishMode == "ingress" }) else {
+            guard let keep = SourceIPMode(rawValue: s) else { throw APIError(400, "invalid --source-ip '\(s)': use keep") }
+            sourceIP = keep
+            guard ports.contains(where: { $0.publishMode == .ingress }) else {
                 throw APIError(400, "--source-ip keep needs a port published in ingress mode")
             }
         }
         let id = NodeID.random().text
         var record = ServiceRecord(
-            id: id, name: req.name, created: Date(), updated: Date(), mode: mode, replicas: mode == "global" ? 0 : replicas,
-            endpointMode: endpointMode, networks: [], ports: ports, sourceIP: req.sourceIP, command: req.command)
+            id: id, name: req.name, created: Date(), updated: Date(), mode: mode, replicas: mode == .global ? 0 : replicas,
+            endpointMode: endpointMode, networks: [], ports: ports, sourceIP: sourceIP, command: req.command)
         var changes: [StoreChange] = []
         for n in nets {
             var vip: String?
-            if endpointMode == "vip" {
+            if endpointMode == .vip {
                 let a = try allocateVIP(&m, network: n, service: record)
                 vip = a.address.description
                 changes.append(try .set(.allocation, "\(n.id)/\(a.address)", a))
@@ -91,7 +93,7 @@ extension OverlayDaemon {
     /// Adds the ingress network (no VIP: the mesh sends to task addresses) when the service
     /// publishes through the mesh, and removes it when it no longer does.
     func addIngress(to record: inout ServiceRecord) throws {
-        let needs = record.ports.contains { $0.publishMode == "ingress" }
+        let needs = record.ports.contains { $0.publishMode == .ingress }
         record.networks.removeAll { sn in cluster.networks.first(where: { $0.id == sn.networkID })?.ingress ?? false }
         guard needs else { return }
         guard let ingress = cluster.networks.first(where: { $0.ingress }) else {
@@ -121,7 +123,7 @@ extension OverlayDaemon {
     }
 
     /// Parses `-p` specs into service ports, checking every rule Docker has for them.
-    func servicePorts(_ specs: [String], existing: [ServicePort], endpointMode: String, excluding: String?) throws -> [ServicePort] {
+    func servicePorts(_ specs: [String], existing: [ServicePort], endpointMode: EndpointMode, excluding: String?) throws -> [ServicePort] {
         var out = existing
         var taken: [String: String] = [:]   // "proto/port" -> service name
         for s in allServices() where s.id != excluding {
@@ -132,22 +134,22 @@ extension OverlayDaemon {
             do { parsed = try PortSpec.parse(text) } catch { throw APIError(400, "invalid -p '\(text)': \(error.message)") }
             for p in parsed {
                 if p.hostIP != nil { throw APIError(400, "-p \(text): a service publishes on every address; drop the host IP") }
-                if p.mode == .ingress && endpointMode == "dnsrr" {
+                if p.mode == .ingress && endpointMode == .dnsrr {
                     throw APIError(400, "port published with ingress mode can't be used with dnsrr mode")
                 }
                 var published = p.published
                 if published == nil {
                     guard p.mode == .ingress else { throw APIError(400, "-p \(text): mode=host needs a published port") }
                     published = Self.dynamicPorts.first { port in
-                        taken["\(p.protocol.rawValue)/\(port)"] == nil && !out.contains { $0.publishedPort == port && $0.protocol == p.protocol.rawValue }
+                        taken["\(p.protocol.rawValue)/\(port)"] == nil && !out.contains { $0.publishedPort == port && $0.protocol == p.protocol }
                     }
                     guard published != nil else { throw APIError(409, "no free port left in \(Self.dynamicPorts) for -p \(text)") }
                 }
-                let port = ServicePort(protocol: p.protocol.rawValue, targetPort: p.target, publishedPort: published!, publishMode: p.mode.rawValue)
+                let port = ServicePort(protocol: p.protocol, targetPort: p.target, publishedPort: published!, publishMode: p.mode)
                 if let other = taken["\(port.protocol)/\(port.publishedPort)"] {
                     throw APIError(409, "port '\(port.publishedPort)/\(port.protocol)' is already in use by service '\(other)'")
                 }
-                if port.publishMode == "ingress", let (container, node) = standaloneHolder(of: "\(port.protocol)/\(port.publishedPort)") {
+                if port.publishMode == .ingress, let (container, node) = standaloneHolder(of: "\(port.protocol)/\(port.publishedPort)") {
                     throw APIError(
                         409, "port '\(port.publishedPort)/\(port.protocol)' is already in use by container '\(container)' on node \(node) (overlayctl run -p): the routing mesh needs it on every node")
                 }
@@ -164,7 +166,7 @@ extension OverlayDaemon {
         _ = try requireManager()
         var s = try service(named: name)
         if let r = req.replicas {
-            guard s.mode == "replicated" else { throw APIError(400, "--replicas can only be used with replicated mode") }
+            guard s.mode == .replicated else { throw APIError(400, "--replicas can only be used with replicated mode") }
             guard (0...1000).contains(r) else { throw APIError(400, "--replicas \(r) is out of range 0-1000") }
             s.replicas = r
         }
@@ -174,7 +176,13 @@ extension OverlayDaemon {
                 guard let port = parts.first.flatMap({ UInt16($0) }), parts.count <= 2 else {
                     throw APIError(400, "--publish-rm '\(text)': use PORT or PORT/PROTOCOL")
                 }
-                let proto = parts.count == 2 ? parts[1] : nil
+                var proto: PortProtocol?
+                if parts.count == 2 {
+                    guard let p = PortProtocol(rawValue: parts[1].lowercased()) else {
+                        throw APIError(400, "--publish-rm '\(text)': unknown protocol '\(parts[1])' (tcp, udp or sctp)")
+                    }
+                    proto = p
+                }
                 let before = s.ports.count
                 s.ports.removeAll { $0.publishedPort == port && (proto == nil || $0.protocol == proto) }
                 if s.ports.count == before { throw APIError(404, "service \(s.name) does not publish \(text)") }
@@ -184,15 +192,15 @@ extension OverlayDaemon {
             s.ports = try servicePorts(add, existing: s.ports, endpointMode: s.endpointMode, excluding: s.id)
         }
         if req.publishAdd != nil || req.publishRemove != nil {
-            if s.sourceIP == "keep" && !s.ports.contains(where: { $0.publishMode == "ingress" }) { s.sourceIP = nil }
+            if s.sourceIP == .keep && !s.ports.contains(where: { $0.publishMode == .ingress }) { s.sourceIP = nil }
             let before = Set(s.networks.map(\.networkID))
             try addIngress(to: &s)
             if Set(s.networks.map(\.networkID)) != before {
                 // A new network means new containers: every task is replaced (Docker's rolling update, all at once).
                 var changes: [StoreChange] = []
-                for t in allTasks() where t.serviceID == s.id && t.desiredState == "running" {
+                for t in allTasks() where t.serviceID == s.id && t.desiredState == .running {
                     var d = t
-                    d.desiredState = "shutdown"
+                    d.desiredState = .shutdown
                     d.shutdownAt = Date()
                     changes.append(try .set(.task, t.id, d))
                 }
@@ -215,9 +223,9 @@ extension OverlayDaemon {
             if let ip = IPAddress(vip) { try? m.ipam.releaseAddress(ip, in: sn.networkID) }
             changes.append(.delete(.allocation, "\(sn.networkID)/\(vip)"))
         }
-        for t in allTasks() where t.serviceID == s.id && t.desiredState == "running" {
+        for t in allTasks() where t.serviceID == s.id && t.desiredState == .running {
             var d = t
-            d.desiredState = "shutdown"
+            d.desiredState = .shutdown
             d.shutdownAt = Date()
             changes.append(try .set(.task, t.id, d))
         }
@@ -269,14 +277,14 @@ extension OverlayDaemon {
 
     func serviceEntry(_ s: ServiceRecord) throws -> ServiceListEntry {
         let states = manager?.taskStates ?? [:]
-        let live = allTasks().filter { $0.serviceID == s.id && $0.desiredState == "running" }
+        let live = allTasks().filter { $0.serviceID == s.id && $0.desiredState == .running }
         let running = live.filter { states[$0.id] == "running" }.count
-        let desired = s.mode == "global" ? live.count : s.replicas
+        let desired = s.mode == .global ? live.count : s.replicas
         var vips: [String: String] = [:]
         for sn in s.networks { if let v = sn.vip { vips[sn.networkName] = v } }
         return ServiceListEntry(
-            ID: s.id, Name: s.name, Mode: s.mode, Replicas: "\(running)/\(desired)", EndpointMode: s.endpointMode,
-            Ports: s.ports.map { "*:\($0.publishedPort)->\($0.targetPort)/\($0.protocol)" + ($0.publishMode == "host" ? " (host)" : "") },
+            ID: s.id, Name: s.name, Mode: s.mode.rawValue, Replicas: "\(running)/\(desired)", EndpointMode: s.endpointMode.rawValue,
+            Ports: s.ports.map { "*:\($0.publishedPort)->\($0.targetPort)/\($0.protocol)" + ($0.publishMode == .host ? " (host)" : "") },
             VirtualIPs: vips)
     }
 
@@ -297,11 +305,11 @@ extension OverlayDaemon {
         let states = manager?.taskStates ?? [:]
         let addresses = manager?.taskAddresses ?? [:]
         return allTasks().filter { $0.serviceID == s.id }
-            .sorted { ($0.slot, $0.desiredState == "shutdown" ? 1 : 0, $0.created) < ($1.slot, $1.desiredState == "shutdown" ? 1 : 0, $1.created) }
+            .sorted { ($0.slot, $0.desiredState == .shutdown ? 1 : 0, $0.created) < ($1.slot, $1.desiredState == .shutdown ? 1 : 0, $1.created) }
             .map { t in
                 TaskListEntry(
                     ID: t.id, Name: t.slot == 0 ? "\(t.serviceName).\(t.nodeID.prefix(12))" : "\(t.serviceName).\(t.slot)",
-                    Node: nodes[t.nodeID] ?? t.nodeID, DesiredState: t.desiredState.capitalized,
+                    Node: nodes[t.nodeID] ?? t.nodeID, DesiredState: t.desiredState.rawValue.capitalized,
                     CurrentState: states[t.id] ?? "pending", Addresses: addresses[t.id] ?? [:])
             }
     }

@@ -15,9 +15,9 @@ struct TaskRuntime: Sendable {
 }
 
 extension OverlayDaemon {
-    /// Schedules a reconciliation (tasks, then load balancers) without waiting for it.
+    /// Asks for a reconciliation (tasks, then load balancers) soon, without waiting for it.
     func kickReconcile() {
-        Task { [weak self] in await self?.reconcile() }
+        reconcileKick?.yield()
     }
 
     /// Runs the tasks this node is given, removes the containers of tasks that are gone, then
@@ -55,7 +55,7 @@ extension OverlayDaemon {
         for t in mine where !isStopped {
             if var c = have[t.id] {
                 let nets = c.networks.map { "\($0.networkName)=\($0.address)" }.joined(separator: ",")
-                var state = t.desiredState == "shutdown" ? "shutdown" : isRunning(c) ? "running" : "exited"
+                var state = t.desiredState == .shutdown ? "shutdown" : isRunning(c) ? "running" : "exited"
                 // A task whose process ended is started again (Docker's default restart policy),
                 // with the same backoff as a failed start.
                 if state == "exited" {
@@ -75,7 +75,7 @@ extension OverlayDaemon {
                 states[t.id] = state + "|" + nets
                 continue
             }
-            guard t.desiredState == "running", let svc = allServices().first(where: { $0.id == t.serviceID }) else { continue }
+            guard t.desiredState == .running, let svc = allServices().first(where: { $0.id == t.serviceID }) else { continue }
             if let (n, last, why) = taskRuntime.failures[t.id], Date().timeIntervalSince(last) < min(30, pow(2, Double(n - 1))) {
                 states[t.id] = "failed: \(why)"
                 continue
@@ -95,7 +95,7 @@ extension OverlayDaemon {
         // States with addresses again, for anything created just now.
         for c in (try? store.all(.container, as: ContainerRecord.self)) ?? [] {
             guard let id = c.taskID, let t = byID[id], states[id]?.hasPrefix("running") == true, !states[id]!.contains("|") else { continue }
-            states[id] = (t.desiredState == "running" ? "running" : "shutdown") + "|"
+            states[id] = (t.desiredState == .running ? "running" : "shutdown") + "|"
                 + c.networks.map { "\($0.networkName)=\($0.address)" }.joined(separator: ",")
         }
         await reportTaskStates(states)
@@ -105,7 +105,7 @@ extension OverlayDaemon {
     /// publishes through the mesh), its host-mode ports, its command.
     func runTask(_ t: TaskRecord, of svc: ServiceRecord) async throws {
         var req = ContainerCreateRequest(name: t.containerName, networks: svc.networks.map(\.networkName), command: svc.command, detach: true)
-        req.publish = svc.ports.filter { $0.publishMode == "host" }.map { "\($0.publishedPort):\($0.targetPort)/\($0.protocol)" }
+        req.publish = svc.ports.filter { $0.publishMode == .host }.map { "\($0.publishedPort):\($0.targetPort)/\($0.protocol)" }
         _ = try await runContainer(req, task: t)
     }
 

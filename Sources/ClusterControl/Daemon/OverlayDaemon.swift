@@ -77,7 +77,7 @@ public struct DaemonConfiguration: Sendable {
 struct SwarmSettings: Codable, Sendable {
     var clusterID: String
     var nodeID: String
-    var role: String
+    var role: NodeRole
     var advertiseAddr: String
     var listenHost: String
     var listenPort: Int
@@ -123,10 +123,14 @@ public actor OverlayDaemon {
     var gateway: GatewayBridge?
     /// The cluster state as last received (workers) or as held (managers).
     var cluster = ClusterState(version: 0, networks: [], nodes: [], gossipKeys: [])
-    var syncTask: Task<Void, Never>?
     /// The gossip keys (base64) in this node's keyring now.
     var installedKeys: [String] = []
-    var tasks: [Task<Void, Never>] = []
+    /// The loops of the current swarm membership, children of one task group
+    /// (`runMembershipLoops`): they end together, awaited, when the membership does.
+    var membershipLoops: Task<Void, Never>?
+    /// Asks the membership's reconcile loop for a run soon. Any thread may yield; kicks that
+    /// arrive while a run is pending make one run.
+    var reconcileKick: AsyncStream<Void>.Continuation?
     var stopped: CheckedContinuation<Void, Never>?
     var isStopped = false
     let localNodeID: String
@@ -217,9 +221,9 @@ public actor OverlayDaemon {
         mark("local API")
         await managerServer?.close()
         mark("manager API")
-        syncTask?.cancel()
         managerConnections.closeAll()
-        for t in tasks { t.cancel() }
+        await endMembershipLoops()
+        mark("loops")
         if let agent { await agent.shutdownKeepingEndpoints() }
         mark("gossip")
         await dns?.shutdown()

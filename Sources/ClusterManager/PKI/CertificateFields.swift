@@ -77,7 +77,7 @@ enum ClusterCertificateCheck {
             throw PKIError(.untrustedCertificate, "the certificate for \(leaf.subject) belongs to another cluster")
         }
         guard let nodeID = leaf.subject.pkiCommonName, !nodeID.isEmpty,
-            let role = leaf.subject.pkiOrganizationalUnit.flatMap(NodeIdentity.Role.init(rawValue:))
+            let role = leaf.subject.pkiOrganizationalUnit.flatMap(NodeIdentity.Role.init(certificateOU:))
         else {
             throw PKIError(.invalidCertificate, "the certificate for \(leaf.subject) lacks a node ID (CN) or a role (OU swarm-manager/swarm-worker)")
         }

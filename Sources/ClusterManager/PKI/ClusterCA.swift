@@ -136,11 +136,11 @@ public struct ClusterCA: Sendable {
             throw PKIError(.invalidInput, "\"\(name)\" is not a DNS name")
         }
         let now = Certificate.pkiWholeSeconds(now)
-        var names: [GeneralName] = ([role.rawValue, nodeID] + dnsNames).map { .dnsName($0) }
+        var names: [GeneralName] = ([role.certificateOU, nodeID] + dnsNames).map { .dnsName($0) }
         names += ipAddresses.map { .ipAddress(.init(contentBytes: ArraySlice($0.bytes))) }
         let subject = try DistinguishedName {
             OrganizationName(clusterID)
-            OrganizationalUnitName(role.rawValue)
+            OrganizationalUnitName(role.certificateOU)
             CommonName(nodeID)
         }
         let caKeyID = try? certificate.extensions.subjectKeyIdentifier?.keyIdentifier

@@ -191,7 +191,7 @@ struct PeerCheck: Sendable {
         if let requiredRole, peer.role != requiredRole {
             throw PKIError(
                 .wrongRole,
-                "the peer \(peer.nodeID) is a \(peer.role.rawValue), not a \(requiredRole.rawValue); connect to a manager's address")
+                "the peer \(peer.nodeID) is a \(peer.role.certificateOU), not a \(requiredRole.certificateOU); connect to a manager's address")
         }
         return peer
     }

@@ -73,7 +73,7 @@ public struct NodeIdentity: Sendable {
             throw PKIError(.untrustedCertificate, "the node certificate was not issued by the given CA certificate")
         }
         guard let nodeID = certificate.subject.pkiCommonName, !nodeID.isEmpty,
-            let role = certificate.subject.pkiOrganizationalUnit.flatMap(Role.init(rawValue:)),
+            let role = certificate.subject.pkiOrganizationalUnit.flatMap(Role.init(certificateOU:)),
             let clusterID = certificate.subject.pkiOrganization
         else {
             throw PKIError(.invalidCertificate, "the node certificate lacks a node ID (CN), role (OU) or cluster ID (O)")

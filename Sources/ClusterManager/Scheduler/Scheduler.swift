@@ -93,40 +93,40 @@ public struct Scheduler: Sendable {
         var all = state.tasks
         let services = Dictionary(state.services.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         func shutDown(_ i: Int) {
-            all[i].desiredState = "shutdown"
+            all[i].desiredState = .shutdown
             all[i].shutdownAt = now
             plan.shutDown.append(all[i])
         }
-        for i in all.indices where all[i].desiredState == "running" {
+        for i in all.indices where all[i].desiredState == .running {
             let t = all[i]
             guard let s = services[t.serviceID] else {
                 shutDown(i)
                 continue
             }
             switch s.mode {
-            case "replicated" where t.slot > s.replicas || gone.contains(t.nodeID) || !known.contains(t.nodeID):
+            case .replicated where t.slot > s.replicas || gone.contains(t.nodeID) || !known.contains(t.nodeID):
                 shutDown(i)
-            case "global" where !known.contains(t.nodeID):
+            case .global where !known.contains(t.nodeID):
                 shutDown(i)
             default:
                 continue
             }
         }
         var load: [String: Int] = [:]
-        for t in all where t.desiredState == "running" { load[t.nodeID, default: 0] += 1 }
+        for t in all where t.desiredState == .running { load[t.nodeID, default: 0] += 1 }
         for s in state.services.sorted(by: { $0.name < $1.name }) {
-            let running = all.filter { $0.serviceID == s.id && $0.desiredState == "running" }
+            let running = all.filter { $0.serviceID == s.id && $0.desiredState == .running }
             var mine: [String: Int] = [:]
             for t in running { mine[t.nodeID, default: 0] += 1 }
             var wanted: [(slot: Int, node: String?)] = []
-            if s.mode == "replicated" {
+            if s.mode == .replicated {
                 let slots = Set(running.map(\.slot))
                 wanted = (1...max(s.replicas, 1)).filter { $0 <= s.replicas && !slots.contains($0) }.map { ($0, nil) }
             } else {
                 let have = Set(running.map(\.nodeID))
                 wanted = ready.filter { !have.contains($0.id) }.map { (0, $0.id) }
             }
-            let onePerNode = s.ports.contains { $0.publishMode == "host" }
+            let onePerNode = s.ports.contains { $0.publishMode == .host }
             for w in wanted {
                 let candidates = onePerNode ? ready.filter { (mine[$0.id] ?? 0) == 0 } : ready
                 let node = w.node ?? candidates.min { a, b in
@@ -134,14 +134,14 @@ public struct Scheduler: Sendable {
                 }?.id
                 guard let node else { continue }   // no ready node: stays pending until one comes
                 let t = TaskRecord(id: newID(), serviceID: s.id, serviceName: s.name, slot: w.slot, nodeID: node,
-                                   desiredState: "running", created: now)
+                                   desiredState: .running, created: now)
                 mine[node, default: 0] += 1
                 load[node, default: 0] += 1
                 all.append(t)
                 plan.created.append(t)
             }
         }
-        for t in state.tasks where t.desiredState == "shutdown" && now.timeIntervalSince(t.shutdownAt ?? t.created) >= drain {
+        for t in state.tasks where t.desiredState == .shutdown && now.timeIntervalSince(t.shutdownAt ?? t.created) >= drain {
             plan.forgotten.append(t.id)
         }
         return plan
