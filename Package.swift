@@ -185,6 +185,7 @@ let package = Package(
         .testTarget(
             name: "ClusterManagerTests",
             dependencies: ["ClusterManager", "OverlayAPI", "OverlayModel", "IPAM", "IPsecKeys", nioCore, nioPosix, nioSSL, x509, crypto]),
+        .testTarget(name: "OverlayAPITests", dependencies: ["OverlayAPI"]),
         .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "OverlayDriver", "OverlayModel"]),
         .testTarget(
             name: "ClusterControlTests",

@@ -76,9 +76,9 @@ do {
         var req = NetworkCreateRequest(name: "bench\(i)")
         req.attachable = true
         let t0 = DispatchTime.now().uptimeNanoseconds
-        _ = try await api("h1").json("POST", "/v1/networks", body: req, as: NetworkInspect.self, group: group)
+        _ = try await api("h1").call(LocalAPI.createNetwork, body: req, group: group)
         for h in ["h2", "h3"] {
-            while (try? await api(h).json("GET", "/v1/networks/bench\(i)", as: NetworkInspect.self, group: group)) == nil {
+            while (try? await api(h).call(LocalAPI.inspectNetwork, "bench\(i)", group: group)) == nil {
                 try await Task.sleep(for: .milliseconds(2))
             }
         }
@@ -87,14 +87,14 @@ do {
 
     // 2. run on h2 -> reachable by IP from a container on h1.
     let prober = ContainerCreateRequest(name: "probe", networks: ["bench0"], command: ["sleep", "infinity"], detach: true)
-    let p = try await api("h1").json("POST", "/v1/containers", body: prober, as: ContainerInspect.self, group: group)
+    let p = try await api("h1").call(LocalAPI.runContainer, body: prober, group: group)
     let probeNS = "/proc/\(p.DaemonPid)/root\(p.NetworkSettings.SandboxKey)"
     var runTimes: [Double] = []
     var callTimes: [Double] = []
     for i in 0..<rounds {
         let req = ContainerCreateRequest(name: "r\(i)", networks: ["bench0"], command: ["sleep", "infinity"], detach: true)
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let c = try await api("h2").json("POST", "/v1/containers", body: req, as: ContainerInspect.self, group: group)
+        let c = try await api("h2").call(LocalAPI.runContainer, body: req, group: group)
         callTimes.append(ms(t0))
         let ip = c.NetworkSettings.Networks["bench0"]!.IPAddress
         // ping sends every 2 ms and exits at the first reply.

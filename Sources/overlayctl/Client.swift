@@ -28,13 +28,16 @@ struct DaemonClient {
         socketPath = h.hasPrefix("unix://") ? String(h.dropFirst("unix://".count)) : h
     }
 
-    func call<T: Decodable>(_ method: String, _ path: String, body: (some Encodable)? = Optional<Data>.none, as type: T.Type) async throws -> T {
+    /// Calls one of the daemon's routes (`LocalAPI`): `parameters` fill its `:names`, `query`
+    /// items with a nil value are left out.
+    func call<Body, Reply>(_ route: APIRoute<Body, Reply>, _ parameters: String..., query: [(String, String?)] = [],
+                           body: Body? = nil) async throws -> Reply {
         guard FileManager.default.fileExists(atPath: socketPath) else {
             throw CLIError("cannot reach overlayd at \(socketPath): no such socket (is overlayd running? give -H unix:///path or OVERLAY_HOST)")
         }
         let client = APIClient(endpoint: .unix(socketPath), timeout: .seconds(120))
         do {
-            return try await client.json(method, path, body: body, as: T.self, group: MultiThreadedEventLoopGroup.singleton)
+            return try await client.call(route, parameters: parameters, query: query, body: body, group: MultiThreadedEventLoopGroup.singleton)
         } catch let e as APIError {
             throw CLIError(e.message)
         }

@@ -25,7 +25,7 @@ struct FormatOption: ParsableArguments {
 struct Info: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show the daemon's node, swarm membership, addresses, datapath and kernel IPsec support (JSON).")
     @OptionGroup var global: HostOptions
-    func run() async throws { try printJSON(try await global.client().call("GET", "/v1/info", as: DaemonInfo.self)) }
+    func run() async throws { try printJSON(try await global.client().call(LocalAPI.info)) }
 }
 
 // MARK: swarm
@@ -61,9 +61,9 @@ struct SwarmInit: AsyncParsableCommand {
         r.keyRotationSeconds = keyRotationSeconds
         r.espEncapsulation = espEncapsulation
         let c = try global.client()
-        let info = try await c.call("POST", "/v1/swarm/init", body: r, as: DaemonInfo.self)
+        let info = try await c.call(LocalAPI.swarmInit, body: r)
         print("Swarm initialized: current node (\(info.nodeID)) is now a manager.")
-        let t = try await c.call("GET", "/v1/swarm/join-token?role=worker", as: [String: String].self)
+        let t = try await c.call(LocalAPI.joinToken, query: [("role", "worker")])
         print("\nTo add a worker to this swarm, run the following command:\n\n    overlayctl swarm join --token \(t["token"] ?? "") \(t["manager"] ?? "")\n")
     }
 }
@@ -82,7 +82,7 @@ struct SwarmJoin: AsyncParsableCommand {
         r.advertiseAddr = advertiseAddr
         r.listenAddr = listenAddr
         r.dataPathAddr = dataPathAddr
-        let info = try await global.client().call("POST", "/v1/swarm/join", body: r, as: DaemonInfo.self)
+        let info = try await global.client().call(LocalAPI.swarmJoin, body: r)
         print("This node joined a swarm as a \(info.role ?? .worker).")
     }
 }
@@ -99,7 +99,7 @@ struct SwarmJoinToken: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let t = try await global.client().call("GET", "/v1/swarm/join-token?role=\(role)\(rotate ? "&rotate=1" : "")", as: [String: String].self)
+        let t = try await global.client().call(LocalAPI.joinToken, query: [("role", role), ("rotate", rotate ? "1" : nil)])
         if quiet { print(t["token"] ?? ""); return }
         if rotate { print("Successfully rotated \(role) join token.\n") }
         print("To add a \(role) to this swarm, run the following command:\n\n    overlayctl swarm join --token \(t["token"] ?? "") \(t["manager"] ?? "")\n")
@@ -111,7 +111,7 @@ struct SwarmLeave: AsyncParsableCommand {
     @OptionGroup var global: HostOptions
     @Flag(name: .shortAndLong, help: "Leave even as the manager or with containers (they are removed).") var force = false
     func run() async throws {
-        _ = try await global.client().call("POST", "/v1/swarm/leave\(force ? "?force=1" : "")", as: [String: String].self)
+        _ = try await global.client().call(LocalAPI.swarmLeave, query: [("force", force ? "1" : nil)])
         print("Node left the swarm.")
     }
 }
@@ -120,7 +120,7 @@ struct SwarmRotateKeys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "rotate-keys", abstract: "Rotate the gossip encryption keys now.")
     @OptionGroup var global: HostOptions
     func run() async throws {
-        _ = try await global.client().call("POST", "/v1/swarm/rotate-keys", as: [String: String].self)
+        _ = try await global.client().call(LocalAPI.rotateKeys)
         print("Gossip keys rotated.")
     }
 }
@@ -156,9 +156,8 @@ struct NodeRemove: AsyncParsableCommand {
         let c = try global.client()
         var failed: [String] = []
         for node in nodes {
-            let path = "/v1/nodes/\(node.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? node)\(force ? "?force=1" : "")"
             do {
-                _ = try await c.call("DELETE", path, as: [String: String].self)
+                _ = try await c.call(LocalAPI.removeNode, node, query: [("force", force ? "1" : nil)])
                 print(node)
             } catch {
                 failed.append("\(error)")
@@ -174,9 +173,9 @@ struct NodeList: AsyncParsableCommand {
     @OptionGroup var format: FormatOption
     func run() async throws {
         let c = try global.client()
-        let nodes = try await c.call("GET", "/v1/nodes", as: [NodeRecord].self)
+        let nodes = try await c.call(LocalAPI.nodes)
         if format.json { return try printJSON(nodes) }
-        let me = try await c.call("GET", "/v1/info", as: DaemonInfo.self).nodeID
+        let me = try await c.call(LocalAPI.info).nodeID
         printTable(["ID", "HOSTNAME", "STATUS", "ROLE", "ADDRESS", "DATA PATH", "ENCRYPTION"], nodes.map {
             [$0.id + ($0.id == me ? " *" : ""), $0.hostname, $0.status.rawValue.capitalized, $0.role == .manager ? "Leader" : "worker",
              $0.advertiseAddr, $0.dataPathAddr, $0.encryption ?? "-"]
@@ -219,7 +218,7 @@ struct NetworkCreate: AsyncParsableCommand {
         r.auxAddresses = auxAddress
         r.options = opt
         r.labels = label
-        let n = try await global.client().call("POST", "/v1/networks", body: r, as: NetworkInspect.self)
+        let n = try await global.client().call(LocalAPI.createNetwork, body: r)
         print(n.Id)
     }
 }
@@ -229,7 +228,7 @@ struct NetworkList: AsyncParsableCommand {
     @OptionGroup var global: HostOptions
     @OptionGroup var format: FormatOption
     func run() async throws {
-        let list = try await global.client().call("GET", "/v1/networks", as: [NetworkInspect].self)
+        let list = try await global.client().call(LocalAPI.networks)
         if format.json { return try printJSON(list) }
         printTable(["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "ATTACHABLE"], list.map {
             [String($0.Id.prefix(12)), $0.Name, $0.Driver, $0.Scope, $0.IPAM.Config.map(\.Subnet).joined(separator: ","),
@@ -250,7 +249,7 @@ struct NetworkInspectCommand: AsyncParsableCommand {
         let c = try global.client()
         var out: [NetworkInspect] = []
         for n in names {
-            out.append(try await c.call("GET", "/v1/networks/\(escape(n))\(verbose ? "?verbose=1" : "")", as: NetworkInspect.self))
+            out.append(try await c.call(LocalAPI.inspectNetwork, n, query: [("verbose", verbose ? "1" : nil)]))
         }
         try printJSON(out)
     }
@@ -264,7 +263,7 @@ struct NetworkRemove: AsyncParsableCommand {
     func run() async throws {
         let c = try global.client()
         for n in names {
-            _ = try await c.call("DELETE", "/v1/networks/\(escape(n))", as: [String: String].self)
+            _ = try await c.call(LocalAPI.removeNetwork, n)
             print(n)
         }
     }
@@ -288,12 +287,10 @@ struct NetworkConnect: AsyncParsableCommand {
 
     func run() async throws {
         let r = AttachRequest(name: name, network: network, namespacePath: netns, pid: pid, ip: ip, aliases: alias)
-        let c = try await global.client().call("POST", "/v1/attach", body: r, as: ContainerInspect.self)
+        let c = try await global.client().call(LocalAPI.attach, body: r)
         print(c.NetworkSettings.Networks[network]?.IPAddress ?? c.Id)
     }
 }
-
-func escape(_ s: String) -> String { s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? s }
 
 // MARK: containers
 
@@ -317,7 +314,7 @@ struct Run: AsyncParsableCommand {
         r.aliases = networkAlias
         r.ip = ip
         r.publish = publish
-        let c = try await global.client().call("POST", "/v1/containers", body: r, as: ContainerInspect.self)
+        let c = try await global.client().call(LocalAPI.runContainer, body: r)
         if detach || cmd.isEmpty {
             print(c.Id)
             return
@@ -336,7 +333,7 @@ struct Exec: AsyncParsableCommand {
         var cmd = command
         if cmd.first == "--" { cmd.removeFirst() }
         guard !cmd.isEmpty else { throw CLIError("exec needs a command: overlayctl exec NAME -- CMD", code: 64) }
-        let c = try await global.client().call("GET", "/v1/containers/\(escape(name))", as: ContainerInspect.self)
+        let c = try await global.client().call(LocalAPI.inspectContainer, name)
         throw execReplacing(containerArgv(c, cmd))
     }
 }
@@ -346,7 +343,7 @@ struct PS: AsyncParsableCommand {
     @OptionGroup var global: HostOptions
     @OptionGroup var format: FormatOption
     func run() async throws {
-        let list = try await global.client().call("GET", "/v1/containers", as: [ContainerInspect].self)
+        let list = try await global.client().call(LocalAPI.containers)
         if format.json { return try printJSON(list) }
         printTable(["CONTAINER ID", "NAME", "STATUS", "NETWORKS", "COMMAND"], list.map { c in
             [String(c.Id.prefix(12)), c.Name, c.State.Status,
@@ -365,7 +362,7 @@ struct Remove: AsyncParsableCommand {
     func run() async throws {
         let c = try global.client()
         for n in names {
-            _ = try await c.call("DELETE", "/v1/containers/\(escape(n))\(force ? "?force=1" : "")", as: [String: String].self)
+            _ = try await c.call(LocalAPI.removeContainer, n, query: [("force", force ? "1" : nil)])
             print(n)
         }
     }
@@ -379,7 +376,7 @@ struct InspectContainer: AsyncParsableCommand {
     func run() async throws {
         let c = try global.client()
         var out: [ContainerInspect] = []
-        for n in names { out.append(try await c.call("GET", "/v1/containers/\(escape(n))", as: ContainerInspect.self)) }
+        for n in names { out.append(try await c.call(LocalAPI.inspectContainer, n)) }
         try printJSON(out)
     }
 }

@@ -90,7 +90,7 @@ struct LabUp: AsyncParsableCommand {
             let client = try DaemonClient(host: "unix://" + lab.socket(h.name))
             var up = false
             for _ in 0..<100 where !up {
-                if (try? await client.call("GET", "/v1/info", as: DaemonInfo.self)) != nil { up = true } else {
+                if (try? await client.call(LocalAPI.info)) != nil { up = true } else {
                     try await Task.sleep(for: .milliseconds(100))
                 }
             }
@@ -136,9 +136,9 @@ struct LabDown: AsyncParsableCommand {
         var pids: [Int32] = []
         for h in lab.hosts() {
             guard let client = try? DaemonClient(host: "unix://" + lab.socket(h)),
-                  let info = try? await client.call("GET", "/v1/info", as: DaemonInfo.self) else { continue }
-            if let containers = try? await client.call("GET", "/v1/containers", as: [ContainerInspect].self) {
-                for c in containers { _ = try? await client.call("DELETE", "/v1/containers/\(c.Id)?force=1", as: [String: String].self) }
+                  let info = try? await client.call(LocalAPI.info) else { continue }
+            if let containers = try? await client.call(LocalAPI.containers) {
+                for c in containers { _ = try? await client.call(LocalAPI.removeContainer, c.Id, query: [("force", "1")]) }
             }
             kill(info.pid, SIGTERM)
             pids.append(info.pid)

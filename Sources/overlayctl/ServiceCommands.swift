@@ -42,7 +42,7 @@ struct ServiceCreate: AsyncParsableCommand {
         r.endpointMode = endpointMode
         r.publish = publish
         r.sourceIP = sourceIP
-        let s = try await global.client().call("POST", "/v1/services", body: r, as: ServiceListEntry.self)
+        let s = try await global.client().call(LocalAPI.createService, body: r)
         print(s.ID)
     }
 }
@@ -52,7 +52,7 @@ struct ServiceList: AsyncParsableCommand {
     @OptionGroup var global: HostOptions
     @OptionGroup var format: FormatOption
     func run() async throws {
-        let list = try await global.client().call("GET", "/v1/services", as: [ServiceListEntry].self)
+        let list = try await global.client().call(LocalAPI.services)
         if format.json { return try printJSON(list) }
         printTable(["ID", "NAME", "MODE", "REPLICAS", "ENDPOINT", "PORTS"], list.map {
             [String($0.ID.prefix(12)), $0.Name, $0.Mode, $0.Replicas, $0.EndpointMode, $0.Ports.joined(separator: ", ")]
@@ -66,7 +66,7 @@ struct ServicePS: AsyncParsableCommand {
     @OptionGroup var format: FormatOption
     @Argument(help: "The service.") var name: String
     func run() async throws {
-        let list = try await global.client().call("GET", "/v1/services/\(escape(name))/tasks", as: [TaskListEntry].self)
+        let list = try await global.client().call(LocalAPI.serviceTasks, name)
         if format.json { return try printJSON(list) }
         printTable(["ID", "NAME", "NODE", "DESIRED STATE", "CURRENT STATE", "ADDRESSES"], list.map {
             [String($0.ID.prefix(12)), $0.Name, $0.Node, $0.DesiredState, $0.CurrentState,
@@ -83,7 +83,7 @@ struct ServiceInspect: AsyncParsableCommand {
     func run() async throws {
         let c = try global.client()
         var out: [ServiceRecord] = []
-        for n in names { out.append(try await c.call("GET", "/v1/services/\(escape(n))", as: ServiceRecord.self)) }
+        for n in names { out.append(try await c.call(LocalAPI.inspectService, n)) }
         try printJSON(out)
     }
 }
@@ -103,7 +103,7 @@ struct ServiceUpdate: AsyncParsableCommand {
         guard r.replicas != nil || r.publishAdd != nil || r.publishRemove != nil else {
             throw CLIError("nothing to update: give --replicas, --publish-add or --publish-rm", code: 64)
         }
-        let s = try await global.client().call("POST", "/v1/services/\(escape(name))/update", body: r, as: ServiceListEntry.self)
+        let s = try await global.client().call(LocalAPI.updateService, name, body: r)
         print(s.Name)
     }
 }
@@ -116,7 +116,7 @@ struct ServiceRemove: AsyncParsableCommand {
     func run() async throws {
         let c = try global.client()
         for n in names {
-            _ = try await c.call("DELETE", "/v1/services/\(escape(n))", as: [String: String].self)
+            _ = try await c.call(LocalAPI.removeService, n)
             print(n)
         }
     }

@@ -104,6 +104,23 @@ extension Router where Context == APIContext {
     }
 }
 
+extension Router where Context == APIContext {
+    /// Adds one of the API's shared routes (`LocalAPI`, `ManagerAPI`): the body is decoded as the
+    /// route's (nothing is read for `NoBody`), and what the handler returns is answered as JSON
+    /// with the route's status.
+    @discardableResult
+    func route<Body, Reply>(_ route: APIRoute<Body, Reply>,
+                            _ handle: @escaping @Sendable (Request, APIContext, Body) async throws -> Reply) -> Self {
+        let method = HTTPRequest.Method(route.method) ?? .get
+        return on(RouterPath(route.path), method: method) { request, context in
+            var request = request
+            let body: Body
+            if let none = NoBody() as? Body { body = none } else { body = try await request.json(Body.self, context: context) }
+            return APIResponse.json(try await handle(request, context, body), status: route.status)
+        }
+    }
+}
+
 extension APIContext {
     /// A path parameter (`:name`) the route declared.
     func parameter(_ name: String) throws -> String {

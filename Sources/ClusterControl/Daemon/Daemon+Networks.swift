@@ -231,7 +231,7 @@ extension OverlayDaemon {
     func requestAddress(_ req: AllocateRequest) async throws -> AllocateReply {
         if manager != nil { return try allocate(req, for: nil) }
         let client = try managerClient(timeout: .seconds(10))
-        return try await client.json("POST", "/v1/allocate", body: req, as: AllocateReply.self, group: group)
+        return try await client.call(ManagerAPI.allocate, body: req, group: group)
     }
 
     /// Gives an address back to the manager. When the manager cannot be told now, the release is
@@ -249,7 +249,7 @@ extension OverlayDaemon {
     func tellRelease(_ req: ReleaseRequest) async throws {
         if manager != nil { return try release(req, for: nil) }
         let client = try managerClient(timeout: .seconds(10))
-        _ = try await client.json("POST", "/v1/release", body: req, as: [String: Bool].self, group: group)
+        _ = try await client.call(ManagerAPI.release, body: req, group: group)
     }
 
     /// Retries the releases the manager could not be told of (at most every 10 s).

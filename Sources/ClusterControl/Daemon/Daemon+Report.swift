@@ -30,7 +30,7 @@ extension OverlayDaemon {
         } else {
             do {
                 let client = try managerClient(timeout: timeout)
-                _ = try await client.json("POST", "/v1/report", body: report, as: NodeReportReply.self, group: group)
+                _ = try await client.call(ManagerAPI.report, body: report, group: group)
             } catch {
                 logger.warning("cannot report to the manager: \(error)")
                 return

@@ -8,121 +8,87 @@ import Logging
 // and the manager port 2377 (only what a node may ask for itself).
 
 extension OverlayDaemon {
-    /// The local API on the Unix socket: the operator's calls.
+    /// The local API on the Unix socket: the operator's calls (`LocalAPI`).
     nonisolated func localRouter() -> Router<APIContext> {
         let router = Router(context: APIContext.self)
         router.add(middleware: APIErrorMiddleware())
-        router.route(.get, "/v1/info") { _, _ in .json(await self.info()) }
+        router.route(LocalAPI.info) { _, _, _ in await self.info() }
 
-        router.route(.post, "/v1/swarm/init") { req, ctx in
-            var req = req
-            return .json(try await self.swarmInit(req.json(SwarmInitRequest.self, context: ctx)))
+        router.route(LocalAPI.swarmInit) { _, _, body in try await self.swarmInit(body) }
+        router.route(LocalAPI.swarmJoin) { _, _, body in try await self.swarmJoin(body) }
+        router.route(LocalAPI.swarmLeave) { req, _, _ in try await self.swarmLeave(force: req.flag("force")) }
+        router.route(LocalAPI.joinToken) { req, _, _ in
+            try await self.joinToken(role: req.query("role") ?? "worker", rotate: req.flag("rotate"))
         }
-        router.route(.post, "/v1/swarm/join") { req, ctx in
-            var req = req
-            return .json(try await self.swarmJoin(req.json(SwarmJoinRequest.self, context: ctx)))
-        }
-        router.route(.post, "/v1/swarm/leave") { req, _ in .json(try await self.swarmLeave(force: req.flag("force"))) }
-        router.route(.get, "/v1/swarm/join-token") { req, _ in
-            .json(try await self.joinToken(role: req.query("role") ?? "worker", rotate: req.flag("rotate")))
-        }
-        router.route(.post, "/v1/swarm/rotate-keys") { _, _ in .json(try await self.rotateGossipKeys()) }
+        router.route(LocalAPI.rotateKeys) { _, _, _ in try await self.rotateGossipKeys() }
 
-        router.route(.get, "/v1/nodes") { _, _ in .json(try await self.nodes()) }
-        router.route(.delete, "/v1/nodes/:node") { req, ctx in
-            .json(try await self.removeNodeCommand(ctx.parameter("node"), force: req.flag("force")))
+        router.route(LocalAPI.nodes) { _, _, _ in try await self.nodes() }
+        router.route(LocalAPI.removeNode) { req, ctx, _ in
+            try await self.removeNodeCommand(ctx.parameter("node"), force: req.flag("force"))
         }
 
-        router.route(.get, "/v1/networks") { _, _ in .json(try await self.networkList()) }
-        router.route(.post, "/v1/networks") { req, ctx in
-            var req = req
-            return .json(try await self.createNetwork(req.json(NetworkCreateRequest.self, context: ctx)), status: 201)
+        router.route(LocalAPI.networks) { _, _, _ in try await self.networkList() }
+        router.route(LocalAPI.createNetwork) { _, _, body in try await self.createNetwork(body) }
+        router.route(LocalAPI.inspectNetwork) { req, ctx, _ in
+            try await self.inspectNetwork(ctx.parameter("name"), verbose: req.flag("verbose"))
         }
-        router.route(.get, "/v1/networks/:name") { req, ctx in
-            .json(try await self.inspectNetwork(ctx.parameter("name"), verbose: req.flag("verbose")))
-        }
-        router.route(.delete, "/v1/networks/:name") { _, ctx in
+        router.route(LocalAPI.removeNetwork) { _, ctx, _ in
             let name = try ctx.parameter("name")
             try await self.removeNetwork(name)
-            return .json(["removed": name])
+            return ["removed": name]
         }
 
-        router.route(.get, "/v1/containers") { _, _ in .json(try await self.containerList()) }
-        router.route(.post, "/v1/containers") { req, ctx in
-            var req = req
-            return .json(try await self.runContainer(req.json(ContainerCreateRequest.self, context: ctx)), status: 201)
-        }
-        router.route(.post, "/v1/attach") { req, ctx in
-            var req = req
-            return .json(try await self.attachExisting(req.json(AttachRequest.self, context: ctx)), status: 201)
-        }
-        router.route(.get, "/v1/containers/:name") { _, ctx in .json(try await self.inspectContainer(ctx.parameter("name"))) }
-        router.route(.delete, "/v1/containers/:name") { req, ctx in
+        router.route(LocalAPI.containers) { _, _, _ in try await self.containerList() }
+        router.route(LocalAPI.runContainer) { _, _, body in try await self.runContainer(body) }
+        router.route(LocalAPI.attach) { _, _, body in try await self.attachExisting(body) }
+        router.route(LocalAPI.inspectContainer) { _, ctx, _ in try await self.inspectContainer(ctx.parameter("name")) }
+        router.route(LocalAPI.removeContainer) { req, ctx, _ in
             let name = try ctx.parameter("name")
             try await self.removeContainer(name, force: req.flag("force"))
-            return .json(["removed": name])
+            return ["removed": name]
         }
 
-        router.route(.get, "/v1/services") { _, _ in .json(try await self.serviceList()) }
-        router.route(.post, "/v1/services") { req, ctx in
-            var req = req
-            return .json(try await self.createService(req.json(ServiceCreateRequest.self, context: ctx)), status: 201)
-        }
-        router.route(.get, "/v1/services/:name") { _, ctx in .json(try await self.inspectService(ctx.parameter("name"))) }
-        router.route(.get, "/v1/services/:name/tasks") { _, ctx in .json(try await self.serviceTasks(ctx.parameter("name"))) }
-        router.route(.post, "/v1/services/:name/update") { req, ctx in
-            var req = req
-            return .json(try await self.updateService(ctx.parameter("name"), req.json(ServiceUpdateRequest.self, context: ctx)))
-        }
-        router.route(.delete, "/v1/services/:name") { _, ctx in
+        router.route(LocalAPI.services) { _, _, _ in try await self.serviceList() }
+        router.route(LocalAPI.createService) { _, _, body in try await self.createService(body) }
+        router.route(LocalAPI.inspectService) { _, ctx, _ in try await self.inspectService(ctx.parameter("name")) }
+        router.route(LocalAPI.serviceTasks) { _, ctx, _ in try await self.serviceTasks(ctx.parameter("name")) }
+        router.route(LocalAPI.updateService) { _, ctx, body in try await self.updateService(ctx.parameter("name"), body) }
+        router.route(LocalAPI.removeService) { _, ctx, _ in
             let name = try ctx.parameter("name")
             try await self.removeService(name)
-            return .json(["removed": name])
+            return ["removed": name]
         }
         return router
     }
 
-    /// The manager API on 2377: joining (with a token, no certificate yet), then only the calls a
-    /// node makes for itself, each checked against the node its certificate names. Any other
-    /// call, even one the local socket serves, is refused with 403 and a log line.
+    /// The manager API on 2377 (`ManagerAPI`): joining (with a token, no certificate yet), then
+    /// only the calls a node makes for itself, each checked against the node its certificate
+    /// names. Any other call, even one the local socket serves, is refused with 403 and a log line.
     nonisolated func managerRouter() -> Router<APIContext> {
         let router = Router(context: APIContext.self)
         router.add(middleware: APIErrorMiddleware())
         router.add(middleware: NodeCallGate(daemon: self, logger: configuration.logger))
-        router.route(.post, "/v1/join") { req, ctx in
-            var req = req
-            return .json(try await self.managerJoin(req.json(JoinRequest.self, context: ctx)))
-        }
-        router.route(.post, "/v1/renew") { req, ctx in
-            var req = req
-            return .json(try await self.renew(req.json([String: String].self, context: ctx), for: ctx.node))
-        }
-        router.route(.get, "/v1/state") { req, _ in
+        router.route(ManagerAPI.join) { _, _, body in try await self.managerJoin(body) }
+        router.route(ManagerAPI.renew) { _, ctx, body in try await self.renew(body, for: ctx.node) }
+        router.route(ManagerAPI.state) { req, _, _ in
             let since = UInt64(req.query("since") ?? "0") ?? 0
-            return .json(try await self.clusterState(since: since, waitSeconds: min(Double(req.query("wait") ?? "0") ?? 0, 30)))
+            return try await self.clusterState(since: since, waitSeconds: min(Double(req.query("wait") ?? "0") ?? 0, 30))
         }
-        router.route(.post, "/v1/report") { req, ctx in
-            var req = req
-            return .json(try await self.recordReport(req.json(NodeReport.self, context: ctx), from: ctx.node.nodeID))
-        }
-        router.route(.post, "/v1/allocate") { req, ctx in
-            var req = req
-            return .json(try await self.allocate(req.json(AllocateRequest.self, context: ctx), for: ctx.node.nodeID))
-        }
-        router.route(.post, "/v1/release") { req, ctx in
-            var req = req
-            try await self.release(req.json(ReleaseRequest.self, context: ctx), for: ctx.node.nodeID)
-            return .json(["released": true])
+        router.route(ManagerAPI.report) { _, ctx, body in try await self.recordReport(body, from: ctx.node.nodeID) }
+        router.route(ManagerAPI.allocate) { _, ctx, body in try await self.allocate(body, for: ctx.node.nodeID) }
+        router.route(ManagerAPI.release) { _, ctx, body in
+            try await self.release(body, for: ctx.node.nodeID)
+            return ["released": true]
         }
         // A node leaves for itself only (`node rm` on the manager removes others).
-        router.route(.post, "/v1/leave") { req, ctx in
+        router.route(ManagerAPI.leave) { req, ctx, _ in
             let node = try ctx.node.nodeID
             if let other = req.query("node"), other != node {
                 ctx.logger.warning("refused node \(node)'s request to remove node \(other.prefix(64))")
                 throw APIError(403, "a node may only leave for itself: use `overlayctl node rm` on a manager to remove another")
             }
             try await self.removeNode(node, rotateKeys: false)
-            return .json(["left": true])
+            return ["left": true]
         }
         return router
     }
