@@ -277,23 +277,30 @@ import OverlayTestKit
         let closed = report.output.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
         #expect(closed > 1000, "\(report.output)")
         print("flood: \(report.output.trimmingCharacters(in: .whitespacesAndNewlines)); the manager held \(heldCount) of them")
-        // And the daemon holds nothing of them afterwards (the connections the kernel still had
-        // queued when the flood ended are accepted and closed in turn), and one more join-less
-        // call from the same host answers.
-        var left = -1
-        let drained = Date().addingTimeInterval(15)
-        while left != 0 && Date() < drained {
-            let open = try lab.sh("h1", ["ss", "-Htn", "state", "established", "( sport = :2377 and dst 198.18.0.3 )"])
-            left = open.output.split(separator: "\n").count
-            if left != 0 { usleep(200_000) }
-        }
-        if left != 0 {
-            // Which sockets, and whether the daemon holds them or the kernel's queue does.
-            let detail = try lab.sh("h1", ["ss", "-Htnpoi", "( sport = :2377 and dst 198.18.0.3 )"])
-            let listen = try lab.sh("h1", ["ss", "-Htlnp", "( sport = :2377 )"])
-            print("left on h1: \(detail.output)\nlistener: \(listen.output)")
-        }
-        #expect(left == 0, "15 s after the flood the manager still has \(left) of h3's connections")
+        // And the daemon holds none of them past the request deadline (10 s from accept). The
+        // flood's process is gone, but the kernel keeps completing connections after it: a dead
+        // client's retransmitted FIN carries a valid SYN cookie, so a connection the full queue
+        // once dropped is made then (established, no FIN seen) and accepted late. Each is held
+        // only for its deadline; watched for 25 s, none lives longer, and the daemon closes them.
+        var firstSeen: [String: Date] = [:]
+        var oldest = 0.0
+        var holding: [String] = []
+        let watch = Date().addingTimeInterval(25)
+        repeat {
+            let open = try lab.sh("h1", ["ss", "-Htnp", "state", "established", "( sport = :2377 and dst 198.18.0.3 )"])
+            holding = open.output.split(separator: "\n").filter { $0.contains("overlayd") }.compactMap { line in
+                line.split(separator: " ", omittingEmptySubsequences: true).first { $0.hasPrefix("198.18.0.3:") }.map(String.init)
+            }
+            let now = Date()
+            for peer in holding {
+                let since = firstSeen[peer] ?? now
+                firstSeen[peer] = since
+                oldest = max(oldest, now.timeIntervalSince(since))
+            }
+            if !holding.isEmpty { usleep(200_000) }
+        } while !holding.isEmpty && Date() < watch
+        print("after the flood: \(firstSeen.count) of h3's connections held by the daemon, the longest \(oldest) s; \(holding.count) at the end")
+        #expect(oldest <= 13, "a connection of h3's was held \(oldest) s, past the 10 s request deadline")
         let asked = Date()
         let anonymous = try lab.sh("h3", ["curl", "-sk", "-m", "5", "https://198.18.0.1:2377/v1/state"])
         print("after the flood, a join-less call answered in \(Date().timeIntervalSince(asked)) s")
