@@ -5,7 +5,7 @@ import Synchronization
 /// Every endpoint of every followed network, as the agent's endpoint feed delivered them, local
 /// ones included: the load balancers' backends.
 public final class EndpointIndex: Sendable {
-    private let endpoints = Mutex<[String: [String: (owner: String, endpoint: Endpoint)]]>([:])
+    private let endpoints = Mutex<[String: [String: Endpoint]]>([:])
 
     /// An empty index.
     public init() {}
@@ -14,7 +14,7 @@ public final class EndpointIndex: Sendable {
     public func apply(_ event: EndpointEvent) {
         endpoints.withLock { r in
             switch event {
-            case .upsert(let network, let key, let owner, let endpoint): r[network, default: [:]][key] = (owner, endpoint)
+            case .upsert(let network, let key, _, let endpoint): r[network, default: [:]][key] = endpoint
             case .remove(let network, let key): r[network]?[key] = nil
             case .networkLeft(let network): r[network] = nil
             }
@@ -23,12 +23,7 @@ public final class EndpointIndex: Sendable {
 
     /// The endpoints of a network, in no order.
     public func endpoints(network: String) -> [Endpoint] {
-        endpoints.withLock { ($0[network] ?? [:]).values.map(\.endpoint) }
-    }
-
-    /// The endpoints of a network by table key, with the node that published each.
-    public func entries(network: String) -> [String: (owner: String, endpoint: Endpoint)] {
-        endpoints.withLock { $0[network] ?? [:] }
+        endpoints.withLock { Array(($0[network] ?? [:]).values) }
     }
 }
 

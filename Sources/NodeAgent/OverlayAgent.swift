@@ -105,15 +105,7 @@ public final class OverlayAgent: Sendable {
     public func shutdown(leave: Bool = true) async {
         for ep in driver.endpoints() { try? detach(endpoint: ep.id) }
         if leave { try? await Task.sleep(for: .milliseconds(300)) }   // let the deletes go out
-        let (tasks, observers) = state.withLock { s in
-            let r = (Array(s.watchers.values), Array(s.observers.values))
-            s.watchers = [:]
-            s.observers = [:]
-            return r
-        }
-        for t in tasks { t.cancel() }
-        for o in observers { o.finish() }
-        try? await db.shutdown(leave: leave)
+        await shutdownKeepingEndpoints(leave: leave)
         driver.shutdown()
     }
 

@@ -16,16 +16,14 @@ import Testing
         let path = "/tmp/ovl-api-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
         let router = Router(context: APIContext.self)
         router.add(middleware: APIErrorMiddleware())
-        router.route(.post, "/v1/echo/:times") { req, ctx in
-            var req = req
-            let e = try await req.json(Echo.self, context: ctx)
+        router.route(APIRoute<Echo, Echo>("POST", "/v1/echo/:times", status: 201)) { _, ctx, e in
             let times = try Int(ctx.parameter("times")) ?? 1
-            return .json(Echo(word: String(repeating: e.word, count: times)), status: 201)
+            return Echo(word: String(repeating: e.word, count: times))
         }
-        router.route(.get, "/v1/refuse") { _, _ in throw APIError(409, "not now") }
-        router.route(.get, "/v1/slow") { _, _ in
+        router.route(APIRoute<NoBody, Echo>("GET", "/v1/refuse")) { _, _, _ in throw APIError(409, "not now") }
+        router.route(APIRoute<NoBody, Echo>("GET", "/v1/slow")) { _, _, _ in
             try await Task.sleep(for: .seconds(20))
-            return .json(Echo(word: "late"))
+            return Echo(word: "late")
         }
         let server = try await APIServer.start(.unix(path), limits: limits, group: group, logger: Logger(label: "test"), router: router)
         do { try await body(server, .unix(path), group) } catch {

@@ -299,6 +299,8 @@ import OverlayTestKit
         #expect(try lab.must(node, ["exec", name, "--", "ip", "-o", "link"]).contains("mtu 1400"))
 
         // update: a port added answers on every node, a port removed stops.
+        let badProto = try lab.on("h1", ["service", "update", "--publish-rm", "8081/icmp", "pub2"])
+        #expect(!badProto.succeeded && badProto.output.contains("unknown protocol 'icmp'"), "\(badProto.output)")
         _ = try lab.must("h1", ["service", "update", "--publish-add", "8083:80", "--publish-rm", "8081", "pub2"])
         #expect(try within(10) { try curl(lab, "h1", "http://198.18.0.2:8083/").hasPrefix("pub2.") } != nil, "the added port never answered")
         #expect(try within(10) { try curl(lab, "h1", "http://198.18.0.2:8081/").isEmpty } != nil, "the removed port still answers")

@@ -96,15 +96,6 @@ extension Request {
 }
 
 extension Router where Context == APIContext {
-    /// Adds a route whose handler answers with an `APIResponse` (JSON) or throws an `APIError`.
-    @discardableResult
-    func route(_ method: HTTPRequest.Method, _ path: RouterPath,
-               _ handle: @escaping @Sendable (Request, APIContext) async throws -> APIResponse) -> Self {
-        on(path, method: method, use: handle)
-    }
-}
-
-extension Router where Context == APIContext {
     /// Adds one of the API's shared routes (`LocalAPI`, `ManagerAPI`): the body is decoded as the
     /// route's (nothing is read for `NoBody`), and what the handler returns is answered as JSON
     /// with the route's status.
