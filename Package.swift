@@ -100,7 +100,8 @@ let package = Package(
         // What a node runs for the cluster: endpoints published in gossip and programmed as the
         // driver's peers, one typed feed of endpoint events for the load balancers and the DNS.
         .target(
-            name: "NodeAgent", dependencies: ["OverlayModel", "Gossip", "OverlayDriver"], exclude: ["README.md"]),
+            name: "NodeAgent",
+            dependencies: ["OverlayAPI", "OverlayModel", "Gossip", "OverlayDriver", "Ingress", "GWBridge", "Netlink", "Discovery", nioCore, logging], exclude: ["README.md"]),
         .target(
             name: "ClusterControl",
             dependencies: [
@@ -186,7 +187,7 @@ let package = Package(
             name: "ClusterManagerTests",
             dependencies: ["ClusterManager", "OverlayAPI", "OverlayModel", "IPAM", "IPsecKeys", nioCore, nioPosix, nioSSL, x509, crypto]),
         .testTarget(name: "OverlayAPITests", dependencies: ["OverlayAPI"]),
-        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "OverlayDriver", "OverlayModel"]),
+        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "OverlayAPI", "OverlayDriver", "OverlayModel", "Ingress", "Discovery"]),
         .testTarget(
             name: "ClusterControlTests",
             dependencies: [

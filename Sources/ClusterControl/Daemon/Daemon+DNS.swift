@@ -56,23 +56,7 @@ extension OverlayDaemon {
         agent.setEndpointObserver { event in
             index.apply(event)
             changed()
-            server.updateTable { table in
-                switch event {
-                case .upsert(let network, let key, _, let e):
-                    var v4: IPv4Address?
-                    var v6: IPv6Address?
-                    switch e.address {
-                    case .v4(let a): v4 = a
-                    case .v6(let a): v6 = a
-                    }
-                    table.upsert(EndpointName(id: key, network: network, name: e.name, aliases: e.aliases,
-                                              ipv4: v4, ipv6: v6, service: e.service))
-                case .remove(let network, let key):
-                    table.removeEndpoint(id: key, network: network)
-                case .networkLeft(let network):
-                    table.removeNetwork(network)
-                }
-            }
+            server.updateTable { table in table.apply(event) }
         }
     }
 

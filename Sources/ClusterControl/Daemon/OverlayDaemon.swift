@@ -150,8 +150,8 @@ public actor OverlayDaemon {
     var reporting = ReportState()
     /// The tasks this node runs (their containers are in the store).
     var taskRuntime = TaskRuntime()
-    /// VIP load balancers and the routing mesh on this node.
-    var loadBalancing = LoadBalancingRuntime()
+    /// VIP load balancers and the routing mesh on this node (the membership's; nil outside one).
+    var loadBalancers: LoadBalancerReconciler?
     /// Every endpoint record gossip delivered (the load balancers' backends).
     let endpointIndex = EndpointIndex()
     /// Whether the kernel can do ESP with AES-GCM (probed at start). Encrypted networks use the
