@@ -64,6 +64,12 @@ public struct DaemonInfo: Codable, Sendable {
     /// Whether the kernel can do ESP with AES-GCM (xfrm), probed at start: `available`, or
     /// `unavailable (<the kernel's reason>)`. Encrypted networks use the userspace datapath.
     public var kernelIPsec: String?
+    /// Endpoint records gossip delivered that the owner check refused (each record once), since
+    /// the swarm membership began; nil outside a swarm.
+    public var refusedEndpointRecords: Int?
+    /// Endpoint records gossip delivered that were dropped because they did not decode (not a
+    /// JSON record, or an address that does not parse), since the membership began.
+    public var malformedEndpointRecords: Int?
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
@@ -81,7 +87,9 @@ public struct DaemonInfo: Codable, Sendable {
         pid: Int32,
         datapath: String,
         espEncapsulation: String? = nil,
-        kernelIPsec: String? = nil
+        kernelIPsec: String? = nil,
+        refusedEndpointRecords: Int? = nil,
+        malformedEndpointRecords: Int? = nil
     ) {
         self.nodeID = nodeID
         self.hostname = hostname
@@ -98,6 +106,8 @@ public struct DaemonInfo: Codable, Sendable {
         self.datapath = datapath
         self.espEncapsulation = espEncapsulation
         self.kernelIPsec = kernelIPsec
+        self.refusedEndpointRecords = refusedEndpointRecords
+        self.malformedEndpointRecords = malformedEndpointRecords
     }
 }
 

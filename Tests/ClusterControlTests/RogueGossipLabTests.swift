@@ -9,7 +9,8 @@ import OverlayTestKit
 /// A holder of the cluster's gossip key (not a node the manager knows) joins gossip from a host
 /// of its own and publishes endpoint records: one under a real node's name pointing at its own
 /// VTEP, one under its own name. Nodes must use neither: no DNS name, no peer, no traffic sent
-/// to it.
+/// to it. It also publishes records that do not decode (not JSON; an address that does not
+/// parse) under a real node's name: each is a counted drop, and the node goes on working.
 @Suite(.serialized) struct RogueGossipLabTests {
     @Test func aGossipKeyHolderCannotPublishEndpointsForAnotherNodeOrItself() async throws {
         guard getuid() == 0 else {
@@ -69,9 +70,16 @@ import OverlayTestKit
         let base = UInt64(Date().timeIntervalSince1970 * 1000)
         let sender = RawSender()
         let forged = [(h2ID, "forged-h2", "evil", 99), ("rogue", "forged-self", "evil2", 98)].map { (owner: $0.0, id: $0.1, name: $0.2, last: $0.3) }
+        let garbled: [(id: String, value: [UInt8])] = [
+            ("garbled-json", Array("{\"address\":".utf8)),
+            ("garbled-address", Array(String(decoding: record("garbled-address", "evil3", 97), as: UTF8.self)
+                .replacingOccurrences(of: "10.37.0.97", with: "10.37.0.300").utf8)),
+        ]
         let payloads: @Sendable (UInt64) -> [[UInt8]] = { round in
-            forged.compactMap { f in
-                let entry = EntryRecord(owner: f.owner, network: "web", table: "endpoint_table", key: f.id, value: record(f.id, f.name, f.last),
+            let values = forged.map { (owner: $0.owner, id: $0.id, value: record($0.id, $0.name, $0.last)) }
+                + garbled.map { (owner: h2ID, id: $0.id, value: $0.value) }
+            return values.compactMap { f in
+                let entry = EntryRecord(owner: f.owner, network: "web", table: "endpoint_table", key: f.id, value: f.value,
                                         ltime: base + round * 1_000_000_000, deleted: false)
                 return try? StreamCodec.encodeUser(TableWire.encode(.entry(entry)), keyring: ring)
             }
@@ -93,6 +101,12 @@ import OverlayTestKit
         // ... but were refused: no name, and nothing is sent to the rogue's VTEP.
         let log = (try? String(contentsOfFile: "/run/\(lab.name)/h1/overlayd.log", encoding: .utf8)) ?? ""
         #expect(log.contains("refused endpoint record forged-h2") && log.contains("refused endpoint record forged-self"))
+        // The garbled ones were counted drops (in the log and in `info`), and h1 still answers.
+        #expect(log.contains("ignored malformed endpoint record garbled-json on web")
+                    && log.contains("ignored malformed endpoint record garbled-address on web"))
+        let info = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["info"]).utf8)) as? [String: Any] ?? [:]
+        #expect((info["malformedEndpointRecords"] as? Int ?? 0) >= 2 && (info["refusedEndpointRecords"] as? Int ?? 0) >= 2,
+                "h1's counts: \(info)")
         // (`name.network` is the cluster's own: answered from the names alone, never forwarded.)
         for _ in 0..<3 {
             for name in ["evil.web", "evil2.web"] {

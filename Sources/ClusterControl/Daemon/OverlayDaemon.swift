@@ -247,7 +247,8 @@ public actor OverlayDaemon {
             gossipPort: configuration.gossipPort, stateDir: configuration.stateDirectory, pid: getpid(),
             datapath: agent.map { $0.driver.datapath.name } ?? "none",
             espEncapsulation: agent.map { "\($0.driver.userspaceDatapath.espEncapsulation)" },
-            kernelIPsec: kernelIPsec.map { "\($0)" })
+            kernelIPsec: kernelIPsec.map { "\($0)" },
+            refusedEndpointRecords: agent?.refusedRecords, malformedEndpointRecords: agent?.malformedRecords)
     }
 
     func requireSwarm() throws -> (SwarmSettings, OverlayAgent) {
