@@ -186,7 +186,7 @@ let package = Package(
         .testTarget(
             name: "ClusterManagerTests",
             dependencies: ["ClusterManager", "OverlayAPI", "OverlayModel", "IPAM", "IPsecKeys", nioCore, nioPosix, nioSSL, x509, crypto]),
-        .testTarget(name: "OverlayAPITests", dependencies: ["OverlayAPI"]),
+        .testTarget(name: "OverlayAPITests", dependencies: ["OverlayAPI", "OverlayModel"]),
         .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "OverlayAPI", "OverlayDriver", "OverlayModel", "Ingress", "Discovery"]),
         .testTarget(
             name: "ClusterControlTests",

@@ -1,5 +1,6 @@
 import Foundation
 import IPsecKeys
+import OverlayModel
 
 // The JSON the local API (Unix socket) and the manager API (2377) exchange. Field names of what
 // users see (`network inspect`, `inspect`) follow Docker's where the meaning is the same.
@@ -118,8 +119,8 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     public var role: NodeRole
     /// From gossip.
     public var status: NodeStatus
-    public var advertiseAddr: String
-    public var dataPathAddr: String
+    public var advertiseAddr: IPAddress
+    public var dataPathAddr: IPAddress
     public var gossipPort: UInt16
     public var joined: Date
     /// When its certificate expires (if known).
@@ -134,8 +135,8 @@ public struct NodeRecord: Codable, Sendable, Hashable {
         hostname: String,
         role: NodeRole,
         status: NodeStatus,
-        advertiseAddr: String,
-        dataPathAddr: String,
+        advertiseAddr: IPAddress,
+        dataPathAddr: IPAddress,
         gossipPort: UInt16,
         joined: Date,
         certificateNotAfter: Date? = nil,
@@ -156,18 +157,18 @@ public struct NodeRecord: Codable, Sendable, Hashable {
 
 /// One subnet of a network, as the manager stores and hands it out.
 public struct SubnetConfig: Codable, Sendable, Hashable {
-    public var subnet: String
-    public var gateway: String
-    public var ipRange: String?
-    public var auxAddresses: [String: String]
+    public var subnet: CIDR
+    public var gateway: IPAddress
+    public var ipRange: CIDR?
+    public var auxAddresses: [String: IPAddress]
     public var vni: UInt32
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
-        subnet: String,
-        gateway: String,
-        ipRange: String? = nil,
-        auxAddresses: [String: String],
+        subnet: CIDR,
+        gateway: IPAddress,
+        ipRange: CIDR? = nil,
+        auxAddresses: [String: IPAddress],
         vni: UInt32
     ) {
         self.subnet = subnet
@@ -298,9 +299,9 @@ public struct ContainerNetwork: Codable, Sendable, Hashable {
     public var networkID: String
     public var networkName: String
     public var endpointID: String
-    public var address: String
+    public var address: IPAddress
     public var prefixLength: Int
-    public var gateway: String
+    public var gateway: IPAddress
     public var mac: String
     public var aliases: [String]
 
@@ -309,9 +310,9 @@ public struct ContainerNetwork: Codable, Sendable, Hashable {
         networkID: String,
         networkName: String,
         endpointID: String,
-        address: String,
+        address: IPAddress,
         prefixLength: Int,
-        gateway: String,
+        gateway: IPAddress,
         mac: String,
         aliases: [String]
     ) {
@@ -341,7 +342,7 @@ public struct ContainerRecord: Codable, Sendable, Hashable {
     public var logPath: String?
     public var networks: [ContainerNetwork]
     public var publish: [String]
-    public var gatewayAddress: String?
+    public var gatewayAddress: IPv4Address?
     /// A service task's container: the task ID and service name.
     public var taskID: String?
     public var serviceName: String?
@@ -359,7 +360,7 @@ public struct ContainerRecord: Codable, Sendable, Hashable {
         logPath: String? = nil,
         networks: [ContainerNetwork],
         publish: [String],
-        gatewayAddress: String? = nil,
+        gatewayAddress: IPv4Address? = nil,
         taskID: String? = nil,
         serviceName: String? = nil
     ) {
@@ -755,16 +756,16 @@ public struct AllocateRequest: Codable, Sendable {
 
 /// The address given.
 public struct AllocateReply: Codable, Sendable {
-    public var address: String
+    public var address: IPAddress
     public var prefixLength: Int
-    public var gateway: String
+    public var gateway: IPAddress
     public var networkID: String
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
-        address: String,
+        address: IPAddress,
         prefixLength: Int,
-        gateway: String,
+        gateway: IPAddress,
         networkID: String
     ) {
         self.address = address
@@ -795,7 +796,7 @@ public struct ReleaseRequest: Codable, Sendable {
 /// What the manager records per allocated address (so a restart restores exactly these).
 public struct AllocationRecord: Codable, Sendable, Hashable {
     public var networkID: String
-    public var address: String
+    public var address: IPAddress
     public var endpointID: String
     public var nodeID: String
     public var name: String?
@@ -803,7 +804,7 @@ public struct AllocationRecord: Codable, Sendable, Hashable {
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
         networkID: String,
-        address: String,
+        address: IPAddress,
         endpointID: String,
         nodeID: String,
         name: String? = nil
@@ -879,13 +880,13 @@ public struct ServiceNetwork: Codable, Sendable, Hashable {
     public var networkID: String
     public var networkName: String
     /// The virtual IP (vip mode).
-    public var vip: String?
+    public var vip: IPAddress?
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
         networkID: String,
         networkName: String,
-        vip: String? = nil
+        vip: IPAddress? = nil
     ) {
         self.networkID = networkID
         self.networkName = networkName

@@ -178,7 +178,7 @@ struct NodeList: AsyncParsableCommand {
         let me = try await c.call(LocalAPI.info).nodeID
         printTable(["ID", "HOSTNAME", "STATUS", "ROLE", "ADDRESS", "DATA PATH", "ENCRYPTION"], nodes.map {
             [$0.id + ($0.id == me ? " *" : ""), $0.hostname, $0.status.rawValue.capitalized, $0.role == .manager ? "Leader" : "worker",
-             $0.advertiseAddr, $0.dataPathAddr, $0.encryption ?? "-"]
+             $0.advertiseAddr.description, $0.dataPathAddr.description, $0.encryption ?? "-"]
         })
     }
 }

@@ -24,9 +24,9 @@ struct NetworkAllocatorTests {
         var ipam = try pools()
         let a = try make(NetworkCreateRequest(name: "a"), &ipam)
         let b = try make(NetworkCreateRequest(name: "b"), &ipam, existing: [a])
-        #expect(a.subnets.map(\.subnet) == ["10.0.0.0/24"])
-        #expect(a.subnets.map(\.gateway) == ["10.0.0.1"])
-        #expect(b.subnets.map(\.subnet) == ["10.0.1.0/24"])
+        #expect(a.subnets.map(\.subnet.description) == ["10.0.0.0/24"])
+        #expect(a.subnets.map(\.gateway.description) == ["10.0.0.1"])
+        #expect(b.subnets.map(\.subnet.description) == ["10.0.1.0/24"])
         #expect(a.subnets.map(\.vni) == [4096] && b.subnets.map(\.vni) == [4097])
         #expect(a.mtu == 1450 && a.options[NetworkAllocator.optVNI] == "4096")
     }

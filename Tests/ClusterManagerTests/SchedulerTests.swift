@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import ClusterManager
 import OverlayAPI
+import OverlayModel
 
 /// The scheduler core on made-up clusters with a fake clock: placement, spread, host-mode ports,
 /// global services, moving tasks off a node that went down, and the drain.
@@ -11,7 +12,7 @@ import OverlayAPI
 
     func node(_ name: String) -> NodeRecord {
         NodeRecord(id: "id-" + name, hostname: name, role: name == "m" ? .manager : .worker, status: .ready,
-                   advertiseAddr: "198.18.0.1", dataPathAddr: "198.18.0.1", gossipPort: 7946, joined: t0,
+                   advertiseAddr: IPAddress("198.18.0.1")!, dataPathAddr: IPAddress("198.18.0.1")!, gossipPort: 7946, joined: t0,
                    certificateNotAfter: nil, encryption: nil)
     }
 

@@ -22,7 +22,7 @@ typealias ServicePort = OverlayAPI.ServicePort
     func service(_ name: String, networks: [(String, String?)], mode: EndpointMode = .vip, ports: [ServicePort] = [],
                  sourceIP: SourceIPMode? = nil) -> ServiceRecord {
         ServiceRecord(id: "svc-\(name)", name: name, created: t0, updated: t0, mode: .replicated, replicas: 1, endpointMode: mode,
-                      networks: networks.map { ServiceNetwork(networkID: "id-\($0.0)", networkName: $0.0, vip: $0.1) },
+                      networks: networks.map { ServiceNetwork(networkID: "id-\($0.0)", networkName: $0.0, vip: $0.1.flatMap(IPAddress.init)) },
                       ports: ports, sourceIP: sourceIP, command: ["sleep", "1"])
     }
 
@@ -34,10 +34,10 @@ typealias ServicePort = OverlayAPI.ServicePort
     func container(_ name: String, on networks: [String], service: String? = nil, gateway: String? = nil) -> ContainerRecord {
         ContainerRecord(id: "c-\(name)", name: name, created: t0, namespacePath: "/x", ownsNamespace: true, command: [], detached: true,
                         networks: networks.map {
-                            ContainerNetwork(networkID: "id-\($0)", networkName: $0, endpointID: "e", address: "10.0.0.9", prefixLength: 24,
-                                             gateway: "10.0.0.1", mac: "02:42:0a:00:00:09", aliases: [])
+                            ContainerNetwork(networkID: "id-\($0)", networkName: $0, endpointID: "e", address: IPAddress("10.0.0.9")!, prefixLength: 24,
+                                             gateway: IPAddress("10.0.0.1")!, mac: "02:42:0a:00:00:09", aliases: [])
                         },
-                        publish: [], gatewayAddress: gateway, serviceName: service)
+                        publish: [], gatewayAddress: gateway.flatMap(IPv4Address.init), serviceName: service)
     }
 
     func endpoint(_ name: String, _ address: String, service: String?) -> Endpoint {
@@ -155,7 +155,7 @@ typealias ServicePort = OverlayAPI.ServicePort
         let t0 = Date(timeIntervalSince1970: 0)
         func svc(_ name: String, _ mode: EndpointMode, _ nets: [String]) -> ServiceRecord {
             ServiceRecord(id: name, name: name, created: t0, updated: t0, mode: .replicated, replicas: 1, endpointMode: mode,
-                          networks: nets.map { ServiceNetwork(networkID: $0, networkName: $0, vip: mode == .vip ? "10.0.0.2" : nil) },
+                          networks: nets.map { ServiceNetwork(networkID: $0, networkName: $0, vip: mode == .vip ? IPAddress("10.0.0.2") : nil) },
                           ports: [ServicePort(protocol: .udp, targetPort: 53, publishedPort: 53, publishMode: .ingress)], command: [])
         }
         var table = NameTable()

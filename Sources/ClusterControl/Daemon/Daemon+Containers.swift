@@ -137,18 +137,18 @@ extension OverlayDaemon {
             try? store.write(changes)
             throw error
         }
-        try? store.put(.addressIntent, endpointID, AddressIntent(network: n.name, endpointID: endpointID, address: a.address))
+        try? store.put(.addressIntent, endpointID, AddressIntent(network: n.name, endpointID: endpointID, address: a.address.description))
         if Self.crashAfterAllocate { _exit(137) }
         do {
             let ep = try agent.attach(
-                EndpointSpec(id: endpointID, network: n.name, namespace: .path(c.namespacePath), address: IPAddress(a.address)!,
+                EndpointSpec(id: endpointID, network: n.name, namespace: .path(c.namespacePath), address: a.address,
                              interfaceName: interface),
                 name: c.name, aliases: aliases, service: service)
             return ContainerNetwork(
                 networkID: n.id, networkName: n.name, endpointID: endpointID, address: a.address, prefixLength: ep.prefixLength,
-                gateway: ep.gateway.description, mac: ep.mac.description, aliases: aliases)
+                gateway: ep.gateway, mac: ep.mac.description, aliases: aliases)
         } catch {
-            await giveBack(ReleaseRequest(network: n.name, address: a.address, endpointID: endpointID))
+            await giveBack(ReleaseRequest(network: n.name, address: a.address.description, endpointID: endpointID))
             if let e = error as? OverlayDriverError { throw APIError(e.code == .namespaceNotFound ? 404 : 500, e.message) }
             throw error
         }
@@ -158,7 +158,7 @@ extension OverlayDaemon {
         detachGateway(c)
         for cn in c.networks {
             if let agent { try? agent.detach(endpoint: cn.endpointID) }
-            await giveBack(ReleaseRequest(network: cn.networkName, address: cn.address, endpointID: cn.endpointID))
+            await giveBack(ReleaseRequest(network: cn.networkName, address: cn.address.description, endpointID: cn.endpointID))
         }
     }
 
@@ -248,7 +248,7 @@ extension OverlayDaemon {
         var nets: [String: ContainerInspect.EndpointSettings] = [:]
         for n in c.networks {
             nets[n.networkName] = .init(
-                NetworkID: n.networkID, EndpointID: n.endpointID, Gateway: n.gateway, IPAddress: n.address,
+                NetworkID: n.networkID, EndpointID: n.endpointID, Gateway: n.gateway.description, IPAddress: n.address.description,
                 IPPrefixLen: n.prefixLength, MacAddress: n.mac, Aliases: [c.name] + n.aliases)
         }
         let status = !c.ownsNamespace ? "attached" : running ? "running" : (c.pid == nil ? "created" : "exited")
@@ -256,7 +256,7 @@ extension OverlayDaemon {
             Id: c.id, Name: c.name, Created: c.created, State: .init(Status: status, Running: running, Pid: running ? c.pid! : 0),
             Config: .init(Cmd: c.command),
             NetworkSettings: .init(SandboxKey: c.namespacePath, Ports: ports(c), Networks: nets,
-                                   GatewayBridgeAddress: c.gatewayAddress),
+                                   GatewayBridgeAddress: c.gatewayAddress?.description),
             ResolvConfPath: containerResolvConf(c), DaemonPid: getpid())
     }
 
@@ -316,7 +316,7 @@ extension OverlayDaemon {
                 do {
                     _ = try agent.attach(
                         EndpointSpec(id: cn.endpointID, network: cn.networkName, namespace: .path(path),
-                                     address: IPAddress(cn.address)!, mac: MACAddress(cn.mac), interfaceName: "eth\(i)"),
+                                     address: cn.address, mac: MACAddress(cn.mac), interfaceName: "eth\(i)"),
                         name: c.name, aliases: cn.aliases, service: c.serviceName)
                 } catch {
                     logger.error("cannot restore \(c.name) on \(cn.networkName): \(error)")

@@ -94,7 +94,7 @@ extension OverlayDaemon {
         var addresses: [IPv4Address] = []
         var mappings: [PortMapping] = []
         for c in containers {
-            guard let a = c.gatewayAddress.flatMap({ IPv4Address($0) }) else { continue }
+            guard let a = c.gatewayAddress else { continue }
             addresses.append(a)
             mappings += (try? Self.mappings(c.publish, to: a)) ?? []
         }
@@ -141,7 +141,7 @@ extension OverlayDaemon {
     func finishGatewayAttach(_ record: inout ContainerRecord, _ task: Task<GatewayAttachment, Error>) async throws {
         let attachment = try await task.value
         guard let gateway else { throw APIError(503, "the gateway bridge is not set up on this node") }
-        record.gatewayAddress = attachment.address.description
+        record.gatewayAddress = attachment.address
         do {
             for m in try Self.mappings(record.publish, to: attachment.address) {
                 do { try gateway.publish(m) } catch {
@@ -156,7 +156,7 @@ extension OverlayDaemon {
     }
 
     func detachGateway(_ c: ContainerRecord) {
-        guard let gateway, let a = c.gatewayAddress.flatMap({ IPv4Address($0) }) else { return }
+        guard let gateway, let a = c.gatewayAddress else { return }
         do { try gateway.detach(address: a) } catch { logger.warning("gateway bridge: \(error.message)") }
     }
 }

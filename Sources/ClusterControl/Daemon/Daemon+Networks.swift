@@ -34,7 +34,7 @@ extension OverlayDaemon {
         var bridges = m.gatewaySubnets
         if let own = gateway?.info?.subnet, let me = swarm?.nodeID { bridges[me] = own.description }
         for sub in record.subnets {
-            guard let c = CIDR(sub.subnet) else { continue }
+            let c = sub.subnet
             for (node, b) in bridges.sorted(by: { $0.key < $1.key }) {
                 guard let bc = CIDR(b), bc.family == c.family, bc.overlaps(c) else { continue }
                 let host = cluster.nodes.first { $0.id == node }?.hostname ?? node
@@ -71,7 +71,7 @@ extension OverlayDaemon {
             for id in Set(members + [swarm!.nodeID]).sorted() {
                 guard let node = cluster.nodes.first(where: { $0.id == id }) else { continue }
                 if id == swarm!.nodeID || members.contains(id) {
-                    peers.append(.init(Name: node.hostname, IP: node.advertiseAddr))
+                    peers.append(.init(Name: node.hostname, IP: node.advertiseAddr.description))
                 }
             }
         }
@@ -84,8 +84,8 @@ extension OverlayDaemon {
             for cn in c.networks where cn.networkID == n.id {
                 containers[c.id] = .init(
                     Name: c.name, EndpointID: cn.endpointID, MacAddress: cn.mac,
-                    IPv4Address: cn.address.contains(":") ? "" : "\(cn.address)/\(cn.prefixLength)",
-                    IPv6Address: cn.address.contains(":") ? "\(cn.address)/\(cn.prefixLength)" : "")
+                    IPv4Address: cn.address.v4 == nil ? "" : "\(cn.address)/\(cn.prefixLength)",
+                    IPv6Address: cn.address.v6 == nil ? "" : "\(cn.address)/\(cn.prefixLength)")
             }
         }
         var endpoints: [String: NetworkInspect.ContainerEntry]?
@@ -103,10 +103,10 @@ extension OverlayDaemon {
         }
         return NetworkInspect(
             Name: n.name, Id: n.id, Created: n.created, Scope: "swarm", Driver: n.driver,
-            EnableIPv6: n.subnets.contains { $0.subnet.contains(":") },
+            EnableIPv6: n.subnets.contains { $0.subnet.family == .v6 },
             IPAM: .init(Driver: "default", Config: n.subnets.map {
-                .init(Subnet: $0.subnet, Gateway: $0.gateway, IPRange: $0.ipRange,
-                      AuxiliaryAddresses: $0.auxAddresses.isEmpty ? nil : $0.auxAddresses)
+                .init(Subnet: $0.subnet.description, Gateway: $0.gateway.description, IPRange: $0.ipRange?.description,
+                      AuxiliaryAddresses: $0.auxAddresses.isEmpty ? nil : $0.auxAddresses.mapValues(\.description))
             }),
             Internal: n.internal, Attachable: n.attachable, Ingress: n.ingress, Containers: containers,
             Options: n.options, Labels: n.labels, Peers: peers, Endpoints: endpoints,
@@ -140,7 +140,7 @@ extension OverlayDaemon {
         // Load balancers of nodes with no containers left on it go with the network.
         let lbs = allocations.filter { ($0.name ?? "").hasPrefix("lb-") || ($0.name ?? "").hasPrefix("ingress-sbox") }
         if lbs.count == allocations.count {
-            for a in lbs { if let ip = IPAddress(a.address) { try? m.ipam.releaseAddress(ip, in: n.id) } }
+            for a in lbs { try? m.ipam.releaseAddress(a.address, in: n.id) }
             try store.write(lbs.map { .delete(.allocation, "\($0.networkID)/\($0.address)") })
             allocations = []
         }
@@ -181,8 +181,8 @@ extension OverlayDaemon {
         do {
             if let want = req.address {
                 guard let ip = IPAddress(want) else { throw APIError(400, "--ip '\(want)' is not an IP address") }
-                guard n.subnets.contains(where: { CIDR($0.subnet)!.contains(ip) }) else {
-                    throw APIError(400, "--ip \(want) is in none of network \(n.name)'s subnets (\(n.subnets.map(\.subnet).joined(separator: ", ")))")
+                guard n.subnets.contains(where: { $0.subnet.contains(ip) }) else {
+                    throw APIError(400, "--ip \(want) is in none of network \(n.name)'s subnets (\(n.subnets.map(\.subnet.description).joined(separator: ", ")))")
                 }
                 try m.ipam.requestAddress(ip, in: n.id)
                 address = ip
@@ -193,18 +193,17 @@ extension OverlayDaemon {
             throw APIError(e.code == .addressInUse ? 409 : 400, e.message.replacingOccurrences(of: "'\(n.id)'", with: "'\(n.name)'"))
         }
         let record = AllocationRecord(
-            networkID: n.id, address: address.description, endpointID: req.endpointID, nodeID: owner, name: req.name.map { String($0.prefix(255)) })
+            networkID: n.id, address: address, endpointID: req.endpointID, nodeID: owner, name: req.name.map { String($0.prefix(255)) })
         try store.write([try .set(.allocation, "\(n.id)/\(address)", record), try .set(.setting, "ipam", m.ipam.snapshot())])
         manager = m
-        return try reply(n, address.description)
+        return try reply(n, address)
     }
 
-    func reply(_ n: NetworkRecord, _ address: String) throws -> AllocateReply {
-        let ip = IPAddress(address)!
-        guard let s = n.subnets.first(where: { CIDR($0.subnet)!.contains(ip) }) else {
+    func reply(_ n: NetworkRecord, _ address: IPAddress) throws -> AllocateReply {
+        guard let s = n.subnets.first(where: { $0.subnet.contains(address) }) else {
             throw APIError(500, "address \(address) is outside network \(n.name)")
         }
-        return AllocateReply(address: address, prefixLength: CIDR(s.subnet)!.prefixLength, gateway: s.gateway, networkID: n.id)
+        return AllocateReply(address: address, prefixLength: s.subnet.prefixLength, gateway: s.gateway, networkID: n.id)
     }
 
     /// Gives an address back. `caller` (a node on the manager port) may release only addresses
@@ -222,7 +221,7 @@ extension OverlayDaemon {
             logger.warning("refused node \(caller)'s release of \(req.address) on \(n.name): it is node \(a.nodeID)'s")
             throw APIError(403, "address \(req.address) on \(n.name) belongs to another node: a node releases only its own")
         }
-        if let ip = IPAddress(a.address) { try? m.ipam.releaseAddress(ip, in: n.id) }
+        try? m.ipam.releaseAddress(a.address, in: n.id)
         try store.write([.delete(.allocation, key), try .set(.setting, "ipam", m.ipam.snapshot())])
         manager = m
     }

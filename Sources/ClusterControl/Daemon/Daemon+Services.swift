@@ -68,10 +68,10 @@ extension OverlayDaemon {
             endpointMode: endpointMode, networks: [], ports: ports, sourceIP: sourceIP, command: req.command)
         var changes: [StoreChange] = []
         for n in nets {
-            var vip: String?
+            var vip: IPAddress?
             if endpointMode == .vip {
                 let a = try allocateVIP(&m, network: n, service: record)
-                vip = a.address.description
+                vip = a.address
                 changes.append(try .set(.allocation, "\(n.id)/\(a.address)", a))
             }
             record.networks.append(ServiceNetwork(networkID: n.id, networkName: n.name, vip: vip))
@@ -81,7 +81,7 @@ extension OverlayDaemon {
         changes.append(try .set(.setting, "ipam", m.ipam.snapshot()))
         do { try store.write(changes) } catch {
             // The store has none of it: give the addresses back in memory too.
-            for sn in record.networks { if let v = sn.vip.flatMap(IPAddress.init) { try? m.ipam.releaseAddress(v, in: sn.networkID) } }
+            for sn in record.networks { if let v = sn.vip { try? m.ipam.releaseAddress(v, in: sn.networkID) } }
             throw APIError(500, "\(error)")
         }
         manager = m
@@ -107,7 +107,7 @@ extension OverlayDaemon {
         do { address = try m.ipam.allocateAddress(in: n.id) } catch {
             throw APIError(400, "no address left for the service's virtual IP on \(n.name): \(error.message)")
         }
-        return AllocationRecord(networkID: n.id, address: address.description, endpointID: "vip-" + service.id, nodeID: "",
+        return AllocationRecord(networkID: n.id, address: address, endpointID: "vip-" + service.id, nodeID: "",
                                 name: "service \(service.name) (VIP)")
     }
 
@@ -220,7 +220,7 @@ extension OverlayDaemon {
         var changes: [StoreChange] = [.delete(.service, s.id)]
         for sn in s.networks {
             guard let vip = sn.vip else { continue }
-            if let ip = IPAddress(vip) { try? m.ipam.releaseAddress(ip, in: sn.networkID) }
+            try? m.ipam.releaseAddress(vip, in: sn.networkID)
             changes.append(.delete(.allocation, "\(sn.networkID)/\(vip)"))
         }
         for t in allTasks() where t.serviceID == s.id && t.desiredState == .running {
@@ -281,7 +281,7 @@ extension OverlayDaemon {
         let running = live.filter { states[$0.id] == "running" }.count
         let desired = s.mode == .global ? live.count : s.replicas
         var vips: [String: String] = [:]
-        for sn in s.networks { if let v = sn.vip { vips[sn.networkName] = v } }
+        for sn in s.networks { if let v = sn.vip { vips[sn.networkName] = v.description } }
         return ServiceListEntry(
             ID: s.id, Name: s.name, Mode: s.mode.rawValue, Replicas: "\(running)/\(desired)", EndpointMode: s.endpointMode.rawValue,
             Ports: s.ports.map { "*:\($0.publishedPort)->\($0.targetPort)/\($0.protocol)" + ($0.publishMode == .host ? " (host)" : "") },

@@ -127,8 +127,7 @@ public enum NetworkAllocator {
         }
         let subnets = zip(spaces, vnis).map { space, vni in
             SubnetConfig(
-                subnet: space.subnet.description, gateway: space.gateway.description, ipRange: space.ipRange?.description,
-                auxAddresses: space.auxAddresses.mapValues(\.description), vni: vni)
+                subnet: space.subnet, gateway: space.gateway, ipRange: space.ipRange, auxAddresses: space.auxAddresses, vni: vni)
         }
         var recorded = options
         recorded[Self.optVNI] = vnis.map(String.init).joined(separator: ",")

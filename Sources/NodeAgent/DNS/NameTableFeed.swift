@@ -33,7 +33,7 @@ extension NameTable {
         }
         for svc in services {
             for sn in svc.networks {
-                upsert(ServiceName(name: svc.name, network: sn.networkName, vip4: sn.vip.flatMap(IPv4Address.init), vip6: nil,
+                upsert(ServiceName(name: svc.name, network: sn.networkName, vip4: sn.vip?.v4, vip6: sn.vip?.v6,
                                    mode: svc.endpointMode == .dnsrr ? .dnsrr : .vip,
                                    ports: svc.ports.map { Discovery.ServicePort(name: nil, proto: $0.protocol.rawValue, port: $0.targetPort) }))
             }

@@ -180,8 +180,8 @@ public actor LoadBalancerReconciler {
         let endpointID = try await addresses.endpointID(forKey: key)
         let a = try await addresses.requestAddress(AllocateRequest(network: n.name, endpointID: endpointID, nodeID: nodeID,
                                                                    address: nil, name: "\(name) on \(hostname)"))
-        guard let v4 = IPv4Address(a.address) else {
-            await addresses.giveBack(ReleaseRequest(network: n.name, address: a.address, endpointID: endpointID))
+        guard let v4 = a.address.v4 else {
+            await addresses.giveBack(ReleaseRequest(network: n.name, address: a.address.description, endpointID: endpointID))
             throw LoadBalancingError("load balancing needs an IPv4 subnet on \(n.name)")
         }
         do {
@@ -191,7 +191,7 @@ public actor LoadBalancerReconciler {
                 name: name)
             try? ns.setSysctl("net.ipv4.conf.eth0.send_redirects", to: "0")
         } catch {
-            await addresses.giveBack(ReleaseRequest(network: n.name, address: a.address, endpointID: endpointID))
+            await addresses.giveBack(ReleaseRequest(network: n.name, address: a.address.description, endpointID: endpointID))
             throw error
         }
         return (endpointID, v4)

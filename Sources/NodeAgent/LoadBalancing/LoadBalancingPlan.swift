@@ -34,7 +34,7 @@ public struct LoadBalancingPlan: Sendable, Equatable {
         var plan = LoadBalancingPlan()
         for svc in services where svc.endpointMode == .vip {
             for sn in svc.networks {
-                guard let vip = sn.vip.flatMap(IPv4Address.init), localNetworks.contains(sn.networkName) else { continue }
+                guard let vip = sn.vip?.v4, localNetworks.contains(sn.networkName) else { continue }
                 let backends = endpoints(sn.networkName)
                     .filter { $0.service == svc.name && live.contains($0.name) }
                     .compactMap(\.ipv4).sorted()
@@ -49,7 +49,7 @@ public struct LoadBalancingPlan: Sendable, Equatable {
             let tasks = ingressEndpoints.filter { $0.service == svc.name && live.contains($0.name) }.compactMap(\.ipv4).sorted()
             let local = svc.sourceIP == .keep
                 ? containers.filter { $0.serviceName == svc.name && live.contains($0.name) }
-                    .compactMap { $0.gatewayAddress.flatMap(IPv4Address.init) }.sorted()
+                    .compactMap(\.gatewayAddress).sorted()
                 : []
             for p in svc.ports where p.publishMode == .ingress {
                 ports.append(PublishedPortPlan(service: svc.name, protocol: p.protocol, publishedPort: p.publishedPort,
