@@ -1,13 +1,14 @@
 import ClusterManager
 import Foundation
+import NodeAgent
 import OverlayModel
 
 /// What a node keeps about the tasks it runs, besides their containers in the store.
 struct TaskRuntime: Sendable {
     var reconciling = false
     var again = false
-    /// Task ID -> (failures, last attempt, last error): failed starts are retried with a backoff.
-    var failures: [String: (Int, Date, String)] = [:]
+    /// Failed starts per task ID: retried with a backoff (`TaskFailures.backoff`).
+    var failures: [String: TaskFailures] = [:]
     /// The states of this node's tasks, as last reconciled (what `sendReport` reports).
     var states: [String: String] = [:]
     /// When pending releases are tried again.
@@ -39,64 +40,54 @@ extension OverlayDaemon {
         } while taskRuntime.again && swarm != nil && !isStopped
     }
 
+    /// Does what the node agent's `TaskPlan` says: removes the containers of tasks gone from
+    /// this node, starts exited ones again and new ones (each failure backs off), then reports
+    /// every task's state with its addresses.
     func reconcileTasks() async {
         guard let s = swarm else { return }
-        let mine = allTasks().filter { $0.nodeID == s.nodeID }
-        let byID = Dictionary(mine.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let containers = (try? store.all(.container, as: ContainerRecord.self)) ?? []
-        // Tasks that are gone (their drain is over, or they were moved away): their containers go.
-        for c in containers {
-            guard let id = c.taskID, byID[id] == nil else { continue }
+        let plan = TaskPlan.make(nodeID: s.nodeID, tasks: allTasks(), services: allServices(), containers: containers,
+                                 isRunning: { isRunning($0) }, failures: taskRuntime.failures, now: Date())
+        for name in plan.remove {
+            guard let c = containers.first(where: { $0.name == name }) else { continue }
             do { try await removeContainer(c.name, force: true) } catch { logger.error("cannot remove task container \(c.name): \(error)") }
-            taskRuntime.failures[id] = nil
+            if let id = c.taskID { taskRuntime.failures[id] = nil }
         }
-        let have = Dictionary(containers.compactMap { c in c.taskID.map { ($0, c) } }, uniquingKeysWith: { a, _ in a })
-        var states: [String: String] = [:]
-        for t in mine where !isStopped {
-            if var c = have[t.id] {
-                let nets = c.networks.map { "\($0.networkName)=\($0.address)" }.joined(separator: ",")
-                var state = t.desiredState == .shutdown ? "shutdown" : isRunning(c) ? "running" : "exited"
-                // A task whose process ended is started again (Docker's default restart policy),
-                // with the same backoff as a failed start.
-                if state == "exited" {
-                    let (n, last, _) = taskRuntime.failures[t.id] ?? (0, .distantPast, "")
-                    if Date().timeIntervalSince(last) >= min(30, pow(2, Double(max(n, 1) - 1))) {
-                        do {
-                            try spawn(&c)
-                            try store.put(.container, c.name, c)
-                            taskRuntime.failures[t.id] = (n + 1, Date(), "exited")
-                            logger.notice("task \(c.name) exited: started again (\(n + 1))")
-                            state = "running"
-                        } catch {
-                            taskRuntime.failures[t.id] = (n + 1, Date(), "\(error)")
-                        }
-                    }
-                }
-                states[t.id] = state + "|" + nets
-                continue
+        var states = plan.states
+        for name in plan.restart where !isStopped {
+            guard var c = containers.first(where: { $0.name == name }), let id = c.taskID else { continue }
+            let n = (taskRuntime.failures[id]?.count ?? 0) + 1
+            do {
+                try spawn(&c)
+                try store.put(.container, c.name, c)
+                taskRuntime.failures[id] = TaskFailures(count: n, lastAttempt: Date(), reason: "exited")
+                logger.notice("task \(c.name) exited: started again (\(n))")
+                states[id] = "running"
+            } catch {
+                taskRuntime.failures[id] = TaskFailures(count: n, lastAttempt: Date(), reason: "\(error)")
             }
-            guard t.desiredState == .running, let svc = allServices().first(where: { $0.id == t.serviceID }) else { continue }
-            if let (n, last, why) = taskRuntime.failures[t.id], Date().timeIntervalSince(last) < min(30, pow(2, Double(n - 1))) {
-                states[t.id] = "failed: \(why)"
-                continue
-            }
+        }
+        let services = Dictionary(allServices().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        for t in plan.start where !isStopped {
+            guard let svc = services[t.serviceID] else { continue }
             do {
                 try await runTask(t, of: svc)
                 taskRuntime.failures[t.id] = nil
                 states[t.id] = "running"
             } catch {
                 let why = (error as? APIError)?.message ?? "\(error)"
-                let n = (taskRuntime.failures[t.id]?.0 ?? 0) + 1
-                taskRuntime.failures[t.id] = (n, Date(), why)
+                let n = (taskRuntime.failures[t.id]?.count ?? 0) + 1
+                taskRuntime.failures[t.id] = TaskFailures(count: n, lastAttempt: Date(), reason: why)
                 if n == 1 || n % 10 == 0 { logger.error("task \(t.containerName) of service \(svc.name) cannot start: \(why)") }
                 states[t.id] = "failed: \(why)"
             }
         }
-        // States with addresses again, for anything created just now.
+        // Each state with the task's addresses, as its container has them now.
+        let desired = Dictionary(allTasks().map { ($0.id, $0.desiredState) }, uniquingKeysWith: { a, _ in a })
         for c in (try? store.all(.container, as: ContainerRecord.self)) ?? [] {
-            guard let id = c.taskID, let t = byID[id], states[id]?.hasPrefix("running") == true, !states[id]!.contains("|") else { continue }
-            states[id] = (t.desiredState == .running ? "running" : "shutdown") + "|"
-                + c.networks.map { "\($0.networkName)=\($0.address)" }.joined(separator: ",")
+            guard let id = c.taskID, let state = states[id], state == "running" || state == "exited" || state == "shutdown" else { continue }
+            let base = state == "running" && desired[id] == .shutdown ? "shutdown" : state
+            states[id] = base + "|" + c.networks.map { "\($0.networkName)=\($0.address)" }.joined(separator: ",")
         }
         await reportTaskStates(states)
     }
