@@ -755,7 +755,7 @@ public struct AllocateRequest: Codable, Sendable {
 }
 
 /// The address given.
-public struct AllocateReply: Codable, Sendable {
+public struct AllocateReply: Codable, Sendable, Hashable {
     public var address: IPAddress
     public var prefixLength: Int
     public var gateway: IPAddress

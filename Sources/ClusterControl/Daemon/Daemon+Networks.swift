@@ -157,72 +157,46 @@ extension OverlayDaemon {
 
     // MARK: addresses (manager)
 
-    /// Allocates an address for an endpoint. `caller` is the node asking through the manager
-    /// port (its certificate's ID): the address is recorded as that node's, whatever the request
-    /// says. Nil for this manager's own calls.
+    /// Allocates an address for an endpoint (`AddressAllocator` decides). `caller` is the node
+    /// asking through the manager port (its certificate's ID): the address is recorded as that
+    /// node's, whatever the request says. Nil for this manager's own calls.
     func allocate(_ req: AllocateRequest, for caller: String?) throws -> AllocateReply {
         var m = try requireManager()
         let owner = caller ?? req.nodeID
         let n = try network(named: req.network)
         let existing = try store.all(.allocation, as: AllocationRecord.self)
-        if let a = existing.first(where: { $0.networkID == n.id && $0.endpointID == req.endpointID }) {
-            guard a.nodeID == owner else {
-                logger.warning("refused node \(owner)'s allocation for endpoint \(req.endpointID.prefix(64)): it is node \(a.nodeID)'s")
-                throw APIError(403, "endpoint \(req.endpointID.prefix(64)) on \(n.name) belongs to another node")
-            }
-            return try reply(n, a.address)   // a retry after a lost answer: same address
-        }
-        let held = existing.lazy.filter { $0.nodeID == owner }.count
-        guard held < configuration.maxAddressesPerNode else {
-            logger.warning("refused an address to node \(owner): it holds \(held), the most a node may")
-            throw APIError(429, "this node holds \(held) addresses, the most one node may (\(configuration.maxAddressesPerNode), overlayd --max-addresses-per-node): remove containers first")
-        }
-        let address: IPAddress
+        let decided: AddressAllocator.Allocation
         do {
-            if let want = req.address {
-                guard let ip = IPAddress(want) else { throw APIError(400, "--ip '\(want)' is not an IP address") }
-                guard n.subnets.contains(where: { $0.subnet.contains(ip) }) else {
-                    throw APIError(400, "--ip \(want) is in none of network \(n.name)'s subnets (\(n.subnets.map(\.subnet.description).joined(separator: ", ")))")
-                }
-                try m.ipam.requestAddress(ip, in: n.id)
-                address = ip
-            } else {
-                address = try m.ipam.allocateAddress(in: n.id)
-            }
-        } catch let e as IPAMError {
-            throw APIError(e.code == .addressInUse ? 409 : 400, e.message.replacingOccurrences(of: "'\(n.id)'", with: "'\(n.name)'"))
+            decided = try AddressAllocator.allocate(req, owner: owner, network: n, existing: existing, ipam: &m.ipam,
+                                                    maxPerNode: configuration.maxAddressesPerNode)
+        } catch let e as APIError where e.status == 403 || e.status == 429 {
+            logger.warning("refused node \(owner)'s address request for endpoint \(req.endpointID.prefix(64)) on \(n.name): \(e.message)")
+            throw e
         }
-        let record = AllocationRecord(
-            networkID: n.id, address: address, endpointID: req.endpointID, nodeID: owner, name: req.name.map { String($0.prefix(255)) })
-        try store.write([try .set(.allocation, "\(n.id)/\(address)", record), try .set(.setting, "ipam", m.ipam.snapshot())])
+        guard let record = decided.record else { return decided.reply }   // a retry after a lost answer: same address
+        try store.write([try .set(.allocation, AddressAllocator.key(network: n.id, address: record.address), record),
+                         try .set(.setting, "ipam", m.ipam.snapshot())])
         manager = m
-        return try reply(n, address)
+        return decided.reply
     }
 
-    func reply(_ n: NetworkRecord, _ address: IPAddress) throws -> AllocateReply {
-        guard let s = n.subnets.first(where: { $0.subnet.contains(address) }) else {
-            throw APIError(500, "address \(address) is outside network \(n.name)")
-        }
-        return AllocateReply(address: address, prefixLength: s.subnet.prefixLength, gateway: s.gateway, networkID: n.id)
-    }
-
-    /// Gives an address back. `caller` (a node on the manager port) may release only addresses
-    /// recorded as its own; nil for this manager's own calls.
+    /// Gives an address back (`AddressAllocator` decides). `caller` (a node on the manager port)
+    /// may release only addresses recorded as its own; nil for this manager's own calls.
     func release(_ req: ReleaseRequest, for caller: String?) throws {
         var m = try requireManager()
         guard let n = try? network(named: req.network) else { return }
-        // No address: a node giving back what it asked for before it crashed, not knowing the answer.
         let found = req.address.isEmpty
             ? try store.all(.allocation, as: AllocationRecord.self).first { $0.networkID == n.id && $0.endpointID == req.endpointID }
             : try store.get(.allocation, "\(n.id)/\(req.address)", as: AllocationRecord.self)
-        guard let a = found, a.endpointID == req.endpointID else { return }
-        let key = "\(n.id)/\(a.address)"
-        if let caller, a.nodeID != caller {
-            logger.warning("refused node \(caller)'s release of \(req.address) on \(n.name): it is node \(a.nodeID)'s")
-            throw APIError(403, "address \(req.address) on \(n.name) belongs to another node: a node releases only its own")
+        let a: AllocationRecord?
+        do { a = try AddressAllocator.releasing(req, caller: caller, network: n, found: found) } catch let e as APIError {
+            logger.warning("refused node \(caller ?? "?")'s release of \(req.address) on \(n.name): \(e.message)")
+            throw e
         }
+        guard let a else { return }
         try? m.ipam.releaseAddress(a.address, in: n.id)
-        try store.write([.delete(.allocation, key), try .set(.setting, "ipam", m.ipam.snapshot())])
+        try store.write([.delete(.allocation, AddressAllocator.key(network: n.id, address: a.address)),
+                         try .set(.setting, "ipam", m.ipam.snapshot())])
         manager = m
     }
 
