@@ -125,9 +125,14 @@ public actor OverlayDaemon {
     var cluster = ClusterState(version: 0, networks: [], nodes: [], gossipKeys: [])
     /// The gossip keys (base64) in this node's keyring now.
     var installedKeys: [String] = []
-    /// The loops of the current swarm membership, children of one task group
-    /// (`runMembershipLoops`): they end together, awaited, when the membership does.
-    var membershipLoops: Task<Void, Never>?
+    /// Memberships to run. The daemon's service task (`run()`) takes them one after another, so
+    /// a membership's loops (`runMembershipLoops`) are children of the service group's task tree,
+    /// never unstructured tasks; they end together, awaited, when the membership does.
+    let memberships: AsyncStream<Membership>
+    let membershipStarts: AsyncStream<Membership>.Continuation
+    /// The running membership's end: finishing `end` cancels its loops; `finished` ends when they
+    /// have all returned.
+    var membershipEnd: (end: AsyncStream<Void>.Continuation, finished: AsyncStream<Void>)?
     /// Asks the membership's reconcile loop for a run soon. Any thread may yield; kicks that
     /// arrive while a run is pending make one run.
     var reconcileKick: AsyncStream<Void>.Continuation?
@@ -173,6 +178,7 @@ public actor OverlayDaemon {
         isolation = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         blockingWork = NIOThreadPool(numberOfThreads: 2)
         blockingWork.start()
+        (memberships, membershipStarts) = AsyncStream.makeStream(of: Membership.self)
         if let id = try store.get(.setting, "node-id", as: String.self) {
             localNodeID = id
         } else {
@@ -181,8 +187,9 @@ public actor OverlayDaemon {
         }
     }
 
-    /// Starts the local API and, if the node was in a swarm, rejoins it.
-    public func start() async throws {
+    /// Starts the local API and, if the node was in a swarm, rejoins it (its loops run in
+    /// `run()`'s task group, which must be taking memberships already).
+    func start() async throws {
         let probe = KernelIPsec.probe()
         kernelIPsec = probe
         switch probe {
@@ -204,13 +211,13 @@ public actor OverlayDaemon {
     }
 
     /// Waits until `stop()`.
-    public func wait() async {
+    func wait() async {
         if isStopped { return }
         await withCheckedContinuation { c in stopped = c }
     }
 
     /// Stops serving; containers, sandboxes and the store stay for the next start.
-    public func stop() async {
+    func stop() async {
         guard !isStopped else { return }
         isStopped = true
         let start = DispatchTime.now().uptimeNanoseconds
@@ -223,6 +230,7 @@ public actor OverlayDaemon {
         mark("manager API")
         managerConnections.closeAll()
         await endMembershipLoops()
+        membershipStarts.finish()
         mark("loops")
         if let agent { await agent.shutdownKeepingEndpoints() }
         mark("gossip")
@@ -272,18 +280,48 @@ public actor OverlayDaemon {
 extension OverlayDaemon: Service {
     /// Runs the daemon as a service of a `ServiceGroup` (`overlayd` has one): starts, serves until
     /// the group shuts down gracefully (on SIGTERM or SIGINT) or the task is cancelled, then stops.
+    /// Everything the daemon runs in the background is a child of this task: the swarm
+    /// membership's loops (one membership after another: init, leave, join) and the shutdown
+    /// watch.
     public nonisolated func run() async throws {
-        try await start()
-        await withTaskGroup(of: Void.self) { group in
+        var failure: (any Error)?
+        await withDiscardingTaskGroup { group in
+            // Taking memberships before `start()`: a node that was in a swarm rejoins it there,
+            // and its loops must run while its containers are restored.
             group.addTask {
+                for await membership in self.memberships { await membership.run() }
+            }
+            do { try await self.start() } catch {
+                failure = error
+                await self.stop()
+                return
+            }
+            group.addTask {
+                // A graceful shutdown, or the group cancelled: either way, stop.
                 try? await gracefulShutdown()
                 await self.stop()
             }
-            group.addTask { await self.wait() }
-            // Whichever comes first: a shutdown, or a stop from elsewhere.
-            _ = await group.next()
+            await self.wait()
             group.cancelAll()
         }
+        if let failure { throw failure }
+    }
+}
+
+/// One swarm membership's loops, run by the daemon's service task until the membership ends.
+struct Membership: Sendable {
+    let loops: @Sendable () async -> Void
+    let ended: AsyncStream<Void>
+    let finished: AsyncStream<Void>.Continuation
+
+    /// Runs the loops until `ended` finishes, then cancels them and waits for them.
+    func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await loops() }
+            for await _ in ended {}
+            group.cancelAll()
+        }
+        finished.finish()
     }
 }
 
