@@ -187,7 +187,8 @@ let package = Package(
             name: "ClusterManagerTests",
             dependencies: ["ClusterManager", "OverlayAPI", "OverlayModel", "IPAM", "IPsecKeys", nioCore, nioPosix, nioSSL, x509, crypto]),
         .testTarget(name: "OverlayAPITests", dependencies: ["OverlayAPI", "OverlayModel"]),
-        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "OverlayAPI", "OverlayDriver", "OverlayModel", "Ingress", "Discovery"]),
+        .testTarget(
+            name: "NodeAgentTests", dependencies: ["NodeAgent", "OverlayAPI", "OverlayDriver", "OverlayModel", "Ingress", "Discovery", "IPsecKeys", logging]),
         .testTarget(
             name: "ClusterControlTests",
             dependencies: [
