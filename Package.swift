@@ -188,7 +188,7 @@ let package = Package(
             dependencies: ["ClusterManager", "OverlayAPI", "OverlayModel", "IPAM", "IPsecKeys", nioCore, nioPosix, nioSSL, x509, crypto]),
         .testTarget(name: "OverlayAPITests", dependencies: ["OverlayAPI", "OverlayModel"]),
         .testTarget(
-            name: "NodeAgentTests", dependencies: ["NodeAgent", "OverlayAPI", "OverlayDriver", "OverlayModel", "Ingress", "Discovery", "IPsecKeys", logging]),
+            name: "NodeAgentTests", dependencies: ["NodeAgent", "OverlayAPI", "OverlayDriver", "OverlayModel", "Ingress", "Discovery", "IPsecKeys", "GWBridge", logging]),
         .testTarget(
             name: "ClusterControlTests",
             dependencies: [

@@ -7,51 +7,11 @@ import NodeAgent
 import NIOPosix
 import OverlayModel
 
-/// The gateway bridge's settings as `network create -d bridge ... ovl_gwbridge` gave them
-/// (before init/join), or Docker's defaults.
-struct GatewaySettings: Codable, Sendable {
-    var name: String = GatewayBridge.defaultBridgeName
-    var subnet: String?
-    var gateway: String?
-    var icc = false
-    var ipMasquerade = true
-}
-
 extension OverlayDaemon {
-    static let optBridgeName = "com.docker.network.bridge.name"
-    static let optICC = "com.docker.network.bridge.enable_icc"
-    static let optMasquerade = "com.docker.network.bridge.enable_ip_masquerade"
-
     /// `network create -d bridge`: only the gateway bridge, made (or adopted) now, on this host, so
     /// that init/join then reuse it as it is (Docker's custom docker_gwbridge).
     func createGatewayBridge(_ req: NetworkCreateRequest) throws -> NetworkInspect {
-        var s = GatewaySettings()
-        for o in req.options {
-            let kv = o.split(separator: "=", maxSplits: 1).map(String.init)
-            let value = kv.count > 1 ? kv[1] : ""
-            func flag() throws -> Bool {
-                guard let b = Bool(value) else { throw APIError(400, "--opt \(kv[0])=\(value): use true or false") }
-                return b
-            }
-            switch kv[0] {
-            case Self.optBridgeName: s.name = value
-            case Self.optICC: s.icc = try flag()
-            case Self.optMasquerade: s.ipMasquerade = try flag()
-            default: throw APIError(400, "unknown --opt '\(kv[0])' for the bridge driver (known: \(Self.optBridgeName), \(Self.optICC), \(Self.optMasquerade))")
-            }
-        }
-        guard req.name == s.name, s.name == GatewayBridge.defaultBridgeName else {
-            throw APIError(400, "the bridge driver makes only the gateway bridge: name it \(GatewayBridge.defaultBridgeName) (and --opt \(Self.optBridgeName)=\(GatewayBridge.defaultBridgeName))")
-        }
-        guard req.subnets.count <= 1, req.gateways.count <= 1 else { throw APIError(400, "the gateway bridge has one --subnet") }
-        if let sub = req.subnets.first {
-            guard let c = CIDR(sub), c.family == .v4 else { throw APIError(400, "invalid --subnet '\(sub)': use an IPv4 CIDR") }
-            s.subnet = c.description
-        }
-        if let g = req.gateways.first {
-            guard IPv4Address(g) != nil else { throw APIError(400, "invalid --gateway '\(g)'") }
-            s.gateway = g
-        }
+        let s = try GatewaySettings(bridgeRequest: req)
         if gateway != nil {
             throw APIError(409, "the gateway bridge already exists and is in use by this node's swarm; leave the swarm to change it")
         }
@@ -62,7 +22,8 @@ extension OverlayDaemon {
             IPAM: .init(Driver: "default", Config: [.init(Subnet: info.subnet.description, Gateway: info.gateway.description,
                                                           IPRange: nil, AuxiliaryAddresses: nil)]),
             Internal: false, Attachable: false, Ingress: false, Containers: [:],
-            Options: [Self.optBridgeName: info.bridgeName, Self.optICC: "\(info.icc)", Self.optMasquerade: "\(info.ipMasquerade)"],
+            Options: [GatewaySettings.optBridgeName: info.bridgeName, GatewaySettings.optICC: "\(info.icc)",
+                      GatewaySettings.optMasquerade: "\(info.ipMasquerade)"],
             Labels: [:], Peers: nil, Endpoints: nil)
     }
 
@@ -73,11 +34,8 @@ extension OverlayDaemon {
         do { bridge = GatewayBridge(namespace: try NetworkNamespace.current()) } catch {
             throw APIError(500, "cannot open this host's namespace for the gateway bridge: \(error)")
         }
-        var options = GatewayBridgeOptions(bridgeName: s.name, icc: s.icc, ipMasquerade: s.ipMasquerade)
-        options.subnet = s.subnet.flatMap { CIDR($0) }
-        options.gateway = s.gateway.flatMap { IPv4Address($0) }
         do {
-            let info = try bridge.ensure(options)
+            let info = try bridge.ensure(s.options)
             gateway = bridge
             return info
         } catch {
@@ -103,22 +61,9 @@ extension OverlayDaemon {
         }
     }
 
-    /// `-p` specs as the gateway bridge's port mappings to `address`.
+    /// `-p` specs as the gateway bridge's port mappings to `address` (`NodeAgent.PublishedPorts`).
     static func mappings(_ specs: [String], to address: IPv4Address) throws -> [PortMapping] {
-        var out: [PortMapping] = []
-        for text in specs {
-            let parsed: [PortSpec]
-            do { parsed = try PortSpec.parse(text) } catch { throw APIError(400, "invalid -p '\(text)': \(error.message)") }
-            for p in parsed {
-                guard let published = p.published else {
-                    throw APIError(400, "-p \(text): give the host port too (HOST:CONTAINER), e.g. -p 8080:\(p.target)")
-                }
-                if let ip = p.hostIP, ip.v4 == nil { throw APIError(400, "-p \(text): only IPv4 host addresses are supported") }
-                out.append(PortMapping(hostPort: published, protocol: p.protocol, containerAddress: address, containerPort: p.target,
-                                       hostAddress: p.hostIP?.v4))
-            }
-        }
-        return out
+        try PublishedPorts.mappings(specs, to: address)
     }
 
     /// Starts connecting a container's namespace to the gateway bridge (veth, address, default
