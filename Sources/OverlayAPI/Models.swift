@@ -71,6 +71,8 @@ public struct DaemonInfo: Codable, Sendable {
     /// Endpoint records gossip delivered that were dropped because they did not decode (not a
     /// JSON record, or an address that does not parse), since the membership began.
     public var malformedEndpointRecords: Int?
+    /// overlayd's version (`OverlayVersion.version`).
+    public var version: String?
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
@@ -90,7 +92,8 @@ public struct DaemonInfo: Codable, Sendable {
         espEncapsulation: String? = nil,
         kernelIPsec: String? = nil,
         refusedEndpointRecords: Int? = nil,
-        malformedEndpointRecords: Int? = nil
+        malformedEndpointRecords: Int? = nil,
+        version: String? = nil
     ) {
         self.nodeID = nodeID
         self.hostname = hostname
@@ -109,6 +112,7 @@ public struct DaemonInfo: Codable, Sendable {
         self.kernelIPsec = kernelIPsec
         self.refusedEndpointRecords = refusedEndpointRecords
         self.malformedEndpointRecords = malformedEndpointRecords
+        self.version = version
     }
 }
 

@@ -56,6 +56,7 @@ public typealias Acknowledgement = [String: String]
 /// The local API (the Unix socket): what `overlayctl` asks its daemon.
 public enum LocalAPI {
     public static let info = APIRoute<NoBody, DaemonInfo>("GET", "/v1/info")
+    public static let version = APIRoute<NoBody, VersionInfo>("GET", "/v1/version")
     public static let swarmInit = APIRoute<SwarmInitRequest, DaemonInfo>("POST", "/v1/swarm/init")
     public static let swarmJoin = APIRoute<SwarmJoinRequest, DaemonInfo>("POST", "/v1/swarm/join")
     /// Query: `force=1`.

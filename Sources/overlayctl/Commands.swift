@@ -28,6 +28,35 @@ struct Info: AsyncParsableCommand {
     func run() async throws { try printJSON(try await global.client().call(LocalAPI.info)) }
 }
 
+// MARK: version
+
+struct Version: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show overlayctl's and the daemon's versions (Docker's `version`).")
+    @OptionGroup var global: HostOptions
+    @OptionGroup var format: FormatOption
+    func run() async throws {
+        let client = VersionInfo(Version: OverlayVersion.version, ApiVersion: OverlayVersion.apiVersion,
+                                 Os: VersionInfo.current.Os, Arch: VersionInfo.current.Arch, KernelVersion: VersionInfo.current.KernelVersion)
+        let server: VersionInfo
+        do { server = try await global.client().call(LocalAPI.version) } catch {
+            if format.json { try printJSON(["Client": client]) } else { printVersion("Client", client, kernel: false) }
+            throw error
+        }
+        if format.json { return try printJSON(["Client": client, "Server": server]) }
+        printVersion("Client", client, kernel: false)
+        print("")
+        printVersion("Server", server, kernel: true)
+    }
+
+    func printVersion(_ title: String, _ v: VersionInfo, kernel: Bool) {
+        print("\(title):")
+        print(" Version:           \(v.Version)")
+        print(" API version:       \(v.ApiVersion)")
+        print(" OS/Arch:           \(v.Os)/\(v.Arch)")
+        if kernel { print(" Kernel Version:    \(v.KernelVersion)") }
+    }
+}
+
 // MARK: swarm
 
 struct Swarm: AsyncParsableCommand {

@@ -9,9 +9,10 @@ struct Overlayctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "overlayctl",
         abstract: "Drive overlayd: swarms, overlay networks, containers, and a local multi-host lab.",
-        discussion: "Talks to the daemon at -H unix:///path, $OVERLAY_HOST, or unix:///run/overlayd/overlayd.sock.",
+        discussion: "Talks to the daemon at -H unix:///path (before or after the command), $OVERLAY_HOST, or unix:///run/overlayd/overlayd.sock.",
+        version: OverlayVersion.line("overlayctl"),
         subcommands: [
-            Info.self, Swarm.self, Node.self, Network.self, Service.self, Run.self, PS.self, Exec.self, Remove.self, InspectContainer.self,
+            Info.self, Version.self, Swarm.self, Node.self, Network.self, Service.self, Run.self, PS.self, Exec.self, Remove.self, InspectContainer.self,
             LabCommand.self,
         ])
 }
@@ -20,7 +21,7 @@ struct Overlayctl: AsyncParsableCommand {
 enum Main {
     static func main() async {
         do {
-            var command = try Overlayctl.parseAsRoot()
+            var command = try Overlayctl.parseAsRoot(hoistingGlobalHost(Array(CommandLine.arguments.dropFirst())))
             if var c = command as? AsyncParsableCommand { try await c.run() } else { try command.run() }
         } catch let e as CLIError {
             FileHandle.standardError.write(Data("overlayctl: \(e.message)\n".utf8))
@@ -37,4 +38,26 @@ enum Main {
             exit(code.rawValue == 0 ? 1 : code.rawValue)
         }
     }
+}
+
+/// Docker's habit: `overlayctl -H unix:///path info`, the host given before the command. A
+/// leading `-H X`, `-H=X`, `--host X` or `--host=X` becomes `$OVERLAY_HOST` for the command
+/// (which every command reads when it is given no `-H` of its own).
+func hoistingGlobalHost(_ args: [String]) -> [String] {
+    var rest = args[...]
+    while let first = rest.first {
+        var value: String?
+        if first == "-H" || first == "--host" {
+            guard rest.count >= 2 else { break }
+            value = rest[rest.index(after: rest.startIndex)]
+            rest = rest.dropFirst(2)
+        } else if first.hasPrefix("-H=") || first.hasPrefix("--host=") {
+            value = String(first.split(separator: "=", maxSplits: 1).last ?? "")
+            rest = rest.dropFirst()
+        } else {
+            break
+        }
+        if let value { setenv("OVERLAY_HOST", value, 1) }
+    }
+    return Array(rest)
 }

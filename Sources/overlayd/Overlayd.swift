@@ -17,7 +17,8 @@ struct Overlayd: AsyncParsableCommand {
             network namespace, so several daemons can share a machine (one per `ip netns exec HOST`). \
             Firewall needs between nodes: 2377/tcp (manager API), 7946/tcp+udp (gossip), the data-path \
             port (4789/udp by default, VXLAN).
-            """)
+            """,
+        version: OverlayVersion.line("overlayd"))
 
     @Option(name: .long, help: "Where the daemon keeps its state.")
     var stateDir = "/var/lib/overlayd"

@@ -13,6 +13,15 @@ extension OverlayDaemon {
         let router = Router(context: APIContext.self)
         router.add(middleware: APIErrorMiddleware())
         router.route(LocalAPI.info) { _, _, _ in await self.info() }
+        router.route(LocalAPI.version) { _, _, _ in VersionInfo.current }
+        // Health, as Docker (`/_ping`) and Kubernetes-style probes (`/healthz`, `/readyz`) ask.
+        router.get("/_ping") { _, _ in Self.text(.ok, "OK") }
+        router.head("/_ping") { _, _ in Self.text(.ok, "") }
+        router.get("/healthz") { _, _ in Self.text(.ok, "ok\n") }
+        router.get("/readyz") { _, _ in
+            let (ready, why) = await self.readiness()
+            return Self.text(ready ? .ok : .serviceUnavailable, why + "\n")
+        }
 
         router.route(LocalAPI.swarmInit) { _, _, body in try await self.swarmInit(body) }
         router.route(LocalAPI.swarmJoin) { _, _, body in try await self.swarmJoin(body) }
@@ -127,5 +136,27 @@ struct NodeCallGate: RouterMiddleware {
             logger.warning("refused \(request.method) \(request.uri.path) from node \(peer.nodeID) (\(peer.role.rawValue)): not a call nodes may make")
             throw APIError(403, "\(request.method) \(request.uri.path) is not a call a node may make on the manager port: only the manager's local socket may")
         }
+    }
+}
+
+extension OverlayDaemon {
+    /// A plain-text answer (the health routes).
+    nonisolated static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
+        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"],
+                 body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    /// Whether the node is ready, and why not: serving; and in a swarm, a worker has the
+    /// manager's state (with its IPsec keys) and every network of it is programmed here.
+    func readiness() -> (Bool, String) {
+        if isStopped { return (false, "not ready: stopping") }
+        guard swarm != nil, let agent else { return (true, "ready (not in a swarm)") }
+        if manager == nil && (cluster.version == 0 || cluster.ipsecKeys == nil) {
+            return (false, "not ready: no state from the manager yet")
+        }
+        let programmed = Set(agent.driver.networks().map(\.name))
+        let missing = cluster.networks.map(\.name).filter { !programmed.contains($0) }.sorted()
+        if !missing.isEmpty { return (false, "not ready: networks not programmed yet: \(missing.joined(separator: ", "))") }
+        return (true, "ready")
     }
 }

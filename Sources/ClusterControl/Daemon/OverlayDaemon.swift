@@ -256,7 +256,8 @@ public actor OverlayDaemon {
             datapath: agent.map { $0.driver.datapath.name } ?? "none",
             espEncapsulation: agent.map { "\($0.driver.userspaceDatapath.espEncapsulation)" },
             kernelIPsec: kernelIPsec.map { "\($0)" },
-            refusedEndpointRecords: agent?.refusedRecords, malformedEndpointRecords: agent?.malformedRecords)
+            refusedEndpointRecords: agent?.refusedRecords, malformedEndpointRecords: agent?.malformedRecords,
+            version: OverlayVersion.version)
     }
 
     func requireSwarm() throws -> (SwarmSettings, OverlayAgent) {
