@@ -10,6 +10,18 @@ struct HostOptions: ParsableArguments {
     func client() throws -> DaemonClient { try DaemonClient(host: host) }
 }
 
+struct QuietFlag: ParsableArguments {
+    @Flag(name: .shortAndLong, help: "Only the IDs, one per line (as the table shows them).")
+    var quiet = false
+
+    /// Prints the IDs and says so, when asked to be quiet.
+    func printIDs(_ ids: [String]) -> Bool {
+        guard quiet else { return false }
+        for id in ids { print(id) }
+        return true
+    }
+}
+
 struct FormatOption: ParsableArguments {
     @Option(name: .long, help: "table (default) or json.")
     var format = "table"
@@ -199,10 +211,12 @@ struct NodeRemove: AsyncParsableCommand {
 struct NodeList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ls", abstract: "List nodes: ID, hostname, status, role, addresses.")
     @OptionGroup var global: HostOptions
+    @OptionGroup var quiet: QuietFlag
     @OptionGroup var format: FormatOption
     func run() async throws {
         let c = try global.client()
         let nodes = try await c.call(LocalAPI.nodes)
+        if quiet.printIDs(nodes.map(\.id)) { return }
         if format.json { return try printJSON(nodes) }
         let me = try await c.call(LocalAPI.info).nodeID
         printTable(["ID", "HOSTNAME", "STATUS", "ROLE", "ADDRESS", "DATA PATH", "ENCRYPTION"], nodes.map {
@@ -255,9 +269,11 @@ struct NetworkCreate: AsyncParsableCommand {
 struct NetworkList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ls", abstract: "List networks.")
     @OptionGroup var global: HostOptions
+    @OptionGroup var quiet: QuietFlag
     @OptionGroup var format: FormatOption
     func run() async throws {
         let list = try await global.client().call(LocalAPI.networks)
+        if quiet.printIDs(list.map { String($0.Id.prefix(12)) }) { return }
         if format.json { return try printJSON(list) }
         printTable(["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "ATTACHABLE"], list.map {
             [String($0.Id.prefix(12)), $0.Name, $0.Driver, $0.Scope, $0.IPAM.Config.map(\.Subnet).joined(separator: ","),
@@ -370,9 +386,11 @@ struct Exec: AsyncParsableCommand {
 struct PS: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ps", abstract: "List this node's containers.")
     @OptionGroup var global: HostOptions
+    @OptionGroup var quiet: QuietFlag
     @OptionGroup var format: FormatOption
     func run() async throws {
         let list = try await global.client().call(LocalAPI.containers)
+        if quiet.printIDs(list.map { String($0.Id.prefix(12)) }) { return }
         if format.json { return try printJSON(list) }
         printTable(["CONTAINER ID", "NAME", "STATUS", "NETWORKS", "COMMAND"], list.map { c in
             [String(c.Id.prefix(12)), c.Name, c.State.Status,

@@ -50,9 +50,11 @@ struct ServiceCreate: AsyncParsableCommand {
 struct ServiceList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ls", abstract: "List services.")
     @OptionGroup var global: HostOptions
+    @OptionGroup var quiet: QuietFlag
     @OptionGroup var format: FormatOption
     func run() async throws {
         let list = try await global.client().call(LocalAPI.services)
+        if quiet.printIDs(list.map { String($0.ID.prefix(12)) }) { return }
         if format.json { return try printJSON(list) }
         printTable(["ID", "NAME", "MODE", "REPLICAS", "ENDPOINT", "PORTS"], list.map {
             [String($0.ID.prefix(12)), $0.Name, $0.Mode, $0.Replicas, $0.EndpointMode, $0.Ports.joined(separator: ", ")]
@@ -63,10 +65,12 @@ struct ServiceList: AsyncParsableCommand {
 struct ServicePS: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ps", abstract: "List a service's tasks: node, desired and current state.")
     @OptionGroup var global: HostOptions
+    @OptionGroup var quiet: QuietFlag
     @OptionGroup var format: FormatOption
     @Argument(help: "The service.") var name: String
     func run() async throws {
         let list = try await global.client().call(LocalAPI.serviceTasks, name)
+        if quiet.printIDs(list.map { String($0.ID.prefix(12)) }) { return }
         if format.json { return try printJSON(list) }
         printTable(["ID", "NAME", "NODE", "DESIRED STATE", "CURRENT STATE", "ADDRESSES"], list.map {
             [String($0.ID.prefix(12)), $0.Name, $0.Node, $0.DesiredState, $0.CurrentState,

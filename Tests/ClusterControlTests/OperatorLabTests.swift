@@ -3,9 +3,10 @@ import Glibc
 import OverlayTestKit
 import Testing
 
-/// What an operator reaches for first: versions, Docker's global `-H`, and the health endpoints.
+/// What an operator reaches for first: versions, Docker's global `-H`, the health endpoints and
+/// `-q` on the lists.
 @Suite(.serialized) struct OperatorLabTests {
-    @Test func versionsGlobalHostAndHealth() async throws {
+    @Test func versionsGlobalHostHealthAndQuietLists() async throws {
         guard getuid() == 0 else {
             Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
             return
@@ -48,5 +49,17 @@ import Testing
         _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
         _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.40.0.0/24", "ops"])
         #expect(try get("/readyz") == (200, "ready"))
+        // -q on the lists: the IDs the table shows, one per line.
+        _ = try lab.must("h1", ["run", "-d", "--name", "q1", "--network", "ops", "--", "sleep", "infinity"])
+        let networkIDs = try lab.must("h1", ["network", "ls", "-q"]).split(separator: "\n").map(String.init)
+        let table = try lab.must("h1", ["network", "ls"])
+        #expect(!networkIDs.isEmpty && networkIDs.allSatisfy { $0.count == 12 && table.contains($0) }, "\(networkIDs) vs \(table)")
+        let containerIDs = try lab.must("h1", ["ps", "--quiet"]).split(separator: "\n").map(String.init)
+        let id = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["inspect", "q1"]).utf8)) as? [[String: Any]]
+        #expect(containerIDs.count == 1 && (id?.first?["Id"] as? String)?.hasPrefix(containerIDs[0]) == true, "\(containerIDs)")
+        let nodeIDs = try lab.must("h1", ["node", "ls", "-q"]).split(separator: "\n").map(String.init)
+        let me = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["info"]).utf8)) as? [String: Any]
+        #expect(nodeIDs == [me?["nodeID"] as? String ?? "?"], "\(nodeIDs)")
+        #expect(try lab.must("h1", ["service", "ls", "-q"]).isEmpty)
     }
 }
