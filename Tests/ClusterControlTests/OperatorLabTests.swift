@@ -61,5 +61,8 @@ import Testing
         let me = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["info"]).utf8)) as? [String: Any]
         #expect(nodeIDs == [me?["nodeID"] as? String ?? "?"], "\(nodeIDs)")
         #expect(try lab.must("h1", ["service", "ls", "-q"]).isEmpty)
+        // What -q is for: `rm -f $(ps -q)`.
+        _ = try lab.must("h1", ["rm", "-f"] + containerIDs)
+        #expect(try lab.must("h1", ["ps", "-q"]).isEmpty)
     }
 }
