@@ -342,7 +342,11 @@ struct NetworkConnect: AsyncParsableCommand {
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a command in a new container (a network namespace) attached to networks.",
-        discussion: "Without -d the command runs in the foreground of this terminal; the container stays until `overlayctl rm`.")
+        discussion: """
+            Without -d the command runs in the foreground of this terminal; the container stays until `overlayctl rm`. \
+            Exit status, as Docker's: 125 when the daemon or the flags refused the run, 126 when the command cannot be \
+            invoked, 127 when it is not found, else the command's own.
+            """)
     @OptionGroup var global: HostOptions
     @Flag(name: .shortAndLong, help: "Run in the background (the daemon owns the process; output in its log).") var detach = false
     @Option(help: "The container's name.") var name: String?
@@ -352,6 +356,8 @@ struct Run: AsyncParsableCommand {
     @Option(name: [.short, .long], help: "Publish a port: 8080:80[/tcp|/udp|/sctp] (repeatable).") var publish: [String] = []
     @Argument(parsing: .captureForPassthrough, help: "-- CMD ARGS...") var command: [String] = []
 
+    func validate() throws { try refuseUnknownOption(command) }
+
     func run() async throws {
         var cmd = command
         if cmd.first == "--" { cmd.removeFirst() }
@@ -359,7 +365,12 @@ struct Run: AsyncParsableCommand {
         r.aliases = networkAlias
         r.ip = ip
         r.publish = publish
-        let c = try await global.client().call(LocalAPI.runContainer, body: r)
+        // Docker's exit codes: 125 when the daemon (or the request) failed; the command's own
+        // when it ran; 126/127 when it could not be invoked or found.
+        let c: ContainerInspect
+        do { c = try await global.client().call(LocalAPI.runContainer, body: r) } catch let e as CLIError {
+            throw CLIError(e.message, code: 125)
+        }
         if detach || cmd.isEmpty {
             print(c.Id)
             return
@@ -368,11 +379,21 @@ struct Run: AsyncParsableCommand {
     }
 }
 
+/// A passthrough command that starts with an option (not `--`) is an option the command does not
+/// know, given before `--`: refused, never run as the container's command.
+func refuseUnknownOption(_ command: [String]) throws {
+    if let first = command.first, first.hasPrefix("-"), first != "--" {
+        throw ValidationError("Unknown option '\(first)' (the container's command goes after --)")
+    }
+}
+
 struct Exec: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a command inside a container's network namespace.")
     @OptionGroup var global: HostOptions
     @Argument(help: "The container.") var name: String
     @Argument(parsing: .captureForPassthrough, help: "-- CMD ARGS...") var command: [String] = []
+
+    func validate() throws { try refuseUnknownOption(command) }
 
     func run() async throws {
         var cmd = command

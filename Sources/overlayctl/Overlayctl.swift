@@ -20,8 +20,9 @@ struct Overlayctl: AsyncParsableCommand {
 @main
 enum Main {
     static func main() async {
+        let arguments = hoistingGlobalHost(Array(CommandLine.arguments.dropFirst()))
         do {
-            var command = try Overlayctl.parseAsRoot(hoistingGlobalHost(Array(CommandLine.arguments.dropFirst())))
+            var command = try Overlayctl.parseAsRoot(arguments)
             if var c = command as? AsyncParsableCommand { try await c.run() } else { try command.run() }
         } catch let e as CLIError {
             FileHandle.standardError.write(Data("overlayctl: \(e.message)\n".utf8))
@@ -35,6 +36,8 @@ enum Main {
             // Bad flags and arguments: one line (ArgumentParser's message without the usage).
             let message = Overlayctl.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
             FileHandle.standardError.write(Data("overlayctl: \(message) (see --help)\n".utf8))
+            // `run` with bad flags exits 125, as `docker run` does.
+            if arguments.first == "run" { exit(125) }
             exit(code.rawValue == 0 ? 1 : code.rawValue)
         }
     }

@@ -4,7 +4,7 @@ import OverlayTestKit
 import Testing
 
 /// What an operator reaches for first: versions, Docker's global `-H`, the health endpoints and
-/// `-q` on the lists.
+/// `-q` on the lists, `run`'s exit status.
 @Suite(.serialized) struct OperatorLabTests {
     @Test func versionsGlobalHostHealthAndQuietLists() async throws {
         guard getuid() == 0 else {
@@ -61,6 +61,13 @@ import Testing
         let me = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["info"]).utf8)) as? [String: Any]
         #expect(nodeIDs == [me?["nodeID"] as? String ?? "?"], "\(nodeIDs)")
         #expect(try lab.must("h1", ["service", "ls", "-q"]).isEmpty)
+        // `run`'s exit status, as Docker's: 125 for the daemon's refusal or bad flags, 127 for a
+        // command not found, else the command's own.
+        #expect(try lab.on("h1", ["run", "--network", "nope", "--", "true"]).status == 125)
+        #expect(try lab.on("h1", ["run", "--bogus", "--network", "ops", "--", "true"]).status == 125)
+        #expect(try lab.on("h1", ["run", "--name", "e3", "--network", "ops", "--", "sh", "-c", "exit 3"]).status == 3)
+        #expect(try lab.on("h1", ["run", "--name", "e127", "--network", "ops", "--", "no-such-command"]).status == 127)
+        _ = try lab.must("h1", ["rm", "-f", "e3", "e127"])
         // What -q is for: `rm -f $(ps -q)`.
         _ = try lab.must("h1", ["rm", "-f"] + containerIDs)
         #expect(try lab.must("h1", ["ps", "-q"]).isEmpty)
