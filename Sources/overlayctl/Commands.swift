@@ -47,8 +47,7 @@ struct Version: AsyncParsableCommand {
     @OptionGroup var global: HostOptions
     @OptionGroup var format: FormatOption
     func run() async throws {
-        let client = VersionInfo(Version: OverlayVersion.version, ApiVersion: OverlayVersion.apiVersion,
-                                 Os: VersionInfo.current.Os, Arch: VersionInfo.current.Arch, KernelVersion: VersionInfo.current.KernelVersion)
+        let client = VersionInfo.current
         let server: VersionInfo
         do { server = try await global.client().call(LocalAPI.version) } catch {
             if format.json { try printJSON(["Client": client]) } else { printVersion("Client", client, kernel: false) }

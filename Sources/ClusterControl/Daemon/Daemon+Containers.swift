@@ -45,7 +45,7 @@ extension OverlayDaemon {
         if req.detach && req.command.isEmpty {
             throw APIError(400, "-d needs a command to run in the background")
         }
-        let wanted = try Self.mappings(req.publish, to: IPv4Address(0, 0, 0, 0))   // validates -p before anything is made
+        let wanted = try PublishedPorts.mappings(req.publish, to: IPv4Address(0, 0, 0, 0))   // validates -p before anything is made
         if task == nil { try checkPortsFreeOfServices(wanted) }
         var networks: [NetworkRecord] = []
         for n in req.networks {
@@ -262,7 +262,7 @@ extension OverlayDaemon {
 
     func ports(_ c: ContainerRecord) -> [String: [[String: String]]] {
         var out: [String: [[String: String]]] = [:]
-        for m in (try? Self.mappings(c.publish, to: IPv4Address(0, 0, 0, 0))) ?? [] {
+        for m in (try? PublishedPorts.mappings(c.publish, to: IPv4Address(0, 0, 0, 0))) ?? [] {
             out["\(m.containerPort)/\(m.protocol.rawValue)", default: []].append(
                 ["HostIp": m.hostAddress?.description ?? "0.0.0.0", "HostPort": "\(m.hostPort)"])
         }
@@ -333,7 +333,7 @@ extension OverlayDaemon {
     func standalonePublishedPorts() -> [String: String] {
         var out: [String: String] = [:]
         for c in (try? store.all(.container, as: ContainerRecord.self)) ?? [] where c.taskID == nil {
-            for m in (try? Self.mappings(c.publish, to: IPv4Address(0, 0, 0, 0))) ?? [] {
+            for m in (try? PublishedPorts.mappings(c.publish, to: IPv4Address(0, 0, 0, 0))) ?? [] {
                 out["\(m.protocol.rawValue)/\(m.hostPort)"] = c.name
             }
         }

@@ -54,16 +54,11 @@ extension OverlayDaemon {
         for c in containers {
             guard let a = c.gatewayAddress else { continue }
             addresses.append(a)
-            mappings += (try? Self.mappings(c.publish, to: a)) ?? []
+            mappings += (try? PublishedPorts.mappings(c.publish, to: a)) ?? []
         }
         do { try gateway?.restore(addresses: addresses, publications: mappings) } catch {
             logger.error("cannot restore the gateway bridge's containers: \(error.message)")
         }
-    }
-
-    /// `-p` specs as the gateway bridge's port mappings to `address` (`NodeAgent.PublishedPorts`).
-    static func mappings(_ specs: [String], to address: IPv4Address) throws -> [PortMapping] {
-        try PublishedPorts.mappings(specs, to: address)
     }
 
     /// Starts connecting a container's namespace to the gateway bridge (veth, address, default
@@ -88,7 +83,7 @@ extension OverlayDaemon {
         guard let gateway else { throw APIError(503, "the gateway bridge is not set up on this node") }
         record.gatewayAddress = attachment.address
         do {
-            for m in try Self.mappings(record.publish, to: attachment.address) {
+            for m in try PublishedPorts.mappings(record.publish, to: attachment.address) {
                 do { try gateway.publish(m) } catch {
                     throw APIError(error.code == .conflict ? 409 : 400, "-p: \(error.message)")
                 }
