@@ -19,6 +19,8 @@ let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-htt
 let nioHTTPTypes = Target.Dependency.product(name: "NIOHTTPTypes", package: "swift-nio-extras")
 let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let unixSignals = Target.Dependency.product(name: "UnixSignals", package: "swift-service-lifecycle")
+let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
+let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
 
 let package = Package(
     name: "swift-overlay",
@@ -53,6 +55,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C layers: system libraries found by pkg-config, and one shim target for what Swift
@@ -83,7 +87,7 @@ let package = Package(
         .target(name: "Ingress", dependencies: ["OverlayModel", "Netlink", "PacketFilter"]),
         .target(name: "Discovery", dependencies: ["OverlayModel"], exclude: ["README.md"]),
         .target(
-            name: "DiscoveryServer", dependencies: ["Discovery", "OverlayModel", "Netlink", nioCore, nioPosix, logging],
+            name: "DiscoveryServer", dependencies: ["Discovery", "OverlayModel", "Netlink", nioCore, nioPosix, logging, metrics],
             exclude: ["README.md"]),
         .target(
             name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys", "PacketFilter", logging],
@@ -107,7 +111,7 @@ let package = Package(
             dependencies: [
                 "OverlayAPI", "ClusterManager", "NodeAgent", "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "DiscoveryServer", "Ingress", "IPsecKeys", "GWBridge", "Netlink",
                 "OverlayCrypto", logging, nioCore, nioPosix, nioHTTP1, nioTLS, nioSSL, x509, crypto, grdb,
-                hummingbird, hummingbirdCore, httpTypes, nioHTTPTypes, serviceLifecycle,
+                hummingbird, hummingbirdCore, httpTypes, nioHTTPTypes, serviceLifecycle, metrics, prometheus,
             ],
             exclude: ["README.md"]),
         .target(name: "OverlayTestKit", dependencies: ["OverlayModel", "Netlink", "COverlayShims"]),

@@ -1,5 +1,6 @@
 import Discovery
 import Logging
+import Metrics
 import Netlink
 import NIOCore
 import NIOPosix
@@ -78,6 +79,9 @@ public final class DNSServer: Sendable {
         public var maxTCPConnectionsPerContainer = 32
         /// A TCP connection with no query for this long is closed.
         public var tcpIdleTimeout: Duration = .seconds(10)
+        /// Where the answer times go (`overlay_dns_answer_duration_seconds`, by `source`: `table`
+        /// or `upstream`); nil: the process's `MetricsSystem`.
+        public var metricsFactory: (any MetricsFactory)?
         /// Makes the defaults.
         public init() {}
     }
@@ -327,6 +331,8 @@ struct PendingClient {
     var limit: Int
     /// The container that asked (its share of the forwarder is counted).
     var container: String
+    /// When it was handed to the forwarder.
+    var started: ContinuousClock.Instant
 }
 
 /// Everything the loop owns. Only touched on the server's event loop.
@@ -355,8 +361,14 @@ final class ServerCore {
     let origin = ContinuousClock.now
     let logger: Logger
     var lastRefusalLog: [String: ContinuousClock.Instant] = [:]
+    /// From a query's arrival to its answer: from the name tables, and from an upstream.
+    let tableAnswerTime: Metrics.Timer
+    let upstreamAnswerTime: Metrics.Timer
 
     init(configuration: DNSServer.Configuration, logger: Logger) {
+        let factory = configuration.metricsFactory ?? MetricsSystem.factory
+        tableAnswerTime = Metrics.Timer(label: "overlay_dns_answer_duration_seconds", dimensions: [("source", "table")], factory: factory)
+        upstreamAnswerTime = Metrics.Timer(label: "overlay_dns_answer_duration_seconds", dimensions: [("source", "upstream")], factory: factory)
         maxInFlightPerContainer = max(1, configuration.maxInFlightPerContainer)
         resolver = Discovery.Resolver(ttl: configuration.ttl)
         forwarder = ForwarderCore(
@@ -376,6 +388,7 @@ final class ServerCore {
     /// Decodes, resolves and encodes one query from a container.
     func handle(_ bytes: UnsafeRawBufferPointer, container: String, client: ClientBox, udp: Bool) -> Handling {
         counters.queries += 1
+        let arrived = ContinuousClock.now
         let query: DNSMessage
         do {
             query = try DNSMessage.decode(bytes)
@@ -394,7 +407,9 @@ final class ServerCore {
         switch resolver.resolve(query, client: client.client, table: table, rng: &rng) {
         case .answer(let message):
             counters.answered += 1
-            return .reply(encode(message, for: query, udp: udp))
+            let reply = encode(message, for: query, udp: udp)
+            tableAnswerTime.record(duration: ContinuousClock.now - arrived)
+            return .reply(reply)
         case .forward(let message):
             return .forward(message)
         case .refuse(let message, let reason):
@@ -439,7 +454,7 @@ final class ServerCore {
         forwardingPerContainer[container] = mine + 1
         nextToken &+= 1
         let token = nextToken
-        pending[token] = PendingClient(channel: channel, remote: remote, limit: limit, container: container)
+        pending[token] = PendingClient(channel: channel, remote: remote, limit: limit, container: container, started: .now)
         counters.forwarded += 1
         perform(forwarder.forward(query, client: token, now: now))
     }
@@ -471,6 +486,7 @@ final class ServerCore {
                     counters.truncated += 1
                 }
                 p.channel.writeAndFlush(AddressedEnvelope(remoteAddress: p.remote, data: ByteBuffer(bytes: out)), promise: nil)
+                upstreamAnswerTime.record(duration: ContinuousClock.now - p.started)
             }
         }
         armTimer()

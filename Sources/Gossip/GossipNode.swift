@@ -63,6 +63,10 @@ public struct GossipCounters: Sendable, Equatable {
     public var packetsReceived = 0
     /// UDP packets sent.
     public var packetsSent = 0
+    /// Bytes of the UDP packets received (as they came, encrypted or not).
+    public var bytesReceived = 0
+    /// Bytes of the UDP packets sent.
+    public var bytesSent = 0
     /// Packets dropped because the socket's send queue was full.
     public var sendDrops = 0
     /// Packets that did not parse (bad msgpack, CRC mismatch, unknown type).
@@ -414,6 +418,7 @@ public final class GossipNode: @unchecked Sendable {
             let bytes = try PacketCodec.encode(parts, crc: crc, keyring: keyring, label: configuration.label)
             let sa = try SocketAddress(ipAddress: "\(to.ip)", port: Int(to.port))
             counters.packetsSent += 1
+            counters.bytesSent += bytes.count
             udp.writeAndFlush(AddressedEnvelope(remoteAddress: sa, data: udp.allocator.buffer(bytes: bytes)), promise: nil)
         } catch {
             counters.sendDrops += 1
@@ -425,6 +430,7 @@ public final class GossipNode: @unchecked Sendable {
         loop.preconditionInEventLoop()
         guard running, let fromAddress = NodeAddress(from) else { return }
         counters.packetsReceived += 1
+        counters.bytesReceived += bytes.count
         do {
             let p = try PacketCodec.decode(bytes, keyring: keyring, verifyIncoming: configuration.verifyIncoming, label: configuration.label, limits: configuration.limits)
             counters.compressedSections += p.compressedSections

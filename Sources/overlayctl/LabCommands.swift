@@ -58,6 +58,8 @@ struct LabUp: AsyncParsableCommand {
     @Option(help: "How many hosts (1-250).") var hosts = 3
     @Flag(help: "Docker's gossip intervals instead of the lab's fast ones.") var normalGossip = false
     @Option(help: "An upstream DNS server every host's overlayd forwards to (repeatable; passed as overlayd --dns).") var dns: [String] = []
+    @Flag(help: "Every host's overlayd serves Prometheus metrics on its lab address, port 9323 (overlayd --metrics-addr).")
+    var metrics = false
 
     func validate() throws { guard (1...250).contains(hosts) else { throw ValidationError("--hosts \(hosts): use 1-250") } }
 
@@ -80,7 +82,7 @@ struct LabUp: AsyncParsableCommand {
             p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
             p.arguments = ["ip", "netns", "exec", lab.namespace(h.name), overlayd, "--state-dir", dir, "--socket", lab.socket(h.name),
                            "--hostname", h.name, "--advertise-addr", h.address.description] + (normalGossip ? [] : ["--fast-gossip"])
-                + dns.flatMap { ["--dns", $0] }
+                + dns.flatMap { ["--dns", $0] } + (metrics ? ["--metrics-addr", "\(h.address):9323"] : [])
             p.standardOutput = log
             p.standardError = log
             p.standardInput = FileHandle.nullDevice
@@ -98,7 +100,8 @@ struct LabUp: AsyncParsableCommand {
                 let log = (try? String(contentsOfFile: lab.stateDir(h.name) + "/overlayd.log", encoding: .utf8)) ?? ""
                 throw CLIError("overlayd on \(h.name) did not come up in 10 s: \(log.split(separator: "\n").last ?? "no log")")
             }
-            print("\(h.name)  \(h.address)  netns \(lab.namespace(h.name))  socket \(lab.socket(h.name))")
+            print("\(h.name)  \(h.address)  netns \(lab.namespace(h.name))  socket \(lab.socket(h.name))"
+                  + (metrics ? "  metrics http://\(h.address):9323/metrics" : ""))
         }
         print("lab \(lab.name) is up: `overlayctl lab exec h1 -- overlayctl swarm init` to begin")
     }

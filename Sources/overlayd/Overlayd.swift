@@ -76,6 +76,11 @@ struct Overlayd: AsyncParsableCommand {
     @Option(name: .long, help: "Gossip: TCP streams served at once from one address.")
     var gossipStreamsPerSource = 8
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Serve Prometheus metrics on HOST:PORT (GET /metrics, plain HTTP); off when not given.",
+        discussion: "Like dockerd's metrics-addr: bind it to an address only your Prometheus reaches, e.g. 127.0.0.1:9323."))
+    var metricsAddr: String?
+
     func validate() throws {
         guard (1024...49151).contains(dataPathPort) else {
             throw ValidationError("--data-path-port \(dataPathPort) is out of range: use 1024-49151")
@@ -85,6 +90,9 @@ struct Overlayd: AsyncParsableCommand {
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel) is not a level") }
         guard dns.count <= 3 else { throw ValidationError("--dns is given \(dns.count) times: at most 3 upstream servers are used") }
+        if let metricsAddr, !DaemonConfiguration.isValidListenAddress(metricsAddr) {
+            throw ValidationError("--metrics-addr \(metricsAddr) is not HOST:PORT (e.g. 127.0.0.1:9323)")
+        }
         for d in dns where !DaemonConfiguration.isValidDNSServer(d) {
             throw ValidationError("--dns \(d) is not an IP address or IP:PORT")
         }
@@ -124,6 +132,7 @@ struct Overlayd: AsyncParsableCommand {
         config.maxAddressesPerNode = maxAddressesPerNode
         config.dnsForwardsPerContainer = dnsForwardsPerContainer
         config.gossipStreamsPerSource = gossipStreamsPerSource
+        config.metricsAddr = metricsAddr
         if let hostname { config.hostname = hostname }
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in

@@ -28,6 +28,7 @@ extension OverlayDaemon {
     func startDNS(agent: OverlayAgent) async {
         var config = DNSServer.Configuration()
         config.maxInFlightPerContainer = configuration.dnsForwardsPerContainer
+        config.metricsFactory = metrics?.factory
         let servers = configuration.dnsServers.isEmpty ? hostResolvConf.nameservers : configuration.dnsServers
         config.upstreams = servers.prefix(3).compactMap { s in
             guard let (host, port) = try? Addr.split(s, defaultPort: 53), let ip = IPAddress(host) else {

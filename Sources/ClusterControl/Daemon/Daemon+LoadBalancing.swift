@@ -22,7 +22,15 @@ extension OverlayDaemon {
         let containers = (try? store.all(.container, as: ContainerRecord.self)) ?? []
         let plan = LoadBalancingPlan.make(services: allServices(), tasks: allTasks(), containers: containers,
                                           networks: cluster.networks, endpoints: endpointIndex.endpoints(network:))
+        let start = ContinuousClock.now
         await balancers.apply(plan, networks: cluster.networks, gateway: gateway, addresses: DaemonAddressBook(daemon: self))
+        if let metrics {
+            metrics.record("overlay_lb_programming_duration_seconds", ContinuousClock.now - start)
+            let vips = plan.vips.values.flatMap { $0 }
+            metrics.gauge("overlay_lb_vips", vips.count)
+            metrics.gauge("overlay_lb_backends", vips.reduce(0) { $0 + $1.backends.count })
+            metrics.gauge("overlay_lb_published_ports", plan.ingress?.ports.count ?? 0)
+        }
         updateServiceNames()
     }
 

@@ -11,6 +11,7 @@ extension OverlayDaemon {
     /// The local API on the Unix socket: the operator's calls (`LocalAPI`).
     nonisolated func localRouter() -> Router<APIContext> {
         let router = Router(context: APIContext.self)
+        if let metrics { router.add(middleware: APIMetricsMiddleware(metrics: metrics, api: "local")) }
         router.add(middleware: APIErrorMiddleware())
         router.route(LocalAPI.info) { _, _, _ in await self.info() }
         router.route(LocalAPI.version) { _, _, _ in VersionInfo.current }
@@ -75,6 +76,7 @@ extension OverlayDaemon {
     /// names. Any other call, even one the local socket serves, is refused with 403 and a log line.
     nonisolated func managerRouter() -> Router<APIContext> {
         let router = Router(context: APIContext.self)
+        if let metrics { router.add(middleware: APIMetricsMiddleware(metrics: metrics, api: "manager")) }
         router.add(middleware: APIErrorMiddleware())
         router.add(middleware: NodeCallGate(daemon: self, logger: configuration.logger))
         router.route(ManagerAPI.join) { _, _, body in try await self.managerJoin(body) }

@@ -13,11 +13,14 @@ struct TaskRuntime: Sendable {
     var states: [String: String] = [:]
     /// When pending releases are tried again.
     var nextReleaseRetry = Date.distantPast
+    /// The first change not yet reconciled (for `overlay_reconcile_lag_seconds`).
+    var changedAt: ContinuousClock.Instant?
 }
 
 extension OverlayDaemon {
     /// Asks for a reconciliation (tasks, then load balancers) soon, without waiting for it.
     func kickReconcile() {
+        if taskRuntime.changedAt == nil { taskRuntime.changedAt = .now }
         reconcileKick?.yield()
     }
 
@@ -34,9 +37,15 @@ extension OverlayDaemon {
         defer { taskRuntime.reconciling = false }
         repeat {
             taskRuntime.again = false
+            let start = ContinuousClock.now
+            let changed = taskRuntime.changedAt
+            taskRuntime.changedAt = nil
             await reconcileTasks()
             await reconcileLoadBalancing()
             await retryPendingReleases()
+            let end = ContinuousClock.now
+            metrics?.record("overlay_reconcile_duration_seconds", end - start)
+            if let changed { metrics?.record("overlay_reconcile_lag_seconds", end - changed) }
         } while taskRuntime.again && swarm != nil && !isStopped
     }
 

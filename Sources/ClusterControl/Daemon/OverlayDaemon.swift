@@ -52,6 +52,8 @@ public struct DaemonConfiguration: Sendable {
     public var dnsForwardsPerContainer: Int
     /// Gossip TCP streams served at once from one address.
     public var gossipStreamsPerSource: Int
+    /// Where Prometheus metrics are served (`HOST:PORT`, plain HTTP `GET /metrics`); nil: not at all.
+    public var metricsAddr: String?
 
     /// Makes a configuration with Docker's defaults.
     public init(stateDirectory: String, socketPath: String? = nil) {
@@ -162,6 +164,9 @@ public actor OverlayDaemon {
     /// Whether the kernel can do ESP with AES-GCM (probed at start). Encrypted networks use the
     /// userspace ESP datapath either way; this says whether kernel xfrm would have been possible.
     var kernelIPsec: KernelIPsecSupport?
+    /// The metrics (nil unless `metricsAddr` is set) and their listener.
+    let metrics: DaemonMetrics?
+    var metricsServer: APIServer?
 
     /// Opens the store and prepares; `start()` listens.
     public init(configuration: DaemonConfiguration) throws {
@@ -174,6 +179,7 @@ public actor OverlayDaemon {
             throw StoreError("cannot make \(configuration.stateDirectory) private (chmod 0700): \(String(cString: strerror(errno)))")
         }
         store = try SQLiteClusterStore(path: configuration.stateDirectory + "/overlayd.db")
+        metrics = configuration.metricsAddr == nil ? nil : DaemonMetrics()
         group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         isolation = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         blockingWork = NIOThreadPool(numberOfThreads: 2)
@@ -208,6 +214,7 @@ public actor OverlayDaemon {
         }
         localServer = try await APIServer.start(.unix(configuration.socketPath), group: group, logger: logger, router: localRouter())
         logger.info("overlayd listening on \(configuration.socketPath)")
+        try await startMetrics()
     }
 
     /// Waits until `stop()`.
@@ -228,6 +235,7 @@ public actor OverlayDaemon {
         mark("local API")
         await managerServer?.close()
         mark("manager API")
+        await metricsServer?.close()
         managerConnections.closeAll()
         await endMembershipLoops()
         membershipStarts.finish()
