@@ -126,6 +126,10 @@ public struct NetworkDBCore: Sendable {
     public let config: NetworkDBConfig
     /// The Lamport clock.
     public private(set) var clock: UInt64 = 0
+    /// The clock as this node alone would have moved it (its seed and its own ticks, never a
+    /// time it was told): what a message's time is measured against, so that a run of messages,
+    /// each as far ahead as allowed of the last, cannot carry the clock up step by step.
+    public private(set) var ownClock: UInt64 = 0
     /// Table messages from the wire that could not be decoded (dropped).
     public private(set) var malformedMessages = 0
     /// Table messages dropped because their Lamport time was too far ahead (see `maxClockLead`).
@@ -140,22 +144,25 @@ public struct NetworkDBCore: Sendable {
     public init(config: NetworkDBConfig, clock: UInt64 = 0) {
         self.config = config
         self.clock = clock
+        self.ownClock = clock
     }
 
     var me: String { config.nodeName }
 
     mutating func tick() -> UInt64 {
         clock &+= 1
+        ownClock &+= 1
         return clock
     }
 
     /// No Lamport time above this is ever taken: far below the wrap, whatever messages arrive.
     public static let clockCeiling: UInt64 = 1 << 62
 
-    /// Takes a message's Lamport time; false (and counted in `rejectedClocks`) when it is too far
-    /// ahead to be honest, and then the message is dropped.
+    /// Takes a message's Lamport time; false (and counted in `rejectedClocks`) when it is more
+    /// than `maxClockLead` ahead of this node's own clock (``ownClock``) to be honest, and then
+    /// the message is dropped.
     mutating func witness(_ t: UInt64) -> Bool {
-        guard t <= Self.clockCeiling, t <= clock || t - clock <= config.maxClockLead else {
+        guard t <= Self.clockCeiling, t <= ownClock || t - ownClock <= config.maxClockLead else {
             rejectedClocks += 1
             return false
         }

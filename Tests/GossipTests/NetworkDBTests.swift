@@ -243,6 +243,32 @@ struct TableSim {
         #expect(fresh.rejectedClocks == 0)
     }
 
+    @Test func aRunOfTimesEachAsFarAheadAsAllowedCannotRatchetTheClock() {
+        let start: UInt64 = 1_765_000_000_000
+        var core = NetworkDBCore(config: TableSim.config("a"), clock: start)
+        _ = core.joinNetwork("n1", now: .zero)
+        _ = core.nodeAlive("x", address: TableSim.address("x"), now: .zero)
+        let lead = core.config.maxClockLead
+        func entry(_ key: String, _ ltime: UInt64) -> [UInt8] {
+            TableWire.encode(.entry(EntryRecord(owner: "x", network: "n1", table: "t", key: key, value: [1], ltime: ltime, deleted: false)))
+        }
+        // A peer a day ahead (seeded later, or busier) is taken...
+        let first = core.clock + 86_400_000
+        #expect(!core.receive(entry("k0", first), now: .zero).isEmpty)
+        #expect(core.clock == first)
+        // ...but a run of times, each the whole lead ahead of the last, is measured from this
+        // node's own clock: refused from the first.
+        // Without it, 2^62 / 2^44 = 262,144 such records in one message would reach the ceiling,
+        // and every node that took them would then refuse every honest peer.
+        for i in 1...1_000 {
+            #expect(core.receive(entry("k\(i)", first + UInt64(i) * lead), now: .zero).isEmpty)
+        }
+        #expect(core.rejectedClocks == 1_000)
+        #expect(core.clock == first)
+        // Honest peers, just behind or ahead of the clock taken, are still heard.
+        #expect(!core.receive(entry("honest", first + 5), now: .zero).isEmpty)
+    }
+
     @Test func malformedMessagesAreCountedAndDropped() {
         var core = NetworkDBCore(config: TableSim.config("a"))
         _ = core.joinNetwork("n1", now: .zero)
