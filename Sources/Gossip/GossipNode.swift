@@ -545,17 +545,24 @@ public final class GossipNode: @unchecked Sendable {
         }
     }
 
-    func streamOpened(from source: String) -> Bool {
+    /// Takes an inbound stream from `source` (an IP address): nil when it is one too many, else
+    /// the limits it is read with (a smaller largest message from an address no member has).
+    func streamOpened(from source: String) -> WireLimits? {
         loop.preconditionInEventLoop()
         let fromSource = streamsPerSource[source, default: 0]
         guard openStreams < configuration.maxConcurrentStreams, fromSource < configuration.maxStreamsPerSource else {
             counters.streamsRefused += 1
-            return false
+            return nil
         }
         openStreams += 1
         streamsPerSource[source] = fromSource + 1
         counters.streamsAccepted += 1
-        return true
+        var limits = configuration.limits
+        let ip = IPAddress(source)
+        if ip == nil || !core.allMembers().contains(where: { $0.address.ip == ip && $0.name != configuration.swim.name }) {
+            limits.maxStreamBytes = min(limits.maxStreamBytes, limits.maxUnknownSourceStreamBytes)
+        }
+        return limits
     }
 
     func streamClosed(from source: String) {
@@ -605,11 +612,14 @@ private final class StreamHandler: ChannelInboundHandler {
     var done = false
     /// The source address of an inbound stream the node counted (released when it closes).
     var counted: String?
+    /// What this stream is read with (an inbound one from an address no member has: less).
+    var limits: WireLimits
 
     init(node: GossipNode, request: ([UInt8], Bool)?, promise: EventLoopPromise<GossipMessage?>?) {
         self.node = node
         self.request = request
         self.promise = promise
+        limits = node.configuration.limits
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -626,10 +636,11 @@ private final class StreamHandler: ChannelInboundHandler {
             }
         } else {
             let source = context.channel.remoteAddress?.ipAddress ?? "?"
-            guard node.streamOpened(from: source) else {
+            guard let limits = node.streamOpened(from: source) else {
                 context.close(promise: nil)
                 return
             }
+            self.limits = limits
             counted = source
             let timeout = node.configuration.tcpTimeout
             let ch = context.channel
@@ -651,7 +662,6 @@ private final class StreamHandler: ChannelInboundHandler {
     func channelReadComplete(context: ChannelHandlerContext) {
         defer { context.fireChannelReadComplete() }
         guard !done, buffer.readableBytes > 0 else { return }
-        let limits = node.configuration.limits
         do {
             guard buffer.readableBytes <= limits.maxStreamBytes + 5 + 257 else {
                 throw GossipCodecError(.tooLarge, "stream exceeds \(limits.maxStreamBytes) bytes")

@@ -10,12 +10,19 @@ public struct WireLimits: Sendable, Equatable {
     public var maxPushNodes: Int
     /// Largest LZW output accepted (guards against compression bombs).
     public var maxDecompressedBytes: Int
-    /// Defaults: 64 KiB packets, 20 MiB streams, 65536 nodes, 20 MiB decompressed.
-    public init(maxPacketBytes: Int = 65536, maxStreamBytes: Int = 20 << 20, maxPushNodes: Int = 65536, maxDecompressedBytes: Int = 20 << 20) {
+    /// Largest TCP stream message from an address no member has: a node joining for the first
+    /// time sends its own state only, and a stranger (before any key check: an encrypted frame
+    /// is authenticated once whole) may make the node hold no more than this per stream.
+    public var maxUnknownSourceStreamBytes: Int
+    /// Defaults: 64 KiB packets, 20 MiB streams (1 MiB from an unknown address), 65536 nodes,
+    /// 20 MiB decompressed.
+    public init(maxPacketBytes: Int = 65536, maxStreamBytes: Int = 20 << 20, maxPushNodes: Int = 65536, maxDecompressedBytes: Int = 20 << 20,
+                maxUnknownSourceStreamBytes: Int = 1 << 20) {
         self.maxPacketBytes = maxPacketBytes
         self.maxStreamBytes = maxStreamBytes
         self.maxPushNodes = maxPushNodes
         self.maxDecompressedBytes = maxDecompressedBytes
+        self.maxUnknownSourceStreamBytes = maxUnknownSourceStreamBytes
     }
 }
 

@@ -372,7 +372,8 @@ import OverlayTestKit
         let report = try await flood
         #expect(downSeen.isEmpty, "h2 looked down at \(downSeen) s into the flood")
         // The node served at most 8 of them at a time and cut every one off (over the per-source
-        // limit at once, the rest at the stream timeout), none held to the end.
+        // limit at once, the rest at their header: 20 MiB is more than an address no member has
+        // may send), none held to the end.
         #expect(report.output.contains("cut off 128 of 128"), "\(report.output)")
         print("gossip flood: \(report.output.trimmingCharacters(in: .whitespacesAndNewlines))")
     }

@@ -206,10 +206,16 @@ final class Collector<T: Sendable>: Sendable {
         cfg.tcpTimeout = .seconds(2)
         let a = try GossipNode(configuration: cfg)
         try await a.start()
-        // 20 streams from one address, each an `encrypt` header claiming 20 MiB, then silence:
+        // A member's address (a stranger may claim only 1 MiB, see below): b joins.
+        let ipB = uniqueLoopback()
+        let b = try GossipNode(configuration: GossipConfiguration(swim: fastSwim("b", NodeAddress(ip: ipB, port: 7946)), keyring: ring))
+        try await b.start()
+        _ = try await b.join([address])
+        #expect(try await waitUntil(.seconds(3)) { try await a.members().contains { $0.name == "b" && $0.state == .alive } })
+        // 20 streams from b's address, each an `encrypt` header claiming 20 MiB, then silence:
         // 8 are served (and cut off at the stream timeout), the rest closed at once.
         let header: [UInt8] = [MessageType.encrypt.rawValue, 0x01, 0x40, 0x00, 0x00]
-        let attacker = try SocketAddress(ipAddress: "\(uniqueLoopback())", port: 0)
+        let attacker = try SocketAddress(ipAddress: "\(ipB)", port: 0)
         var channels: [Channel] = []
         for _ in 0..<20 {
             channels.append(try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(to: attacker)
@@ -225,6 +231,40 @@ final class Collector<T: Sendable>: Sendable {
         for ch in channels { try? await ch.close() }
         let c = try await a.counters()
         #expect(c.streamsRefused == 12 && c.oversized == 0)
+        try await b.shutdown()
+        try await a.shutdown()
+    }
+
+    @Test func aStrangerMayClaimLessThanAMember() async throws {
+        let ipA = uniqueLoopback(), ipB = uniqueLoopback()
+        let ring = try Keyring(primary: SecretKey.random(byteCount: 32))
+        var cfg = GossipConfiguration(swim: fastSwim("a", NodeAddress(ip: ipA, port: 7946)), keyring: ring)
+        cfg.tcpTimeout = .seconds(5)
+        let a = try GossipNode(configuration: cfg)
+        try await a.start()
+        let b = try GossipNode(configuration: GossipConfiguration(swim: fastSwim("b", NodeAddress(ip: ipB, port: 7946)), keyring: ring))
+        try await b.start()
+        _ = try await b.join([NodeAddress(ip: ipA, port: 7946)])
+        #expect(try await waitUntil(.seconds(3)) { try await a.members().contains { $0.name == "b" && $0.state == .alive } })
+        // An encrypted frame claiming 2 MiB (over 1 MiB, under 20 MiB), then a little of it.
+        let claim: [UInt8] = [MessageType.encrypt.rawValue, 0x00, 0x20, 0x00, 0x00] + [UInt8](repeating: 0xab, count: 1024)
+        func open(from ip: IPAddress) async throws -> Channel {
+            let ch = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .bind(to: try SocketAddress(ipAddress: "\(ip)", port: 0)).connect(host: "\(ipA)", port: 7946).get()
+            try await ch.writeAndFlush(ByteBuffer(bytes: claim))
+            return ch
+        }
+        // From b's address (a member's): the frame is waited for.
+        let member = try await open(from: ipB)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(member.isActive)
+        #expect(try await a.counters().oversized == 0)
+        // From an address no member has: refused from its header, the connection closed at once.
+        let stranger = try await open(from: uniqueLoopback())
+        #expect(try await waitUntil(.seconds(2)) { !stranger.isActive })
+        #expect(try await a.counters().oversized == 1)
+        try? await member.close()
+        try await b.shutdown()
         try await a.shutdown()
     }
 
