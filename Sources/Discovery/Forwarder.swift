@@ -93,6 +93,9 @@ public struct ForwarderCore: Sendable {
     /// Queries waiting for an upstream.
     public var inFlight: Int { pending.count }
 
+    /// Whether the query forwarded under `id` still waits for an upstream.
+    public func isWaiting(id: UInt16) -> Bool { pending[id] != nil }
+
     private mutating func nextID() -> UInt16 {
         if rng != nil { return UInt16(truncatingIfNeeded: rng!.next()) }
         var system = SystemRandomNumberGenerator()

@@ -35,8 +35,10 @@ public struct DNSServerCounters: Sendable, Hashable, Codable {
     public var tcpPaused = 0
     /// Queries answered SERVFAIL because their container had its share waiting upstream.
     public var overShare = 0
-    /// Upstream sockets opened after the first (one every 256 forwarded queries).
+    /// Upstream sockets opened: one per forwarded query, on a random port.
     public var upstreamSockets = 0
+    /// Upstream datagrams dropped because they came on another query's socket.
+    public var wrongSocket = 0
     /// Makes zeroed counters.
     public init() {}
 }
@@ -108,48 +110,46 @@ public final class DNSServer: Sendable {
         core = NIOLoopBoundBox.makeBoxSendingValue(ServerCore(configuration: configuration, logger: logger), eventLoop: loop)
     }
 
-    /// Opens the upstream socket. Call once before serving namespaces.
+    /// Checks that an upstream socket can be opened (each forwarded query gets its own). Call
+    /// once before serving namespaces.
     public func start() async throws {
-        let upstream = try await openUpstream().get()
+        let probe = try await DatagramBootstrap(group: loop).bind(host: "0.0.0.0", port: 0).get()
+        try await probe.close()
         try await loop.submit { [self] in
-            core.value.upstreamChannel = upstream
-            core.value.rotateUpstream = { [weak self] in self?.rotateUpstream() }
+            core.value.loop = loop
+            core.value.openUpstream = { [weak self] id in self?.openUpstream(for: id) }
         }.get()
         logger.info("dns server started", metadata: ["upstreams": "\(configuration.upstreams.prefix(3).map { "\($0.address):\($0.port)" })"])
     }
 
-    /// A new upstream socket on a port the kernel picks at random.
-    func openUpstream() -> EventLoopFuture<any Channel> {
+    /// Opens the socket of the query forwarded under `id` on a port the kernel picks at random
+    /// (RFC 5452 section 9.2: the source port is part of what an off-path spoofer must guess),
+    /// sends what waits for it, and closes it once the query is answered or has timed out at
+    /// every upstream. Only replies to that query are taken on it. On the loop.
+    func openUpstream(for id: UInt16) {
+        let lifetime = configuration.forwardTimeout * (max(1, min(3, configuration.upstreams.count))) + .seconds(1)
         DatagramBootstrap(group: loop)
             .channelInitializer { [self] ch in
-                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UpstreamHandler(server: self)) }
+                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UpstreamHandler(server: self, id: id)) }
             }
             .bind(host: "0.0.0.0", port: 0)
-    }
-
-    /// Moves forwarding to a new upstream socket (RFC 5452 section 9.2: the source port is part of
-    /// what an off-path spoofer must guess). The old socket stays open for late replies until
-    /// every query it sent has timed out at every upstream, then closes. On the loop.
-    func rotateUpstream() {
-        let retireAfter = configuration.forwardTimeout * 4
-        openUpstream().whenComplete { [self] result in
-            let c = core.value
-            c.rotating = false
-            guard case .success(let fresh) = result else { return }
-            guard let old = c.upstreamChannel else {   // shut down meanwhile
-                fresh.close(promise: nil)
-                return
+            .whenComplete { [self] result in
+                let c = core.value
+                let sends = c.unsent.removeValue(forKey: id) ?? []
+                guard case .success(let channel) = result else {
+                    logger.warning("dns: cannot open an upstream socket: \(result)")
+                    return   // the query times out at this upstream and moves on
+                }
+                guard c.loop != nil, c.forwarder.isWaiting(id: id) else {
+                    channel.close(promise: nil)
+                    return
+                }
+                c.upstreamSockets[id] = channel
+                c.counters.upstreamSockets += 1
+                for (bytes, upstream) in sends { c.send(bytes, to: upstream, on: channel) }
+                let nanos = lifetime.components.seconds * 1_000_000_000 + lifetime.components.attoseconds / 1_000_000_000
+                channel.eventLoop.scheduleTask(in: .nanoseconds(nanos)) { [self] in core.value.closeUpstream(id, channel) }
             }
-            c.upstreamChannel = fresh
-            c.sentOnUpstream = 0
-            c.counters.upstreamSockets += 1
-            c.retiredUpstreams.append(old)
-            let nanos = retireAfter.components.seconds * 1_000_000_000 + retireAfter.components.attoseconds / 1_000_000_000
-            old.eventLoop.scheduleTask(in: .nanoseconds(nanos)) { [self] in
-                core.value.retiredUpstreams.removeAll { $0 === old }
-                old.close(promise: nil)
-            }
-        }
     }
 
     /// Closes every socket and stops the loop if the server owns it.
@@ -157,11 +157,10 @@ public final class DNSServer: Sendable {
         let channels = (try? await loop.submit { [self] () -> [any Channel] in
             let c = core.value
             var all = c.containers.values.flatMap { [$0.udp, $0.tcp] as [any Channel] }
-            if let u = c.upstreamChannel { all.append(u) }
-            all += c.retiredUpstreams
+            all += c.upstreamSockets.values
             c.containers = [:]
-            c.upstreamChannel = nil
-            c.retiredUpstreams = []
+            c.upstreamSockets = [:]
+            c.loop = nil
             c.timer?.cancel()
             return all
         }.get()) ?? []
@@ -348,14 +347,13 @@ final class ServerCore {
     var forwardingPerContainer: [String: Int] = [:]
     let maxInFlightPerContainer: Int
     var nextToken: UInt64 = 0
-    var upstreamChannel: (any Channel)?
-    /// Earlier upstream sockets, open until their queries have timed out.
-    var retiredUpstreams: [any Channel] = []
-    /// Queries sent on the current upstream socket; past `queriesPerUpstreamSocket` it is replaced.
-    var sentOnUpstream = 0
-    var rotating = false
-    var rotateUpstream: (() -> Void)?
-    static let queriesPerUpstreamSocket = 256
+    /// Each forwarded query's own upstream socket, by the ID it went out under.
+    var upstreamSockets: [UInt16: any Channel] = [:]
+    /// What waits to go out while a query's socket is being opened.
+    var unsent: [UInt16: [([UInt8], Upstream)]] = [:]
+    var openUpstream: ((UInt16) -> Void)?
+    /// The server's loop once started (nil after shutdown).
+    var loop: (any EventLoop)?
     var timer: Scheduled<Void>?
     var timerDeadline: Duration?
     let origin = ContinuousClock.now
@@ -459,22 +457,43 @@ final class ServerCore {
         perform(forwarder.forward(query, client: token, now: now))
     }
 
-    func upstreamReply(_ bytes: [UInt8], from: SocketAddress) {
+    /// A datagram on the socket of the query sent under `id`: anything but a reply to that query
+    /// is dropped (and counted) before the forwarder sees it.
+    func upstreamReply(_ bytes: [UInt8], from: SocketAddress, socket id: UInt16) {
+        guard bytes.count >= 2, UInt16(bytes[0]) << 8 | UInt16(bytes[1]) == id else {
+            counters.wrongSocket += 1
+            return
+        }
         guard let ip = from.ipAddress.flatMap(IPAddress.init), let port = from.port else { return }
         perform(forwarder.receive(bytes, from: Upstream(address: ip, port: UInt16(port)), now: now))
+        if !forwarder.isWaiting(id: id), let channel = upstreamSockets[id] { closeUpstream(id, channel) }
+    }
+
+    /// Closes the socket of query `id` if it is still `channel` (the ID may have been used again).
+    func closeUpstream(_ id: UInt16, _ channel: any Channel) {
+        guard let open = upstreamSockets[id], open === channel else { return }
+        upstreamSockets[id] = nil
+        channel.close(promise: nil)
+    }
+
+    func send(_ bytes: [UInt8], to upstream: Upstream, on channel: any Channel) {
+        guard let addr = try? SocketAddress(ipAddress: upstream.address.description, port: Int(upstream.port)) else { return }
+        channel.writeAndFlush(AddressedEnvelope(remoteAddress: addr, data: ByteBuffer(bytes: bytes)), promise: nil)
     }
 
     func perform(_ actions: [ForwarderAction]) {
         for action in actions {
             switch action {
             case .send(let bytes, let upstream):
-                guard let ch = upstreamChannel,
-                      let addr = try? SocketAddress(ipAddress: upstream.address.description, port: Int(upstream.port)) else { continue }
-                ch.writeAndFlush(AddressedEnvelope(remoteAddress: addr, data: ByteBuffer(bytes: bytes)), promise: nil)
-                sentOnUpstream += 1
-                if sentOnUpstream >= Self.queriesPerUpstreamSocket, !rotating, let rotate = rotateUpstream {
-                    rotating = true
-                    rotate()
+                guard bytes.count >= 2 else { continue }
+                let id = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
+                if let channel = upstreamSockets[id] {
+                    send(bytes, to: upstream, on: channel)   // a retry at the next upstream
+                } else if unsent[id] != nil {
+                    unsent[id]!.append((bytes, upstream))
+                } else if let open = openUpstream {
+                    unsent[id] = [(bytes, upstream)]
+                    open(id)
                 }
             case .reply(let bytes, let token):
                 guard let p = pending.removeValue(forKey: token) else { continue }
@@ -502,7 +521,7 @@ final class ServerCore {
         if let d = timerDeadline, d <= deadline, timer != nil { return }
         timer?.cancel()
         timerDeadline = deadline
-        guard let loop = upstreamChannel?.eventLoop else { return }
+        guard let loop else { return }
         let wait = max(deadline - now, .zero)
         let nanos = wait.components.seconds * 1_000_000_000 + wait.components.attoseconds / 1_000_000_000
         let bound = NIOLoopBound(self, eventLoop: loop)
@@ -557,11 +576,16 @@ final class UDPHandler: ChannelInboundHandler {
 final class UpstreamHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     let server: DNSServer
-    init(server: DNSServer) { self.server = server }
+    /// The query this socket was opened for.
+    let id: UInt16
+    init(server: DNSServer, id: UInt16) {
+        self.server = server
+        self.id = id
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
-        server.core.value.upstreamReply(Array(envelope.data.readableBytesView), from: envelope.remoteAddress)
+        server.core.value.upstreamReply(Array(envelope.data.readableBytesView), from: envelope.remoteAddress, socket: id)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {}

@@ -18,6 +18,9 @@ public struct EndpointRecord: Codable, Hashable, Sendable {
     public var aliases: [String]?
     /// The service this endpoint is a task of, if any.
     public var service: String?
+    /// Its owner's signature (base64) over ``signedMessage(network:owner:)``, so that a holder
+    /// of the gossip key cannot publish a record under a node's name (nil: not signed).
+    public var signature: String?
 
     /// Makes a record from an attached endpoint.
     public init(endpoint: OverlayEndpoint, name: String, aliases: [String] = [], service: String? = nil) {
@@ -35,6 +38,14 @@ public struct EndpointRecord: Codable, Hashable, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         return Array((try? encoder.encode(self)) ?? Data())
+    }
+
+    /// What the owner signs: the record without its signature (the same sorted-key JSON as
+    /// ``encoded()``), bound to its network and owner so that it cannot be replayed elsewhere.
+    public func signedMessage(network: String, owner: String) -> [UInt8] {
+        var unsigned = self
+        unsigned.signature = nil
+        return Array("swift-overlay endpoint record 1\n\(network)\n\(owner)\n".utf8) + unsigned.encoded()
     }
 
     /// Decodes table bytes; nil if they are not a valid record.

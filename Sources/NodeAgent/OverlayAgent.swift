@@ -25,6 +25,8 @@ public final class OverlayAgent: Sendable {
         var errors: [String] = []
         var endpointObserver: (@Sendable (EndpointEvent) -> Void)?
         var ownerCheck: (@Sendable (_ owner: String, _ endpoint: Endpoint) -> Bool)?
+        var signer: (@Sendable (_ message: [UInt8]) -> [UInt8]?)?
+        var verifier: (@Sendable (_ owner: String, _ message: [UInt8], _ signature: [UInt8]?) -> Bool)?
         /// network -> table key -> a record the owner check refused (until it passes).
         var quarantined: [String: [String: TableChange]] = [:]
         var refusedRecords = 0
@@ -68,7 +70,10 @@ public final class OverlayAgent: Sendable {
     @discardableResult
     public func attach(_ spec: EndpointSpec, name: String? = nil, aliases: [String] = [], service: String? = nil) throws -> OverlayEndpoint {
         let endpoint = try driver.attach(spec)
-        let record = EndpointRecord(endpoint: endpoint, name: name ?? spec.id, aliases: aliases, service: service)
+        var record = EndpointRecord(endpoint: endpoint, name: name ?? spec.id, aliases: aliases, service: service)
+        if let sign = state.withLock({ $0.signer }), let signature = sign(record.signedMessage(network: spec.network, owner: me)) {
+            record.signature = Data(signature).base64EncodedString()
+        }
         do {
             try db.createEntry(network: spec.network, table: Self.endpointTable, key: endpoint.id, value: record.encoded())
         } catch {
@@ -145,6 +150,19 @@ public final class OverlayAgent: Sendable {
         state.withLock { $0.ownerCheck = check }
     }
 
+    /// Signs this node's endpoint records from now on: `sign` returns the signature of a
+    /// record's ``EndpointRecord/signedMessage(network:owner:)`` (nil: published unsigned).
+    public func setRecordSigner(_ sign: (@Sendable (_ message: [UInt8]) -> [UInt8]?)?) {
+        state.withLock { $0.signer = sign }
+    }
+
+    /// Uses a record from another node only if `verify(owner, message, signature)` holds for its
+    /// signed message and signature (nil when unsigned), e.g. that the owner's key as the manager
+    /// knows it verifies it. Refused records wait for ``recheckRecords()`` like the owner check's.
+    public func setRecordVerifier(_ verify: (@Sendable (_ owner: String, _ message: [UInt8], _ signature: [UInt8]?) -> Bool)?) {
+        state.withLock { $0.verifier = verify }
+    }
+
     /// Applies again the records the owner check refused; those that pass now are used.
     public func recheckRecords() {
         let waiting = state.withLock { s -> [TableChange] in
@@ -177,9 +195,20 @@ public final class OverlayAgent: Sendable {
                 note("ignored malformed endpoint record \(change.key) on \(network) from \(change.owner)")
             }
         }
-        if !mine {
+        if !mine, let endpoint {
+            let (check, verify) = state.withLock { ($0.ownerCheck, $0.verifier) }
+            var why: String?
+            if let check, !check(change.owner, endpoint) {
+                why = "its owner is not a node the manager knows at that VTEP"
+            } else if let verify {
+                let record = EndpointRecord.decode(change.value)
+                let signature = record?.signature.flatMap { Data(base64Encoded: $0) }.map { Array($0) }
+                if record.map({ verify(change.owner, $0.signedMessage(network: network, owner: change.owner), signature) }) != true {
+                    why = signature == nil ? "it is not signed by its owner" : "its signature is not its owner's"
+                }
+            }
             let refused = state.withLock { s -> Bool in
-                guard let endpoint, let check = s.ownerCheck, !check(change.owner, endpoint) else {
+                guard why != nil else {
                     s.quarantined[network]?[change.key] = nil
                     return false
                 }
@@ -187,10 +216,12 @@ public final class OverlayAgent: Sendable {
                 s.quarantined[network, default: [:]][change.key] = change
                 return true
             }
-            if refused {
-                note("refused endpoint record \(change.key) on \(network) from \(change.owner): its owner is not a node the manager knows at that VTEP")
+            if refused, let why {
+                note("refused endpoint record \(change.key) on \(network) from \(change.owner): \(why)")
                 return
             }
+        } else if !mine {
+            state.withLock { _ = $0.quarantined[network]?.removeValue(forKey: change.key) }
         }
         if let observer = state.withLock({ $0.endpointObserver }) {
             if let endpoint {

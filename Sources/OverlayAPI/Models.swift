@@ -132,6 +132,11 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     /// Whether it can encrypt: `ok`, `no keys`, or what failed (reported by the node itself; nil
     /// before it has reported).
     public var encryption: String?
+    /// The public key of its certificate (P-256, base64 of the X9.63 form): its endpoint records
+    /// in gossip are signed with the private one, and a record under its name that this key does
+    /// not verify is not used. Nil for a node that joined before records were signed (until its
+    /// next certificate renewal).
+    public var signingKey: String?
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
@@ -144,8 +149,10 @@ public struct NodeRecord: Codable, Sendable, Hashable {
         gossipPort: UInt16,
         joined: Date,
         certificateNotAfter: Date? = nil,
-        encryption: String? = nil
+        encryption: String? = nil,
+        signingKey: String? = nil
     ) {
+        self.signingKey = signingKey
         self.id = id
         self.hostname = hostname
         self.role = role
@@ -1014,6 +1021,10 @@ public struct NodeReport: Codable, Sendable, Equatable {
     public var publishedPorts: [String: String]?
     /// Its tasks' states: task ID -> `running`, `starting`, `failed: why`, ...
     public var taskStates: [String: String]?
+    /// The endpoints it holds addresses for, sorted: its containers', its load balancers', and
+    /// those asked for and not yet recorded or given back. The manager gives back what two
+    /// reports in a row leave out (nil: an older node that does not say; nothing is given back).
+    public var endpoints: [String]?
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
@@ -1021,13 +1032,15 @@ public struct NodeReport: Codable, Sendable, Equatable {
         encryption: String? = nil,
         gatewaySubnet: String? = nil,
         publishedPorts: [String: String]? = nil,
-        taskStates: [String: String]? = nil
+        taskStates: [String: String]? = nil,
+        endpoints: [String]? = nil
     ) {
         self.nodeID = nodeID
         self.encryption = encryption
         self.gatewaySubnet = gatewaySubnet
         self.publishedPorts = publishedPorts
         self.taskStates = taskStates
+        self.endpoints = endpoints
     }
 }
 

@@ -77,6 +77,11 @@ struct Overlayd: AsyncParsableCommand {
     var gossipStreamsPerSource = 8
 
     @Option(name: .long, help: ArgumentHelp(
+        "Manager: seconds a node's reports must leave out an address before it is given back.",
+        discussion: "Two reports at least this far apart must both leave it out (a node reports when something changes, and every 30 s)."))
+    var orphanedAddressGrace = 60
+
+    @Option(name: .long, help: ArgumentHelp(
         "Serve Prometheus metrics on HOST:PORT (GET /metrics, plain HTTP); off when not given.",
         discussion: "Like dockerd's metrics-addr: bind it to an address only your Prometheus reaches, e.g. 127.0.0.1:9323."))
     var metricsAddr: String?
@@ -104,6 +109,7 @@ struct Overlayd: AsyncParsableCommand {
             ("--max-addresses-per-node", maxAddressesPerNode, 1...16_777_216),
             ("--dns-forwards-per-container", dnsForwardsPerContainer, 1...60_000),
             ("--gossip-streams-per-source", gossipStreamsPerSource, 1...10_000),
+            ("--orphaned-address-grace", orphanedAddressGrace, 1...86_400),
         ] where !range.contains(value) {
             throw ValidationError("\(flag) \(value) is out of range: use \(range.lowerBound)-\(range.upperBound)")
         }
@@ -133,6 +139,7 @@ struct Overlayd: AsyncParsableCommand {
         config.dnsForwardsPerContainer = dnsForwardsPerContainer
         config.gossipStreamsPerSource = gossipStreamsPerSource
         config.metricsAddr = metricsAddr
+        config.orphanedAddressGrace = TimeInterval(orphanedAddressGrace)
         if let hostname { config.hostname = hostname }
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in

@@ -9,7 +9,9 @@ import OverlayTestKit
 /// A holder of the cluster's gossip key (not a node the manager knows) joins gossip from a host
 /// of its own and publishes endpoint records: one under a real node's name pointing at its own
 /// VTEP, one under its own name. Nodes must use neither: no DNS name, no peer, no traffic sent
-/// to it. It also publishes records that do not decode (not JSON; an address that does not
+/// to it. Two more under the real node's name at that node's own VTEP (so the VTEP check passes),
+/// one unsigned and one with a signature that is not the node's: refused too, no name. It also
+/// publishes records that do not decode (not JSON; an address that does not
 /// parse) under a real node's name: each is a counted drop, and the node goes on working.
 @Suite(.serialized) struct RogueGossipLabTests {
     @Test func aGossipKeyHolderCannotPublishEndpointsForAnotherNodeOrItself() async throws {
@@ -59,8 +61,9 @@ import OverlayTestKit
         try await Task.sleep(for: .seconds(1))
 
         // Two forged endpoint records on `web`, both at the rogue's VTEP.
-        @Sendable func record(_ id: String, _ name: String, _ last: Int) -> [UInt8] {
-            let json = #"{"address":"10.37.0.\#(last)","id":"\#(id)","mac":"02:42:0a:25:00:\#(String(last, radix: 16))","name":"\#(name)","vtep":"198.18.0.200"}"#
+        @Sendable func record(_ id: String, _ name: String, _ last: Int, vtep: String = "198.18.0.200", signature: String? = nil) -> [UInt8] {
+            let signed = signature.map { #","signature":"\#($0)""# } ?? ""
+            let json = #"{"address":"10.37.0.\#(last)","id":"\#(id)","mac":"02:42:0a:25:00:\#(String(last, radix: 16))","name":"\#(name)"\#(signed),"vtep":"\#(vtep)"}"#
             return Array(json.utf8)
         }
         // Sent to h1 over gossip TCP (encrypted with the cluster's key) every 200 ms, each round with
@@ -75,8 +78,12 @@ import OverlayTestKit
             ("garbled-address", Array(String(decoding: record("garbled-address", "evil3", 97), as: UTF8.self)
                 .replacingOccurrences(of: "10.37.0.97", with: "10.37.0.300").utf8)),
         ]
+        let atH2 = [(h2ID, "forged-h2-unsigned", record("forged-h2-unsigned", "evil5", 95, vtep: "198.18.0.2")),
+                    (h2ID, "forged-h2-signed", record("forged-h2-signed", "evil4", 96, vtep: "198.18.0.2",
+                                                      signature: Data(repeating: 7, count: 64).base64EncodedString()))]
         let payloads: @Sendable (UInt64) -> [[UInt8]] = { round in
             let values = forged.map { (owner: $0.owner, id: $0.id, value: record($0.id, $0.name, $0.last)) }
+                + atH2.map { (owner: $0.0, id: $0.1, value: $0.2) }
                 + garbled.map { (owner: h2ID, id: $0.id, value: $0.value) }
             return values.compactMap { f in
                 let entry = EntryRecord(owner: f.owner, network: "web", table: "endpoint_table", key: f.id, value: f.value,
@@ -90,17 +97,20 @@ import OverlayTestKit
         var seen: Set<String> = []
         var inspect = ""
         let deadline = Date().addingTimeInterval(30)
-        while seen.count < 2 && Date() < deadline {
+        let ids = ["forged-h2", "forged-self", "forged-h2-unsigned", "forged-h2-signed"]
+        while seen.count < ids.count && Date() < deadline {
             inspect = try lab.must("h1", ["network", "inspect", "-v", "web"])
-            for id in ["forged-h2", "forged-self"] where inspect.contains(id) { seen.insert(id) }
-            if seen.count < 2 { usleep(100_000) }
+            for id in ids where inspect.contains("\"\(id)\"") { seen.insert(id) }
+            if seen.count < ids.count { usleep(100_000) }
         }
         let members = try await rogue.node.members().map { "\($0.name)=\($0.state)" }
-        #expect(seen.count == 2, "forged records seen on h1: \(seen) (the rogue sees \(members)): \(inspect.suffix(800))")
+        #expect(seen.count == ids.count, "forged records seen on h1: \(seen) (the rogue sees \(members)): \(inspect.suffix(800))")
         usleep(500_000)
         // ... but were refused: no name, and nothing is sent to the rogue's VTEP.
         let log = (try? String(contentsOfFile: "/run/\(lab.name)/h1/overlayd.log", encoding: .utf8)) ?? ""
-        #expect(log.contains("refused endpoint record forged-h2") && log.contains("refused endpoint record forged-self"))
+        #expect(log.contains("refused endpoint record forged-h2 ") && log.contains("refused endpoint record forged-self"))
+        #expect(log.contains("refused endpoint record forged-h2-unsigned on web from \(h2ID): it is not signed by its owner"))
+        #expect(log.contains("refused endpoint record forged-h2-signed on web from \(h2ID): its signature is not its owner's"))
         // The garbled ones were counted drops (in the log and in `info`), and h1 still answers.
         #expect(log.contains("ignored malformed endpoint record garbled-json on web")
                     && log.contains("ignored malformed endpoint record garbled-address on web"))
@@ -109,7 +119,7 @@ import OverlayTestKit
                 "h1's counts: \(info)")
         // (`name.network` is the cluster's own: answered from the names alone, never forwarded.)
         for _ in 0..<3 {
-            for name in ["evil.web", "evil2.web"] {
+            for name in ["evil.web", "evil2.web", "evil4.web", "evil5.web"] {
                 let answer = try lab.on("h1", ["exec", "c1", "--", "dig", "@127.0.0.11", "+time=5", "+tries=1", name])
                 #expect(answer.output.contains("status: NXDOMAIN") && !answer.output.contains("10.37.0.9"), "\(name) resolves: \(answer.output)")
             }

@@ -126,6 +126,18 @@ import OverlayTestKit
         #expect(release.status == 403 && release.body.contains("belongs to another node"), "\(release)")
         let taken = try lab.on("h2", ["run", "-d", "--name", "c2", "--network", "web", "--ip", ip3, "--", "sleep", "infinity"])
         #expect(!taken.succeeded, "h2 got h3's address \(ip3): \(taken.output)")
+        // ... nor report the state of another node's task (it is ignored, and counted as such).
+        _ = try lab.must("h1", ["service", "create", "--name", "g", "--mode", "global", "--network", "web", "--", "sleep", "infinity"])
+        var h3Task: String?
+        for _ in 0..<100 where h3Task == nil {
+            let ps = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["service", "ps", "g", "--format", "json"]).utf8)) as? [[String: Any]]
+            h3Task = ps?.first { $0["Node"] as? String == "h3" }?["ID"] as? String
+            if h3Task == nil { usleep(100_000) }
+        }
+        let foreignTask = try #require(h3Task)
+        let foreign = try Self.asNode(lab, "h2", "POST", "/v1/report", body: #"{"nodeID":"\#(h2)","taskStates":{"\#(foreignTask)":"failed: forged"}}"#)
+        #expect(foreign.status == 200 && foreign.body.contains("\"ignored\" : 1") && foreign.body.contains("\"recorded\" : 0"), "\(foreign)")
+        _ = try lab.must("h1", ["service", "rm", "g"])
 
         // Two `run`s with one name at once: one container, one clear refusal, nothing leaked.
         async let first = lab.on("h2", ["run", "-d", "--name", "twin", "--network", "web", "--", "sleep", "infinity"])
@@ -409,9 +421,47 @@ import OverlayTestKit
         let log = (try? String(contentsOfFile: "/run/\(lab.name)/h2/overlayd.log", encoding: .utf8)) ?? ""
         #expect(log.contains("asked for before a crash"), "h2's log does not say what it gave back")
 
-        // The per-node quota, set by the operator on the manager: h2 gets two addresses, no third.
+        // The per-node quota and a short orphan grace, set by the operator on the manager.
         try lab.stopDaemon("h1")
-        try lab.startDaemon("h1", hostIndex: 1, args: ["--max-addresses-per-node", "2"])
+        try lab.startDaemon("h1", hostIndex: 1, args: ["--max-addresses-per-node", "2", "--orphaned-address-grace", "2"])
+
+        // An address the worker no longer knows of at all (it died after the manager gave it,
+        // and its record of asking was lost with its store): two of its reports leave it out,
+        // so the manager gives it back on its own.
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.37.0.0/24", "lost"])
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.38.0.0/24", "other"])
+        for _ in 0..<100 where !(try lab.on("h2", ["network", "inspect", "other"])).succeeded { usleep(100_000) }
+        try lab.stopDaemon("h2")
+        try lab.startDaemon("h2", hostIndex: 2, env: ["OVERLAYD_TEST_CRASH_AFTER_ALLOCATE=1"])
+        #expect(!(try lab.on("h2", ["run", "-d", "--name", "forgotten", "--network", "lost", "--", "sleep", "infinity"])).succeeded)
+        for _ in 0..<50 where (try? lab.on("h2", ["info"]))?.succeeded == true { usleep(100_000) }
+        let forget = try Command.run(["python3", "-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            n = db.execute("DELETE FROM object WHERE kind = 'address-intent'").rowcount
+            db.commit()
+            print("forgot", n)
+            """, "/run/\(lab.name)/h2/overlayd.db"])
+        #expect(forget.output.contains("forgot 1"), "\(forget.output)")
+        try lab.startDaemon("h2", hostIndex: 2)
+        let held = try lab.on("h1", ["network", "rm", "lost"])
+        #expect(!held.succeeded && held.output.contains("forgotten"), "\(held.output)")
+        // After the grace, a change on h2 (a container on another network) sends a report that
+        // still leaves the address out.
+        usleep(2_500_000)
+        _ = try lab.must("h2", ["run", "-d", "--name", "nudge", "--network", "other", "--", "sleep", "infinity"], timeout: 60)
+        var gone = try lab.on("h1", ["network", "rm", "lost"])
+        for _ in 0..<40 where !gone.succeeded {
+            usleep(250_000)
+            gone = try lab.on("h1", ["network", "rm", "lost"])
+        }
+        #expect(gone.succeeded, "the manager still holds the forgotten address: \(gone.output)")
+        let managerLog = (try? String(contentsOfFile: "/run/\(lab.name)/h1/overlayd.log", encoding: .utf8)) ?? ""
+        #expect(managerLog.contains("no longer holds endpoint") && managerLog.contains("by two of its reports"), "the manager's log does not say what it gave back")
+        // What h2 does hold stays: nudge's address, and h2's quota counts it.
+        _ = try lab.must("h2", ["rm", "-f", "nudge"])
+
+        // The quota: h2 gets two addresses, no third.
         _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.36.0.0/24", "quota"])
         for _ in 0..<100 where !(try lab.on("h2", ["network", "inspect", "quota"])).succeeded { usleep(100_000) }
         for i in 1...2 { _ = try lab.must("h2", ["run", "-d", "--name", "q\(i)", "--network", "quota", "--", "sleep", "infinity"], timeout: 60) }

@@ -88,4 +88,28 @@ struct AddressAllocatorTests {
         let other = ReleaseRequest(network: "web", address: "10.5.0.2", endpointID: "e-old")
         #expect(try AddressAllocator.releasing(other, caller: "n2", network: n, found: a) == nil)
     }
+
+    @Test func anAddressANodeNoLongerKnowsIsGivenBackAfterTwoReportsAGraceApart() {
+        func record(_ endpoint: String, _ node: String, _ last: Int) -> AllocationRecord {
+            AllocationRecord(networkID: "net", address: IPAddress("10.5.0.\(last)")!, endpointID: endpoint, nodeID: node)
+        }
+        let all = [record("e1", "n1", 2), record("e2", "n1", 3), record("e3", "n2", 4)]
+        var orphans = OrphanedAddresses()
+        let t0 = Date(timeIntervalSince1970: 1_000_000)
+        // n1 holds e1 but says nothing of e2: noticed, not given back yet.
+        #expect(orphans.report(node: "n1", holds: ["e1"], allocations: all, now: t0, grace: 60).isEmpty)
+        #expect(orphans.waiting(node: "n1") == 1)
+        // A second report within the grace (the address may have been given while the first was
+        // on its way): still nothing.
+        #expect(orphans.report(node: "n1", holds: ["e1"], allocations: all, now: t0 + 30, grace: 60).isEmpty)
+        // Another node's allocations are never its business.
+        #expect(orphans.report(node: "n2", holds: [], allocations: all, now: t0 + 30, grace: 60).isEmpty)
+        // A report the grace after the first that still leaves e2 out: given back.
+        #expect(orphans.report(node: "n1", holds: ["e1"], allocations: all, now: t0 + 61, grace: 60).map(\.endpointID) == ["e2"])
+        #expect(orphans.waiting(node: "n1") == 0)
+        // An endpoint that shows up again in time is forgotten.
+        #expect(orphans.report(node: "n2", holds: ["e3"], allocations: all, now: t0 + 100, grace: 60).isEmpty)
+        #expect(orphans.waiting(node: "n2") == 0)
+        #expect(orphans.report(node: "n2", holds: [], allocations: all, now: t0 + 200, grace: 60).isEmpty)
+    }
 }

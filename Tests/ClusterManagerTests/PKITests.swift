@@ -301,3 +301,30 @@ func expectPKIError(_ code: PKIError.Code, sourceLocation: SourceLocation = #_so
         #expect(fractions.count > 1)
     }
 }
+
+/// A node's key signs its endpoint records; the manager hands out the public half.
+@Suite struct PKISigningTests {
+    @Test func aRecordSignedWithTheNodesKeyVerifiesWithTheKeyItsRequestCarried() throws {
+        let request = try NodeIdentity.Request()
+        #expect(NodeIdentity.signingKey(ofCSR: request.csrPEM) == request.signingKey)
+        #expect(NodeIdentity.signingKey(ofCSR: "not a CSR") == nil)
+        let ca = try ClusterCA.create(clusterID: "c1")
+        let identity = try NodeIdentity(request: request, certificatePEM: try ca.issue(csrPEM: request.csrPEM, nodeID: "n1", role: .worker),
+                                        caCertificatePEM: ca.certificatePEM)
+        #expect(identity.signingKey == request.signingKey)
+        // A renewal's request keeps the key.
+        #expect(NodeIdentity.signingKey(ofCSR: try identity.makeCSR()) == identity.signingKey)
+        let message = Array("swift-overlay endpoint record 1\nweb\nn1\n{}".utf8)
+        let signature = try identity.sign(message)
+        #expect(signature.count == 64)
+        #expect(NodeIdentity.verify(signature, of: message, signingKey: identity.signingKey))
+        // Another message, another key, a damaged signature or key: no.
+        #expect(!NodeIdentity.verify(signature, of: message + [0], signingKey: identity.signingKey))
+        #expect(!NodeIdentity.verify(signature, of: message, signingKey: try NodeIdentity.Request().signingKey))
+        var damaged = signature
+        damaged[10] ^= 1
+        #expect(!NodeIdentity.verify(damaged, of: message, signingKey: identity.signingKey))
+        #expect(!NodeIdentity.verify(signature, of: message, signingKey: "AAAA"))
+        #expect(!NodeIdentity.verify([1, 2, 3], of: message, signingKey: identity.signingKey))
+    }
+}

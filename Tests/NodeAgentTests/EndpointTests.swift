@@ -18,6 +18,21 @@ import Testing
         #expect(bad.peer == nil)
     }
 
+    @Test func theSignedMessageLeavesTheSignatureOutAndBindsNetworkAndOwner() throws {
+        var r = try #require(EndpointRecord.decode(json))
+        let message = r.signedMessage(network: "web", owner: "n1")
+        #expect(message == Array("swift-overlay endpoint record 1\nweb\nn1\n".utf8) + json)
+        r.signature = "c2ln"
+        // The signature travels in the record and is not part of what it signs...
+        #expect(EndpointRecord.decode(r.encoded())?.signature == "c2ln")
+        #expect(r.signedMessage(network: "web", owner: "n1") == message)
+        // ... which differs by network, owner and every field.
+        #expect(r.signedMessage(network: "db", owner: "n1") != message)
+        #expect(r.signedMessage(network: "web", owner: "n2") != message)
+        r.address = "10.0.0.3"
+        #expect(r.signedMessage(network: "web", owner: "n1") != message)
+    }
+
     @Test func anEndpointIsTheRecordTypedOnceAndNilWhenAnAddressDoesNotParse() throws {
         let e = try #require(Endpoint(tableValue: json))
         #expect(e.address == IPAddress("10.0.0.2") && e.ipv4 == IPv4Address("10.0.0.2"))

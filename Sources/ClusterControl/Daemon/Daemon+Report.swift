@@ -15,7 +15,25 @@ extension OverlayDaemon {
     func currentReport(nodeID: String) -> NodeReport {
         NodeReport(
             nodeID: nodeID, encryption: encryptionStatus(), gatewaySubnet: gateway?.info?.subnet.description,
-            publishedPorts: standalonePublishedPorts(), taskStates: taskRuntime.states)
+            publishedPorts: standalonePublishedPorts(), taskStates: taskRuntime.states, endpoints: heldEndpoints())
+    }
+
+    /// The endpoints this node holds addresses for, as far as its store says: its containers',
+    /// those asked for and not yet recorded, those waiting to be given back, and every load
+    /// balancer endpoint it has kept an ID for (more than it holds, never less). Nil when the
+    /// store cannot be read (then the manager gives nothing back).
+    func heldEndpoints() -> [String]? {
+        do {
+            var held = Set(try store.all(.container, as: ContainerRecord.self).flatMap { $0.networks.map(\.endpointID) })
+            held.formUnion(try store.all(.addressIntent).map(\.0))
+            held.formUnion(try store.all(.pendingRelease).map(\.0))
+            for (key, _) in try store.all(.setting) where key.hasPrefix("lb/") {
+                if let id = try store.get(.setting, key, as: String.self) { held.insert(id) }
+            }
+            return held.sorted()
+        } catch {
+            return nil
+        }
     }
 
     /// The one way a node tells the manager about itself (`POST /v1/report`), sent when the report
@@ -58,9 +76,26 @@ extension OverlayDaemon {
         if let ports = report.publishedPorts {
             manager?.standalonePorts[node] = Self.validPublishedPorts(ports.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         }
+        if let held = report.endpoints, held.count <= 1_000_000 { try giveBackOrphans(of: node, holds: Set(held)) }
         guard let states = report.taskStates else { return NodeReportReply(recorded: 0, ignored: 0) }
         let ignored = recordTaskStatus(TaskStatusReport(nodeID: node, states: states))
         if ignored > 0 { logger.notice("node \(node) reported \(ignored) task(s) not assigned to it: ignored") }
         return NodeReportReply(recorded: states.count - ignored, ignored: ignored)
+    }
+
+    /// Manager: gives back the addresses `node` holds by the manager's records but, by two of its
+    /// reports at least `orphanedAddressGrace` apart, no longer knows of.
+    func giveBackOrphans(of node: String, holds held: Set<String>) throws {
+        guard var m = manager else { return }
+        let allocations = try store.all(.allocation, as: AllocationRecord.self)
+        let orphans = m.orphans.report(node: node, holds: held, allocations: allocations, now: Date(),
+                                       grace: configuration.orphanedAddressGrace)
+        manager = m
+        let networks = Dictionary(cluster.networks.map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
+        for a in orphans {
+            guard let name = networks[a.networkID] else { continue }
+            logger.notice("node \(node) no longer holds endpoint \(a.endpointID.prefix(12)) (\(a.address) on \(name), \(a.name ?? "unnamed")) by two of its reports: the address is given back")
+            try release(ReleaseRequest(network: name, address: a.address.description, endpointID: a.endpointID), for: node)
+        }
     }
 }

@@ -52,6 +52,9 @@ public struct DaemonConfiguration: Sendable {
     public var dnsForwardsPerContainer: Int
     /// Gossip TCP streams served at once from one address.
     public var gossipStreamsPerSource: Int
+    /// Manager: how long a node's reports must leave out an address the manager holds for it
+    /// before the address is given back (two reports at least this far apart).
+    public var orphanedAddressGrace: TimeInterval = 60
     /// Where Prometheus metrics are served (`HOST:PORT`, plain HTTP `GET /metrics`); nil: not at all.
     public var metricsAddr: String?
 
@@ -143,6 +146,8 @@ public actor OverlayDaemon {
     let localNodeID: String
     /// Node ID -> data-path address, as the manager says: what endpoint records are checked against.
     let nodeVTEPs = NodeVTEPs()
+    /// Node ID -> the key its endpoint records are signed with, as the manager says.
+    let nodeSigningKeys = NodeSigningKeys()
     /// Each gossip member's boot ID (its metadata), by node ID.
     var memberBoots: [String: [UInt8]] = [:]
     /// Connections to the manager kept open between calls (workers).

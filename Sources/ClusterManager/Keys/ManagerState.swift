@@ -27,6 +27,8 @@ package struct ManagerState: Sendable {
     /// When the next key rotation after a node's removal is due, and how many are left.
     package var removalRotationDue: Date?
     package var removalRotationsLeft = 0
+    /// Allocations that nodes' reports leave out (given back once confirmed).
+    package var orphans = OrphanedAddresses()
 
     /// A manager's state at its start: nothing reported yet.
     package init(ipam: IPAM, settings: ManagerSettings, ipsec: IPsecKeyring, started: Date = Date()) {

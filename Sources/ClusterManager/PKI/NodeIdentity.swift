@@ -31,6 +31,33 @@ public struct NodeIdentity: Sendable {
                 signatureAlgorithm: .ecdsaWithSHA256)
             csrPEM = try csr.serializeAsPEM().pemString
         }
+
+        /// The new key's public half, as ``NodeRecord/signingKey`` carries it.
+        public var signingKey: String { NodeIdentity.signingKey(privateKey.publicKey) }
+    }
+
+    static func signingKey(_ key: P256.Signing.PublicKey) -> String { Data(key.x963Representation).base64EncodedString() }
+
+    /// This node's public key, as ``NodeRecord/signingKey`` carries it (base64 of X9.63).
+    public var signingKey: String { Self.signingKey(privateKey.publicKey) }
+
+    /// The public key a certificate signing request is for, as ``NodeRecord/signingKey`` carries
+    /// it; nil when the request does not parse or its key is not P-256.
+    public static func signingKey(ofCSR pem: String) -> String? {
+        guard let csr = try? CertificateSigningRequest(pemEncoded: pem), let key = P256.Signing.PublicKey(csr.publicKey) else { return nil }
+        return signingKey(key)
+    }
+
+    /// Signs `message` with this node's key (ECDSA P-256 over SHA-256; the raw 64-byte form).
+    public func sign(_ message: [UInt8]) throws -> [UInt8] {
+        Array(try privateKey.signature(for: message).rawRepresentation)
+    }
+
+    /// Whether `signature` (raw, 64 bytes) is the holder of `signingKey`'s over `message`.
+    public static func verify(_ signature: [UInt8], of message: [UInt8], signingKey: String) -> Bool {
+        guard let der = Data(base64Encoded: signingKey), let key = try? P256.Signing.PublicKey(x963Representation: der),
+              let sig = try? P256.Signing.ECDSASignature(rawRepresentation: signature) else { return false }
+        return key.isValidSignature(sig, for: message)
     }
 
     let privateKey: P256.Signing.PrivateKey

@@ -115,6 +115,14 @@ public final class SQLiteClusterStore: ClusterStore {
     /// The database file.
     public let path: String
 
+    /// How the connection writes: SQLite's `journal_mode` (`wal`) and `synchronous` (2: FULL,
+    /// every commit on disk before it returns).
+    public func durability() throws -> (journalMode: String, synchronous: Int) {
+        try queue.read { db in
+            (try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "", try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1)
+        }
+    }
+
     /// Opens (creating if needed) the store at `path`, migrating its schema.
     public init(path: String) throws {
         self.path = path
