@@ -71,6 +71,11 @@ public struct DaemonInfo: Codable, Sendable {
     /// Endpoint records gossip delivered that were dropped because they did not decode (not a
     /// JSON record, or an address that does not parse), since the membership began.
     public var malformedEndpointRecords: Int?
+    /// Gossip table messages dropped because their Lamport time was too far ahead of this node's
+    /// own clock (or past 2^62), since the membership began.
+    public var rejectedClockMessages: Int?
+    /// Gossip table messages dropped because they did not decode, since the membership began.
+    public var malformedTableMessages: Int?
     /// overlayd's version (`OverlayVersion.version`).
     public var version: String?
 
@@ -93,8 +98,12 @@ public struct DaemonInfo: Codable, Sendable {
         kernelIPsec: String? = nil,
         refusedEndpointRecords: Int? = nil,
         malformedEndpointRecords: Int? = nil,
+        rejectedClockMessages: Int? = nil,
+        malformedTableMessages: Int? = nil,
         version: String? = nil
     ) {
+        self.rejectedClockMessages = rejectedClockMessages
+        self.malformedTableMessages = malformedTableMessages
         self.nodeID = nodeID
         self.hostname = hostname
         self.swarm = swarm

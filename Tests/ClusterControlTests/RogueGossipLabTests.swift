@@ -85,11 +85,14 @@ import OverlayTestKit
             let values = forged.map { (owner: $0.owner, id: $0.id, value: record($0.id, $0.name, $0.last)) }
                 + atH2.map { (owner: $0.0, id: $0.1, value: $0.2) }
                 + garbled.map { (owner: h2ID, id: $0.id, value: $0.value) }
+            // And one whose Lamport time would wrap every clock that took it.
+            let wrap = EntryRecord(owner: h2ID, network: "web", table: "endpoint_table", key: "forged-clock",
+                                   value: record("forged-clock", "evil6", 94, vtep: "198.18.0.2"), ltime: .max, deleted: false)
             return values.compactMap { f in
                 let entry = EntryRecord(owner: f.owner, network: "web", table: "endpoint_table", key: f.id, value: f.value,
                                         ltime: base + round * 1_000_000_000, deleted: false)
                 return try? StreamCodec.encodeUser(TableWire.encode(.entry(entry)), keyring: ring)
-            }
+            } + [try? StreamCodec.encodeUser(TableWire.encode(.entry(wrap)), keyring: ring)].compactMap { $0 }
         }
         sender.start(to: "198.18.0.1", port: 7946, every: 200_000, payloads: payloads)
         defer { sender.stop() }
@@ -115,11 +118,15 @@ import OverlayTestKit
         #expect(log.contains("ignored malformed endpoint record garbled-json on web")
                     && log.contains("ignored malformed endpoint record garbled-address on web"))
         let info = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["info"]).utf8)) as? [String: Any] ?? [:]
-        #expect((info["malformedEndpointRecords"] as? Int ?? 0) >= 2 && (info["refusedEndpointRecords"] as? Int ?? 0) >= 2,
+        #expect((info["malformedEndpointRecords"] as? Int ?? 0) >= 2 && (info["refusedEndpointRecords"] as? Int ?? 0) >= 4,
                 "h1's counts: \(info)")
+        // The time of UInt64.max was refused before anything else was looked at: counted, and the
+        // record is not in the table at all.
+        #expect((info["rejectedClockMessages"] as? Int ?? 0) >= 1, "h1's counts: \(info)")
+        #expect(!(try lab.must("h1", ["network", "inspect", "-v", "web"])).contains("forged-clock"))
         // (`name.network` is the cluster's own: answered from the names alone, never forwarded.)
         for _ in 0..<3 {
-            for name in ["evil.web", "evil2.web", "evil4.web", "evil5.web"] {
+            for name in ["evil.web", "evil2.web", "evil4.web", "evil5.web", "evil6.web"] {
                 let answer = try lab.on("h1", ["exec", "c1", "--", "dig", "@127.0.0.11", "+time=5", "+tries=1", name])
                 #expect(answer.output.contains("status: NXDOMAIN") && !answer.output.contains("10.37.0.9"), "\(name) resolves: \(answer.output)")
             }

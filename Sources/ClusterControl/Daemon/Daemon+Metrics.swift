@@ -60,8 +60,10 @@ extension OverlayDaemon {
         }
         if let agent {
             await refreshGossipMetrics(m, agent.db.node)
-            m.total("overlay_gossip_refused_records_total", ["reason": "unknown_owner"], agent.refusedRecords)
+            m.total("overlay_gossip_refused_records_total", ["reason": "unverified"], agent.refusedRecords)
             m.total("overlay_gossip_refused_records_total", ["reason": "malformed"], agent.malformedRecords)
+            m.total("overlay_gossip_dropped_table_messages_total", ["reason": "clock_ahead"], agent.db.rejectedClockMessages)
+            m.total("overlay_gossip_dropped_table_messages_total", ["reason": "malformed"], agent.db.malformedMessages)
             refreshDatapathMetrics(m, agent.driver)
         }
         if let dns {

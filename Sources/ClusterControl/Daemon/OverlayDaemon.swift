@@ -270,6 +270,7 @@ public actor OverlayDaemon {
             espEncapsulation: agent.map { "\($0.driver.userspaceDatapath.espEncapsulation)" },
             kernelIPsec: kernelIPsec.map { "\($0)" },
             refusedEndpointRecords: agent?.refusedRecords, malformedEndpointRecords: agent?.malformedRecords,
+            rejectedClockMessages: agent?.db.rejectedClockMessages, malformedTableMessages: agent?.db.malformedMessages,
             version: OverlayVersion.version)
     }
 
