@@ -146,6 +146,16 @@ public final class NetworkDB: Sendable {
         state.withLock { $0.core.members(of: network) }
     }
 
+    /// Signs this node's deletes, leaves and bulk syncs from now on, and drops other nodes' that
+    /// `authenticator` does not verify (nil: none are signed or checked).
+    public func setAuthenticator(_ authenticator: TableAuthenticator?) {
+        state.withLock { $0.core.authenticator = authenticator }
+    }
+
+    /// Deletes and leaves dropped, and bulk syncs taken without their implicit deletes, because
+    /// their signature did not verify.
+    public var unauthenticatedMessages: Int { state.withLock { $0.core.unauthenticated } }
+
     /// Malformed table messages received and dropped so far.
     public var malformedMessages: Int { state.withLock { $0.core.malformedMessages } }
     /// Table messages dropped for a Lamport time too far ahead of this node's clock.

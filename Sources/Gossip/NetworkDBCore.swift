@@ -115,11 +115,15 @@ public struct NetworkDBCore: Sendable {
         /// Hidden because the owner failed; restored if the owner re-announces it.
         var withdrawn: Bool
         var reapAt: Duration?
+        /// The owner's signature of a tombstone, passed on in bulk syncs.
+        var signature: [UInt8] = []
         var visible: Bool { !deleted && !withdrawn }
     }
     struct Membership: Sendable, Equatable {
         var ltime: UInt64
         var leaving: Bool
+        /// The node's signature of a leave, passed on in push-pull state.
+        var signature: [UInt8] = []
     }
 
     /// The settings.
@@ -134,6 +138,11 @@ public struct NetworkDBCore: Sendable {
     public private(set) var malformedMessages = 0
     /// Table messages dropped because their Lamport time was too far ahead (see `maxClockLead`).
     public private(set) var rejectedClocks = 0
+    /// Signs this node's deletes, leaves and bulk syncs and checks other nodes' (nil: none are).
+    public var authenticator: TableAuthenticator?
+    /// Deletes and leaves dropped, and bulk syncs whose implicit deletes were skipped, because
+    /// their signature did not verify (see ``authenticator``).
+    public private(set) var unauthenticated = 0
     var entries: [EntryID: EntryState] = [:]
     var memberships: [String: [String: Membership]] = [:]   // node -> network -> state
     var alive: [String: NodeAddress] = [:]                   // other nodes believed alive
@@ -217,8 +226,9 @@ public struct NetworkDBCore: Sendable {
     /// Leaves a network: announces it and forgets the network's entries locally (watchers see deletes).
     public mutating func leaveNetwork(_ network: String, now: Duration) -> [NetworkDBDirective] {
         guard isMember(network) else { return [] }
-        let record = NetworkRecord(node: me, network: network, ltime: tick(), leaving: true)
-        memberships[me, default: [:]][network] = Membership(ltime: record.ltime, leaving: true)
+        var record = NetworkRecord(node: me, network: network, ltime: tick(), leaving: true)
+        record.signature = authenticator?.sign(TableAuthenticator.leave(record)) ?? []
+        memberships[me, default: [:]][network] = Membership(ltime: record.ltime, leaving: true, signature: record.signature)
         var out: [NetworkDBDirective] = [.broadcast(TableWire.encode(.network(record)))]
         for (id, e) in entries where id.network == network {
             if e.visible { out.append(.change(TableChange(kind: .delete, network: id.network, table: id.table, key: id.key, value: e.value, owner: e.owner))) }
@@ -260,9 +270,10 @@ public struct NetworkDBCore: Sendable {
             throw GossipError(.notNetworkMember, "this node is not a member of network \(id.network); join it first")
         }
         let old = entries[id]
-        let record = EntryRecord(owner: me, network: id.network, table: id.table, key: id.key, value: value, ltime: tick(), deleted: deleted)
+        var record = EntryRecord(owner: me, network: id.network, table: id.table, key: id.key, value: value, ltime: tick(), deleted: deleted)
+        if deleted { record.signature = authenticator?.sign(TableAuthenticator.tombstone(record)) ?? [] }
         entries[id] = EntryState(value: value, owner: me, ltime: record.ltime, deleted: deleted, withdrawn: false,
-                                 reapAt: deleted ? now + config.reapInterval : nil)
+                                 reapAt: deleted ? now + config.reapInterval : nil, signature: record.signature)
         var out: [NetworkDBDirective] = []
         if let kind = Self.changeKind(wasVisible: old?.visible ?? false, isVisible: !deleted) {
             out.append(.change(TableChange(kind: kind, network: id.network, table: id.table, key: id.key, value: value, owner: me)))
@@ -345,7 +356,9 @@ public struct NetworkDBCore: Sendable {
     public func localState() -> [UInt8] {
         var records: [NetworkRecord] = []
         for (node, nets) in memberships {
-            for (network, m) in nets { records.append(NetworkRecord(node: node, network: network, ltime: m.ltime, leaving: m.leaving)) }
+            for (network, m) in nets {
+                records.append(NetworkRecord(node: node, network: network, ltime: m.ltime, leaving: m.leaving, signature: m.signature))
+            }
         }
         return TableWire.encode(.networks(records))
     }
@@ -371,8 +384,13 @@ public struct NetworkDBCore: Sendable {
         guard witness(r.ltime) else { return [] }
         guard r.node != me else { return [] }
         if let old = memberships[r.node]?[r.network], old.ltime >= r.ltime { return [] }
+        // A leave takes the node's entries away: only the node itself may say it.
+        if r.leaving, let auth = authenticator, !auth.verify(r.node, TableAuthenticator.leave(r), r.signature) {
+            unauthenticated += 1
+            return []
+        }
         let wasMember = memberships[r.node]?[r.network].map { !$0.leaving } ?? false
-        memberships[r.node, default: [:]][r.network] = Membership(ltime: r.ltime, leaving: r.leaving)
+        memberships[r.node, default: [:]][r.network] = Membership(ltime: r.ltime, leaving: r.leaving, signature: r.leaving ? r.signature : [])
         guard isMember(r.network), alive[r.node] != nil else { return [] }
         var out: [NetworkDBDirective] = []
         if !r.leaving {
@@ -397,6 +415,11 @@ public struct NetworkDBCore: Sendable {
         // Only live owners write: a late message from a node declared dead must not resurrect
         // its entries (it re-announces them in a bulk sync when it is back).
         guard r.owner != me, isMember(r.network), alive[r.owner] != nil else { return [] }
+        // A delete takes the entry away: only its owner may say it.
+        if r.deleted, let auth = authenticator, !auth.verify(r.owner, TableAuthenticator.tombstone(r), r.signature) {
+            unauthenticated += 1
+            return []
+        }
         let id = EntryID(network: r.network, table: r.table, key: r.key)
         let old = entries[id]
         if let old {
@@ -404,7 +427,7 @@ public struct NetworkDBCore: Sendable {
             guard r.ltime > old.ltime || restore else { return [] }
         }
         entries[id] = EntryState(value: r.value, owner: r.owner, ltime: r.ltime, deleted: r.deleted, withdrawn: false,
-                                 reapAt: r.deleted ? now + config.reapInterval : nil)
+                                 reapAt: r.deleted ? now + config.reapInterval : nil, signature: r.deleted ? r.signature : [])
         guard let kind = Self.changeKind(wasVisible: old?.visible ?? false, isVisible: !r.deleted) else { return [] }
         let value = r.deleted ? (old?.value ?? r.value) : r.value
         return [.change(TableChange(kind: kind, network: r.network, table: r.table, key: r.key, value: value, owner: r.owner))]
@@ -419,9 +442,15 @@ public struct NetworkDBCore: Sendable {
             present.insert(EntryID(network: r.network, table: r.table, key: r.key))
             out.append(contentsOf: apply(r, now: now))
         }
-        // A bulk sync is the owner's full state for the network: what it no longer has is gone.
+        // A bulk sync is the owner's full state for the network: what it no longer has is gone, if
+        // the node itself says so.
+        var complete = true
+        if let auth = authenticator, !auth.verify(b.node, TableAuthenticator.bulk(b), b.signature) {
+            unauthenticated += 1
+            complete = false
+        }
         for (id, e) in entries.sorted(by: { ($0.key.table, $0.key.key) < ($1.key.table, $1.key.key) })
-        where id.network == b.network && e.owner == b.node && !e.deleted && e.ltime < b.ltime && !present.contains(id) {
+        where complete && id.network == b.network && e.owner == b.node && !e.deleted && e.ltime < b.ltime && !present.contains(id) {
             entries[id]?.deleted = true
             entries[id]?.withdrawn = false
             entries[id]?.reapAt = now + config.reapInterval
@@ -439,9 +468,11 @@ public struct NetworkDBCore: Sendable {
     mutating func bulk(network: String, to node: String, reply: Bool, address: NodeAddress? = nil) -> [NetworkDBDirective] {
         guard let a = address ?? alive[node] else { return [] }
         let own = entries.filter { $0.key.network == network && $0.value.owner == me }.map { id, e in
-            EntryRecord(owner: me, network: network, table: id.table, key: id.key, value: e.value, ltime: e.ltime, deleted: e.deleted)
+            EntryRecord(owner: me, network: network, table: id.table, key: id.key, value: e.value, ltime: e.ltime, deleted: e.deleted,
+                        signature: e.deleted ? e.signature : [])
         }
-        let record = BulkRecord(node: me, network: network, ltime: tick(), reply: reply, entries: own)
+        var record = BulkRecord(node: me, network: network, ltime: tick(), reply: reply, entries: own)
+        record.signature = authenticator?.sign(TableAuthenticator.bulk(record)) ?? []
         return [.send(node: node, address: a, bytes: TableWire.encode(.bulk(record)))]
     }
 }

@@ -76,6 +76,9 @@ public struct DaemonInfo: Codable, Sendable {
     public var rejectedClockMessages: Int?
     /// Gossip table messages dropped because they did not decode, since the membership began.
     public var malformedTableMessages: Int?
+    /// Gossip deletes and leaves dropped, and bulk syncs taken without their implicit deletes,
+    /// because the node they name did not sign them, since the membership began.
+    public var unauthenticatedTableMessages: Int?
     /// overlayd's version (`OverlayVersion.version`).
     public var version: String?
 
@@ -100,8 +103,10 @@ public struct DaemonInfo: Codable, Sendable {
         malformedEndpointRecords: Int? = nil,
         rejectedClockMessages: Int? = nil,
         malformedTableMessages: Int? = nil,
+        unauthenticatedTableMessages: Int? = nil,
         version: String? = nil
     ) {
+        self.unauthenticatedTableMessages = unauthenticatedTableMessages
         self.rejectedClockMessages = rejectedClockMessages
         self.malformedTableMessages = malformedTableMessages
         self.nodeID = nodeID

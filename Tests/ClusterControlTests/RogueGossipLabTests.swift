@@ -144,6 +144,29 @@ import OverlayTestKit
         _ = try lab.must("h2", ["run", "-d", "--name", "c2", "--network", "web", "--", "sleep", "infinity"])
         let ip2 = try lab.ip("h2", "c2", network: "web")
         #expect(try lab.pings("h1", "c1", ip2), "c1 cannot reach c2 (\(ip2))")
+
+        // Nor can the rogue take h2's endpoint away: a tombstone of c2's record, a leave of `web`
+        // and a bulk sync naming nothing, all under h2's name, for 2 s.
+        let c2Inspect = try JSONSerialization.jsonObject(with: Data(try lab.must("h2", ["inspect", "c2"]).utf8)) as! [[String: Any]]
+        let c2Endpoint = (((c2Inspect[0]["NetworkSettings"] as! [String: Any])["Networks"] as! [String: Any])["web"] as! [String: Any])["EndpointID"] as! String
+        sender.stop()
+        let later = UInt64(Date().timeIntervalSince1970 * 1000) + 10_000_000
+        let takers: [TableMessage] = [
+            .entry(EntryRecord(owner: h2ID, network: "web", table: "endpoint_table", key: c2Endpoint, value: [], ltime: later, deleted: true)),
+            .network(NetworkRecord(node: h2ID, network: "web", ltime: later, leaving: true)),
+            .bulk(BulkRecord(node: h2ID, network: "web", ltime: later, reply: false, entries: [])),
+        ]
+        let taker = RawSender()
+        taker.start(to: "198.18.0.1", port: 7946, every: 200_000) { round in
+            takers.compactMap { try? StreamCodec.encodeUser(TableWire.encode($0), keyring: ring) }
+        }
+        usleep(2_000_000)
+        taker.stop()
+        let after = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["info"]).utf8)) as? [String: Any] ?? [:]
+        #expect((after["unauthenticatedTableMessages"] as? Int ?? 0) >= 3, "h1's counts: \(after)")
+        #expect(try lab.pings("h1", "c1", ip2, tries: 3), "c1 lost c2 (\(ip2)) to forged deletes")
+        let name = try lab.on("h1", ["exec", "c1", "--", "dig", "+short", "+tries=1", "c2.web"])
+        #expect(name.output.trimmingCharacters(in: .whitespacesAndNewlines) == ip2, "c2.web: \(name.output)")
     }
 }
 

@@ -269,6 +269,61 @@ struct TableSim {
         #expect(!core.receive(entry("honest", first + 5), now: .zero).isEmpty)
     }
 
+    /// A toy signature: the signer's name and an FNV-1a hash of the message.
+    static func toySign(_ node: String, _ message: [UInt8]) -> [UInt8] {
+        let h = message.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+        return Array("\(node):".utf8) + withUnsafeBytes(of: h) { Array($0) }
+    }
+
+    @Test func onlyANodeItselfTakesItsEntriesAway() throws {
+        var sim = TableSim(["a", "b", "x"])
+        for n in ["a", "b", "x"] {
+            sim.cores[n]!.authenticator = TableAuthenticator(sign: { Self.toySign(n, $0) },
+                                                             verify: { node, message, signature in signature == Self.toySign(node, message) })
+            sim.run(n) { $0.joinNetwork("n1", now: .zero) }
+        }
+        sim.settle()
+        try sim.run("a") { try $0.createEntry(network: "n1", table: "t", key: "k1", value: Array("v1".utf8), now: .zero) }
+        try sim.run("a") { try $0.createEntry(network: "n1", table: "t", key: "k2", value: Array("v2".utf8), now: .zero) }
+        sim.settle()
+        #expect(sim.keys("b") == ["k1=v1@a", "k2=v2@a"])
+        // x holds the gossip key but not a's: a tombstone of a's entry (unsigned, then signed by
+        // x), a leave of a's, and a bulk sync of a's naming nothing are all refused by b.
+        let t = sim.cores["b"]!.clock + 1000
+        let forged: [TableMessage] = [
+            .entry(EntryRecord(owner: "a", network: "n1", table: "t", key: "k1", value: [], ltime: t, deleted: true)),
+            .entry(EntryRecord(owner: "a", network: "n1", table: "t", key: "k1", value: [], ltime: t, deleted: true,
+                               signature: Self.toySign("x", TableAuthenticator.tombstone(
+                                   EntryRecord(owner: "a", network: "n1", table: "t", key: "k1", value: [], ltime: t, deleted: true))))),
+            .network(NetworkRecord(node: "a", network: "n1", ltime: t, leaving: true)),
+            .bulk(BulkRecord(node: "a", network: "n1", ltime: t, reply: false, entries: [])),
+        ]
+        for m in forged { sim.run("b") { $0.receive(TableWire.encode(m), now: .zero) } }
+        sim.settle()
+        #expect(sim.keys("b") == ["k1=v1@a", "k2=v2@a"])
+        #expect(sim.cores["b"]!.members(of: "n1") == ["a", "b", "x"])
+        #expect(sim.cores["b"]!.unauthenticated == 4)
+        // a itself: its delete, its bulk sync without k2 (after a lost delete), its leave.
+        try sim.run("a") { try $0.deleteEntry(network: "n1", table: "t", key: "k1", now: .zero) }
+        sim.settle()
+        #expect(sim.keys("b") == ["k2=v2@a"])
+        sim.cores["a"]!.entries[NetworkDBCore.EntryID(network: "n1", table: "t", key: "k2")] = nil
+        sim.run("a") { $0.bulk(network: "n1", to: "b", reply: false) }
+        sim.settle()
+        #expect(sim.keys("b").isEmpty)
+        try sim.run("a") { try $0.createEntry(network: "n1", table: "t", key: "k3", value: Array("v3".utf8), now: .zero) }
+        sim.settle()
+        sim.run("a") { $0.leaveNetwork("n1", now: .zero) }
+        sim.settle()
+        #expect(sim.keys("b").isEmpty && sim.cores["b"]!.members(of: "n1") == ["b", "x"])
+        #expect(sim.cores["b"]!.unauthenticated == 4)
+        // The leave, signed by a, is passed on in b's push-pull state and taken by a newcomer.
+        var c = NetworkDBCore(config: TableSim.config("c"))
+        c.authenticator = TableAuthenticator(sign: { Self.toySign("c", $0) }, verify: { node, m, sig in sig == Self.toySign(node, m) })
+        _ = c.receive(sim.cores["b"]!.localState(), now: .zero)
+        #expect(c.unauthenticated == 0)
+    }
+
     @Test func malformedMessagesAreCountedAndDropped() {
         var core = NetworkDBCore(config: TableSim.config("a"))
         _ = core.joinNetwork("n1", now: .zero)

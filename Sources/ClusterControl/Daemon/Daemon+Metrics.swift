@@ -64,6 +64,7 @@ extension OverlayDaemon {
             m.total("overlay_gossip_refused_records_total", ["reason": "malformed"], agent.malformedRecords)
             m.total("overlay_gossip_dropped_table_messages_total", ["reason": "clock_ahead"], agent.db.rejectedClockMessages)
             m.total("overlay_gossip_dropped_table_messages_total", ["reason": "malformed"], agent.db.malformedMessages)
+            m.total("overlay_gossip_dropped_table_messages_total", ["reason": "unauthenticated"], agent.db.unauthenticatedMessages)
             refreshDatapathMetrics(m, agent.driver)
         }
         if let dns {

@@ -271,6 +271,7 @@ public actor OverlayDaemon {
             kernelIPsec: kernelIPsec.map { "\($0)" },
             refusedEndpointRecords: agent?.refusedRecords, malformedEndpointRecords: agent?.malformedRecords,
             rejectedClockMessages: agent?.db.rejectedClockMessages, malformedTableMessages: agent?.db.malformedMessages,
+            unauthenticatedTableMessages: agent?.db.unauthenticatedMessages,
             version: OverlayVersion.version)
     }
 

@@ -41,7 +41,7 @@ public enum MetricsCatalog {
         "overlay_gossip_suspicions_total": .init(help: "Members this node's own probes made suspect."),
         "overlay_gossip_refutations_total": .init(help: "Times this node refuted a suspicion or death of itself."),
         "overlay_gossip_refused_records_total": .init(help: "Endpoint records from gossip not applied, by reason (unverified: an owner or VTEP the manager does not know, or not signed by its owner; malformed: not parsable)."),
-        "overlay_gossip_dropped_table_messages_total": .init(help: "Gossip table messages dropped, by reason (clock_ahead: a Lamport time too far ahead; malformed)."),
+        "overlay_gossip_dropped_table_messages_total": .init(help: "Gossip table messages dropped, by reason (clock_ahead: a Lamport time too far ahead; malformed; unauthenticated: a delete, leave or bulk sync the node it names did not sign)."),
         // DNS
         "overlay_dns_queries_total": .init(help: "Queries the embedded DNS server received from containers, well formed or not."),
         "overlay_dns_answered_total": .init(help: "Queries answered from the cluster's names."),
