@@ -79,6 +79,9 @@ public struct DaemonInfo: Codable, Sendable {
     /// Gossip deletes and leaves dropped, and bulk syncs taken without their implicit deletes,
     /// because the node they name did not sign them, since the membership began.
     public var unauthenticatedTableMessages: Int?
+    /// The swarm membership's loops running now (reconcile, scheduler, renewal, key rotation or
+    /// following the manager, boot IDs): 0 outside a swarm, the same number after a rejoin.
+    public var membershipLoops: Int?
     /// overlayd's version (`OverlayVersion.version`).
     public var version: String?
 
@@ -104,8 +107,10 @@ public struct DaemonInfo: Codable, Sendable {
         rejectedClockMessages: Int? = nil,
         malformedTableMessages: Int? = nil,
         unauthenticatedTableMessages: Int? = nil,
+        membershipLoops: Int? = nil,
         version: String? = nil
     ) {
+        self.membershipLoops = membershipLoops
         self.unauthenticatedTableMessages = unauthenticatedTableMessages
         self.rejectedClockMessages = rejectedClockMessages
         self.malformedTableMessages = malformedTableMessages

@@ -216,13 +216,22 @@ struct CLILab {
         _ = try lab.must("h2", ["rm", "-f", "c5"])
 
         // Leave and rejoin: h3 leaves (its container goes), joins again, and is reachable again.
+        // Its membership's loops end with the leave and are as many after the rejoin, not twice.
+        func loops(_ host: String) throws -> Int {
+            (try JSONSerialization.jsonObject(with: Data(try lab.must(host, ["info"]).utf8)) as? [String: Any])?["membershipLoops"] as? Int ?? -1
+        }
+        let loopsBefore = try loops("h3")
+        #expect(loopsBefore == 5, "a worker runs 5 membership loops, h3 runs \(loopsBefore)")
         let leaveBusy = try lab.on("h3", ["swarm", "leave"])
         #expect(!leaveBusy.succeeded && leaveBusy.output.contains("c3"))
         _ = try lab.must("h3", ["rm", "-f", "c4"])
         _ = try lab.must("h3", ["rm", "-f", "c3"])
         _ = try lab.must("h3", ["swarm", "leave"])
         #expect(try !lab.hostnames("h1").contains("h3"))
+        #expect(try loops("h3") == 0)
         _ = try lab.must("h3", ["swarm", "join", "--token", token, "198.18.0.1:2377"])
+        usleep(500_000)
+        #expect(try loops("h3") == loopsBefore)
         _ = try lab.must("h3", ["run", "-d", "--name", "c3", "--network", "web", "--", "sleep", "infinity"])
         let ip3 = try lab.ip("h3", "c3", network: "web")
         var rejoined = false

@@ -26,9 +26,15 @@ final class EncryptedLab: @unchecked Sendable {
     static let plainVNI: UInt32 = 6001
 
     init(_ name: String, hosts: Int, link: EndpointLink = .auto, espEncapsulation: ESPEncapsulation = .raw,
-         logger: Logger? = nil, keys: IPsecKeyring?) throws {
-        f = try Fixture(name, hosts: hosts, link: link, espEncapsulation: espEncapsulation, logger: logger)
+         logger: Logger? = nil, keys: IPsecKeyring?, bootIDs: Bool = false) throws {
+        f = try Fixture(name, hosts: hosts, link: link, espEncapsulation: espEncapsulation, logger: logger, bootIDs: bootIDs)
         do {
+            // Each host learns the others' boot IDs (the daemon has them from gossip metadata).
+            if let boots = f.bootIDs {
+                for (i, d) in f.drivers.enumerated() {
+                    for j in f.drivers.indices where j != i { d.userspaceDatapath.setPeerBootID(.v4(f.lab.hosts[j].address), boots[j]) }
+                }
+            }
             for (i, d) in f.drivers.enumerated() {
                 if let keys { d.setIPsecKeys(keys) }
                 try d.createNetwork(OverlayNetworkSpec(name: "sec", subnet: "10.50.0.0/24", vni: Self.secVNI, encrypted: true))

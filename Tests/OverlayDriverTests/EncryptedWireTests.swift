@@ -185,6 +185,37 @@ struct EncryptedWireTests {
         #expect(try e.drivers[1].cleartextDrops(network: "plain") == nil)
     }
 
+    @Test("a peer VTEP released and retained (its last endpoint gone, then back) keeps its window: a packet captured before is refused")
+    func windowKeptAcrossRelease() throws {
+        let e = try EncryptedLab("ovlt-encw", hosts: 2, keys: try testKeyring(), bootIDs: true)
+        defer { e.destroy() }
+        let h0 = e.f.lab.hosts[0], h1 = e.f.lab.hosts[1]
+        let cap = try PacketCapture(namespace: h1.namespace, interface: h1.interface)
+        #expect(try e.pingSec(0, 1, count: 3).status == 0)
+        let frame = try #require(cap.drain().filter { isESP($0) && Array($0[26..<30]) == h0.address.bytes }.first)
+        // Host 1 loses its only peer on host 0 (the VTEP is released: its inbound SAs go), then
+        // gets it back (retained: new inbound SAs).
+        #expect(try e.drivers[1].removePeer(e.secEndpoints[0].peer, network: "sec"))
+        try e.drivers[1].addPeer(e.secEndpoints[0].peer, network: "sec")
+        let before = e.drivers[1].userspaceDatapath.counters
+        let ihl = Int(frame[14] & 0xF) * 4
+        let espBytes = Array(frame[(14 + ihl)...])
+        try h0.namespace.run { () throws in
+            let s = socket(AF_INET, Int32(SOCK_RAW.rawValue), 50)
+            guard s >= 0 else { throw LabError("raw socket: errno \(errno)") }
+            defer { close(s) }
+            try sendTo(s, espBytes, h1.address, port: 0)
+        }
+        Thread.sleep(forTimeInterval: 0.3)
+        let after = e.drivers[1].userspaceDatapath.counters
+        // Refused, not opened again: behind the resumed window (with ESN, a sequence number that
+        // far behind is taken for the next 2^32 epoch and fails its ICV, RFC 4303 A2).
+        func refused(_ c: UserspaceDatapathCounters) -> UInt64 { c.dropped(.espReplayed) + c.dropped(.espOutsideWindow) + c.dropped(.espAuthFailed) }
+        #expect(refused(after) == refused(before) + 1, "\(after)")
+        // Host 0's traffic, its sequence numbers going on, still gets through.
+        #expect(try e.pingSec(0, 1, count: 3).status == 0)
+    }
+
     @Test("a peer host that restarts starts its sequence numbers again: dropped as replays until resetPeer gives fresh windows")
     func restartedPeer() throws {
         let ring = try testKeyring()

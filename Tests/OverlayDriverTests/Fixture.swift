@@ -21,9 +21,12 @@ final class Fixture: @unchecked Sendable {
 
     /// The drivers' logger (nil: the default one).
     let logger: Logger?
+    /// Each host's boot ID (boot-bound ESP keys, as the daemon runs them), or none.
+    let bootIDs: [[UInt8]]?
 
     init(_ name: String, hosts: Int, link: EndpointLink = .auto, espEncapsulation: ESPEncapsulation = .raw,
-         logger: Logger? = nil) throws {
+         logger: Logger? = nil, bootIDs: Bool = false) throws {
+        self.bootIDs = bootIDs ? (0..<hosts).map { _ in (0..<16).map { _ in UInt8.random(in: 0...255) } } : nil
         self.link = link
         self.espEncapsulation = espEncapsulation
         self.logger = logger
@@ -47,6 +50,7 @@ final class Fixture: @unchecked Sendable {
             nodeID: h.name, stateDirectory: stateDirectory(host), hostNamespacePath: h.namespace.path,
             dataPathAddress: .v4(h.address), endpointLink: link)
         configuration.espEncapsulation = espEncapsulation
+        configuration.bootID = bootIDs?[host]
         if let logger { configuration.logger = logger }
         return try OverlayDriver(configuration: configuration)
     }

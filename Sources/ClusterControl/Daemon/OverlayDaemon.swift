@@ -148,6 +148,8 @@ public actor OverlayDaemon {
     let nodeVTEPs = NodeVTEPs()
     /// Node ID -> the key its endpoint records are signed with, as the manager says.
     let nodeSigningKeys = NodeSigningKeys()
+    /// The membership's loops running now.
+    let loopCount = LoopCount()
     /// Each gossip member's boot ID (its metadata), by node ID.
     var memberBoots: [String: [UInt8]] = [:]
     /// Connections to the manager kept open between calls (workers).
@@ -271,7 +273,7 @@ public actor OverlayDaemon {
             kernelIPsec: kernelIPsec.map { "\($0)" },
             refusedEndpointRecords: agent?.refusedRecords, malformedEndpointRecords: agent?.malformedRecords,
             rejectedClockMessages: agent?.db.rejectedClockMessages, malformedTableMessages: agent?.db.malformedMessages,
-            unauthenticatedTableMessages: agent?.db.unauthenticatedMessages,
+            unauthenticatedTableMessages: agent?.db.unauthenticatedMessages, membershipLoops: loopCount.current,
             version: OverlayVersion.version)
     }
 
