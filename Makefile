@@ -9,7 +9,7 @@ SHELL := /bin/bash
 DEPS := pkg-config libnl-3-dev libnl-route-3-dev libssl-dev libnftables-dev libsqlite3-dev iproute2 nftables \
         iputils-ping fping iperf3 dnsutils dnsmasq-base dnsperf tcpdump serf curl python3 openssl prometheus
 
-.PHONY: deps build test demo bench lab-clean
+.PHONY: deps build test demo bench lab-clean install
 
 deps:
 	@missing=""; for p in $(DEPS); do \
@@ -28,7 +28,7 @@ build: deps
 # The long blocking lab suites (the driver at 1,000+ endpoints, the daemons in a lab) run on their
 # own after the rest: on 2 cores they would hold both of Swift's cooperative threads and starve the
 # timing-sensitive gossip tests running beside them.
-LAB_TESTS := DaemonLabTests|OperatorLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
+LAB_TESTS := DaemonLabTests|OperatorLabTests|InstallLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
 HEAVY_TESTS := ScaleTests|$(LAB_TESTS)
 test: deps
 	$(SWIFT) build --build-tests
@@ -42,6 +42,20 @@ demo: deps
 	$(SWIFT) build --product overlayd
 	$(SWIFT) build --product overlayctl
 	BIN=$$($(SWIFT) build --show-bin-path) Scripts/demo.sh $(if $(KEEP),--keep,)
+
+# Installs overlayd, overlayctl, the systemd unit (Type=notify), /etc/overlayd/daemon.json (kept if
+# there is one), man pages (swift-argument-parser's generate-manual plugin) and shell completions.
+# `make install PREFIX=/opt/overlay SYSCONFDIR=/opt/overlay/etc` installs elsewhere; CONFIG=debug
+# installs the debug build (the tests do, to reuse what they built).
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+CONFIG ?= release
+install: deps
+	$(SWIFT) build -c $(CONFIG) --product overlayd
+	$(SWIFT) build -c $(CONFIG) --product overlayctl
+	$(SWIFT) package --allow-writing-to-package-directory generate-manual --configuration $(CONFIG) --multi-page >/dev/null
+	BIN=$$($(SWIFT) build -c $(CONFIG) --show-bin-path) PREFIX=$(PREFIX) SYSCONFDIR=$(SYSCONFDIR) \
+	  MANPAGES=.build/plugins/GenerateManual/outputs Scripts/install.sh
 
 # Benchmarks print ratios against a baseline measured in the same run; see Documentation/Performance.md.
 bench: deps

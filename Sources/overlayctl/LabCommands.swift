@@ -78,9 +78,15 @@ struct LabUp: AsyncParsableCommand {
                 throw CLIError("cannot create \(dir)/overlayd.log")
             }
             let log = FileHandle(forWritingAtPath: dir + "/overlayd.log")!
+            // A configuration file of its own (empty): the machine's /etc/overlayd/daemon.json is
+            // not the lab's.
+            guard FileManager.default.createFile(atPath: dir + "/daemon.json", contents: Data("{}\n".utf8)) else {
+                throw CLIError("cannot create \(dir)/daemon.json")
+            }
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-            p.arguments = ["ip", "netns", "exec", lab.namespace(h.name), overlayd, "--state-dir", dir, "--socket", lab.socket(h.name),
+            p.arguments = ["ip", "netns", "exec", lab.namespace(h.name), overlayd, "--config-file", dir + "/daemon.json",
+                           "--state-dir", dir, "--socket", lab.socket(h.name),
                            "--hostname", h.name, "--advertise-addr", h.address.description] + (normalGossip ? [] : ["--fast-gossip"])
                 + dns.flatMap { ["--dns", $0] } + (metrics ? ["--metrics-addr", "\(h.address):9323"] : [])
             p.standardOutput = log

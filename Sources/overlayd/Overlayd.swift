@@ -20,11 +20,20 @@ struct Overlayd: AsyncParsableCommand {
             """,
         version: OverlayVersion.line("overlayd"))
 
+    @Option(name: .long, help: ArgumentHelp(
+        "A JSON file of settings, e.g. {\"metrics-addr\": \"127.0.0.1:9323\"} (default: /etc/overlayd/daemon.json if it exists).",
+        discussion: "Its keys are these flags' names without the dashes; a flag given here wins over the file's setting of the same name.",
+        valueName: "path"))
+    var configFile: String?
+
     @Option(name: .long, help: "Where the daemon keeps its state.")
     var stateDir = "/var/lib/overlayd"
 
     @Option(name: .long, help: "The local API socket (default: /run/overlayd/overlayd.sock, where overlayctl looks).")
     var socket: String?
+
+    @Option(name: .long, help: "A group whose members may use the local API socket (mode 0660; default: root only).")
+    var group: String?
 
     @Option(name: .long, help: "Manager API listen address A:PORT (default 0.0.0.0:2377).")
     var listenAddr: String?
@@ -54,6 +63,9 @@ struct Overlayd: AsyncParsableCommand {
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "info"
+
+    @Option(name: .long, help: "Log format: text, or json (one object per line: time, level, component, msg and the IDs a line concerns).")
+    var logFormat = "text"
 
     @Flag(name: .long, help: "Short gossip intervals (200 ms probes): for labs and tests.")
     var fastGossip = false
@@ -86,6 +98,30 @@ struct Overlayd: AsyncParsableCommand {
         discussion: "Like dockerd's metrics-addr: bind it to an address only your Prometheus reaches, e.g. 127.0.0.1:9323."))
     var metricsAddr: String?
 
+    /// Parses the configuration file's settings, then the command line's (which win), and runs.
+    /// An error about a setting from the file says which line it came from.
+    static func main() async {
+        let commandLine = Array(CommandLine.arguments.dropFirst())
+        let file: ConfigFile?
+        do { file = try ConfigFile.load(for: commandLine) } catch {
+            FileHandle.standardError.write(Data("overlayd: \(error)\n".utf8))
+            Foundation.exit(1)
+        }
+        let arguments = (file?.arguments(besides: commandLine) ?? []) + commandLine
+        do {
+            var command = try parseAsRoot(arguments)
+            if var runnable = command as? AsyncParsableCommand { try await runnable.run() } else { try command.run() }
+        } catch {
+            var message = fullMessage(for: error)
+            if message.hasPrefix("Error: ") { message.removeFirst("Error: ".count) }
+            if let file, let setting = file.setting(mentionedIn: message, besides: commandLine) {
+                FileHandle.standardError.write(Data("overlayd: \(file.path) line \(setting.line): \(message)\n".utf8))
+                Foundation.exit(exitCode(for: error).rawValue)
+            }
+            exit(withError: error)
+        }
+    }
+
     func validate() throws {
         guard (1024...49151).contains(dataPathPort) else {
             throw ValidationError("--data-path-port \(dataPathPort) is out of range: use 1024-49151")
@@ -93,7 +129,11 @@ struct Overlayd: AsyncParsableCommand {
         guard ["auto", "kernel"].contains(datapath) else {
             throw ValidationError("--datapath \(datapath): use auto or kernel (encrypted networks always use the userspace ESP datapath)")
         }
-        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel) is not a level") }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level \(logLevel) is not a level: use trace, debug, info, notice, warning or error")
+        }
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format \(logFormat): use text or json") }
+        if let group, getgrnam(group) == nil { throw ValidationError("--group \(group): no such group") }
         guard dns.count <= 3 else { throw ValidationError("--dns is given \(dns.count) times: at most 3 upstream servers are used") }
         if let metricsAddr, !DaemonConfiguration.isValidListenAddress(metricsAddr) {
             throw ValidationError("--metrics-addr \(metricsAddr) is not HOST:PORT (e.g. 127.0.0.1:9323)")
@@ -139,10 +179,16 @@ struct Overlayd: AsyncParsableCommand {
         config.dnsForwardsPerContainer = dnsForwardsPerContainer
         config.gossipStreamsPerSource = gossipStreamsPerSource
         config.metricsAddr = metricsAddr
+        config.socketGroup = group.flatMap { getgrnam($0)?.pointee.gr_gid }
+        let socketPath = config.socketPath
+        config.onReady = { SystemdNotify.send("READY=1\nSTATUS=serving on \(socketPath)") }
+        config.onStopping = { SystemdNotify.send("STOPPING=1") }
         config.orphanedAddressGrace = TimeInterval(orphanedAddressGrace)
         if let hostname { config.hostname = hostname }
         let level = Logger.Level(rawValue: logLevel)!
+        let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json { return JSONLogHandler(label: label, logLevel: level) }
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = level
             return h

@@ -83,10 +83,10 @@ struct CLILab {
 
     /// Starts overlayd on `host` the way `lab up` does, with `env` and `args` added; waits until
     /// it answers.
-    func startDaemon(_ host: String, hostIndex: Int, env: [String] = [], args: [String] = []) throws {
+    func startDaemon(_ host: String, hostIndex: Int, env: [String] = [], args: [String] = [], binary: String? = nil) throws {
         let dir = "/run/\(name)/\(host)"
         _ = try Child.spawn(["/usr/bin/setsid", "ip", "netns", "exec", "\(name)-\(host)", "/usr/bin/env"] + env
-            + [bin + "/overlayd", "--state-dir", dir, "--socket", dir + "/overlayd.sock", "--hostname", host,
+            + [binary ?? bin + "/overlayd"] + (args.contains("--config-file") ? [] : ["--config-file", dir + "/daemon.json"]) + ["--state-dir", dir, "--socket", dir + "/overlayd.sock", "--hostname", host,
                "--advertise-addr", "198.18.0.\(hostIndex)", "--fast-gossip"] + args, log: dir + "/overlayd.log")
         for _ in 0..<100 {
             if (try? on(host, ["info"]))?.succeeded == true { return }

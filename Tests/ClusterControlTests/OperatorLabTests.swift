@@ -73,3 +73,104 @@ import Testing
         #expect(try lab.must("h1", ["ps", "-q"]).isEmpty)
     }
 }
+
+/// Installing and running it as an operator would: `Scripts/install.sh` (what `make install`
+/// runs after building) into a temporary prefix, the systemd unit, the configuration file, the
+/// readiness notice to systemd, the socket's group, JSON logs.
+@Suite(.serialized) struct InstallLabTests {
+    @Test func installedBinariesTakeTheConfigFileFlagsWinAndSystemdHearsTheyAreReady() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let bin = CLILab.binDirectory()
+        let prefix = "/tmp/ovlt-install"
+        try? FileManager.default.removeItem(atPath: prefix)
+        defer { try? FileManager.default.removeItem(atPath: prefix) }
+        var root = bin
+        while !FileManager.default.fileExists(atPath: root + "/Package.swift") && root.count > 1 { root = (root as NSString).deletingLastPathComponent }
+        let install = try Command.run(["env", "BIN=\(bin)", "PREFIX=\(prefix)", "SYSCONFDIR=\(prefix)/etc", root + "/Scripts/install.sh"], timeout: 60)
+        #expect(install.succeeded, "\(install.output)")
+        for file in ["bin/overlayd", "bin/overlayctl", "lib/systemd/system/overlayd.service", "etc/overlayd/daemon.json",
+                     "share/bash-completion/completions/overlayctl", "share/zsh/site-functions/_overlayctl",
+                     "share/fish/vendor_completions.d/overlayd.fish"] {
+            #expect(FileManager.default.fileExists(atPath: "\(prefix)/\(file)"), "\(file) not installed")
+        }
+        // The unit: Type=notify, run from the prefix, accepted by systemd.
+        let unit = try String(contentsOfFile: prefix + "/lib/systemd/system/overlayd.service", encoding: .utf8)
+        #expect(unit.contains("Type=notify") && unit.contains("ExecStart=\(prefix)/bin/overlayd --config-file \(prefix)/etc/overlayd/daemon.json"))
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze") {
+            let verify = try Command.run(["systemd-analyze", "verify", "--man=no", prefix + "/lib/systemd/system/overlayd.service"])
+            #expect(verify.succeeded, "systemd-analyze verify: \(verify.output)")
+        } else {
+            Issue.record("systemd-analyze is not installed (Debian's systemd package): the unit was not verified")
+        }
+        let installed = prefix + "/bin/overlayd"
+        #expect(try Command.run([installed, "--version"]).output.hasPrefix("overlayd version "))
+
+        // A bad file is refused with its line, and nothing starts.
+        let config = prefix + "/etc/overlayd/daemon.json"
+        for (text, says) in [
+            ("{\n  \"log-level\": \"info\",\n  \"data-path-port\": \"many\"\n}", "daemon.json line 3: 'data-path-port' must be a whole number"),
+            ("{\n  \"metrics-addr\": \"nowhere\"\n}", "daemon.json line 2: --metrics-addr nowhere is not HOST:PORT"),
+            ("{\n  \"log-level\": \"info\",\n  \"colour\": \"blue\"\n}", "daemon.json line 3: unknown setting 'colour'"),
+            ("{\n  \"log-level\": \"info\",,\n}", "daemon.json line 2: not valid JSON"),
+        ] {
+            try text.write(toFile: config, atomically: true, encoding: .utf8)
+            let r = try Command.run([installed, "--config-file", config, "--state-dir", prefix + "/bad", "--socket", prefix + "/bad.sock"])
+            #expect(!r.succeeded && r.output.contains(says), "\(says): \(r.output)")
+            #expect(!FileManager.default.fileExists(atPath: prefix + "/bad.sock"))
+        }
+
+        // A good one: metrics and JSON logs from the file; the hostname flag wins over the file's.
+        let lab = try CLILab.up("ovlt-inst", hosts: 1)
+        defer { lab.down() }
+        try lab.stopDaemon("h1")
+        try """
+            {
+              "metrics-addr": "198.18.0.1:9323",
+              "log-format": "json",
+              "hostname": "from-the-file",
+              "fast-gossip": true
+            }
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        // systemd's end of Type=notify: a datagram socket named by NOTIFY_SOCKET.
+        let notifyPath = "/run/\(lab.name)/notify.sock"
+        unlink(notifyPath)
+        let notify = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(notify) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { b in for (i, c) in notifyPath.utf8.enumerated() { b[i] = c } }
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(notify, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        #expect(bound == 0)
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(notify, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        try lab.startDaemon("h1", hostIndex: 1, env: ["NOTIFY_SOCKET=\(notifyPath)"],
+                            args: ["--config-file", config, "--group", "nogroup"], binary: installed)
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let n = recv(notify, &buffer, buffer.count, 0)
+        let said = n > 0 ? String(decoding: buffer.prefix(n), as: UTF8.self) : ""
+        #expect(said.hasPrefix("READY=1"), "systemd heard: '\(said)'")
+        let info = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["info"]).utf8)) as? [String: Any] ?? [:]
+        #expect(info["hostname"] as? String == "h1", "the --hostname flag did not win: \(info["hostname"] ?? "-")")
+        let metrics = try lab.sh("h1", ["curl", "-sf", "http://198.18.0.1:9323/metrics"])
+        #expect(metrics.succeeded && metrics.output.contains("overlay_build_info"), "\(metrics.output.prefix(300))")
+        let log = (try? String(contentsOfFile: "/run/\(lab.name)/h1/overlayd.log", encoding: .utf8)) ?? ""
+        // (What the lab's own daemon wrote before it was stopped is text.)
+        let lines = log.split(separator: "\n").reversed().prefix { !$0.contains("overlayd stopped") }
+        #expect(!lines.isEmpty && lines.allSatisfy { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8))).flatMap { $0 as? [String: String] }.map {
+                $0["component"] != nil && $0["level"] != nil && $0["msg"] != nil && $0["time"] != nil } ?? false
+        }, "not JSON lines: \(lines)")
+        // The API socket: the group's, 0660.
+        var st = stat()
+        #expect(stat("/run/\(lab.name)/h1/overlayd.sock", &st) == 0 && st.st_gid == getgrnam("nogroup")!.pointee.gr_gid
+                    && st.st_mode & 0o777 == 0o660, "socket gid \(st.st_gid) mode \(String(st.st_mode & 0o777, radix: 8))")
+        // A stop is announced too.
+        try lab.stopDaemon("h1")
+        let m = recv(notify, &buffer, buffer.count, 0)
+        #expect(m > 0 && String(decoding: buffer.prefix(m), as: UTF8.self) == "STOPPING=1")
+    }
+}

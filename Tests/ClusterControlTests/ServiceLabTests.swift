@@ -245,7 +245,7 @@ import OverlayTestKit
         }
         // h2 comes back: the task it no longer owns is removed there.
         let dir = "/run/ovlt-sv/h2"
-        _ = try Child.spawn(["/usr/bin/setsid", "ip", "netns", "exec", "ovlt-sv-h2", lab.bin + "/overlayd", "--state-dir", dir,
+        _ = try Child.spawn(["/usr/bin/setsid", "ip", "netns", "exec", "ovlt-sv-h2", lab.bin + "/overlayd", "--config-file", dir + "/daemon.json", "--state-dir", dir,
                              "--socket", dir + "/overlayd.sock", "--hostname", "h2", "--advertise-addr", "198.18.0.2",
                              "--fast-gossip"], log: dir + "/overlayd.log")
         #expect(within(15) { (try? containers(lab, "h2", "web"))?.isEmpty == true } != nil, "h2 kept its moved task's container")

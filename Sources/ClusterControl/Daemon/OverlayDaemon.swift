@@ -55,6 +55,12 @@ public struct DaemonConfiguration: Sendable {
     /// Manager: how long a node's reports must leave out an address the manager holds for it
     /// before the address is given back (two reports at least this far apart).
     public var orphanedAddressGrace: TimeInterval = 60
+    /// The group the local API socket is given (mode 0660), or nil (root only).
+    public var socketGroup: gid_t?
+    /// Called once the daemon serves its local API (overlayd tells systemd it is ready).
+    public var onReady: (@Sendable () -> Void)?
+    /// Called when the daemon begins to stop.
+    public var onStopping: (@Sendable () -> Void)?
     /// Where Prometheus metrics are served (`HOST:PORT`, plain HTTP `GET /metrics`); nil: not at all.
     public var metricsAddr: String?
 
@@ -220,6 +226,9 @@ public actor OverlayDaemon {
             }
         }
         localServer = try await APIServer.start(.unix(configuration.socketPath), group: group, logger: logger, router: localRouter())
+        if let gid = configuration.socketGroup, chown(configuration.socketPath, uid_t.max, gid) != 0 {
+            logger.error("cannot give the API socket to group \(gid): \(String(cString: strerror(errno)))")
+        }
         logger.info("overlayd listening on \(configuration.socketPath)")
         try await startMetrics()
     }
@@ -234,6 +243,7 @@ public actor OverlayDaemon {
     func stop() async {
         guard !isStopped else { return }
         isStopped = true
+        configuration.onStopping?()
         let start = DispatchTime.now().uptimeNanoseconds
         var steps: [String] = []
         func mark(_ what: String) { steps.append("\(what) \((DispatchTime.now().uptimeNanoseconds - start) / 1_000_000) ms") }
@@ -314,6 +324,7 @@ extension OverlayDaemon: Service {
                 await self.stop()
                 return
             }
+            self.configuration.onReady?()
             group.addTask {
                 // A graceful shutdown, or the group cancelled: either way, stop.
                 try? await gracefulShutdown()
