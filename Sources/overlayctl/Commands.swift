@@ -22,15 +22,6 @@ struct QuietFlag: ParsableArguments {
     }
 }
 
-struct FormatOption: ParsableArguments {
-    @Option(name: .long, help: "table (default) or json.")
-    var format = "table"
-
-    func validate() throws {
-        guard ["table", "json"].contains(format) else { throw ValidationError("--format \(format): use table or json") }
-    }
-    var json: Bool { format == "json" }
-}
 
 // MARK: info
 
@@ -50,10 +41,10 @@ struct Version: AsyncParsableCommand {
         let client = VersionInfo.current
         let server: VersionInfo
         do { server = try await global.client().call(LocalAPI.version) } catch {
-            if format.json { try printJSON(["Client": client]) } else { printVersion("Client", client, kernel: false) }
+            if try !format.emit([["Client": client]]) { printVersion("Client", client, kernel: false) }
             throw error
         }
-        if format.json { return try printJSON(["Client": client, "Server": server]) }
+        if try format.emit([["Client": client, "Server": server]]) { return }
         printVersion("Client", client, kernel: false)
         print("")
         printVersion("Server", server, kernel: true)
@@ -212,11 +203,12 @@ struct NodeList: AsyncParsableCommand {
     @OptionGroup var global: HostOptions
     @OptionGroup var quiet: QuietFlag
     @OptionGroup var format: FormatOption
+    @OptionGroup var filter: FilterOption
     func run() async throws {
         let c = try global.client()
-        let nodes = try await c.call(LocalAPI.nodes)
+        let nodes = try filter.apply(try await c.call(LocalAPI.nodes))
         if quiet.printIDs(nodes.map(\.id)) { return }
-        if format.json { return try printJSON(nodes) }
+        if try format.emit(nodes) { return }
         let me = try await c.call(LocalAPI.info).nodeID
         printTable(["ID", "HOSTNAME", "STATUS", "ROLE", "ADDRESS", "DATA PATH", "ENCRYPTION"], nodes.map {
             [$0.id + ($0.id == me ? " *" : ""), $0.hostname, $0.status.rawValue.capitalized, $0.role == .manager ? "Leader" : "worker",
@@ -270,10 +262,11 @@ struct NetworkList: AsyncParsableCommand {
     @OptionGroup var global: HostOptions
     @OptionGroup var quiet: QuietFlag
     @OptionGroup var format: FormatOption
+    @OptionGroup var filter: FilterOption
     func run() async throws {
-        let list = try await global.client().call(LocalAPI.networks)
+        let list = try filter.apply(try await global.client().call(LocalAPI.networks))
         if quiet.printIDs(list.map { String($0.Id.prefix(12)) }) { return }
-        if format.json { return try printJSON(list) }
+        if try format.emit(list) { return }
         printTable(["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "ATTACHABLE"], list.map {
             [String($0.Id.prefix(12)), $0.Name, $0.Driver, $0.Scope, $0.IPAM.Config.map(\.Subnet).joined(separator: ","),
              $0.Attachable ? "true" : "false"]
@@ -408,10 +401,11 @@ struct PS: AsyncParsableCommand {
     @OptionGroup var global: HostOptions
     @OptionGroup var quiet: QuietFlag
     @OptionGroup var format: FormatOption
+    @OptionGroup var filter: FilterOption
     func run() async throws {
-        let list = try await global.client().call(LocalAPI.containers)
+        let list = try filter.apply(try await global.client().call(LocalAPI.containers))
         if quiet.printIDs(list.map { String($0.Id.prefix(12)) }) { return }
-        if format.json { return try printJSON(list) }
+        if try format.emit(list) { return }
         printTable(["CONTAINER ID", "NAME", "STATUS", "NETWORKS", "COMMAND"], list.map { c in
             [String(c.Id.prefix(12)), c.Name, c.State.Status,
              c.NetworkSettings.Networks.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.IPAddress)" }.joined(separator: ","),

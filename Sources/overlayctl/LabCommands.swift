@@ -80,7 +80,8 @@ struct LabUp: AsyncParsableCommand {
             let log = FileHandle(forWritingAtPath: dir + "/overlayd.log")!
             // A configuration file of its own (empty): the machine's /etc/overlayd/daemon.json is
             // not the lab's.
-            guard FileManager.default.createFile(atPath: dir + "/daemon.json", contents: Data("{}\n".utf8)) else {
+            guard FileManager.default.createFile(atPath: dir + "/daemon.json", contents: Data("{}\n".utf8),
+                                                 attributes: [.posixPermissions: 0o600]) else {
                 throw CLIError("cannot create \(dir)/daemon.json")
             }
             let p = Process()

@@ -52,10 +52,11 @@ struct ServiceList: AsyncParsableCommand {
     @OptionGroup var global: HostOptions
     @OptionGroup var quiet: QuietFlag
     @OptionGroup var format: FormatOption
+    @OptionGroup var filter: FilterOption
     func run() async throws {
-        let list = try await global.client().call(LocalAPI.services)
+        let list = try filter.apply(try await global.client().call(LocalAPI.services))
         if quiet.printIDs(list.map { String($0.ID.prefix(12)) }) { return }
-        if format.json { return try printJSON(list) }
+        if try format.emit(list) { return }
         printTable(["ID", "NAME", "MODE", "REPLICAS", "ENDPOINT", "PORTS"], list.map {
             [String($0.ID.prefix(12)), $0.Name, $0.Mode, $0.Replicas, $0.EndpointMode, $0.Ports.joined(separator: ", ")]
         })
@@ -67,11 +68,12 @@ struct ServicePS: AsyncParsableCommand {
     @OptionGroup var global: HostOptions
     @OptionGroup var quiet: QuietFlag
     @OptionGroup var format: FormatOption
+    @OptionGroup var filter: FilterOption
     @Argument(help: "The service.") var name: String
     func run() async throws {
-        let list = try await global.client().call(LocalAPI.serviceTasks, name)
+        let list = try filter.apply(try await global.client().call(LocalAPI.serviceTasks, name))
         if quiet.printIDs(list.map { String($0.ID.prefix(12)) }) { return }
-        if format.json { return try printJSON(list) }
+        if try format.emit(list) { return }
         printTable(["ID", "NAME", "NODE", "DESIRED STATE", "CURRENT STATE", "ADDRESSES"], list.map {
             [String($0.ID.prefix(12)), $0.Name, $0.Node, $0.DesiredState, $0.CurrentState,
              $0.Addresses.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")]

@@ -5,6 +5,16 @@ import OverlayTestKit
 
 /// The real binaries in a lab: `overlayctl lab up` starts one overlayd per host namespace, and
 /// every step goes through `overlayctl lab exec HOST -- overlayctl ...`, as a user would type it.
+/// The objects of `--format json` output: one JSON object per line.
+func jsonLines(_ output: String) throws -> [[String: Any]] {
+    try output.split(separator: "\n").map { line in
+        guard let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            throw LabError("not a JSON object: \(line)")
+        }
+        return o
+    }
+}
+
 struct CLILab {
     let name: String
     let bin: String
@@ -57,8 +67,7 @@ struct CLILab {
 
     /// The hostnames `node ls` shows on `host`, sorted.
     func hostnames(_ host: String) throws -> [String] {
-        let out = try must(host, ["node", "ls", "--format", "json"])
-        let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [[String: Any]]
+        let json = try jsonLines(try must(host, ["node", "ls", "--format", "json"]))
         return json.map { $0["hostname"] as! String }.sorted()
     }
 

@@ -74,6 +74,57 @@ import Testing
     }
 }
 
+/// Docker's list habits: `--format json` as one object per line, `--format '{{.Field}}'`
+/// templates, `--filter KEY=VALUE`.
+@Suite(.serialized) struct ListFormatLabTests {
+    @Test func jsonLinesTemplatesAndFilters() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-fmt", hosts: 1)
+        defer { lab.down() }
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.41.0.0/24", "--label", "env=prod", "web"])
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.42.0.0/24", "--label", "env=dev", "db"])
+        _ = try lab.must("h1", ["run", "-d", "--name", "c1", "--network", "web", "--", "sleep", "infinity"])
+        func lines(_ args: [String]) throws -> [String] { try lab.must("h1", args).split(separator: "\n").map(String.init) }
+
+        // One JSON object per line.
+        let objects = try jsonLines(try lab.must("h1", ["network", "ls", "--format", "json"]))
+        #expect(Set(objects.compactMap { $0["Name"] as? String }) == ["ingress", "web", "db"], "\(objects)")
+        // Templates: fields in any case, nested ones, JSON, tabs.
+        #expect(Set(try lines(["network", "ls", "--format", "{{.Name}}"])) == ["ingress", "web", "db"])
+        #expect(try lines(["node", "ls", "--format", "{{.Hostname}} {{.role}} {{.Status}}"]) == ["h1 manager ready"])
+        #expect(try lines(["ps", "--format", "{{.Name}}\\t{{.State.Status}}"]) == ["c1\trunning"])
+        #expect(try lines(["ps", "--format", "{{json .Config.Cmd}}"]) == [#"["sleep","infinity"]"#])
+        let version = try lab.must("h1", ["version", "--format", "{{.Server.Version}}"])
+        #expect(version.hasPrefix("0.") && !version.contains(" "), "\(version)")
+        // Filters: part of a name, labels with and without a value, any field; one key any, keys all.
+        #expect(try lines(["network", "ls", "--filter", "name=we", "--format", "{{.Name}}"]) == ["web"])
+        #expect(Set(try lines(["network", "ls", "--filter", "label=env", "--format", "{{.Name}}"])) == ["web", "db"])
+        #expect(try lines(["network", "ls", "-f", "label=env=prod", "--format", "{{.Name}}"]) == ["web"])
+        #expect(Set(try lines(["network", "ls", "--filter", "name=web", "--filter", "name=db", "--format", "{{.Name}}"])) == ["web", "db"])
+        #expect(try lines(["network", "ls", "--filter", "label=env", "--filter", "name=d", "--format", "{{.Name}}"]) == ["db"])
+        let webID = try lines(["network", "ls", "--filter", "name=web", "-q"])
+        #expect(webID.count == 1 && webID[0].count == 12)
+        #expect(try lines(["network", "ls", "--filter", "id=\(webID[0].prefix(6))", "--format", "{{.Name}}"]) == ["web"])
+        #expect(try lines(["node", "ls", "--filter", "role=manager", "-q"]).count == 1)
+        #expect(try lab.must("h1", ["node", "ls", "--filter", "role=worker", "-q"]).isEmpty)
+        // Mistakes get one clear line.
+        for (args, says) in [
+            (["network", "ls", "--format", "{{.Nope}}"], "no field .Nope"),
+            (["network", "ls", "--format", "{{Name}}"], "is not a field"),
+            (["network", "ls", "--filter", "colour=blue"], "have no field colour"),
+            (["network", "ls", "--filter", "web"], "use KEY=VALUE"),
+            (["ps", "--format", "yaml"], "use table, json or a template"),
+        ] {
+            let r = try lab.on("h1", args)
+            #expect(!r.succeeded && r.output.contains(says), "\(args): \(r.output)")
+        }
+    }
+}
+
 /// Installing and running it as an operator would: `Scripts/install.sh` (what `make install`
 /// runs after building) into a temporary prefix, the systemd unit, the configuration file, the
 /// readiness notice to systemd, the socket's group, JSON logs.

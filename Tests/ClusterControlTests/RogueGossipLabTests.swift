@@ -24,7 +24,7 @@ import OverlayTestKit
         try lab.join(["h2"], token: try lab.initSwarm())
         _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.37.0.0/24", "web"])
         _ = try lab.must("h1", ["run", "-d", "--name", "c1", "--network", "web", "--", "sleep", "infinity"])
-        let h2 = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["node", "ls", "--format", "json"]).utf8)) as! [[String: Any]]
+        let h2 = try jsonLines(try lab.must("h1", ["node", "ls", "--format", "json"]))
         let h2ID = h2.first { $0["hostname"] as? String == "h2" }!["id"] as! String
 
         // The rogue: this test process, plugged into the lab's underlay at 198.18.0.200.

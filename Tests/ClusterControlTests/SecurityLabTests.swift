@@ -25,7 +25,7 @@ import OverlayTestKit
 
     /// hostname -> node ID, from `node ls` on the manager.
     static func nodeIDs(_ lab: CLILab) throws -> [String: String] {
-        let json = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["node", "ls", "--format", "json"]).utf8)) as! [[String: Any]]
+        let json = try jsonLines(try lab.must("h1", ["node", "ls", "--format", "json"]))
         return Dictionary(json.map { ($0["hostname"] as! String, $0["id"] as! String) }, uniquingKeysWith: { a, _ in a })
     }
 
@@ -86,7 +86,7 @@ import OverlayTestKit
         #expect(evilID != nil && evilID != managerID && evilID != h2 && evilID != h3, "\(joined.output.prefix(300))")
         ids = try Self.nodeIDs(lab)
         #expect(ids["h1"] == managerID && ids["evil"] == evilID)
-        let nodeList = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["node", "ls", "--format", "json"]).utf8)) as! [[String: Any]]
+        let nodeList = try jsonLines(try lab.must("h1", ["node", "ls", "--format", "json"]))
         #expect(nodeList.first { $0["id"] as? String == managerID }?["role"] as? String == "manager")
         // `node rm` is the manager's, for a node that exists and is not the manager itself.
         let onWorker = try lab.on("h2", ["node", "rm", "evil"])
@@ -130,8 +130,8 @@ import OverlayTestKit
         _ = try lab.must("h1", ["service", "create", "--name", "g", "--mode", "global", "--network", "web", "--", "sleep", "infinity"])
         var h3Task: String?
         for _ in 0..<100 where h3Task == nil {
-            let ps = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["service", "ps", "g", "--format", "json"]).utf8)) as? [[String: Any]]
-            h3Task = ps?.first { $0["Node"] as? String == "h3" }?["ID"] as? String
+            let ps = try jsonLines(try lab.must("h1", ["service", "ps", "g", "--format", "json"]))
+            h3Task = ps.first { $0["Node"] as? String == "h3" }?["ID"] as? String
             if h3Task == nil { usleep(100_000) }
         }
         let foreignTask = try #require(h3Task)
@@ -369,7 +369,7 @@ import OverlayTestKit
         let script = "/run/\(lab.name)/gossip-flood.py"
         try Self.gossipFlood.write(toFile: script, atomically: true, encoding: .utf8)
         func ready() throws -> Bool {
-            let json = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["node", "ls", "--format", "json"]).utf8)) as! [[String: Any]]
+            let json = try jsonLines(try lab.must("h1", ["node", "ls", "--format", "json"]))
             return json.count == 2 && json.allSatisfy { $0["status"] as? String == "ready" }
         }
         #expect(try ready())

@@ -72,8 +72,7 @@ import OverlayTestKit
 
     /// The tasks as `service ps` shows them: name, node, current state, addresses.
     func tasks(_ lab: CLILab, _ service: String) throws -> [[String: Any]] {
-        let out = try lab.must("h1", ["service", "ps", service, "--format", "json"])
-        return try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [[String: Any]]
+        try jsonLines(try lab.must("h1", ["service", "ps", service, "--format", "json"]))
     }
 
     func running(_ lab: CLILab, _ service: String) throws -> [[String: Any]] {
@@ -82,8 +81,7 @@ import OverlayTestKit
 
     /// The names of the containers on `host` that belong to `service`.
     func containers(_ lab: CLILab, _ host: String, _ service: String) throws -> [String] {
-        let out = try lab.must(host, ["ps", "--format", "json"])
-        let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [[String: Any]]
+        let json = try jsonLines(try lab.must(host, ["ps", "--format", "json"]))
         return json.compactMap { $0["Name"] as? String }.filter { $0.hasPrefix(service + ".") }
     }
 
