@@ -37,6 +37,16 @@ public enum NodeStatus: String, APIKind {
     case down
 }
 
+/// Whether the scheduler may use a node (Docker's `node update --availability`).
+public enum NodeAvailability: String, APIKind {
+    /// New tasks may be placed here (the default).
+    case active
+    /// The tasks here stay; no new ones come.
+    case pause
+    /// The tasks here are shut down and placed elsewhere; no new ones come.
+    case drain
+}
+
 /// How a service's tasks are counted.
 public enum ServiceMode: String, APIKind {
     /// `--replicas N` tasks, spread over the ready nodes.

@@ -156,6 +156,8 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     /// not verify is not used. Nil for a node that joined before records were signed (until its
     /// next certificate renewal).
     public var signingKey: String?
+    /// Whether the scheduler may use it (nil: active).
+    public var availability: NodeAvailability?
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
@@ -169,9 +171,11 @@ public struct NodeRecord: Codable, Sendable, Hashable {
         joined: Date,
         certificateNotAfter: Date? = nil,
         encryption: String? = nil,
-        signingKey: String? = nil
+        signingKey: String? = nil,
+        availability: NodeAvailability? = nil
     ) {
         self.signingKey = signingKey
+        self.availability = availability
         self.id = id
         self.hostname = hostname
         self.role = role
@@ -1075,6 +1079,15 @@ public struct NodeReportReply: Codable, Sendable {
         self.recorded = recorded
         self.ignored = ignored
     }
+}
+
+/// `node update`: what changes.
+public struct NodeUpdateRequest: Codable, Sendable, Equatable {
+    /// `active`, `pause` or `drain`.
+    public var availability: NodeAvailability?
+
+    /// Makes a request.
+    public init(availability: NodeAvailability? = nil) { self.availability = availability }
 }
 
 /// `service ls`.

@@ -67,6 +67,7 @@ public enum LocalAPI {
     public static let nodes = APIRoute<NoBody, [NodeRecord]>("GET", "/v1/nodes")
     /// Query: `force=1`.
     public static let removeNode = APIRoute<NoBody, Acknowledgement>("DELETE", "/v1/nodes/:node")
+    public static let updateNode = APIRoute<NodeUpdateRequest, NodeRecord>("POST", "/v1/nodes/:node/update")
     public static let networks = APIRoute<NoBody, [NetworkInspect]>("GET", "/v1/networks")
     public static let createNetwork = APIRoute<NetworkCreateRequest, NetworkInspect>("POST", "/v1/networks", status: 201)
     /// Query: `verbose=1`.

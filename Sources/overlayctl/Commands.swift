@@ -160,7 +160,50 @@ struct SwarmRotateKeys: AsyncParsableCommand {
 
 struct Node: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List the swarm's nodes, or remove one (on the manager).", subcommands: [NodeList.self, NodeRemove.self])
+        abstract: "List, inspect, update and remove the swarm's nodes (on the manager).",
+        subcommands: [NodeList.self, NodeInspect.self, NodeUpdate.self, NodeRemove.self])
+}
+
+struct NodeInspect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show nodes as JSON (`self` for this one).")
+    @OptionGroup var global: HostOptions
+    @OptionGroup var format: FormatOption
+    @Argument(help: "Node IDs (or a prefix of 3 characters or more), hostnames, or self.") var names: [String]
+    func validate() throws { if names.isEmpty { throw ValidationError("give at least one node") } }
+    func run() async throws {
+        let c = try global.client()
+        let all = try await c.call(LocalAPI.nodes)
+        let me = names.contains("self") ? try await c.call(LocalAPI.info).nodeID : ""
+        var out: [NodeRecord] = []
+        for name in names {
+            let exact = all.filter { $0.id == name || $0.hostname == name || (name == "self" && $0.id == me) }
+            let found = exact.count == 1 ? exact : all.filter { name.count >= 3 && $0.id.hasPrefix(name) }
+            guard found.count == 1 else {
+                throw CLIError(found.isEmpty ? "node \(name) not found: see `overlayctl node ls`"
+                                             : "node \(name) is ambiguous (\(found.map(\.hostname).joined(separator: ", "))): give its ID")
+            }
+            out.append(found[0])
+        }
+        if format.template != nil { _ = try format.emit(out) } else { try printJSON(out) }
+    }
+}
+
+struct NodeUpdate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "update", abstract: "Change a node (on the manager): its availability to the scheduler.",
+        discussion: "active: tasks may be placed there. pause: its tasks stay, no new ones come. drain: its tasks are shut down and placed on other nodes (global ones just end), no new ones come.")
+    @OptionGroup var global: HostOptions
+    @Option(help: "active, pause or drain.") var availability: String
+    @Argument(help: "The node: its ID, hostname or an ID prefix.") var node: String
+    func validate() throws {
+        guard NodeAvailability(rawValue: availability) != nil else {
+            throw ValidationError("--availability \(availability): use active, pause or drain")
+        }
+    }
+    func run() async throws {
+        let n = try await global.client().call(LocalAPI.updateNode, node, body: NodeUpdateRequest(availability: NodeAvailability(rawValue: availability)))
+        print(n.id)
+    }
 }
 
 struct NodeRemove: AsyncParsableCommand {
@@ -210,8 +253,9 @@ struct NodeList: AsyncParsableCommand {
         if quiet.printIDs(nodes.map(\.id)) { return }
         if try format.emit(nodes) { return }
         let me = try await c.call(LocalAPI.info).nodeID
-        printTable(["ID", "HOSTNAME", "STATUS", "ROLE", "ADDRESS", "DATA PATH", "ENCRYPTION"], nodes.map {
-            [$0.id + ($0.id == me ? " *" : ""), $0.hostname, $0.status.rawValue.capitalized, $0.role == .manager ? "Leader" : "worker",
+        printTable(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "ROLE", "ADDRESS", "DATA PATH", "ENCRYPTION"], nodes.map {
+            [$0.id + ($0.id == me ? " *" : ""), $0.hostname, $0.status.rawValue.capitalized,
+             ($0.availability ?? .active).rawValue.capitalized, $0.role == .manager ? "Leader" : "worker",
              $0.advertiseAddr.description, $0.dataPathAddr.description, $0.encryption ?? "-"]
         })
     }
@@ -222,7 +266,35 @@ struct NodeList: AsyncParsableCommand {
 struct Network: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage overlay networks.",
-        subcommands: [NetworkCreate.self, NetworkList.self, NetworkInspectCommand.self, NetworkRemove.self, NetworkConnect.self])
+        subcommands: [NetworkCreate.self, NetworkList.self, NetworkInspectCommand.self, NetworkRemove.self, NetworkPrune.self,
+                      NetworkConnect.self])
+}
+
+struct NetworkPrune: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prune", abstract: "Remove every network no container and no service uses (on a manager; the ingress network stays).")
+    @OptionGroup var global: HostOptions
+    @Flag(name: .shortAndLong, help: "Do not ask for confirmation.") var force = false
+    func run() async throws {
+        if !force {
+            print("WARNING! This will remove all networks not used by at least one container or service.\nAre you sure you want to continue? [y/N] ", terminator: "")
+            guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
+                print("nothing removed")
+                return
+            }
+        }
+        let c = try global.client()
+        var removed: [String] = []
+        for n in try await c.call(LocalAPI.networks) where !n.Ingress {
+            do {
+                _ = try await c.call(LocalAPI.removeNetwork, n.Name)
+                removed.append(n.Name)
+            } catch let e as CLIError where e.message.contains("in use") || e.message.contains("active endpoints") {
+                continue   // used: kept
+            }
+        }
+        if !removed.isEmpty { print("Deleted Networks:\n" + removed.joined(separator: "\n")) }
+    }
 }
 
 struct NetworkCreate: AsyncParsableCommand {

@@ -59,13 +59,20 @@ struct FilterOption: ParsableArguments {
             let parts = f.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             byKey[String(parts[0]).lowercased(), default: []].append(String(parts[1]))
         }
-        return try items.filter { item in
-            let object = try JSONFields.object(item)
-            return try byKey.allSatisfy { key, values in try values.contains { try Self.holds(key, $0, in: object) } }
+        let objects = try items.map { try JSONFields.object($0) }
+        // A field no item has is a mistake (a field only some items have is simply not matched).
+        for key in byKey.keys where !["name", "id", "label"].contains(key) && !objects.isEmpty {
+            guard objects.contains(where: { JSONFields.field(key, in: $0) != nil }) else {
+                let fields = Set(objects.flatMap(\.keys)).sorted().joined(separator: ", ")
+                throw ValidationError("--filter \(key)=\(byKey[key]![0]): these items have no field \(key); fields: \(fields)")
+            }
         }
+        return zip(items, objects).filter { _, object in
+            byKey.allSatisfy { key, values in values.contains { Self.holds(key, $0, in: object) } }
+        }.map(\.0)
     }
 
-    static func holds(_ key: String, _ value: String, in object: [String: Any]) throws -> Bool {
+    static func holds(_ key: String, _ value: String, in object: [String: Any]) -> Bool {
         switch key {
         case "name":
             let name = JSONFields.field("name", in: object) ?? JSONFields.field("hostname", in: object)
@@ -78,9 +85,7 @@ struct FilterOption: ParsableArguments {
             guard let have = labels[kv[0]] else { return false }
             return kv.count == 1 || "\(have)" == kv[1]
         default:
-            guard let field = JSONFields.field(key, in: object) else {
-                throw ValidationError("--filter \(key)=\(value): these items have no field \(key); fields: \(object.keys.sorted().joined(separator: ", "))")
-            }
+            guard let field = JSONFields.field(key, in: object) else { return false }
             return JSONFields.text(field).caseInsensitiveCompare(value) == .orderedSame
         }
     }

@@ -7,7 +7,8 @@ import Foundation
 struct Service: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage services: tasks on the swarm's nodes behind a virtual IP, DNS names and published ports (on a manager).",
-        subcommands: [ServiceCreate.self, ServiceList.self, ServicePS.self, ServiceInspect.self, ServiceUpdate.self, ServiceRemove.self])
+        subcommands: [ServiceCreate.self, ServiceList.self, ServicePS.self, ServiceInspect.self, ServiceUpdate.self, ServiceScale.self,
+                      ServiceRemove.self])
 }
 
 struct ServiceCreate: AsyncParsableCommand {
@@ -111,6 +112,38 @@ struct ServiceUpdate: AsyncParsableCommand {
         }
         let s = try await global.client().call(LocalAPI.updateService, name, body: r)
         print(s.Name)
+    }
+}
+
+struct ServiceScale: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scale", abstract: "Set replicated services' task counts: SERVICE=REPLICAS ... (Docker's `service scale`).")
+    @OptionGroup var global: HostOptions
+    @Argument(help: "SERVICE=REPLICAS (repeatable).") var targets: [String]
+    func validate() throws {
+        if targets.isEmpty { throw ValidationError("give SERVICE=REPLICAS, e.g. web=3") }
+        for t in targets {
+            let parts = t.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, let n = Int(parts[1]), n >= 0 else {
+                throw ValidationError("\(t): use SERVICE=REPLICAS with a number of 0 or more, e.g. web=3")
+            }
+        }
+    }
+    func run() async throws {
+        let c = try global.client()
+        var failed: [String] = []
+        for t in targets {
+            let parts = t.split(separator: "=", maxSplits: 1).map(String.init)
+            var r = ServiceUpdateRequest()
+            r.replicas = Int(parts[1])
+            do {
+                _ = try await c.call(LocalAPI.updateService, parts[0], body: r)
+                print("\(parts[0]) scaled to \(parts[1])")
+            } catch {
+                failed.append("\(parts[0]): \(error)")
+            }
+        }
+        guard failed.isEmpty else { throw CLIError(failed.joined(separator: "\n")) }
     }
 }
 

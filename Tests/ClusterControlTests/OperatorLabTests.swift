@@ -125,6 +125,60 @@ import Testing
     }
 }
 
+/// The swarm's nodes and services as Docker's CLI handles them: `node inspect`, `node update
+/// --availability` (drain moves the tasks off), `service scale`, `network prune`.
+@Suite(.serialized) struct NodeAvailabilityLabTests {
+    @Test func drainMovesTasksOffScaleSetsReplicasPruneKeepsWhatIsUsed() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-drain", hosts: 2)
+        defer { lab.down() }
+        try lab.join(["h2"], token: try lab.initSwarm())
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--subnet", "10.43.0.0/24", "apps"])
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--subnet", "10.44.0.0/24", "unused"])
+        _ = try lab.must("h1", ["service", "create", "--name", "web", "--network", "apps", "--replicas", "2", "--", "sleep", "infinity"])
+        func nodesOf(_ service: String) throws -> [String] {
+            try jsonLines(try lab.must("h1", ["service", "ps", service, "--filter", "desired-state=Running", "--format", "json"]))
+                .compactMap { $0["Node"] as? String }.sorted()
+        }
+        func waitFor(_ what: String, _ body: () throws -> Bool) throws {
+            for _ in 0..<100 { if try body() { return }; usleep(100_000) }
+            Issue.record("timed out waiting for \(what)")
+        }
+        try waitFor("one task per node") { try nodesOf("web") == ["h1", "h2"] }
+
+        // node inspect: by hostname, as JSON; a template too.
+        let inspect = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["node", "inspect", "h2"]).utf8)) as? [[String: Any]]
+        #expect(inspect?.count == 1 && inspect?[0]["hostname"] as? String == "h2" && inspect?[0]["role"] as? String == "worker")
+        #expect(try lab.must("h1", ["node", "inspect", "self", "--format", "{{.Hostname}} {{.Role}}"]) == "h1 manager")
+        #expect(!(try lab.on("h1", ["node", "inspect", "nowhere"])).succeeded)
+
+        // drain: h2's task moves to h1; the table says so.
+        _ = try lab.must("h1", ["node", "update", "--availability", "drain", "h2"])
+        try waitFor("the task to leave h2") { try nodesOf("web") == ["h1", "h1"] }
+        #expect(try lab.must("h1", ["node", "ls", "--filter", "availability=drain", "--format", "{{.Hostname}}"]) == "h2")
+        #expect(try lab.must("h1", ["node", "ls"]).contains("Drain"))
+        // scale: new tasks stay off the drained node.
+        _ = try lab.must("h1", ["service", "scale", "web=3"])
+        try waitFor("three tasks on h1") { try nodesOf("web") == ["h1", "h1", "h1"] }
+        // active again: new tasks may go there (replicated ones do not move back by themselves).
+        _ = try lab.must("h1", ["node", "update", "--availability", "active", "h2"])
+        _ = try lab.must("h1", ["service", "scale", "web=4"])
+        try waitFor("the fourth task on h2") { try nodesOf("web") == ["h1", "h1", "h1", "h2"] }
+        let bad = try lab.on("h1", ["node", "update", "--availability", "sleepy", "h2"])
+        #expect(!bad.succeeded && bad.output.contains("use active, pause or drain"), "\(bad.output)")
+        let badScale = try lab.on("h1", ["service", "scale", "web=many"])
+        #expect(!badScale.succeeded && badScale.output.contains("SERVICE=REPLICAS"), "\(badScale.output)")
+
+        // prune: the unused network goes; the service's and the ingress network stay.
+        let pruned = try lab.must("h1", ["network", "prune", "-f"])
+        #expect(pruned.contains("unused") && !pruned.contains("apps"), "\(pruned)")
+        #expect(Set(try lab.must("h1", ["network", "ls", "--format", "{{.Name}}"]).split(separator: "\n")) == ["apps", "ingress"])
+    }
+}
+
 /// Installing and running it as an operator would: `Scripts/install.sh` (what `make install`
 /// runs after building) into a temporary prefix, the systemd unit, the configuration file, the
 /// readiness notice to systemd, the socket's group, JSON logs.

@@ -116,6 +116,31 @@ import OverlayModel
         #expect(removed.shutDown.map(\.nodeID) == ["id-a"] && removed.created.isEmpty)
     }
 
+    @Test func aPausedNodeKeepsItsTasksAndADrainedOneLosesThemToTheOthers() {
+        var c = cluster(["a", "b", "c"], services: [service("web", replicas: 3), service("agent", global: true)])
+        c.round(at: t0)
+        #expect(c.perNode("web") == ["id-a": 1, "id-b": 1, "id-c": 1])
+        func set(_ name: String, _ a: NodeAvailability) {
+            if let i = c.state.nodes.firstIndex(where: { $0.hostname == name }) { c.state.nodes[i].availability = a }
+        }
+        // pause: what runs there stays; a new task goes elsewhere.
+        set("c", .pause)
+        #expect(c.round(at: t0 + 1).isEmpty)
+        c.state.services[0].replicas = 4
+        #expect(c.round(at: t0 + 2).created.map(\.nodeID) != ["id-c"])
+        #expect(c.perNode("web")["id-c"] == 1 && c.perNode("agent")["id-c"] == 1)
+        // drain: every task there is shut down; the replicated ones come back on the others at once.
+        set("c", .drain)
+        let drained = c.round(at: t0 + 3)
+        #expect(Set(drained.shutDown.map(\.nodeID)) == ["id-c"] && drained.shutDown.count == 2)
+        #expect(drained.created.count == 1 && drained.created[0].nodeID != "id-c")
+        #expect(c.perNode("web")["id-c"] == nil && c.running("web").count == 4 && c.perNode("agent")["id-c"] == nil)
+        // active again: the global service comes back there; replicated tasks do not move back.
+        set("c", .active)
+        let back = c.round(at: t0 + 4)
+        #expect(back.created.map(\.nodeID) == ["id-c"] && back.created[0].serviceName == "agent" && back.shutDown.isEmpty)
+    }
+
     @Test func tasksMoveOffANodeDownForTheMoveDelayAndNotBefore() {
         var c = cluster(["m", "a", "b"], services: [service("web", replicas: 3)])
         c.round(at: t0 + 20)   // past the startup grace

@@ -15,6 +15,9 @@ import OverlayAPI
 /// - A node not ready for `moveDelay` has its replicated tasks moved (shut down here, recreated
 ///   elsewhere), but not within `startupGrace` of the manager's start, while gossip is still
 ///   finding everyone. Tasks of nodes no longer in the swarm go at once.
+/// - A node's availability (`node update --availability`): `pause` keeps its tasks and takes no
+///   new ones; `drain` has its tasks shut down (replicated ones are placed elsewhere) and takes
+///   no new ones.
 /// - Shut-down tasks are forgotten `drain` after they were shut down.
 public struct Scheduler: Sendable {
     /// How long a node may be not ready before its tasks move.
@@ -76,8 +79,9 @@ public struct Scheduler: Sendable {
     /// One round at `now`. `newID` names new tasks (random in the daemon, a counter in tests).
     public func plan(_ state: State, now: Date, newID: () -> String) -> Plan {
         var plan = Plan()
-        let ready = state.nodes.filter { state.ready.contains($0.id) }
+        let ready = state.nodes.filter { state.ready.contains($0.id) && ($0.availability ?? .active) == .active }
         let known = Set(state.nodes.map(\.id))
+        let drained = Set(state.nodes.filter { $0.availability == .drain }.map(\.id))
         // Which nodes have been away long enough for their tasks to move.
         var gone: Set<String> = []
         for n in state.nodes {
@@ -104,9 +108,9 @@ public struct Scheduler: Sendable {
                 continue
             }
             switch s.mode {
-            case .replicated where t.slot > s.replicas || gone.contains(t.nodeID) || !known.contains(t.nodeID):
+            case .replicated where t.slot > s.replicas || gone.contains(t.nodeID) || !known.contains(t.nodeID) || drained.contains(t.nodeID):
                 shutDown(i)
-            case .global where !known.contains(t.nodeID):
+            case .global where !known.contains(t.nodeID) || drained.contains(t.nodeID):
                 shutDown(i)
             default:
                 continue
