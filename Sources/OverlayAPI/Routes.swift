@@ -79,6 +79,11 @@ public enum LocalAPI {
     public static let inspectContainer = APIRoute<NoBody, ContainerInspect>("GET", "/v1/containers/:name")
     /// Query: `force=1`.
     public static let removeContainer = APIRoute<NoBody, Acknowledgement>("DELETE", "/v1/containers/:name")
+    /// Query: `tail=N` (the last N lines). Answers `log`: the process's output.
+    public static let containerLogs = APIRoute<NoBody, Acknowledgement>("GET", "/v1/containers/:name/logs")
+    /// Query: `t=SECONDS` (before SIGKILL, default 10).
+    public static let stopContainer = APIRoute<NoBody, ContainerInspect>("POST", "/v1/containers/:name/stop")
+    public static let startContainer = APIRoute<NoBody, ContainerInspect>("POST", "/v1/containers/:name/start")
     public static let services = APIRoute<NoBody, [ServiceListEntry]>("GET", "/v1/services")
     public static let createService = APIRoute<ServiceCreateRequest, ServiceListEntry>("POST", "/v1/services", status: 201)
     public static let inspectService = APIRoute<NoBody, ServiceRecord>("GET", "/v1/services/:name")

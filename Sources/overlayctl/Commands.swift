@@ -513,3 +513,50 @@ struct InspectContainer: AsyncParsableCommand {
         try printJSON(out)
     }
 }
+
+// MARK: logs, stop, start
+
+struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a container's output (what run -d and service tasks write).")
+    @OptionGroup var global: HostOptions
+    @Option(name: [.short, .long], help: "Only the last N lines.") var tail: Int?
+    @Argument(help: "The container.") var name: String
+    func validate() throws { if let tail, tail < 0 { throw ValidationError("--tail \(tail): use 0 or more") } }
+    func run() async throws {
+        let r = try await global.client().call(LocalAPI.containerLogs, name, query: [("tail", tail.map(String.init))])
+        print(r["log"] ?? "", terminator: "")
+    }
+}
+
+struct Stop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stop containers' processes: SIGTERM, then SIGKILL after --time seconds. They keep their networks and addresses.")
+    @OptionGroup var global: HostOptions
+    @Option(name: [.short, .long], help: "Seconds to wait before SIGKILL.") var time = 10
+    @Argument(help: "Container names or IDs.") var names: [String]
+    func validate() throws {
+        if names.isEmpty { throw ValidationError("give at least one container name") }
+        guard (0...3600).contains(time) else { throw ValidationError("--time \(time): use 0-3600") }
+    }
+    func run() async throws {
+        let c = try global.client()
+        for n in names {
+            _ = try await c.call(LocalAPI.stopContainer, n, query: [("t", "\(time)")])
+            print(n)
+        }
+    }
+}
+
+struct Start: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start stopped containers' commands again (detached; their output goes on in their log).")
+    @OptionGroup var global: HostOptions
+    @Argument(help: "Container names or IDs.") var names: [String]
+    func validate() throws { if names.isEmpty { throw ValidationError("give at least one container name") } }
+    func run() async throws {
+        let c = try global.client()
+        for n in names {
+            _ = try await c.call(LocalAPI.startContainer, n)
+            print(n)
+        }
+    }
+}

@@ -12,7 +12,8 @@ struct Overlayctl: AsyncParsableCommand {
         discussion: "Talks to the daemon at -H unix:///path (before or after the command), $OVERLAY_HOST, or unix:///run/overlayd/overlayd.sock.",
         version: OverlayVersion.line("overlayctl"),
         subcommands: [
-            Info.self, Version.self, Swarm.self, Node.self, Network.self, Service.self, Run.self, PS.self, Exec.self, Remove.self, InspectContainer.self,
+            Info.self, Version.self, Swarm.self, Node.self, Network.self, Service.self, Run.self, PS.self, Exec.self, Logs.self, Stop.self,
+            Start.self, Remove.self, InspectContainer.self,
             LabCommand.self,
         ])
 }

@@ -125,6 +125,46 @@ import Testing
     }
 }
 
+/// A container's life as Docker's CLI drives it: `logs`, `stop`, `start`.
+@Suite(.serialized) struct ContainerLifeLabTests {
+    @Test func logsStopAndStartKeepTheContainersAddress() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-life", hosts: 1)
+        defer { lab.down() }
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.45.0.0/24", "web"])
+        _ = try lab.must("h1", ["run", "-d", "--name", "talker", "--network", "web", "--", "sh", "-c", "echo one; echo two; echo three; exec sleep infinity"])
+        let ip = try lab.ip("h1", "talker", network: "web")
+        func status() throws -> String {
+            try lab.must("h1", ["ps", "--filter", "name=talker", "--format", "{{.State.Status}}"])
+        }
+        var log = ""
+        for _ in 0..<50 where !log.contains("three") { log = try lab.must("h1", ["logs", "talker"]); usleep(100_000) }
+        #expect(log == "one\ntwo\nthree", "\(log)")
+        #expect(try lab.must("h1", ["logs", "--tail", "1", "talker"]) == "three")
+        // stop: SIGTERM (sleep ends at once), the container stays with its address.
+        #expect(try lab.must("h1", ["stop", "-t", "2", "talker"]) == "talker")
+        #expect(try status() == "exited")
+        #expect(try lab.ip("h1", "talker", network: "web") == ip)
+        // start: the command runs again; its output goes on in the same log.
+        #expect(try lab.must("h1", ["start", "talker"]) == "talker")
+        #expect(try status() == "running")
+        log = ""
+        for _ in 0..<50 where log.components(separatedBy: "three").count < 3 { log = try lab.must("h1", ["logs", "talker"]); usleep(100_000) }
+        #expect(log == "one\ntwo\nthree\none\ntwo\nthree", "\(log)")
+        #expect(try lab.ip("h1", "talker", network: "web") == ip)
+        // Mistakes: one clear line.
+        let missing = try lab.on("h1", ["logs", "nobody"])
+        #expect(!missing.succeeded && missing.output.contains("nobody") && missing.output.split(separator: "\n").count == 1, "\(missing.output)")
+        let badTail = try lab.on("h1", ["logs", "--tail", "-3", "talker"])
+        #expect(!badTail.succeeded, "\(badTail.output)")
+        _ = try lab.must("h1", ["rm", "-f", "talker"])
+    }
+}
+
 /// The swarm's nodes and services as Docker's CLI handles them: `node inspect`, `node update
 /// --availability` (drain moves the tasks off), `service scale`, `network prune`.
 @Suite(.serialized) struct NodeAvailabilityLabTests {

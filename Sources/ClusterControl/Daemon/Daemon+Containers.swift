@@ -162,13 +162,18 @@ extension OverlayDaemon {
         }
     }
 
-    func spawn(_ record: inout ContainerRecord) throws {
+    /// Starts the container's command (its output to its log: a new one, or `appendingLog` the
+    /// one it had).
+    func spawn(_ record: inout ContainerRecord, appendingLog: Bool = false) throws {
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
         let log = logDirectory + "/\(record.name).log"
-        guard FileManager.default.createFile(atPath: log, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-            throw APIError(500, "cannot create the log \(log)")
+        if !appendingLog || !FileManager.default.fileExists(atPath: log) {
+            guard FileManager.default.createFile(atPath: log, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                throw APIError(500, "cannot create the log \(log)")
+            }
         }
         guard let out = FileHandle(forWritingAtPath: log) else { throw APIError(500, "cannot open the log \(log)") }
+        _ = try? out.seekToEnd()
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
         p.arguments = Array(ContainerProcess.argv(
@@ -267,6 +272,55 @@ extension OverlayDaemon {
                 ["HostIp": m.hostAddress?.description ?? "0.0.0.0", "HostPort": "\(m.hostPort)"])
         }
         return out
+    }
+
+    /// `logs`: the output of the container's process (the last `tail` lines), at most the last 4 MiB.
+    func containerLogs(_ name: String, tail: Int?) throws -> [String: String] {
+        let c = try containerRecord(name)
+        guard let path = c.logPath, let file = FileHandle(forReadingAtPath: path) else {
+            throw APIError(404, "container \(c.name) has no log: only the processes overlayd starts (run -d, service tasks) are logged")
+        }
+        defer { try? file.close() }
+        let size = (try? file.seekToEnd()) ?? 0
+        let limit: UInt64 = 4 << 20
+        try? file.seek(toOffset: size > limit ? size - limit : 0)
+        var text = String(decoding: (try? file.readToEnd()) ?? Data(), as: UTF8.self)
+        if let tail, tail >= 0 {
+            var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            if lines.last == "" { lines.removeLast() }
+            text = lines.suffix(tail).map { $0 + "\n" }.joined()
+        }
+        return ["log": text]
+    }
+
+    /// `stop`: SIGTERM to the container's process, SIGKILL after `timeout` seconds. The container
+    /// keeps its namespace, addresses and names (a task's is started again by its reconciler).
+    func stopContainer(_ name: String, timeout: Int) async throws -> ContainerInspect {
+        let c = try containerRecord(name)
+        guard c.ownsNamespace else { throw APIError(409, "container \(c.name) belongs to another runtime: stop it there") }
+        guard let pid = c.pid, isRunning(c) else { return try inspect(c) }
+        kill(pid, SIGTERM)
+        let deadline = ContinuousClock.now + .seconds(max(0, min(timeout, 3600)))
+        while isRunning(c) && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        if isRunning(c) {
+            kill(pid, SIGKILL)
+            while isRunning(c) { try? await Task.sleep(for: .milliseconds(20)) }
+        }
+        logger.info("container \(c.name) stopped")
+        return try inspect(c)
+    }
+
+    /// `start`: runs a stopped container's command again (detached, its output appended to its log).
+    func startContainer(_ name: String) async throws -> ContainerInspect {
+        var c = try containerRecord(name)
+        guard c.ownsNamespace else { throw APIError(409, "container \(c.name) belongs to another runtime: start it there") }
+        if isRunning(c) { return try inspect(c) }
+        guard !c.command.isEmpty else { throw APIError(409, "container \(c.name) has no command to start") }
+        c.detached = true
+        try spawn(&c, appendingLog: true)
+        try store.put(.container, c.name, c)
+        logger.info("container \(c.name) started again")
+        return try inspect(c)
     }
 
     func removeContainer(_ name: String, force: Bool) async throws {

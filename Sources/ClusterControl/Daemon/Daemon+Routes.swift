@@ -53,6 +53,13 @@ extension OverlayDaemon {
         router.route(LocalAPI.runContainer) { _, _, body in try await self.runContainer(body) }
         router.route(LocalAPI.attach) { _, _, body in try await self.attachExisting(body) }
         router.route(LocalAPI.inspectContainer) { _, ctx, _ in try await self.inspectContainer(ctx.parameter("name")) }
+        router.route(LocalAPI.containerLogs) { req, ctx, _ in
+            try await self.containerLogs(ctx.parameter("name"), tail: req.query("tail").flatMap(Int.init))
+        }
+        router.route(LocalAPI.stopContainer) { req, ctx, _ in
+            try await self.stopContainer(ctx.parameter("name"), timeout: req.query("t").flatMap(Int.init) ?? 10)
+        }
+        router.route(LocalAPI.startContainer) { _, ctx, _ in try await self.startContainer(ctx.parameter("name")) }
         router.route(LocalAPI.removeContainer) { req, ctx, _ in
             let name = try ctx.parameter("name")
             try await self.removeContainer(name, force: req.flag("force"))
