@@ -216,6 +216,22 @@ import Testing
         let pruned = try lab.must("h1", ["network", "prune", "-f"])
         #expect(pruned.contains("unused") && !pruned.contains("apps"), "\(pruned)")
         #expect(Set(try lab.must("h1", ["network", "ls", "--format", "{{.Name}}"]).split(separator: "\n")) == ["apps", "ingress"])
+
+        // /readyz on a worker restarted while its manager is down: 503 until the manager answers.
+        func readyz(_ host: String) throws -> (Int, String) {
+            let r = try Command.run(["curl", "-s", "-m", "5", "--unix-socket", "/run/\(lab.name)/\(host)/overlayd.sock",
+                                     "-w", "\n%{http_code}", "http://overlayd/readyz"])
+            let lines = r.output.split(separator: "\n", omittingEmptySubsequences: false)
+            return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n").trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        #expect(try readyz("h2") == (200, "ready"))
+        try lab.stopDaemon("h1")
+        try lab.restartDaemon("h2", hostIndex: 2)
+        #expect(try readyz("h2") == (503, "not ready: no state from the manager yet"))
+        try lab.startDaemon("h1", hostIndex: 1)
+        var ready = (0, "")
+        for _ in 0..<100 where ready.0 != 200 { ready = try readyz("h2"); usleep(100_000) }
+        #expect(ready == (200, "ready"), "\(ready)")
     }
 }
 
