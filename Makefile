@@ -28,7 +28,7 @@ build: deps
 # The long blocking lab suites (the driver at 1,000+ endpoints, the daemons in a lab) run on their
 # own after the rest: on 2 cores they would hold both of Swift's cooperative threads and starve the
 # timing-sensitive gossip tests running beside them.
-LAB_TESTS := DaemonLabTests|OperatorLabTests|InstallLabTests|ListFormatLabTests|NodeAvailabilityLabTests|ContainerLifeLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
+LAB_TESTS := DaemonLabTests|OperatorLabTests|InstallLabTests|ListFormatLabTests|NodeAvailabilityLabTests|ContainerLifeLabTests|NetworkConnectLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
 HEAVY_TESTS := ScaleTests|$(LAB_TESTS)
 test: deps
 	$(SWIFT) build --build-tests

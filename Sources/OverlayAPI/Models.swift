@@ -338,6 +338,9 @@ public struct ContainerNetwork: Codable, Sendable, Hashable {
     public var gateway: IPAddress
     public var mac: String
     public var aliases: [String]
+    /// The interface in the container (nil: `eth<its index among the container's networks>`, as
+    /// `run` names them).
+    public var interface: String?
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
@@ -348,8 +351,10 @@ public struct ContainerNetwork: Codable, Sendable, Hashable {
         prefixLength: Int,
         gateway: IPAddress,
         mac: String,
-        aliases: [String]
+        aliases: [String],
+        interface: String? = nil
     ) {
+        self.interface = interface
         self.networkID = networkID
         self.networkName = networkName
         self.endpointID = endpointID
@@ -1078,6 +1083,22 @@ public struct NodeReportReply: Codable, Sendable {
     public init(recorded: Int, ignored: Int) {
         self.recorded = recorded
         self.ignored = ignored
+    }
+}
+
+/// `network connect NETWORK CONTAINER`: an existing container joins another network.
+public struct NetworkConnectRequest: Codable, Sendable, Equatable {
+    public var network: String
+    /// The address to use on it (`--ip`).
+    public var ip: String?
+    /// More names it answers to there (`--alias`).
+    public var aliases: [String]
+
+    /// Makes a request.
+    public init(network: String, ip: String? = nil, aliases: [String] = []) {
+        self.network = network
+        self.ip = ip
+        self.aliases = aliases
     }
 }
 

@@ -84,6 +84,9 @@ public enum LocalAPI {
     /// Query: `t=SECONDS` (before SIGKILL, default 10).
     public static let stopContainer = APIRoute<NoBody, ContainerInspect>("POST", "/v1/containers/:name/stop")
     public static let startContainer = APIRoute<NoBody, ContainerInspect>("POST", "/v1/containers/:name/start")
+    public static let connectContainer = APIRoute<NetworkConnectRequest, ContainerInspect>("POST", "/v1/containers/:name/connect")
+    /// Query: `network=NAME`.
+    public static let disconnectContainer = APIRoute<NoBody, ContainerInspect>("POST", "/v1/containers/:name/disconnect")
     public static let services = APIRoute<NoBody, [ServiceListEntry]>("GET", "/v1/services")
     public static let createService = APIRoute<ServiceCreateRequest, ServiceListEntry>("POST", "/v1/services", status: 201)
     public static let inspectService = APIRoute<NoBody, ServiceRecord>("GET", "/v1/services/:name")

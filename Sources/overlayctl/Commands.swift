@@ -267,7 +267,7 @@ struct Network: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage overlay networks.",
         subcommands: [NetworkCreate.self, NetworkList.self, NetworkInspectCommand.self, NetworkRemove.self, NetworkPrune.self,
-                      NetworkConnect.self])
+                      NetworkConnect.self, NetworkDisconnect.self])
 }
 
 struct NetworkPrune: AsyncParsableCommand {
@@ -381,23 +381,41 @@ struct NetworkRemove: AsyncParsableCommand {
 struct NetworkConnect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "connect",
-        abstract: "Attach an existing network namespace (another runtime's container) to an attachable network.")
+        abstract: "Connect a container to an attachable network, or attach another runtime's namespace (--netns, --pid) as a new container.",
+        discussion: "Prints the container's address on the network.")
     @OptionGroup var global: HostOptions
-    @Option(help: "The namespace's path (e.g. /run/netns/x or /proc/PID/ns/net).") var netns: String?
-    @Option(help: "A process whose network namespace to attach.") var pid: Int32?
+    @Option(help: "Attach this namespace (e.g. /run/netns/x or /proc/PID/ns/net) as a new container named CONTAINER.") var netns: String?
+    @Option(help: "Attach this process's network namespace as a new container named CONTAINER.") var pid: Int32?
     @Option(help: "The address to use.") var ip: String?
     @Option(help: "Extra DNS alias (repeatable).") var alias: [String] = []
     @Argument(help: "The network.") var network: String
-    @Argument(help: "The name to give the container.") var name: String
+    @Argument(help: "The container (with --netns or --pid: the name to give it).") var name: String
 
     func validate() throws {
-        guard (netns == nil) != (pid == nil) else { throw ValidationError("give exactly one of --netns PATH or --pid PID") }
+        guard netns == nil || pid == nil else { throw ValidationError("give at most one of --netns PATH or --pid PID") }
     }
 
     func run() async throws {
-        let r = AttachRequest(name: name, network: network, namespacePath: netns, pid: pid, ip: ip, aliases: alias)
-        let c = try await global.client().call(LocalAPI.attach, body: r)
+        let c: ContainerInspect
+        if netns != nil || pid != nil {
+            let r = AttachRequest(name: name, network: network, namespacePath: netns, pid: pid, ip: ip, aliases: alias)
+            c = try await global.client().call(LocalAPI.attach, body: r)
+        } else {
+            c = try await global.client().call(LocalAPI.connectContainer, name, body: NetworkConnectRequest(network: network, ip: ip, aliases: alias))
+        }
         print(c.NetworkSettings.Networks[network]?.IPAddress ?? c.Id)
+    }
+}
+
+struct NetworkDisconnect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "disconnect", abstract: "Disconnect a container from a network (its address there goes back to the pool).")
+    @OptionGroup var global: HostOptions
+    @Argument(help: "The network.") var network: String
+    @Argument(help: "The container.") var name: String
+    func run() async throws {
+        _ = try await global.client().call(LocalAPI.disconnectContainer, name, query: [("network", network)])
+        print(name)
     }
 }
 

@@ -165,6 +165,59 @@ import Testing
     }
 }
 
+/// `network connect NETWORK CONTAINER` and `network disconnect`, across hosts and a restart.
+@Suite(.serialized) struct NetworkConnectLabTests {
+    @Test func aContainerJoinsAndLeavesANetworkAndKeepsItThroughARestart() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-conn", hosts: 2)
+        defer { lab.down() }
+        try lab.join(["h2"], token: try lab.initSwarm())
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.46.0.0/24", "web"])
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.47.0.0/24", "db"])
+        for _ in 0..<100 where !(try lab.on("h2", ["network", "inspect", "db"])).succeeded { usleep(100_000) }
+        _ = try lab.must("h1", ["run", "-d", "--name", "c1", "--network", "web", "--", "sleep", "infinity"])
+        _ = try lab.must("h2", ["run", "-d", "--name", "c2", "--network", "db", "--", "sleep", "infinity"])
+        let ip2 = try lab.ip("h2", "c2", network: "db")
+        func reaches(_ target: String, tries: Int = 1) throws -> Bool {
+            for _ in 0..<tries {
+                if (try lab.on("h1", ["exec", "c1", "--", "ping", "-c", "1", "-W", "1", target])).succeeded { return true }
+            }
+            return false
+        }
+        #expect(try !reaches(ip2), "c1 reached c2 before joining db")
+
+        // connect: c1 gets an address on db, reaches c2 there by address and by name.
+        let joined = try lab.must("h1", ["network", "connect", "db", "c1"])
+        #expect(joined.hasPrefix("10.47.0."), "\(joined)")
+        #expect(try lab.ip("h1", "c1", network: "db") == joined && lab.ip("h1", "c1", network: "web").hasPrefix("10.46.0."))
+        #expect(try reaches(ip2, tries: 20), "c1 cannot reach c2 on db")
+        #expect(try reaches("c2.db", tries: 5), "c1 cannot reach c2 by name")
+        let again = try lab.on("h1", ["network", "connect", "db", "c1"])
+        #expect(!again.succeeded && again.output.contains("already connected"), "\(again.output)")
+
+        // A restart of h1's daemon brings both endpoints back, on the interfaces they had.
+        try lab.restartDaemon("h1", hostIndex: 1)
+        #expect(try reaches(ip2, tries: 20), "c1 lost c2 after h1's daemon restarted")
+
+        // disconnect: db's address goes back to the pool (h2 may take it), c2 is out of reach.
+        #expect(try lab.must("h1", ["network", "disconnect", "db", "c1"]) == "c1")
+        #expect(try !reaches(ip2))
+        let inspect = try lab.must("h1", ["inspect", "c1"])
+        #expect(!inspect.contains("10.47.0.") && inspect.contains("10.46.0."), "\(inspect)")
+        var taken = try lab.on("h2", ["run", "-d", "--name", "reuse", "--network", "db", "--ip", joined, "--", "sleep", "infinity"])
+        for _ in 0..<20 where !taken.succeeded {
+            usleep(250_000)
+            taken = try lab.on("h2", ["run", "-d", "--name", "reuse", "--network", "db", "--ip", joined, "--", "sleep", "infinity"])
+        }
+        #expect(taken.succeeded, "c1's db address did not come back: \(taken.output)")
+        let twice = try lab.on("h1", ["network", "disconnect", "db", "c1"])
+        #expect(!twice.succeeded && twice.output.contains("not connected"), "\(twice.output)")
+    }
+}
+
 /// The swarm's nodes and services as Docker's CLI handles them: `node inspect`, `node update
 /// --availability` (drain moves the tasks off), `service scale`, `network prune`.
 @Suite(.serialized) struct NodeAvailabilityLabTests {

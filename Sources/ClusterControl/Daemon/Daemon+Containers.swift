@@ -274,6 +274,61 @@ extension OverlayDaemon {
         return out
     }
 
+    /// `network connect NETWORK CONTAINER`: the container joins another network on the next free
+    /// `ethN`; its names answer there at once (and egress goes through the gateway bridge if it
+    /// had none yet and the network is not internal).
+    func connectContainer(_ name: String, _ req: NetworkConnectRequest) async throws -> ContainerInspect {
+        let (s, _) = try requireSwarm()
+        var c = try containerRecord(name)
+        let n = try network(named: req.network)
+        guard !n.ingress else { throw APIError(403, "network \(n.name) is the ingress network: containers cannot attach to it") }
+        guard c.taskID == nil else { throw APIError(403, "container \(c.name) is a task of service \(c.serviceName ?? "?"): change the service instead") }
+        guard n.attachable else {
+            throw APIError(403, "network \(n.name) is not attachable: standalone containers need a network created with --attachable")
+        }
+        guard !c.networks.contains(where: { $0.networkID == n.id }) else {
+            throw APIError(409, "container \(c.name) is already connected to network \(n.name)")
+        }
+        let ns: NetworkNamespace
+        do { ns = try NetworkNamespace.open(path: c.namespacePath) } catch {
+            throw APIError(409, "container \(c.name)'s namespace is gone: \(error)")
+        }
+        let taken = Set(((try? NetlinkSocket(namespace: ns).links()) ?? []).map(\.name))
+        let interface = (0...).lazy.map { "eth\($0)" }.first { !taken.contains($0) }!
+        var joined = try await connect(c, to: n, interface: interface, ip: req.ip, aliases: req.aliases, nodeID: s.nodeID)
+        joined.interface = interface
+        c.networks.append(joined)
+        if c.gatewayAddress == nil && !n.internal && c.ownsNamespace {
+            let free = (0...).lazy.map { "eth\($0)" }.first { !taken.contains($0) && $0 != interface }!
+            do { try await finishGatewayAttach(&c, startGatewayAttach(ns, interface: free)) } catch {
+                logger.warning("container \(c.name) joined \(n.name) without egress: \(error)")
+            }
+        }
+        try store.write([try .set(.container, c.name, c), .delete(.addressIntent, joined.endpointID)])
+        try await serveDNS(c)
+        logger.info("container \(c.name) connected to \(n.name) on \(interface) (\(joined.address))")
+        return try inspect(c)
+    }
+
+    /// `network disconnect NETWORK CONTAINER`: its endpoint there goes and the address goes back.
+    func disconnectContainer(_ name: String, from network: String) async throws -> ContainerInspect {
+        var c = try containerRecord(name)
+        guard c.taskID == nil else { throw APIError(403, "container \(c.name) is a task of service \(c.serviceName ?? "?"): change the service instead") }
+        guard let i = c.networks.firstIndex(where: { $0.networkName == network || $0.networkID == network || $0.networkID.hasPrefix(network) && network.count >= 3 }) else {
+            throw APIError(404, "container \(c.name) is not connected to network \(network)")
+        }
+        let cn = c.networks[i]
+        // Interfaces keep their names: the ones after this keep theirs (stored from here on).
+        for j in c.networks.indices where c.networks[j].interface == nil { c.networks[j].interface = "eth\(j)" }
+        c.networks.remove(at: i)
+        if let agent { try? agent.detach(endpoint: cn.endpointID) }
+        try store.put(.container, c.name, c)
+        await giveBack(ReleaseRequest(network: cn.networkName, address: cn.address.description, endpointID: cn.endpointID))
+        if c.networks.isEmpty { await stopDNS(c) } else { try await serveDNS(c) }
+        logger.info("container \(c.name) disconnected from \(cn.networkName)")
+        return try inspect(c)
+    }
+
     /// `logs`: the output of the container's process (the last `tail` lines), at most the last 4 MiB.
     func containerLogs(_ name: String, tail: Int?) throws -> [String: String] {
         let c = try containerRecord(name)
@@ -366,11 +421,12 @@ extension OverlayDaemon {
             record.namespacePath = path
             let socket = try? NetlinkSocket(namespace: ns)
             for (i, cn) in c.networks.enumerated() {
-                try? socket?.deleteLink(named: "eth\(i)")
+                let interface = cn.interface ?? "eth\(i)"
+                try? socket?.deleteLink(named: interface)
                 do {
                     _ = try agent.attach(
                         EndpointSpec(id: cn.endpointID, network: cn.networkName, namespace: .path(path),
-                                     address: cn.address, mac: MACAddress(cn.mac), interfaceName: "eth\(i)"),
+                                     address: cn.address, mac: MACAddress(cn.mac), interfaceName: interface),
                         name: c.name, aliases: cn.aliases, service: c.serviceName)
                 } catch {
                     logger.error("cannot restore \(c.name) on \(cn.networkName): \(error)")

@@ -60,6 +60,11 @@ extension OverlayDaemon {
             try await self.stopContainer(ctx.parameter("name"), timeout: req.query("t").flatMap(Int.init) ?? 10)
         }
         router.route(LocalAPI.startContainer) { _, ctx, _ in try await self.startContainer(ctx.parameter("name")) }
+        router.route(LocalAPI.connectContainer) { _, ctx, body in try await self.connectContainer(ctx.parameter("name"), body) }
+        router.route(LocalAPI.disconnectContainer) { req, ctx, _ in
+            guard let network = req.query("network") else { throw APIError(400, "disconnect needs ?network=NAME") }
+            return try await self.disconnectContainer(ctx.parameter("name"), from: network)
+        }
         router.route(LocalAPI.removeContainer) { req, ctx, _ in
             let name = try ctx.parameter("name")
             try await self.removeContainer(name, force: req.flag("force"))
