@@ -6,6 +6,7 @@
 // hosts in namespaces (docker run to reachable by name), is printed beside ours: 478 ms. This machine
 // kind has no Docker engine now, so that baseline is the recorded one, not re-run.
 // Usage: control-bench [--rounds N] [--normal-gossip]   (needs root; overlayd and overlayctl next to it)
+//        control-bench metrics [--rounds N]               (what serving metrics costs the data plane)
 
 import ClusterControl
 import Foundation
@@ -15,6 +16,12 @@ import OverlayTestKit
 var rounds = 20
 var normalGossip = false
 var args = Array(CommandLine.arguments.dropFirst())
+// `control-bench metrics [--rounds N]`: what serving metrics costs the data plane (MetricsOverhead.swift).
+let metricsMode = args.first == "metrics"
+if metricsMode {
+    args.removeFirst()
+    rounds = 8
+}
 while let a = args.first {
     args.removeFirst()
     switch a {
@@ -24,7 +31,7 @@ while let a = args.first {
         args.removeFirst()
     case "--normal-gossip": normalGossip = true
     case "-h", "--help":
-        print("usage: control-bench [--rounds N] [--normal-gossip]")
+        print("usage: control-bench [--rounds N] [--normal-gossip]\n       control-bench metrics [--rounds N]")
         exit(0)
     default:
         print("control-bench: unknown argument \(a)")
@@ -41,6 +48,13 @@ let ctl = dir + "/overlayctl"
 guard FileManager.default.isExecutableFile(atPath: ctl), FileManager.default.isExecutableFile(atPath: dir + "/overlayd") else {
     print("control-bench: build overlayd and overlayctl next to it first (swift build -c release --product overlayd ...)")
     exit(2)
+}
+if metricsMode {
+    do { try metricsOverhead(ctl: ctl, rounds: rounds) } catch {
+        print("control-bench metrics: failed: \(error)")
+        exit(1)
+    }
+    exit(0)
 }
 let labName = "ovlb-cp"
 
