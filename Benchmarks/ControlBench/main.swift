@@ -6,7 +6,7 @@
 // hosts in namespaces (docker run to reachable by name), is printed beside ours: 478 ms. This machine
 // kind has no Docker engine now, so that baseline is the recorded one, not re-run.
 // Usage: control-bench [--rounds N] [--normal-gossip]   (needs root; overlayd and overlayctl next to it)
-//        control-bench metrics [--rounds N]               (what serving metrics costs the data plane)
+//        control-bench metrics [--rounds N] [--interval S] (what serving metrics costs the data plane)
 
 import ClusterControl
 import Foundation
@@ -18,9 +18,14 @@ var normalGossip = false
 var args = Array(CommandLine.arguments.dropFirst())
 // `control-bench metrics [--rounds N]`: what serving metrics costs the data plane (MetricsOverhead.swift).
 let metricsMode = args.first == "metrics"
+var scrapeInterval = 0.1
 if metricsMode {
     args.removeFirst()
     rounds = 8
+    if let i = args.firstIndex(of: "--interval"), i + 1 < args.count, let v = Double(args[i + 1]), v > 0 {
+        scrapeInterval = v
+        args.removeSubrange(i...(i + 1))
+    }
 }
 while let a = args.first {
     args.removeFirst()
@@ -31,7 +36,7 @@ while let a = args.first {
         args.removeFirst()
     case "--normal-gossip": normalGossip = true
     case "-h", "--help":
-        print("usage: control-bench [--rounds N] [--normal-gossip]\n       control-bench metrics [--rounds N]")
+        print("usage: control-bench [--rounds N] [--normal-gossip]\n       control-bench metrics [--rounds N] [--interval SECONDS]")
         exit(0)
     default:
         print("control-bench: unknown argument \(a)")
@@ -50,7 +55,7 @@ guard FileManager.default.isExecutableFile(atPath: ctl), FileManager.default.isE
     exit(2)
 }
 if metricsMode {
-    do { try metricsOverhead(ctl: ctl, rounds: rounds) } catch {
+    do { try metricsOverhead(ctl: ctl, rounds: rounds, interval: scrapeInterval) } catch {
         print("control-bench metrics: failed: \(error)")
         exit(1)
     }

@@ -37,7 +37,7 @@ import Testing
 
     @Test func routesAnswerAndErrorsKeepTheAPIShape() async throws {
         try await Self.serving { _, endpoint, group in
-            let client = APIClient(endpoint: endpoint, timeout: .seconds(5))
+            let client = APIClient(endpoint: endpoint, timeout: .seconds(60))
             let echo = try await client.json("POST", "/v1/echo/3", body: Echo(word: "ab"), as: Echo.self, group: group)
             #expect(echo == Echo(word: "ababab"))
             await #expect(throws: APIError(409, "not now")) {
@@ -88,7 +88,7 @@ import Testing
 
     @Test func aBodyOverTheLimitIsRefused() async throws {
         try await Self.serving(limits: APIServerLimits(maxBody: 64)) { _, endpoint, group in
-            let client = APIClient(endpoint: endpoint, timeout: .seconds(5))
+            let client = APIClient(endpoint: endpoint, timeout: .seconds(60))
             let big = Echo(word: String(repeating: "x", count: 100))
             await #expect(throws: APIError(413, "the request body is larger than 64 bytes")) {
                 try await client.json("POST", "/v1/echo/1", body: big, as: Echo.self, group: group)
@@ -96,10 +96,13 @@ import Testing
         }
     }
 
+    // Calls here may wait long for an answer: in CI's first phase the synchronous kernel tests
+    // running beside these can hold both cooperative threads for seconds, and what is measured is
+    // which connection answers, not how fast.
     @Test func aPooledClientReusesOneConnection() async throws {
         try await Self.serving { server, endpoint, group in
             let pool = APIConnectionPool()
-            let client = APIClient(endpoint: endpoint, timeout: .seconds(5), pool: pool)
+            let client = APIClient(endpoint: endpoint, timeout: .seconds(60), pool: pool)
             for i in 1...5 {
                 let e = try await client.json("POST", "/v1/echo/\(i)", body: Echo(word: "a"), as: Echo.self, group: group)
                 #expect(e.word.count == i)
@@ -107,7 +110,7 @@ import Testing
             #expect(pool.idleCount == 1)
             #expect(server.openConnections == 1)
             // Without a pool every call has its connection, closed after the answer.
-            let once = APIClient(endpoint: endpoint, timeout: .seconds(5))
+            let once = APIClient(endpoint: endpoint, timeout: .seconds(60))
             _ = try await once.json("POST", "/v1/echo/1", body: Echo(word: "c"), as: Echo.self, group: group)
             #expect(pool.idleCount == 1)
             pool.closeAll()
@@ -118,7 +121,7 @@ import Testing
     @Test func aPooledClientSurvivesTheServerClosingItsConnection() async throws {
         try await Self.serving(limits: APIServerLimits(idleTimeout: .milliseconds(300))) { _, endpoint, group in
             let pool = APIConnectionPool()
-            let client = APIClient(endpoint: endpoint, timeout: .seconds(5), pool: pool)
+            let client = APIClient(endpoint: endpoint, timeout: .seconds(60), pool: pool)
             _ = try await client.json("POST", "/v1/echo/1", body: Echo(word: "a"), as: Echo.self, group: group)
             #expect(pool.idleCount == 1)
             // The server closes the idle connection; the next call still answers, on a new one.

@@ -128,6 +128,10 @@ extension OverlayDaemon {
                             ("sequence_exhausted", e.sequenceExhausted)] {
             m.total("overlay_esp_dropped_packets_total", ["reason": reason], n)
         }
+        // The nftables counter is read by listing its table: at most every 5 s, whatever the
+        // scrape rate (a scrape between two readings repeats the last one).
+        guard ContinuousClock.now - cleartextReadAt >= .seconds(5) else { return }
+        cleartextReadAt = .now
         for n in driver.networks() where n.encrypted {
             if let dropped = try? driver.cleartextDrops(network: n.name) {
                 m.total("overlay_esp_cleartext_refused_packets_total", ["network": n.name], dropped)

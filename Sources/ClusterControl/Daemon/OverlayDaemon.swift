@@ -180,6 +180,8 @@ public actor OverlayDaemon {
     /// The metrics (nil unless `metricsAddr` is set) and their listener.
     let metrics: DaemonMetrics?
     var metricsServer: APIServer?
+    /// When the encrypted networks' cleartext-drop counters were last read (an nftables listing).
+    var cleartextReadAt = ContinuousClock.now - .seconds(60)
 
     /// Opens the store and prepares; `start()` listens.
     public init(configuration: DaemonConfiguration) throws {
