@@ -9,7 +9,7 @@ SHELL := /bin/bash
 DEPS := pkg-config libnl-3-dev libnl-route-3-dev libssl-dev libnftables-dev libsqlite3-dev iproute2 nftables \
         iputils-ping fping iperf3 dnsutils dnsmasq-base dnsperf tcpdump serf curl python3 openssl prometheus
 
-.PHONY: deps build test demo bench lab-clean install
+.PHONY: deps build test demo bench lab-clean install docs
 
 deps:
 	@missing=""; for p in $(DEPS); do \
@@ -35,6 +35,18 @@ test: deps
 	$(SWIFT) test --skip-build --skip '$(HEAVY_TESTS)'
 	$(SWIFT) test --skip-build --filter ScaleTests
 	$(SWIFT) test --skip-build --filter '$(LAB_TESTS)'
+	$(MAKE) --no-print-directory docs
+
+# The SDK's documentation: a DocC archive for every library product, in
+# .build/plugins/Swift-DocC/outputs. A warning (an unresolved symbol link, ...) fails it.
+DOC_TARGETS := OverlayModel OverlayCrypto VXLANCodec IPAM Gossip IPsecKeys Netlink PacketFilter GWBridge Ingress \
+               Discovery DiscoveryServer OverlayDriver OverlayAPI ClusterControl OverlayTestKit
+docs: deps
+	@$(SWIFT) package --disable-sandbox generate-documentation $(addprefix --target ,$(DOC_TARGETS)) > .build/docs.log 2>&1 \
+	  || { cat .build/docs.log; exit 1; }
+	@if grep "warning:" .build/docs.log | grep -v "unhandled; explicitly declare them as resources"; then \
+	  echo "make docs: the documentation has warnings (above)"; exit 1; fi
+	@echo "make docs: $(words $(DOC_TARGETS)) archives in .build/plugins/Swift-DocC/outputs, no warnings"
 
 # The demo: a 3-host lab, each host running overlayd; init, join, an overlay network, a container
 # per host pinging the others (Scripts/demo.sh prints every command). `make demo KEEP=1` leaves it up.

@@ -36,6 +36,7 @@ let package = Package(
         .library(name: "GWBridge", targets: ["GWBridge"]),
         .library(name: "Ingress", targets: ["Ingress"]),
         .library(name: "Discovery", targets: ["Discovery"]),
+        .library(name: "DiscoveryServer", targets: ["DiscoveryServer"]),
         .library(name: "OverlayDriver", targets: ["OverlayDriver"]),
         .library(name: "OverlayAPI", targets: ["OverlayAPI"]),
         .library(name: "ClusterControl", targets: ["ClusterControl"]),
@@ -57,6 +58,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.5.0"),
     ],
     targets: [
         // C layers: system libraries found by pkg-config, and one shim target for what Swift

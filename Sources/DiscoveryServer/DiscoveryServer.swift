@@ -54,8 +54,8 @@ public struct DNSServerError: Error, Sendable, CustomStringConvertible {
 }
 
 /// The embedded DNS server: one event loop serves `127.0.0.11:53` (UDP and TCP) inside every
-/// container namespace it is given, answering from one ``NameTable`` through the Discovery
-/// ``Resolver`` and forwarding other names to upstream resolvers from the host's namespace.
+/// container namespace it is given, answering from one `NameTable` through the Discovery
+/// `Resolver` and forwarding other names to upstream resolvers from the host's namespace.
 ///
 /// Sockets are opened by a thread that has entered the container's namespace and then adopted by
 /// the event loop, so one loop serves any number of namespaces. The table lives on the loop:

@@ -12,7 +12,7 @@ public enum AllocationStrategy: String, Hashable, Sendable, Codable {
 /// The addresses of one subnet of one network: reservations (network, broadcast, gateway, aux
 /// addresses) and the addresses handed out, dynamically or by explicit request.
 ///
-/// State is a ``RunSet`` of offsets from the subnet's network address, so memory follows the
+/// State is a `RunSet` of offsets from the subnet's network address, so memory follows the
 /// number of contiguous allocated ranges, never the subnet's size: an IPv6 `/48` or `::/0` is as
 /// cheap as a `/24`. Every operation is O(log runs).
 public struct AddressSpace: Sendable, Hashable {

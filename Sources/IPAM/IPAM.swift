@@ -31,7 +31,7 @@ public struct SubnetRequest: Hashable, Sendable {
 /// taken (by any network, from a pool or given explicitly), and each network's addresses.
 ///
 /// A value type with no I/O: persist it with ``snapshot()`` and ``init(restoring:)``. Subnets are
-/// tracked per family in a ``RunSet`` of absolute addresses, so finding the next free subnet of
+/// tracked per family in a `RunSet` of absolute addresses, so finding the next free subnet of
 /// a pool skips whole allocated ranges instead of testing subnets one by one.
 public struct IPAM: Sendable {
     /// The pools dynamic subnets come from, tried in order.

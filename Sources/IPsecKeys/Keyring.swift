@@ -6,8 +6,8 @@ import OverlayCrypto
 /// (AES-128; 24 and 32 are accepted too) and the tag is the key's Lamport time, which orders keys
 /// by age and feeds SPI derivation. The 4-byte RFC 4106 salt is not part of the key: Docker
 /// programs each SA with `salt = SPI` (big-endian), so the salt differs per host pair and
-/// direction; ``ESPSecurityAssociation/derive(local:remote:key:extendedSequenceNumbers:)`` does
-/// the same. The bytes live in a zeroizing ``SecretKey`` and are never printed.
+/// direction; ``ESPSecurityAssociation/derive(local:remote:key:extendedSequenceNumbers:replayWindowSize:localBoot:remoteBoot:)`` does
+/// the same. The bytes live in a zeroizing `SecretKey` and are never printed.
 public struct IPsecKey: Sendable, Equatable, Hashable, Codable, CustomStringConvertible, CustomDebugStringConvertible {
     /// The key's Lamport time (Docker's `key.tag`); larger is newer.
     public let tag: UInt32

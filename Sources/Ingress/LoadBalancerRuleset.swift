@@ -212,7 +212,7 @@ public struct LoadBalancerRuleset: Hashable, Sendable {
         return s
     }
 
-    /// The whole table as one libnftables JSON document (for `nft -j -f`, or ``PacketFilter``'s
+    /// The whole table as one libnftables JSON document (for `nft -j -f`, or `PacketFilter`'s
     /// `run(_:json: true)`): one transaction that deletes an older table of the same name and
     /// creates this one, the same table as ``fullText`` describes.
     public var fullJSON: String {

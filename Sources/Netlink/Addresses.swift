@@ -2,7 +2,7 @@ import CNetlink
 import Glibc
 import OverlayModel
 
-/// An address assigned to an interface, with its prefix length (`10.0.0.2/24`). Unlike ``CIDR``,
+/// An address assigned to an interface, with its prefix length (`10.0.0.2/24`). Unlike `CIDR`,
 /// host bits are the point here.
 public struct InterfaceAddress: Hashable, Sendable, CustomStringConvertible, LosslessStringConvertible {
     /// The address itself.

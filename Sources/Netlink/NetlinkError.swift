@@ -5,8 +5,8 @@ import Glibc
 /// failed, e.g. `add link vxlan4096 (vxlan) in namespace ovl-h1: Object exists`.
 ///
 /// Every failure in this module is turned into a `NetlinkError` here, in one place: libnl's
-/// negative return codes by ``libnl(_:_:)`` (message from `nl_geterror`) and system calls by
-/// ``posix(_:_:)`` (message from `strerror`).
+/// negative return codes by `libnl(_:_:)` (message from `nl_geterror`) and system calls by
+/// `posix(_:_:)` (message from `strerror`).
 public struct NetlinkError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What kind of failure this was. Extensible: match with `==`, not an exhaustive switch.
     public struct Code: Hashable, Sendable, CustomStringConvertible {

@@ -277,7 +277,7 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
     /// `espEncapsulation` nil takes `OVERLAY_ESP_ENCAP` (`esp`, `udp` or `udp:<port>`; default
     /// ESP in UDP on port 4500, and that with a warning when the value does not parse).
     /// This host's boot ID, when SAs are bound to boots (see
-    /// ``ESPSecurityAssociation/derive(local:remote:key:extendedSequenceNumbers:replayWindowSize:localBoot:remoteBoot:)``);
+    /// `ESPSecurityAssociation.derive(local:remote:key:extendedSequenceNumbers:replayWindowSize:localBoot:remoteBoot:)`);
     /// nil: Docker's keys as they are. With it, a peer's inbound SAs wait for its boot ID
     /// (``setPeerBootID(_:_:)``).
     public let bootID: [UInt8]?
@@ -504,7 +504,7 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
 
     /// Installs a keyring (nil removes every key: encrypted networks then send nothing). For every
     /// remote VTEP, inbound SAs for every key of the ring and the outbound SA of the primary are
-    /// derived Docker's way; a change is applied in ``IPsecRotationPlan`` order (new inbound SAs,
+    /// derived Docker's way; a change is applied in `IPsecRotationPlan` order (new inbound SAs,
     /// then the new primary, then removals), so traffic across a rotation loses nothing. Key bytes
     /// are never logged.
     public func setKeys(_ newRing: IPsecKeyring?) {
