@@ -148,8 +148,22 @@ public final class DNSServer: Sendable {
                 c.counters.upstreamSockets += 1
                 for (bytes, upstream) in sends { c.send(bytes, to: upstream, on: channel) }
                 let nanos = lifetime.components.seconds * 1_000_000_000 + lifetime.components.attoseconds / 1_000_000_000
-                channel.eventLoop.scheduleTask(in: .nanoseconds(nanos)) { [self] in core.value.closeUpstream(id, channel) }
+                scheduleUpstreamClose(id, channel, in: .nanoseconds(nanos))
             }
+    }
+
+    /// Closes query `id`'s socket after `delay`, or later while a query under that ID (the same
+    /// one retried, or a new one that drew the ID again) still waits on it. On the loop.
+    func scheduleUpstreamClose(_ id: UInt16, _ channel: any Channel, in delay: TimeAmount) {
+        channel.eventLoop.scheduleTask(in: delay) { [self] in
+            let c = core.value
+            guard let open = c.upstreamSockets[id], open === channel else { return }
+            if c.forwarder.isWaiting(id: id) {
+                scheduleUpstreamClose(id, channel, in: delay)
+            } else {
+                c.closeUpstream(id, channel)
+            }
+        }
     }
 
     /// Closes every socket and stops the loop if the server owns it.

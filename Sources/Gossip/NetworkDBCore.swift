@@ -175,7 +175,9 @@ public struct NetworkDBCore: Sendable {
             rejectedClocks += 1
             return false
         }
-        if t > clock { clock = t }
+        // Taken, but the clock moves at most half the lead past this node's own: one message far
+        // ahead must not carry it where every node started before this one refuses its writes.
+        if t > clock { clock = max(clock, min(t, ownClock &+ config.maxClockLead / 2)) }
         return true
     }
 
@@ -444,8 +446,8 @@ public struct NetworkDBCore: Sendable {
         }
         // A bulk sync is the owner's full state for the network: what it no longer has is gone, if
         // the node itself says so.
-        var complete = true
-        if let auth = authenticator, !auth.verify(b.node, TableAuthenticator.bulk(b), b.signature) {
+        var complete = b.entries.allSatisfy { $0.owner == b.node && $0.network == b.network }
+        if complete, let auth = authenticator, !auth.verify(b.node, TableAuthenticator.bulk(b), b.signature) {
             unauthenticated += 1
             complete = false
         }

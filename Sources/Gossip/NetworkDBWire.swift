@@ -164,7 +164,7 @@ public struct TableAuthenticator: Sendable {
     }
 
     static func bulk(_ b: BulkRecord) -> [UInt8] {
-        let names = b.entries.map { "\($0.table)\u{1}\($0.key)\u{1}\($0.ltime)\u{1}\($0.deleted)" }.sorted()
+        let names = b.entries.map { "\($0.owner)\u{1}\($0.network)\u{1}\($0.table)\u{1}\($0.key)\u{1}\($0.ltime)\u{1}\($0.deleted)" }.sorted()
         return message(["bulk", b.node, b.network, "\(b.ltime)"] + names)
     }
 }

@@ -136,6 +136,7 @@ public final class OverlayAgent: Sendable {
             return (s.watchers.removeValue(forKey: name), s.endpointObserver)
         }
         task?.cancel()
+        state.withLock { _ = $0.quarantined.removeValue(forKey: name) }
         db.leaveNetwork(name)
         observer?(.networkLeft(name))
     }
@@ -186,13 +187,15 @@ public final class OverlayAgent: Sendable {
         let network = change.network
         let mine = change.owner == me
         // The record is decoded, and its addresses parsed, here and nowhere else. A value that is
-        // not a valid record is a counted drop, and withdraws whatever the key held before.
+        // not a valid record is a counted drop: what the key held before stays (a write that does
+        // not decode is not its owner's, who never makes one, and must not withdraw its endpoint).
         var endpoint: Endpoint?
         if change.kind != .delete {
             endpoint = Endpoint(tableValue: change.value)
             if endpoint == nil {
                 state.withLock { $0.malformedRecords += 1 }
                 note("ignored malformed endpoint record \(change.key) on \(network) from \(change.owner)")
+                return
             }
         }
         if !mine, let endpoint {
@@ -200,6 +203,8 @@ public final class OverlayAgent: Sendable {
             var why: String?
             if let check, !check(change.owner, endpoint) {
                 why = "its owner is not a node the manager knows at that VTEP"
+            } else if endpoint.id != change.key {
+                why = "it is the record of endpoint \(endpoint.id.prefix(64)), not of its key"
             } else if let verify {
                 let record = EndpointRecord.decode(change.value)
                 let signature = record?.signature.flatMap { Data(base64Encoded: $0) }.map { Array($0) }

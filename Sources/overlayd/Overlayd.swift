@@ -114,7 +114,7 @@ struct Overlayd: AsyncParsableCommand {
         } catch {
             var message = fullMessage(for: error)
             if message.hasPrefix("Error: ") { message.removeFirst("Error: ".count) }
-            if let file, let setting = file.setting(mentionedIn: message, besides: commandLine) {
+            if exitCode(for: error) != .success, let file, let setting = file.setting(mentionedIn: message, besides: commandLine) {
                 FileHandle.standardError.write(Data("overlayd: \(file.path) line \(setting.line): \(message)\n".utf8))
                 Foundation.exit(exitCode(for: error).rawValue)
             }

@@ -267,6 +267,10 @@ struct TableSim {
         #expect(core.clock == first)
         // Honest peers, just behind or ahead of the clock taken, are still heard.
         #expect(!core.receive(entry("honest", first + 5), now: .zero).isEmpty)
+        // A time at the very edge of the lead is taken, but the clock moves at most half the lead
+        // past this node's own: one message cannot push it where every other node refuses it.
+        #expect(!core.receive(entry("edge", core.ownClock + lead - 1), now: .zero).isEmpty)
+        #expect(core.clock <= core.ownClock + lead / 2)
     }
 
     /// A toy signature: the signer's name and an FNV-1a hash of the message.
@@ -303,6 +307,17 @@ struct TableSim {
         #expect(sim.keys("b") == ["k1=v1@a", "k2=v2@a"])
         #expect(sim.cores["b"]!.members(of: "n1") == ["a", "b", "x"])
         #expect(sim.cores["b"]!.unauthenticated == 4)
+        // A real bulk sync of a's, taken by x and passed on with its entries' owner changed (so
+        // none would count as a's): its implicit deletes are not taken either.
+        var sent: [UInt8] = []
+        for d in sim.cores["a"]!.bulk(network: "n1", to: "x", reply: false) { if case .send(_, _, let bytes) = d { sent = bytes } }
+        guard case .bulk(var stolen)? = TableWire.decode(sent) else { Issue.record("no bulk"); return }
+        stolen.entries = stolen.entries.map { var e = $0; e.owner = "x"; return e }
+        sim.run("b") { $0.receive(TableWire.encode(.bulk(stolen)), now: .zero) }
+        #expect(sim.keys("b") == ["k1=v1@a", "k2=v2@a"])
+        // And with the signature checked over its entries' owners and networks, even an honest
+        // looking one is refused when they were changed.
+        #expect(!(sim.cores["b"]!.authenticator!.verify("a", TableAuthenticator.bulk(stolen), stolen.signature)))
         // a itself: its delete, its bulk sync without k2 (after a lost delete), its leave.
         try sim.run("a") { try $0.deleteEntry(network: "n1", table: "t", key: "k1", now: .zero) }
         sim.settle()

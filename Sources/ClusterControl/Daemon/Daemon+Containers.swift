@@ -210,7 +210,8 @@ extension OverlayDaemon {
         case (nil, let pid?): path = "/proc/\(pid)/ns/net"
         default: throw APIError(400, "give exactly one of a namespace path or a PID")
         }
-        do { _ = try NetworkNamespace.open(path: path) } catch {
+        let ns: NetworkNamespace
+        do { ns = try NetworkNamespace.open(path: path) } catch {
             throw APIError(404, "\(path) is not a network namespace that can be opened: \(error)")
         }
         let n = try network(named: req.network)
@@ -226,8 +227,11 @@ extension OverlayDaemon {
         guard !record.networks.contains(where: { $0.networkID == n.id }) else {
             throw APIError(409, "\(req.name) is already attached to network \(n.name)")
         }
-        let cn = try await connect(record, to: n, interface: "eth\(record.networks.count)", ip: req.ip, aliases: req.aliases ?? [],
-                                   nodeID: s.nodeID)
+        // The next free ethN: the namespace may have interfaces of its own runtime.
+        let taken = Set(((try? NetlinkSocket(namespace: ns).links()) ?? []).map(\.name))
+        let interface = (0...).lazy.map { "eth\($0)" }.first { !taken.contains($0) }!
+        var cn = try await connect(record, to: n, interface: interface, ip: req.ip, aliases: req.aliases ?? [], nodeID: s.nodeID)
+        cn.interface = interface
         record.networks.append(cn)
         do {
             try await serveDNS(record)
