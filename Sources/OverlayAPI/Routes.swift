@@ -68,6 +68,8 @@ public enum LocalAPI {
     /// Query: `force=1`.
     public static let removeNode = APIRoute<NoBody, Acknowledgement>("DELETE", "/v1/nodes/:node")
     public static let updateNode = APIRoute<NodeUpdateRequest, NodeRecord>("POST", "/v1/nodes/:node/update")
+    /// `:node`: an ID, a hostname, `self` or an ID prefix of 3 characters or more.
+    public static let inspectNode = APIRoute<NoBody, NodeRecord>("GET", "/v1/nodes/:node")
     public static let networks = APIRoute<NoBody, [NetworkInspect]>("GET", "/v1/networks")
     public static let createNetwork = APIRoute<NetworkCreateRequest, NetworkInspect>("POST", "/v1/networks", status: 201)
     /// Query: `verbose=1`.

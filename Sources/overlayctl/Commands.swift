@@ -172,18 +172,8 @@ struct NodeInspect: AsyncParsableCommand {
     func validate() throws { if names.isEmpty { throw ValidationError("give at least one node") } }
     func run() async throws {
         let c = try global.client()
-        let all = try await c.call(LocalAPI.nodes)
-        let me = names.contains("self") ? try await c.call(LocalAPI.info).nodeID : ""
         var out: [NodeRecord] = []
-        for name in names {
-            let exact = all.filter { $0.id == name || $0.hostname == name || (name == "self" && $0.id == me) }
-            let found = exact.count == 1 ? exact : all.filter { name.count >= 3 && $0.id.hasPrefix(name) }
-            guard found.count == 1 else {
-                throw CLIError(found.isEmpty ? "node \(name) not found: see `overlayctl node ls`"
-                                             : "node \(name) is ambiguous (\(found.map(\.hostname).joined(separator: ", "))): give its ID")
-            }
-            out.append(found[0])
-        }
+        for name in names { out.append(try await c.call(LocalAPI.inspectNode, name)) }
         if format.template != nil { _ = try format.emit(out) } else { try printJSON(out) }
     }
 }

@@ -58,6 +58,16 @@ struct CLILab {
 
     func down() { _ = try? ctl(["lab", "down", "--name", name], timeout: 60) }
 
+    /// `overlayctl ARGS` on `host` until it succeeds, at most `tries` times `every` apart; the last result.
+    func retrying(_ host: String, _ args: [String], tries: Int, every: useconds_t) throws -> CommandResult {
+        var r = try on(host, args)
+        for _ in 1..<max(tries, 1) where !r.succeeded {
+            usleep(every)
+            r = try on(host, args)
+        }
+        return r
+    }
+
     func ip(_ host: String, _ container: String, network: String) throws -> String {
         let out = try must(host, ["inspect", container])
         let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [[String: Any]]

@@ -207,11 +207,8 @@ import Testing
         #expect(try !reaches(ip2))
         let inspect = try lab.must("h1", ["inspect", "c1"])
         #expect(!inspect.contains("10.47.0.") && inspect.contains("10.46.0."), "\(inspect)")
-        var taken = try lab.on("h2", ["run", "-d", "--name", "reuse", "--network", "db", "--ip", joined, "--", "sleep", "infinity"])
-        for _ in 0..<20 where !taken.succeeded {
-            usleep(250_000)
-            taken = try lab.on("h2", ["run", "-d", "--name", "reuse", "--network", "db", "--ip", joined, "--", "sleep", "infinity"])
-        }
+        let taken = try lab.retrying("h2", ["run", "-d", "--name", "reuse", "--network", "db", "--ip", joined, "--", "sleep", "infinity"],
+                                     tries: 21, every: 250_000)
         #expect(taken.succeeded, "c1's db address did not come back: \(taken.output)")
         let twice = try lab.on("h1", ["network", "disconnect", "db", "c1"])
         #expect(!twice.succeeded && twice.output.contains("not connected"), "\(twice.output)")

@@ -412,11 +412,7 @@ import OverlayTestKit
 
         // Started again, h2 finds the address it asked for held by no container and gives it back.
         try lab.startDaemon("h2", hostIndex: 2)
-        var removed = try lab.on("h1", ["network", "rm", "web"])
-        for _ in 0..<30 where !removed.succeeded {
-            usleep(500_000)
-            removed = try lab.on("h1", ["network", "rm", "web"])
-        }
+        let removed = try lab.retrying("h1", ["network", "rm", "web"], tries: 31, every: 500_000)
         #expect(removed.succeeded, "the address h2 was given before it died is still held: \(removed.output)")
         let log = (try? String(contentsOfFile: "/run/\(lab.name)/h2/overlayd.log", encoding: .utf8)) ?? ""
         #expect(log.contains("asked for before a crash"), "h2's log does not say what it gave back")
@@ -450,11 +446,7 @@ import OverlayTestKit
         // still leaves the address out.
         usleep(2_500_000)
         _ = try lab.must("h2", ["run", "-d", "--name", "nudge", "--network", "other", "--", "sleep", "infinity"], timeout: 60)
-        var gone = try lab.on("h1", ["network", "rm", "lost"])
-        for _ in 0..<40 where !gone.succeeded {
-            usleep(250_000)
-            gone = try lab.on("h1", ["network", "rm", "lost"])
-        }
+        let gone = try lab.retrying("h1", ["network", "rm", "lost"], tries: 41, every: 250_000)
         #expect(gone.succeeded, "the manager still holds the forgotten address: \(gone.output)")
         let managerLog = (try? String(contentsOfFile: "/run/\(lab.name)/h1/overlayd.log", encoding: .utf8)) ?? ""
         #expect(managerLog.contains("no longer holds endpoint") && managerLog.contains("by two of its reports"), "the manager's log does not say what it gave back")

@@ -144,12 +144,7 @@ struct EncryptedWireTests {
         let before = e.drivers[1].userspaceDatapath.counters
         let ihl = Int(frame[14] & 0xF) * 4
         let espBytes = Array(frame[(14 + ihl)...])
-        try h0.namespace.run { () throws in
-            let s = socket(AF_INET, Int32(SOCK_RAW.rawValue), 50)
-            guard s >= 0 else { throw LabError("raw socket: errno \(errno)") }
-            defer { close(s) }
-            try sendTo(s, espBytes, h1.address, port: 0)
-        }
+        try sendESP(espBytes, from: h0, to: h1)
         Thread.sleep(forTimeInterval: 0.3)
         let after = e.drivers[1].userspaceDatapath.counters
         #expect(after.dropped(.espReplayed) == before.dropped(.espReplayed) + 1, "\(after)")
@@ -159,12 +154,7 @@ struct EncryptedWireTests {
         var tampered = espBytes
         tampered[4] = tampered[4] &+ 0x10
         let forged = tampered
-        try h0.namespace.run { () throws in
-            let s = socket(AF_INET, Int32(SOCK_RAW.rawValue), 50)
-            guard s >= 0 else { throw LabError("raw socket: errno \(errno)") }
-            defer { close(s) }
-            try sendTo(s, forged, h1.address, port: 0)
-        }
+        try sendESP(forged, from: h0, to: h1)
         Thread.sleep(forTimeInterval: 0.3)
         let afterTamper = e.drivers[1].userspaceDatapath.counters
         #expect(afterTamper.dropped(.espAuthFailed) == after.dropped(.espAuthFailed) + 1, "\(afterTamper)")
@@ -200,12 +190,7 @@ struct EncryptedWireTests {
         let before = e.drivers[1].userspaceDatapath.counters
         let ihl = Int(frame[14] & 0xF) * 4
         let espBytes = Array(frame[(14 + ihl)...])
-        try h0.namespace.run { () throws in
-            let s = socket(AF_INET, Int32(SOCK_RAW.rawValue), 50)
-            guard s >= 0 else { throw LabError("raw socket: errno \(errno)") }
-            defer { close(s) }
-            try sendTo(s, espBytes, h1.address, port: 0)
-        }
+        try sendESP(espBytes, from: h0, to: h1)
         Thread.sleep(forTimeInterval: 0.3)
         let after = e.drivers[1].userspaceDatapath.counters
         // Refused, not opened again: behind the resumed window (with ESN, a sequence number that
@@ -268,6 +253,16 @@ struct EncryptedWireTests {
         try d.detach(endpoint: "s1")
         try d.removeNetwork(named: "sec")
         #expect(!dp.isReceiving)
+    }
+}
+
+/// Sends `bytes` as a bare ESP packet (IP protocol 50) from host `from`'s namespace to host `to`.
+func sendESP(_ bytes: [UInt8], from: Lab.Host, to: Lab.Host) throws {
+    try from.namespace.run { () throws in
+        let s = socket(AF_INET, Int32(SOCK_RAW.rawValue), 50)
+        guard s >= 0 else { throw LabError("raw socket: errno \(errno)") }
+        defer { close(s) }
+        try sendTo(s, bytes, to.address, port: 0)
     }
 }
 

@@ -228,8 +228,7 @@ extension OverlayDaemon {
             throw APIError(409, "\(req.name) is already attached to network \(n.name)")
         }
         // The next free ethN: the namespace may have interfaces of its own runtime.
-        let taken = Set(((try? NetlinkSocket(namespace: ns).links()) ?? []).map(\.name))
-        let interface = (0...).lazy.map { "eth\($0)" }.first { !taken.contains($0) }!
+        let interface = Self.freeInterface(in: ns)
         var cn = try await connect(record, to: n, interface: interface, ip: req.ip, aliases: req.aliases ?? [], nodeID: s.nodeID)
         cn.interface = interface
         record.networks.append(cn)
@@ -278,6 +277,12 @@ extension OverlayDaemon {
         return out
     }
 
+    /// The first `ethN` no interface in `ns` has yet.
+    static func freeInterface(in ns: NetworkNamespace) -> String {
+        let taken = Set(((try? NetlinkSocket(namespace: ns).links()) ?? []).map(\.name))
+        return (0...).lazy.map { "eth\($0)" }.first { !taken.contains($0) }!
+    }
+
     /// `network connect NETWORK CONTAINER`: the container joins another network on the next free
     /// `ethN`; its names answer there at once (and egress goes through the gateway bridge if it
     /// had none yet and the network is not internal).
@@ -297,14 +302,12 @@ extension OverlayDaemon {
         do { ns = try NetworkNamespace.open(path: c.namespacePath) } catch {
             throw APIError(409, "container \(c.name)'s namespace is gone: \(error)")
         }
-        let taken = Set(((try? NetlinkSocket(namespace: ns).links()) ?? []).map(\.name))
-        let interface = (0...).lazy.map { "eth\($0)" }.first { !taken.contains($0) }!
+        let interface = Self.freeInterface(in: ns)
         var joined = try await connect(c, to: n, interface: interface, ip: req.ip, aliases: req.aliases, nodeID: s.nodeID)
         joined.interface = interface
         c.networks.append(joined)
         if c.gatewayAddress == nil && !n.internal && c.ownsNamespace {
-            let free = (0...).lazy.map { "eth\($0)" }.first { !taken.contains($0) && $0 != interface }!
-            do { try await finishGatewayAttach(&c, startGatewayAttach(ns, interface: free)) } catch {
+            do { try await finishGatewayAttach(&c, startGatewayAttach(ns, interface: Self.freeInterface(in: ns))) } catch {
                 logger.warning("container \(c.name) joined \(n.name) without egress: \(error)")
             }
         }

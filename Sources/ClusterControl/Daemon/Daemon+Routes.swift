@@ -33,6 +33,7 @@ extension OverlayDaemon {
         router.route(LocalAPI.rotateKeys) { _, _, _ in try await self.rotateGossipKeys() }
 
         router.route(LocalAPI.nodes) { _, _, _ in try await self.nodes() }
+        router.route(LocalAPI.inspectNode) { _, ctx, _ in try await self.inspectNode(ctx.parameter("node")) }
         router.route(LocalAPI.updateNode) { _, ctx, body in try await self.updateNode(ctx.parameter("node"), body) }
         router.route(LocalAPI.removeNode) { req, ctx, _ in
             try await self.removeNodeCommand(ctx.parameter("node"), force: req.flag("force"))
