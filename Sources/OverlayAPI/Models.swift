@@ -755,6 +755,9 @@ public struct ClusterState: Codable, Sendable {
     /// Changes when the manager restarts (nodes then report their tasks again: it keeps their
     /// states in memory only).
     public var managerEpoch: String?
+    /// What the manager asks of the polling node besides the state: the logs of some of its tasks
+    /// (`service logs`). Set only in the answer to one node's poll that sent `logs=`; never kept.
+    public var logRequests: [LogRequest]?
 
     /// Makes a state.
     public init(version: UInt64, networks: [NetworkRecord], nodes: [NodeRecord], gossipKeys: [String], ipsecKeys: IPsecKeyring? = nil) {
@@ -1139,6 +1142,87 @@ public struct ServiceListEntry: Codable, Sendable {
         self.EndpointMode = EndpointMode
         self.Ports = Ports
         self.VirtualIPs = VirtualIPs
+    }
+}
+
+/// A manager's request, carried in one node's long poll, for the output of some of that node's
+/// tasks (`service logs`). The node answers with ``LogAnswer`` (`POST /v1/logs`).
+public struct LogRequest: Codable, Sendable, Equatable {
+    /// Grows with every request a manager makes (it starts at the manager's start time in
+    /// milliseconds, so a restarted manager's requests are newer than every earlier one).
+    public var id: UInt64
+    /// The task IDs whose output is wanted.
+    public var tasks: [String]
+    /// Only the last N lines of each.
+    public var tail: Int?
+
+    /// Makes a value from all its fields.
+    public init(id: UInt64, tasks: [String], tail: Int?) {
+        self.id = id
+        self.tasks = tasks
+        self.tail = tail
+    }
+}
+
+/// One task's output, or why it has none.
+public struct TaskLog: Codable, Sendable, Equatable {
+    public var taskID: String
+    public var log: String
+    /// Why there is no (or only part of the) output: "no container for this task here", "cut to
+    /// its last 1048576 bytes".
+    public var note: String?
+
+    /// Makes a value from all its fields.
+    public init(taskID: String, log: String, note: String? = nil) {
+        self.taskID = taskID
+        self.log = log
+        self.note = note
+    }
+}
+
+/// A node's answer to a ``LogRequest``.
+public struct LogAnswer: Codable, Sendable, Equatable {
+    /// The request's ID.
+    public var request: UInt64
+    public var logs: [TaskLog]
+
+    /// Makes a value from all its fields.
+    public init(request: UInt64, logs: [TaskLog]) {
+        self.request = request
+        self.logs = logs
+    }
+}
+
+/// `service logs`: each task's output, by slot, and what could not be had.
+public struct ServiceLogs: Codable, Sendable {
+    public struct TaskOutput: Codable, Sendable {
+        /// `web.1` (global services: `web.<node ID>`), as `service ps` names it.
+        public var Name: String
+        public var ID: String
+        /// The node's hostname.
+        public var Node: String
+        public var Log: String
+
+        /// Makes a value from all its fields.
+        public init(Name: String, ID: String, Node: String, Log: String) {
+            self.Name = Name
+            self.ID = ID
+            self.Node = Node
+            self.Log = Log
+        }
+    }
+
+    public var tasks: [TaskOutput]
+    /// One line per node that did not answer, or task whose output could not be had.
+    public var errors: [String]
+    /// One line per task whose output was cut to fit the answer.
+    public var warnings: [String]
+
+    /// Makes a value from all its fields.
+    public init(tasks: [TaskOutput], errors: [String], warnings: [String] = []) {
+        self.tasks = tasks
+        self.errors = errors
+        self.warnings = warnings
     }
 }
 

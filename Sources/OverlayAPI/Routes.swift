@@ -93,6 +93,8 @@ public enum LocalAPI {
     public static let createService = APIRoute<ServiceCreateRequest, ServiceListEntry>("POST", "/v1/services", status: 201)
     public static let inspectService = APIRoute<NoBody, ServiceRecord>("GET", "/v1/services/:name")
     public static let serviceTasks = APIRoute<NoBody, [TaskListEntry]>("GET", "/v1/services/:name/tasks")
+    /// Query: `tail=N`. The manager asks each node with a task for its output (at most 10 s).
+    public static let serviceLogs = APIRoute<NoBody, ServiceLogs>("GET", "/v1/services/:name/logs")
     public static let updateService = APIRoute<ServiceUpdateRequest, ServiceListEntry>("POST", "/v1/services/:name/update")
     public static let removeService = APIRoute<NoBody, Acknowledgement>("DELETE", "/v1/services/:name")
 }
@@ -103,12 +105,17 @@ public enum ManagerAPI {
     public static let join = APIRoute<JoinRequest, JoinReply>("POST", "/v1/join")
     /// Body: `csr`. Answers `certificate`, `ca`.
     public static let renew = APIRoute<[String: String], [String: String]>("POST", "/v1/renew")
-    /// Query: `since=VERSION`, `wait=SECONDS` (at most 30): the long poll.
+    /// Query: `since=VERSION`, `wait=SECONDS` (at most 30): the long poll. With `logs=ID` (the
+    /// newest log request the node has taken) it also answers at once with newer log requests for
+    /// the node.
     public static let state = APIRoute<NoBody, ClusterState>("GET", "/v1/state")
     public static let report = APIRoute<NodeReport, NodeReportReply>("POST", "/v1/report")
     public static let allocate = APIRoute<AllocateRequest, AllocateReply>("POST", "/v1/allocate")
     public static let release = APIRoute<ReleaseRequest, [String: Bool]>("POST", "/v1/release")
     public static let leave = APIRoute<NoBody, [String: Bool]>("POST", "/v1/leave")
+    /// A node's answer to a log request of its long poll. Answers `accepted` (false: too late, or
+    /// not asked of this node).
+    public static let logs = APIRoute<LogAnswer, [String: Bool]>("POST", "/v1/logs")
 }
 
 extension APIClient {

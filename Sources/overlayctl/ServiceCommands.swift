@@ -8,7 +8,7 @@ struct Service: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage services: tasks on the swarm's nodes behind a virtual IP, DNS names and published ports (on a manager).",
         subcommands: [ServiceCreate.self, ServiceList.self, ServicePS.self, ServiceInspect.self, ServiceUpdate.self, ServiceScale.self,
-                      ServiceRemove.self])
+                      ServiceLogsCommand.self, ServiceRemove.self])
 }
 
 struct ServiceCreate: AsyncParsableCommand {
@@ -79,6 +79,39 @@ struct ServicePS: AsyncParsableCommand {
             [String($0.ID.prefix(12)), $0.Name, $0.Node, $0.DesiredState, $0.CurrentState,
              $0.Addresses.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")]
         })
+    }
+}
+
+struct ServiceLogsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logs", abstract: "Show the output of a service's tasks, from every node that runs one.",
+        discussion: """
+            The manager asks each node running a task for its output (at most 10 s) and prints it task by task, each line \
+            prefixed with the task and its node as Docker does: `web.1.<task id>@<node> | line`. A node that does not \
+            answer, or a task without output, is named on standard error and the command exits with 1 after printing the rest.
+            """)
+    @OptionGroup var global: HostOptions
+    @Option(name: [.short, .long], help: "Only the last N lines of each task.") var tail: Int?
+    @Flag(name: .customLong("no-task-ids"), help: "Leave out the task IDs in the prefix.") var noTaskIDs = false
+    @Flag(help: "Print the output only, without prefixes.") var raw = false
+    @Argument(help: "The service.") var name: String
+    func validate() throws { if let tail, tail < 0 { throw ValidationError("--tail \(tail): use 0 or more") } }
+    func run() async throws {
+        let logs = try await global.client().call(LocalAPI.serviceLogs, name, query: [("tail", tail.map(String.init))])
+        let width = logs.tasks.map { prefix($0).count }.max() ?? 0
+        for t in logs.tasks {
+            let p = raw ? "" : prefix(t).padding(toLength: width, withPad: " ", startingAt: 0) + " | "
+            for line in t.Log.split(separator: "\n", omittingEmptySubsequences: false).dropLast(t.Log.hasSuffix("\n") ? 1 : 0) {
+                print(p + line)
+            }
+        }
+        for w in logs.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
+        for e in logs.errors { FileHandle.standardError.write(Data("error: \(e)\n".utf8)) }
+        if !logs.errors.isEmpty { throw ExitCode(1) }
+    }
+
+    func prefix(_ t: ServiceLogs.TaskOutput) -> String {
+        noTaskIDs ? "\(t.Name)@\(t.Node)" : "\(t.Name).\(t.ID.prefix(12))@\(t.Node)"
     }
 }
 

@@ -176,6 +176,32 @@ import OverlayTestKit
         }
         #expect(rrDNS != nil, "rr did not resolve to its tasks \(rrIPs)")
 
+        // service logs: every task's output, from the node that runs it, prefixed as Docker does.
+        _ = try lab.must("h1", ["service", "create", "--name", "talk", "--replicas", "3", "--",
+                                "sh", "-c", "echo hello from $OVERLAY_CONTAINER_NAME; echo second line; exec sleep infinity"])
+        #expect(try within(15) { try running(lab, "talk").count == 3 } != nil)
+        let talkTasks = try running(lab, "talk")
+        #expect(Set(talkTasks.map { $0["Node"] as! String }) == ["h1", "h2", "h3"], "talk is not on every host: \(talkTasks)")
+        var talk = ""
+        _ = try within(10) {
+            talk = try lab.must("h1", ["service", "logs", "talk"])
+            return talk.split(separator: "\n").count == 6
+        }
+        for t in talkTasks {
+            let name = t["Name"] as! String, id = String((t["ID"] as! String).prefix(12)), node = t["Node"] as! String
+            let lines = talk.split(separator: "\n").filter { $0.hasPrefix("\(name).\(id)@\(node) ") }
+            #expect(lines.count == 2 && lines[0].hasSuffix("| hello from \(name).\(id)") && lines[1].hasSuffix("| second line"),
+                    "service logs for \(name) on \(node):\n\(talk)")
+        }
+        let tail = try lab.must("h1", ["service", "logs", "--tail", "1", "--no-task-ids", "talk"]).split(separator: "\n")
+        #expect(tail.count == 3 && tail.allSatisfy { $0.hasSuffix("| second line") } && tail.contains { $0.hasPrefix("talk.1@") },
+                "service logs --tail 1 --no-task-ids: \(tail)")
+        let raw = try lab.must("h1", ["service", "logs", "--raw", "talk"]).split(separator: "\n")
+        #expect(raw.filter { $0 == "second line" }.count == 3, "service logs --raw: \(raw)")
+        let noSuch = try lab.on("h1", ["service", "logs", "nosuch"])
+        #expect(!noSuch.succeeded && noSuch.output.contains("nosuch"), "\(noSuch.output)")
+        _ = try lab.must("h1", ["service", "rm", "talk"])
+
         // A published port already taken is refused.
         let dup = try lab.on("h1", ["service", "create", "--name", "dup", "-p", "8080:80", "--", "sleep", "1"])
         #expect(!dup.succeeded && dup.output.contains("port '8080/tcp' is already in use by service 'web'"), "\(dup.output)")
@@ -230,12 +256,17 @@ import OverlayTestKit
         #expect(h2Task.count == 1)
         let pid2 = try lab.pid("h2")
         kill(pid2, SIGKILL)
+        let killed = Date()
+        // service logs while h2's task is still its: the others' output comes, h2 is named, exit 1.
+        let partial = try lab.on("h1", ["service", "logs", "web"])
+        #expect(!partial.succeeded && partial.output.contains("error: node h2 did not answer within 10 s: the output of its 1 task(s) is missing"),
+                "service logs with h2 dead: \(partial.output)")
         let moved = try within(20) {
             let r = try running(lab, "web")
             return r.count == 2 && !r.contains { ($0["Node"] as? String) == "h2" }
         }
         #expect(moved != nil, "web's task on h2 was not moved: \((try? tasks(lab, "web")) ?? [])")
-        print("services: the task of a dead host runs elsewhere after \(moved ?? -1) s")
+        print("services: the task of a dead host runs elsewhere after \(Date().timeIntervalSince(killed)) s")
         usleep(1_000_000)
         for _ in 0..<20 {
             let body = try curl(lab, "h1", "http://198.18.0.3:8080/")

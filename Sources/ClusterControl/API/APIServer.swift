@@ -77,6 +77,13 @@ extension Request {
     /// Whether a flag parameter is set (`?force=1`).
     func flag(_ name: String) -> Bool { query(name) == "1" }
 
+    /// A count parameter (`?tail=10`): nil when absent, 400 when not a whole number from 0.
+    func count(_ name: String) throws -> Int? {
+        guard let v = query(name) else { return nil }
+        guard let n = Int(v), n >= 0 else { throw APIError(400, "\(name)=\(v.prefix(40)): use a whole number from 0") }
+        return n
+    }
+
     /// The body decoded as JSON, or an `APIError` that says what is wrong with it: 413 over the
     /// context's limit, 400 when empty or malformed.
     mutating func json<T: Decodable>(_ type: T.Type, context: APIContext) async throws -> T {

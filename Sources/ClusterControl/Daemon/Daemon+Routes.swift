@@ -55,7 +55,7 @@ extension OverlayDaemon {
         router.route(LocalAPI.attach) { _, _, body in try await self.attachExisting(body) }
         router.route(LocalAPI.inspectContainer) { _, ctx, _ in try await self.inspectContainer(ctx.parameter("name")) }
         router.route(LocalAPI.containerLogs) { req, ctx, _ in
-            try await self.containerLogs(ctx.parameter("name"), tail: req.query("tail").flatMap(Int.init))
+            try await self.containerLogs(ctx.parameter("name"), tail: try req.count("tail"))
         }
         router.route(LocalAPI.stopContainer) { req, ctx, _ in
             try await self.stopContainer(ctx.parameter("name"), timeout: req.query("t").flatMap(Int.init) ?? 10)
@@ -76,6 +76,7 @@ extension OverlayDaemon {
         router.route(LocalAPI.createService) { _, _, body in try await self.createService(body) }
         router.route(LocalAPI.inspectService) { _, ctx, _ in try await self.inspectService(ctx.parameter("name")) }
         router.route(LocalAPI.serviceTasks) { _, ctx, _ in try await self.serviceTasks(ctx.parameter("name")) }
+        router.route(LocalAPI.serviceLogs) { req, ctx, _ in try await self.serviceLogs(ctx.parameter("name"), tail: try req.count("tail")) }
         router.route(LocalAPI.updateService) { _, ctx, body in try await self.updateService(ctx.parameter("name"), body) }
         router.route(LocalAPI.removeService) { _, ctx, _ in
             let name = try ctx.parameter("name")
@@ -95,10 +96,12 @@ extension OverlayDaemon {
         router.add(middleware: NodeCallGate(daemon: self, logger: configuration.logger))
         router.route(ManagerAPI.join) { _, _, body in try await self.managerJoin(body) }
         router.route(ManagerAPI.renew) { _, ctx, body in try await self.renew(body, for: ctx.node) }
-        router.route(ManagerAPI.state) { req, _, _ in
+        router.route(ManagerAPI.state) { req, ctx, _ in
             let since = UInt64(req.query("since") ?? "0") ?? 0
-            return try await self.clusterState(since: since, waitSeconds: min(Double(req.query("wait") ?? "0") ?? 0, 30))
+            let logs = try req.query("logs").map { (node: try ctx.node.nodeID, taken: UInt64($0) ?? 0) }
+            return try await self.clusterState(since: since, waitSeconds: min(Double(req.query("wait") ?? "0") ?? 0, 30), logs: logs)
         }
+        router.route(ManagerAPI.logs) { _, ctx, body in ["accepted": await self.receiveLogs(body, from: try ctx.node.nodeID)] }
         router.route(ManagerAPI.report) { _, ctx, body in try await self.recordReport(body, from: ctx.node.nodeID) }
         router.route(ManagerAPI.allocate) { _, ctx, body in try await self.allocate(body, for: ctx.node.nodeID) }
         router.route(ManagerAPI.release) { _, ctx, body in

@@ -164,6 +164,9 @@ public actor OverlayDaemon {
     var managerTLS: ClusterTLS.Client?
     /// Long polls of `GET /v1/state` waiting for the next change.
     var stateWaiters: [UUID: CheckedContinuation<Void, Never>] = [:]
+    /// `service logs`: the manager's requests to nodes and the answers so far; a node's newest
+    /// request taken.
+    var logBroker = LogBroker()
     /// Names of containers being created (not in the store yet).
     var creatingNames: Set<String> = []
     /// What this node last reported to the manager.
