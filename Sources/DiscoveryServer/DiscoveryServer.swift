@@ -447,7 +447,7 @@ final class ServerCore {
         if let last = lastRefusalLog[key], t - last < .seconds(10) { return }
         if lastRefusalLog.count > 1000 { lastRefusalLog = [:] }
         lastRefusalLog[key] = t
-        logger.notice("dns: not forwarding \(name) for container \(container): \(reason)")
+        logger.notice("dns: not forwarding \(name) for container \(container): \(reason)", metadata: ["container": "\(container)"])
     }
 
     // MARK: Forwarding (UDP upstream)

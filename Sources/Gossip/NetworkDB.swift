@@ -263,7 +263,7 @@ public final class NetworkDB: Sendable {
                 switch d {
                 case .send(let name, let address, let bytes):
                     do { try await node.sendUserMessage(bytes, to: address) } catch {
-                        logger.debug("table message to \(name) failed: \(error)")
+                        logger.debug("table message to \(name) failed: \(error)", metadata: ["node": "\(name)"])
                     }
                 case .broadcast(let bytes):
                     do { try await node.broadcastUserMessage(bytes) } catch {

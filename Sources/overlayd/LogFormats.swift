@@ -2,8 +2,9 @@ import Foundation
 import Logging
 
 /// One JSON object per line on standard error (`--log-format json`): `time` (RFC 3339 with
-/// milliseconds), `level`, `component` (the logger's label: `overlayd`, `gossip`, `dns`, ...),
-/// `msg`, and the line's metadata (node, network, endpoint, container IDs ...) as string fields.
+/// milliseconds), `level`, `component` (the daemon's part: `api`, `swarm`, `manager`, `gossip`,
+/// `dns`, `driver`, ...; else the logger's label), `msg`, and the line's metadata (the node,
+/// network, container, endpoint, task, service or address it concerns) as string fields.
 struct JSONLogHandler: LogHandler {
     let label: String
     var logLevel: Logger.Level
@@ -22,7 +23,8 @@ struct JSONLogHandler: LogHandler {
         for (k, v) in event.metadata ?? [:] { fields[k] = "\(v)" }
         fields["time"] = Self.timestamp()
         fields["level"] = event.level.rawValue
-        fields["component"] = label
+        // The part of the daemon the line comes from (its metadata), else the logger's label.
+        fields["component"] = fields["component"] ?? label
         fields["msg"] = "\(event.message)"
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

@@ -368,6 +368,9 @@ import Testing
         #expect(info["hostname"] as? String == "h1", "the --hostname flag did not win: \(info["hostname"] ?? "-")")
         let metrics = try lab.sh("h1", ["curl", "-sf", "http://198.18.0.1:9323/metrics"])
         #expect(metrics.succeeded && metrics.output.contains("overlay_build_info"), "\(metrics.output.prefix(300))")
+        // Each line names its part of the daemon and the IDs it concerns.
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        _ = try lab.must("h1", ["run", "-d", "--name", "jl", "--", "sleep", "60"])
         let log = (try? String(contentsOfFile: "/run/\(lab.name)/h1/overlayd.log", encoding: .utf8)) ?? ""
         // (What the lab's own daemon wrote before it was stopped is text.)
         let lines = log.split(separator: "\n").reversed().prefix { !$0.contains("overlayd stopped") }
@@ -375,6 +378,10 @@ import Testing
             (try? JSONSerialization.jsonObject(with: Data(line.utf8))).flatMap { $0 as? [String: String] }.map {
                 $0["component"] != nil && $0["level"] != nil && $0["msg"] != nil && $0["time"] != nil } ?? false
         }, "not JSON lines: \(lines)")
+        let fields = lines.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: String] }
+        #expect(fields.contains { $0["component"] == "api" && ($0["msg"] ?? "").hasPrefix("overlayd listening") }, "\(fields)")
+        #expect(fields.contains { $0["component"] == "containers" && $0["container"] == "jl" && ($0["msg"] ?? "").hasPrefix("container jl created") },
+                "no line about container jl with its ID: \(fields)")
         // The API socket: the group's, 0660.
         var st = stat()
         #expect(stat("/run/\(lab.name)/h1/overlayd.sock", &st) == 0 && st.st_gid == getgrnam("nogroup")!.pointee.gr_gid

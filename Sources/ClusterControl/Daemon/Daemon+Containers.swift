@@ -101,7 +101,7 @@ extension OverlayDaemon {
             try store.write([try .set(.container, name, record)] + record.networks.map { .delete(.addressIntent, $0.endpointID) })
             mark("store")
             let steps = zip(timings.dropFirst(), timings).map { "\($0.0.0) \(($0.0.1 - $0.1.1) / 1_000_000) ms" }
-            logger.info("container \(name) created: \(steps.joined(separator: ", "))")
+            log(.containers, ["container": "\(name)"]).info("container \(name) created: \(steps.joined(separator: ", "))")
         } catch {
             await stopDNS(record)
             await disconnectAll(record)
@@ -308,12 +308,12 @@ extension OverlayDaemon {
         c.networks.append(joined)
         if c.gatewayAddress == nil && !n.internal && c.ownsNamespace {
             do { try await finishGatewayAttach(&c, startGatewayAttach(ns, interface: Self.freeInterface(in: ns))) } catch {
-                logger.warning("container \(c.name) joined \(n.name) without egress: \(error)")
+                log(.containers, ["container": "\(c.name)", "network": "\(n.name)"]).warning("container \(c.name) joined \(n.name) without egress: \(error)")
             }
         }
         try store.write([try .set(.container, c.name, c), .delete(.addressIntent, joined.endpointID)])
         try await serveDNS(c)
-        logger.info("container \(c.name) connected to \(n.name) on \(interface) (\(joined.address))")
+        log(.containers, ["container": "\(c.name)", "network": "\(n.name)", "address": "\(joined.address)"]).info("container \(c.name) connected to \(n.name) on \(interface) (\(joined.address))")
         return try inspect(c)
     }
 
@@ -332,7 +332,7 @@ extension OverlayDaemon {
         try store.put(.container, c.name, c)
         await giveBack(ReleaseRequest(network: cn.networkName, address: cn.address.description, endpointID: cn.endpointID))
         if c.networks.isEmpty { await stopDNS(c) } else { try await serveDNS(c) }
-        logger.info("container \(c.name) disconnected from \(cn.networkName)")
+        log(.containers, ["container": "\(c.name)", "network": "\(cn.networkName)"]).info("container \(c.name) disconnected from \(cn.networkName)")
         return try inspect(c)
     }
 
@@ -368,7 +368,7 @@ extension OverlayDaemon {
             kill(pid, SIGKILL)
             while isRunning(c) { try? await Task.sleep(for: .milliseconds(20)) }
         }
-        logger.info("container \(c.name) stopped")
+        log(.containers, ["container": "\(c.name)"]).info("container \(c.name) stopped")
         return try inspect(c)
     }
 
@@ -381,7 +381,7 @@ extension OverlayDaemon {
         c.detached = true
         try spawn(&c, appendingLog: true)
         try store.put(.container, c.name, c)
-        logger.info("container \(c.name) started again")
+        log(.containers, ["container": "\(c.name)"]).info("container \(c.name) started again")
         return try inspect(c)
     }
 
@@ -419,7 +419,7 @@ extension OverlayDaemon {
                 path = "/proc/\(pid)/ns/net"
             }
             guard let ns = try? NetworkNamespace.open(path: path) else {
-                logger.notice("container \(c.name) is gone (its namespace no longer exists): giving its addresses back")
+                log(.containers, ["container": "\(c.name)"]).notice("container \(c.name) is gone (its namespace no longer exists): giving its addresses back")
                 await disconnectAll(c)
                 try? store.delete(.container, c.name)
                 continue
@@ -436,10 +436,10 @@ extension OverlayDaemon {
                                      address: cn.address, mac: MACAddress(cn.mac), interfaceName: interface),
                         name: c.name, aliases: cn.aliases, service: c.serviceName)
                 } catch {
-                    logger.error("cannot restore \(c.name) on \(cn.networkName): \(error)")
+                    log(.containers, ["container": "\(c.name)", "network": "\(cn.networkName)"]).error("cannot restore \(c.name) on \(cn.networkName): \(error)")
                 }
             }
-            do { try await serveDNS(record) } catch { logger.error("cannot restore DNS in \(c.name): \(error)") }
+            do { try await serveDNS(record) } catch { log(.dns, ["container": "\(c.name)"]).error("cannot restore DNS in \(c.name): \(error)") }
             if record.namespacePath != c.namespacePath { try? store.put(.container, c.name, record) }
         }
     }

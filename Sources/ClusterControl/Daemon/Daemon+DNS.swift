@@ -32,21 +32,21 @@ extension OverlayDaemon {
         let servers = configuration.dnsServers.isEmpty ? hostResolvConf.nameservers : configuration.dnsServers
         config.upstreams = servers.prefix(3).compactMap { s in
             guard let (host, port) = try? Addr.split(s, defaultPort: 53), let ip = IPAddress(host) else {
-                logger.warning("ignoring upstream DNS server '\(s)': not an address")
+                log(.dns).warning("ignoring upstream DNS server '\(s)': not an address")
                 return nil
             }
             return Upstream(address: ip, port: UInt16(port))
         }
         if config.upstreams.isEmpty {
-            logger.notice("no upstream DNS servers (none given with --dns, none in \(configuration.hostResolvConf)): only cluster names resolve")
+            log(.dns).notice("no upstream DNS servers (none given with --dns, none in \(configuration.hostResolvConf)): only cluster names resolve")
         }
         let index = endpointIndex
         // An endpoint change: the load balancers follow at the membership's next reconcile.
         let kick = reconcileKick
         let changed: @Sendable () -> Void = { kick?.yield() }
-        let server = DNSServer(configuration: config, logger: logger)
+        let server = DNSServer(configuration: config, logger: log(.dns))
         do { try await server.start() } catch {
-            logger.error("the embedded DNS server could not start (containers get no name resolution): \(error)")
+            log(.dns).error("the embedded DNS server could not start (containers get no name resolution): \(error)")
             agent.setEndpointObserver { event in
                 index.apply(event)
                 changed()
@@ -83,7 +83,7 @@ extension OverlayDaemon {
             try await dns.serve(container: c.id, namespace: ns, client: resolverClient(c))
         } catch {
             if c.ownsNamespace { throw APIError(500, "cannot start the embedded DNS server in \(c.name): \(error)") }
-            logger.notice("no embedded DNS in \(c.name) (another runtime's namespace): \(error)")
+            log(.dns, ["container": "\(c.name)"]).notice("no embedded DNS in \(c.name) (another runtime's namespace): \(error)")
             return
         }
         if c.ownsNamespace {

@@ -23,7 +23,7 @@ extension OverlayDaemon {
         if ipsecKeys == ring { return }
         ipsecKeys = ring
         agent.driver.setIPsecKeys(ring)
-        logger.info("encrypted networks: keyring with tags \(ring.tags) in force (primary \(ring.primary.tag))")
+        log(.encryption).info("encrypted networks: keyring with tags \(ring.tags) in force (primary \(ring.primary.tag))")
     }
 
     /// This node's own word on encryption, for `node ls`: `ok`, `no keys`, or what failed.

@@ -57,7 +57,7 @@ extension OverlayDaemon {
             mappings += (try? PublishedPorts.mappings(c.publish, to: a)) ?? []
         }
         do { try gateway?.restore(addresses: addresses, publications: mappings) } catch {
-            logger.error("cannot restore the gateway bridge's containers: \(error.message)")
+            log(.gateway).error("cannot restore the gateway bridge's containers: \(error.message)")
         }
     }
 
@@ -97,6 +97,6 @@ extension OverlayDaemon {
 
     func detachGateway(_ c: ContainerRecord) {
         guard let gateway, let a = c.gatewayAddress else { return }
-        do { try gateway.detach(address: a) } catch { logger.warning("gateway bridge: \(error.message)") }
+        do { try gateway.detach(address: a) } catch { log(.gateway).warning("gateway bridge: \(error.message)") }
     }
 }

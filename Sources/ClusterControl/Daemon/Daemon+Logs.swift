@@ -122,8 +122,7 @@ extension OverlayDaemon {
                     let client = try await self.managerClient(timeout: .seconds(10))
                     _ = try await client.call(ManagerAPI.logs, body: answer, group: self.group)
                 } catch {
-                    await self.logger.warning("cannot send the output of \(answer.logs.count) task(s) to the manager: \(error)",
-                                              metadata: ["request": "\(answer.request)"])
+                    self.log(.swarm, ["request": "\(answer.request)"]).warning("cannot send the output of \(answer.logs.count) task(s) to the manager: \(error)")
                 }
             }
         }

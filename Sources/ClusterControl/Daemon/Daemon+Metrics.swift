@@ -23,11 +23,11 @@ extension OverlayDaemon {
         limits.maxBody = 0
         limits.maxUnauthenticatedBody = 0
         do {
-            metricsServer = try await APIServer.start(.tcp(host: host, port: port), limits: limits, group: group, logger: logger, router: metricsRouter())
+            metricsServer = try await APIServer.start(.tcp(host: host, port: port), limits: limits, group: group, logger: log(.metrics), router: metricsRouter())
         } catch {
             throw APIError(500, "cannot serve metrics on \(address): \(error)")
         }
-        logger.info("metrics on http://\(Addr.join(host, metricsServer?.port ?? port))/metrics")
+        log(.metrics).info("metrics on http://\(Addr.join(host, metricsServer?.port ?? port))/metrics")
     }
 
     nonisolated func metricsRouter() -> Router<APIContext> {

@@ -170,7 +170,7 @@ extension OverlayDaemon {
             decided = try AddressAllocator.allocate(req, owner: owner, network: n, existing: existing, ipam: &m.ipam,
                                                     maxPerNode: configuration.maxAddressesPerNode)
         } catch let e as APIError where e.status == 403 || e.status == 429 {
-            logger.warning("refused node \(owner)'s address request for endpoint \(req.endpointID.prefix(64)) on \(n.name): \(e.message)")
+            log(.manager, ["node": "\(owner)", "network": "\(n.name)", "endpoint": "\(req.endpointID.prefix(64))"]).warning("refused node \(owner)'s address request for endpoint \(req.endpointID.prefix(64)) on \(n.name): \(e.message)")
             throw e
         }
         guard let record = decided.record else { return decided.reply }   // a retry after a lost answer: same address
@@ -190,7 +190,7 @@ extension OverlayDaemon {
             : try store.get(.allocation, "\(n.id)/\(req.address)", as: AllocationRecord.self)
         let a: AllocationRecord?
         do { a = try AddressAllocator.releasing(req, caller: caller, network: n, found: found) } catch let e as APIError {
-            logger.warning("refused node \(caller ?? "?")'s release of \(req.address) on \(n.name): \(e.message)")
+            log(.manager, ["node": "\(caller ?? "?")", "network": "\(n.name)", "address": "\(req.address.prefix(64))"]).warning("refused node \(caller ?? "?")'s release of \(req.address) on \(n.name): \(e.message)")
             throw e
         }
         guard let a else { return }
@@ -214,7 +214,7 @@ extension OverlayDaemon {
             try await tellRelease(req)
             try? store.delete(.addressIntent, req.endpointID)
         } catch {
-            logger.warning("could not give \(req.address) on \(req.network) back to the manager (will retry): \(error)")
+            log(.networks, ["network": "\(req.network)", "address": "\(req.address)", "endpoint": "\(req.endpointID)"]).warning("could not give \(req.address) on \(req.network) back to the manager (will retry): \(error)")
             try? store.write([try .set(.pendingRelease, req.endpointID, req), .delete(.addressIntent, req.endpointID)])
         }
     }
@@ -234,7 +234,7 @@ extension OverlayDaemon {
             do {
                 try await tellRelease(req)
                 try? store.delete(.pendingRelease, req.endpointID)
-                logger.info("gave \(req.address.isEmpty ? "the address of endpoint \(req.endpointID.prefix(12))" : req.address) on \(req.network) back to the manager")
+                log(.networks, ["network": "\(req.network)", "address": "\(req.address)", "endpoint": "\(req.endpointID)"]).info("gave \(req.address.isEmpty ? "the address of endpoint \(req.endpointID.prefix(12))" : req.address) on \(req.network) back to the manager")
             } catch {
                 return   // the manager is still away: the next round tries again
             }
@@ -250,7 +250,7 @@ extension OverlayDaemon {
                 try? store.delete(.addressIntent, i.endpointID)
                 continue
             }
-            logger.notice("an address on \(i.network) was asked for before a crash and no container holds it: giving it back")
+            log(.networks, ["network": "\(i.network)"]).notice("an address on \(i.network) was asked for before a crash and no container holds it: giving it back")
             await giveBack(ReleaseRequest(network: i.network, address: i.address ?? "", endpointID: i.endpointID))
         }
     }

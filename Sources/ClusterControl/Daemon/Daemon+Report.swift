@@ -50,7 +50,7 @@ extension OverlayDaemon {
                 let client = try managerClient(timeout: timeout)
                 _ = try await client.call(ManagerAPI.report, body: report, group: group)
             } catch {
-                logger.warning("cannot report to the manager: \(error)")
+                log(.swarm).warning("cannot report to the manager: \(error)")
                 return
             }
         }
@@ -62,12 +62,12 @@ extension OverlayDaemon {
     /// are dropped and counted.
     func recordReport(_ report: NodeReport, from node: String) throws -> NodeReportReply {
         guard report.nodeID == node else {
-            logger.warning("refused a report from node \(node) for node \(report.nodeID.prefix(64))")
+            log(.manager, ["node": "\(node)"]).warning("refused a report from node \(node) for node \(report.nodeID.prefix(64))")
             throw APIError(403, "a node reports only for itself")
         }
         if let gateway = report.gatewaySubnet, !gateway.isEmpty {
             guard let c = Self.plausibleGatewaySubnet(gateway) else {
-                logger.warning("node \(node) reported an implausible gateway bridge subnet '\(gateway.prefix(60))': ignored")
+                log(.manager, ["node": "\(node)"]).warning("node \(node) reported an implausible gateway bridge subnet '\(gateway.prefix(60))': ignored")
                 throw APIError(400, "gateway '\(gateway.prefix(60))' is not a plausible gateway bridge subnet (an IPv4 CIDR from /8 to /30)")
             }
             manager?.gatewaySubnets[node] = c.description
@@ -79,7 +79,7 @@ extension OverlayDaemon {
         if let held = report.endpoints, held.count <= 1_000_000 { try giveBackOrphans(of: node, holds: Set(held)) }
         guard let states = report.taskStates else { return NodeReportReply(recorded: 0, ignored: 0) }
         let ignored = recordTaskStatus(TaskStatusReport(nodeID: node, states: states))
-        if ignored > 0 { logger.notice("node \(node) reported \(ignored) task(s) not assigned to it: ignored") }
+        if ignored > 0 { log(.manager, ["node": "\(node)"]).notice("node \(node) reported \(ignored) task(s) not assigned to it: ignored") }
         return NodeReportReply(recorded: states.count - ignored, ignored: ignored)
     }
 
@@ -94,7 +94,7 @@ extension OverlayDaemon {
         let networks = Dictionary(cluster.networks.map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
         for a in orphans {
             guard let name = networks[a.networkID] else { continue }
-            logger.notice("node \(node) no longer holds endpoint \(a.endpointID.prefix(12)) (\(a.address) on \(name), \(a.name ?? "unnamed")) by two of its reports: the address is given back")
+            log(.manager, ["node": "\(node)", "network": "\(name)", "endpoint": "\(a.endpointID)", "address": "\(a.address)"]).notice("node \(node) no longer holds endpoint \(a.endpointID.prefix(12)) (\(a.address) on \(name), \(a.name ?? "unnamed")) by two of its reports: the address is given back")
             try release(ReleaseRequest(network: name, address: a.address.description, endpointID: a.endpointID), for: node)
         }
     }

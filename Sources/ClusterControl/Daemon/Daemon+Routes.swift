@@ -93,7 +93,7 @@ extension OverlayDaemon {
         let router = Router(context: APIContext.self)
         if let metrics { router.add(middleware: APIMetricsMiddleware(metrics: metrics, api: "manager")) }
         router.add(middleware: APIErrorMiddleware())
-        router.add(middleware: NodeCallGate(daemon: self, logger: configuration.logger))
+        router.add(middleware: NodeCallGate(daemon: self, logger: log(.manager)))
         router.route(ManagerAPI.join) { _, _, body in try await self.managerJoin(body) }
         router.route(ManagerAPI.renew) { _, ctx, body in try await self.renew(body, for: ctx.node) }
         router.route(ManagerAPI.state) { req, ctx, _ in
@@ -112,7 +112,7 @@ extension OverlayDaemon {
         router.route(ManagerAPI.leave) { req, ctx, _ in
             let node = try ctx.node.nodeID
             if let other = req.query("node"), other != node {
-                ctx.logger.warning("refused node \(node)'s request to remove node \(other.prefix(64))")
+                self.log(.manager, ["node": "\(node)"]).warning("refused node \(node)'s request to remove node \(other.prefix(64))")
                 throw APIError(403, "a node may only leave for itself: use `overlayctl node rm` on a manager to remove another")
             }
             try await self.removeNode(node, rotateKeys: false)
@@ -148,11 +148,11 @@ struct NodeCallGate: RouterMiddleware {
         if request.method == .post && request.uri.path == "/v1/join" { return try await next(request, context) }
         let peer = try context.node
         guard try await daemon.isMember(peer.nodeID) else {
-            logger.warning("refused \(request.method) \(request.uri.path) from node \(peer.nodeID): it is not a member of the swarm (removed or left)")
+            logger.with(["node": "\(peer.nodeID)"]).warning("refused \(request.method) \(request.uri.path) from node \(peer.nodeID): it is not a member of the swarm (removed or left)")
             throw APIError(403, "node \(peer.nodeID) is not a member of this swarm (it was removed or left): join again with a token")
         }
         do { return try await next(request, context) } catch let e as HTTPError where e.status == .notFound || e.status == .methodNotAllowed {
-            logger.warning("refused \(request.method) \(request.uri.path) from node \(peer.nodeID) (\(peer.role.rawValue)): not a call nodes may make")
+            logger.with(["node": "\(peer.nodeID)"]).warning("refused \(request.method) \(request.uri.path) from node \(peer.nodeID) (\(peer.role.rawValue)): not a call nodes may make")
             throw APIError(403, "\(request.method) \(request.uri.path) is not a call a node may make on the manager port: only the manager's local socket may")
         }
     }

@@ -269,7 +269,7 @@ extension OverlayDaemon {
             try store.write(changes)
             try refreshClusterFromStore()
         } catch {
-            logger.error("the scheduler could not save its decisions: \(error)")
+            log(.manager).error("the scheduler could not save its decisions: \(error)")
         }
     }
 

@@ -59,7 +59,7 @@ extension OverlayDaemon {
                                  isRunning: { isRunning($0) }, failures: taskRuntime.failures, now: Date())
         for name in plan.remove {
             guard let c = containers.first(where: { $0.name == name }) else { continue }
-            do { try await removeContainer(c.name, force: true) } catch { logger.error("cannot remove task container \(c.name): \(error)") }
+            do { try await removeContainer(c.name, force: true) } catch { log(.tasks, ["container": "\(c.name)", "task": "\(c.taskID ?? "")"]).error("cannot remove task container \(c.name): \(error)") }
             if let id = c.taskID { taskRuntime.failures[id] = nil }
         }
         var states = plan.states
@@ -70,7 +70,7 @@ extension OverlayDaemon {
                 try spawn(&c)
                 try store.put(.container, c.name, c)
                 taskRuntime.failures[id] = TaskFailures(count: n, lastAttempt: Date(), reason: "exited")
-                logger.notice("task \(c.name) exited: started again (\(n))")
+                log(.tasks, ["container": "\(c.name)", "task": "\(id)"]).notice("task \(c.name) exited: started again (\(n))")
                 states[id] = "running"
             } catch {
                 taskRuntime.failures[id] = TaskFailures(count: n, lastAttempt: Date(), reason: "\(error)")
@@ -87,7 +87,7 @@ extension OverlayDaemon {
                 let why = (error as? APIError)?.message ?? "\(error)"
                 let n = (taskRuntime.failures[t.id]?.count ?? 0) + 1
                 taskRuntime.failures[t.id] = TaskFailures(count: n, lastAttempt: Date(), reason: why)
-                if n == 1 || n % 10 == 0 { logger.error("task \(t.containerName) of service \(svc.name) cannot start: \(why)") }
+                if n == 1 || n % 10 == 0 { log(.tasks, ["task": "\(t.id)", "service": "\(svc.name)", "node": "\(t.nodeID)"]).error("task \(t.containerName) of service \(svc.name) cannot start: \(why)") }
                 states[t.id] = "failed: \(why)"
             }
         }

@@ -218,23 +218,23 @@ public actor OverlayDaemon {
         kernelIPsec = probe
         switch probe {
         case .available:
-            logger.info("kernel IPsec (xfrm ESP with rfc4106(gcm(aes))): available, not used: encrypted networks use the userspace ESP datapath (the same wire format)")
+            log(.encryption).info("kernel IPsec (xfrm ESP with rfc4106(gcm(aes))): available, not used: encrypted networks use the userspace ESP datapath (the same wire format)")
         case .unavailable(let why):
-            logger.info("kernel IPsec (xfrm ESP with rfc4106(gcm(aes))): unavailable (\(why)); encrypted networks use the userspace ESP datapath")
+            log(.encryption).info("kernel IPsec (xfrm ESP with rfc4106(gcm(aes))): unavailable (\(why)); encrypted networks use the userspace ESP datapath")
         }
         let socketDir = (configuration.socketPath as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: socketDir, withIntermediateDirectories: true)
         if let s = try store.get(.setting, "swarm", as: SwarmSettings.self) {
             do { try await resume(s) } catch {
-                logger.error("cannot resume the swarm membership: \(error)")
+                log(.swarm).error("cannot resume the swarm membership: \(error)")
                 throw error
             }
         }
-        localServer = try await APIServer.start(.unix(configuration.socketPath), group: group, logger: logger, router: localRouter())
+        localServer = try await APIServer.start(.unix(configuration.socketPath), group: group, logger: log(.api), router: localRouter())
         if let gid = configuration.socketGroup, chown(configuration.socketPath, uid_t.max, gid) != 0 {
-            logger.error("cannot give the API socket to group \(gid): \(String(cString: strerror(errno)))")
+            log(.api).error("cannot give the API socket to group \(gid): \(String(cString: strerror(errno)))")
         }
-        logger.info("overlayd listening on \(configuration.socketPath)")
+        log(.api).info("overlayd listening on \(configuration.socketPath)")
         try await startMetrics()
     }
 
@@ -270,7 +270,7 @@ public actor OverlayDaemon {
         try? await group.shutdownGracefully()
         try? await blockingWork.shutdownGracefully()
         mark("event loops")
-        logger.info("overlayd stopped: \(steps.joined(separator: ", "))")
+        log(.api).info("overlayd stopped: \(steps.joined(separator: ", "))")
         stopped?.resume()
         stopped = nil
     }

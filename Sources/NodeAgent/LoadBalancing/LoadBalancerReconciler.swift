@@ -164,7 +164,7 @@ public actor LoadBalancerReconciler {
             let (endpointID, v4) = try await attach(ns, handle: handle, network: n, key: "lb/\(n.id)", name: "lb-\(n.name)",
                                                     addresses: addresses)
             let balancer = LoadBalancer(namespace: ns, options: LoadBalancerOptions(tableName: "ovl_lb", portMatch: .localAddresses, snat: v4))
-            logger.info("load balancer for network \(n.name) at \(v4)")
+            logger.info("load balancer for network \(n.name) at \(v4)", metadata: ["network": "\(n.name)", "address": "\(v4)"])
             return NetworkBalancer(network: n.name, handle: handle, namespace: ns, endpointID: endpointID, address: v4,
                                    balancer: balancer, vips: [])
         } catch {
@@ -253,7 +253,8 @@ public actor LoadBalancerReconciler {
                                                     addresses: addresses)
             let balancer = LoadBalancer(
                 namespace: ns, options: LoadBalancerOptions(tableName: "ovl_ingress", portMatch: .address(onGateway.address), snat: v4))
-            logger.info("routing mesh: ingress namespace at \(v4) on \(n.name), \(onGateway.address) on the gateway bridge")
+            logger.info("routing mesh: ingress namespace at \(v4) on \(n.name), \(onGateway.address) on the gateway bridge",
+                        metadata: ["network": "\(n.name)", "address": "\(v4)"])
             return IngressBox(namespace: ns, endpointID: endpointID, network: n.name, networkID: n.id, address: v4,
                               gatewayAddress: onGateway.address, balancer: balancer)
         } catch {
