@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 
 /// The kinds of objects the cluster and agent stores hold. Each object is a JSON document
 /// under (kind, key).
@@ -112,6 +113,13 @@ extension ClusterStore {
 /// by (kind, key) and a version counter.
 public final class SQLiteClusterStore: ClusterStore {
     private let queue: DatabaseQueue
+    /// Watches of the shared kinds (``SharedStore``): told of each commit inside its transaction.
+    private let watchers = Mutex<[UUID: Watcher]>([:])
+
+    struct Watcher {
+        var kinds: Set<StoreKind>
+        var continuation: AsyncThrowingStream<StoreEventBatch, any Error>.Continuation
+    }
     /// The database file.
     public let path: String
 
@@ -161,6 +169,14 @@ public final class SQLiteClusterStore: ClusterStore {
                 }
                 try db.execute(sql: "INSERT INTO meta(name, value) VALUES ('version', 0)")
             }
+            // Each object's revisions (``StoreEntry``): what compare-and-swap writes check.
+            migrator.registerMigration("v2") { db in
+                let version = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'version'") ?? 0
+                try db.alter(table: "object") { t in
+                    t.add(column: "created", .integer).notNull().defaults(to: max(version, 1))
+                    t.add(column: "modified", .integer).notNull().defaults(to: max(version, 1))
+                }
+            }
             try migrator.migrate(queue)
         } catch {
             throw StoreError("cannot open the store \(path): \(error)")
@@ -186,20 +202,37 @@ public final class SQLiteClusterStore: ClusterStore {
 
     public func write(_ changes: [StoreChange]) throws {
         do {
-            try queue.write { db in
-                for c in changes {
-                    switch c {
-                    case .put(let kind, let key, let json):
-                        try db.execute(
-                            sql: "INSERT INTO object(kind, key, json) VALUES (?, ?, ?) ON CONFLICT(kind, key) DO UPDATE SET json = excluded.json",
-                            arguments: [kind.rawValue, key, json])
-                    case .delete(let kind, let key):
-                        try db.execute(sql: "DELETE FROM object WHERE kind = ? AND key = ?", arguments: [kind.rawValue, key])
-                    }
-                }
-                try db.execute(sql: "UPDATE meta SET value = value + 1 WHERE name = 'version'")
-            }
+            try queue.write { db in try apply(changes, db) }
         } catch { throw StoreError("store write: \(error)") }
+    }
+
+    /// Makes the changes at the next version and tells the watchers (inside the transaction, so a
+    /// watch that starts sees every commit after the version it started from, and no other).
+    private func apply(_ changes: [StoreChange], _ db: Database) throws {
+        let revision = UInt64(try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'version'") ?? 0) + 1
+        var events: [StoreEvent] = []
+        for c in changes {
+            switch c {
+            case .put(let kind, let key, let json):
+                try db.execute(
+                    sql: """
+                        INSERT INTO object(kind, key, json, created, modified) VALUES (?, ?, ?, ?, ?)
+                        ON CONFLICT(kind, key) DO UPDATE SET json = excluded.json, modified = excluded.modified
+                        """,
+                    arguments: [kind.rawValue, key, json, Int64(revision), Int64(revision)])
+                let created = try Int64.fetchOne(db, sql: "SELECT created FROM object WHERE kind = ? AND key = ?", arguments: [kind.rawValue, key])
+                events.append(.put(kind, key, StoreEntry(value: json, created: UInt64(created ?? Int64(revision)), modified: revision)))
+            case .delete(let kind, let key):
+                try db.execute(sql: "DELETE FROM object WHERE kind = ? AND key = ?", arguments: [kind.rawValue, key])
+                if db.changesCount > 0 { events.append(.delete(kind, key, revision: revision)) }
+            }
+        }
+        try db.execute(sql: "UPDATE meta SET value = ? WHERE name = 'version'", arguments: [Int64(revision)])
+        watchers.withLock { w in
+            for watcher in w.values {
+                watcher.continuation.yield(StoreEventBatch(events: events.filter { watcher.kinds.contains($0.kind) }, revision: revision))
+            }
+        }
     }
 
     public func version() throws -> UInt64 {
@@ -208,5 +241,75 @@ public final class SQLiteClusterStore: ClusterStore {
                 UInt64(try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'version'") ?? 0)
             }
         } catch { throw StoreError("store read version: \(error)") }
+    }
+}
+
+extension SQLiteClusterStore: SharedStore {
+    /// One file on one host: a single manager.
+    public var isReplicated: Bool { false }
+
+    public func load(_ kinds: [StoreKind]) async throws -> StoreSnapshot {
+        do {
+            return try await queue.read { db in
+                let revision = UInt64(try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'version'") ?? 0)
+                var entries: [StoreKind: [String: StoreEntry]] = [:]
+                for kind in kinds {
+                    var m: [String: StoreEntry] = [:]
+                    for row in try Row.fetchAll(db, sql: "SELECT key, json, created, modified FROM object WHERE kind = ?", arguments: [kind.rawValue]) {
+                        m[row["key"]] = StoreEntry(value: row["json"], created: UInt64(row["created"] as Int64), modified: UInt64(row["modified"] as Int64))
+                    }
+                    entries[kind] = m
+                }
+                return StoreSnapshot(revision: revision, entries: entries)
+            }
+        } catch { throw StoreError("store read: \(error)") }
+    }
+
+    public func commit(_ conditions: [StoreCondition], _ changes: [StoreChange]) async throws -> StoreCommit {
+        do {
+            return try await queue.write { db in
+                let revision = UInt64(try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'version'") ?? 0)
+                for c in conditions {
+                    let (kind, key): (StoreKind, String)
+                    switch c {
+                    case .absent(let k, let kk), .unchanged(let k, let kk, _), .created(let k, let kk, _): (kind, key) = (k, kk)
+                    }
+                    let row = try Row.fetchOne(db, sql: "SELECT created, modified FROM object WHERE kind = ? AND key = ?", arguments: [kind.rawValue, key])
+                    let created = row.map { UInt64($0["created"] as Int64) }, modified = row.map { UInt64($0["modified"] as Int64) }
+                    let holds: Bool
+                    switch c {
+                    case .absent: holds = row == nil
+                    case .unchanged(_, _, let m): holds = (modified ?? 0) == m
+                    case .created(_, _, let at): holds = created == at
+                    }
+                    if !holds { return StoreCommit(committed: false, revision: revision) }
+                }
+                try apply(changes, db)
+                return StoreCommit(committed: true, revision: revision + 1)
+            }
+        } catch { throw StoreError("store write: \(error)") }
+    }
+
+    /// Starts from now: a watch asked from an older revision than the store's ends at once with
+    /// an error (this store keeps no history), and its reader loads again.
+    public func watch(_ kinds: [StoreKind], after revision: UInt64) -> AsyncThrowingStream<StoreEventBatch, any Error> {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: StoreEventBatch.self, throwing: (any Error).self)
+        let id = UUID()
+        do {
+            try queue.write { db in
+                let now = UInt64(try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'version'") ?? 0)
+                guard now <= revision else {
+                    throw StoreError("the store is at version \(now), past \(revision): load it again")
+                }
+                watchers.withLock { $0[id] = Watcher(kinds: Set(kinds), continuation: continuation) }
+            }
+        } catch {
+            continuation.finish(throwing: error)
+            return stream
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.watchers.withLock { $0.removeValue(forKey: id) }
+        }
+        return stream
     }
 }
