@@ -7,7 +7,8 @@ SHELL := /bin/bash
 
 # Debian packages the build, the tests and the lab need.
 DEPS := pkg-config libnl-3-dev libnl-route-3-dev libssl-dev libnftables-dev libsqlite3-dev iproute2 nftables \
-        iputils-ping fping iperf3 dnsutils dnsmasq-base dnsperf tcpdump serf curl python3 openssl prometheus
+        iputils-ping fping iperf3 dnsutils dnsmasq-base dnsperf tcpdump serf curl python3 openssl prometheus \
+        containernetworking-plugins iptables
 
 .PHONY: deps build test demo bench lab-clean install docs
 
@@ -28,7 +29,7 @@ build: deps
 # The long blocking lab suites (the driver at 1,000+ endpoints, the daemons in a lab) run on their
 # own after the rest: on 2 cores they would hold both of Swift's cooperative threads and starve the
 # timing-sensitive gossip tests running beside them.
-LAB_TESTS := DaemonLabTests|OperatorLabTests|InstallLabTests|ListFormatLabTests|NodeAvailabilityLabTests|ContainerLifeLabTests|NetworkConnectLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
+LAB_TESTS := DaemonLabTests|CNILabTests|OperatorLabTests|InstallLabTests|ListFormatLabTests|NodeAvailabilityLabTests|ContainerLifeLabTests|NetworkConnectLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
 HEAVY_TESTS := ScaleTests|$(LAB_TESTS)
 test: deps
 	$(SWIFT) build --build-tests
@@ -65,6 +66,7 @@ CONFIG ?= release
 install: deps
 	$(SWIFT) build -c $(CONFIG) --product overlayd
 	$(SWIFT) build -c $(CONFIG) --product overlayctl
+	$(SWIFT) build -c $(CONFIG) --product overlay-cni
 	$(SWIFT) package --allow-writing-to-package-directory generate-manual --configuration $(CONFIG) --multi-page >/dev/null
 	BIN=$$($(SWIFT) build -c $(CONFIG) --show-bin-path) PREFIX=$(PREFIX) SYSCONFDIR=$(SYSCONFDIR) \
 	  MANPAGES=.build/plugins/GenerateManual/outputs Scripts/install.sh

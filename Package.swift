@@ -43,6 +43,7 @@ let package = Package(
         .library(name: "OverlayTestKit", targets: ["OverlayTestKit"]),
         .executable(name: "overlayd", targets: ["overlayd"]),
         .executable(name: "overlayctl", targets: ["overlayctl"]),
+        .executable(name: "overlay-cni", targets: ["overlay-cni"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
@@ -117,9 +118,12 @@ let package = Package(
             ],
             exclude: ["README.md"]),
         .target(name: "OverlayTestKit", dependencies: ["OverlayModel", "Netlink", "COverlayShims"]),
+        // The CNI plugin's logic (configuration, environment, results, errors) without I/O.
+        .target(name: "OverlayCNI", dependencies: ["OverlayAPI"]),
 
         // Thin executables.
         .executableTarget(name: "overlayd", dependencies: ["ClusterControl", argumentParser, logging, serviceLifecycle, unixSignals]),
+        .executableTarget(name: "overlay-cni", dependencies: ["OverlayCNI", "OverlayAPI", "OverlayModel", "Netlink", nioCore, nioPosix]),
         .executableTarget(
             name: "overlayctl", dependencies: ["OverlayAPI", "OverlayTestKit", argumentParser, nioCore, nioPosix]),
 
@@ -179,6 +183,7 @@ let package = Package(
             name: "OverlayDriverTests",
             dependencies: ["OverlayDriver", "OverlayModel", "IPAM", "Netlink", "OverlayTestKit", "IPsecKeys", "OverlayCrypto"]),
         .testTarget(name: "OverlayTestKitTests", dependencies: ["OverlayTestKit", "Netlink", "OverlayModel"]),
+        .testTarget(name: "OverlayCNITests", dependencies: ["OverlayCNI", "OverlayAPI"]),
         .testTarget(name: "OverlayCryptoTests", dependencies: ["OverlayCrypto"]),
         .testTarget(name: "IPsecKeysTests", dependencies: ["IPsecKeys", "OverlayCrypto", "OverlayModel"]),
         .testTarget(name: "DiscoveryTests", dependencies: ["Discovery", "OverlayModel"]),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs overlayd and overlayctl built in $BIN under $PREFIX: the binaries, the systemd unit
+# Installs overlayd, overlayctl and overlay-cni built in $BIN under $PREFIX: the binaries, the systemd unit
 # (Type=notify), the configuration file (only where none is yet), man pages and shell completions.
 # `make install [PREFIX=/usr/local] [SYSCONFDIR=/etc]` calls it; see README.md.
 set -euo pipefail
@@ -14,6 +14,11 @@ install -d "$PREFIX/bin" "$UNITDIR" "$PREFIX/share/man/man8" "$PREFIX/share/man/
     "$PREFIX/share/bash-completion/completions" "$PREFIX/share/zsh/site-functions" "$PREFIX/share/fish/vendor_completions.d"
 install -m 0755 "$BIN/overlayd" "$BIN/overlayctl" "$PREFIX/bin/"
 echo "installed $PREFIX/bin/overlayd, $PREFIX/bin/overlayctl"
+# The CNI plugin, where podman looks by default ($PREFIX/lib/cni; Kubernetes nodes: /opt/cni/bin).
+CNIDIR="${CNIDIR:-$PREFIX/lib/cni}"
+install -d "$CNIDIR"
+install -m 0755 "$BIN/overlay-cni" "$CNIDIR/"
+echo "installed $CNIDIR/overlay-cni"
 
 sed -e "s|@BINDIR@|$PREFIX/bin|g" -e "s|@SYSCONFDIR@|$SYSCONFDIR|g" "$root/Packaging/overlayd.service.in" > "$UNITDIR/overlayd.service"
 chmod 0644 "$UNITDIR/overlayd.service"

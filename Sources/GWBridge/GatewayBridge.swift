@@ -505,7 +505,8 @@ public final class GatewayBridge: @unchecked Sendable {
         }
     }
 
-    static func isValidLinkName(_ name: String) -> Bool {
+    /// Linux's rule for a link name: 1 to 15 bytes, no '/', ':', spaces or control bytes.
+    public static func isValidLinkName(_ name: String) -> Bool {
         !name.isEmpty && name.utf8.count <= 15 && name != "." && name != ".."
             && !name.utf8.contains(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") || $0 <= 32 || $0 == 127 })
     }

@@ -318,13 +318,40 @@ public struct AttachRequest: Codable, Sendable {
     public var pid: Int32?
     public var ip: String?
     public var aliases: [String]?
-    public init(name: String, network: String, namespacePath: String?, pid: Int32?, ip: String?, aliases: [String]?) {
+    /// The interface to make in the namespace (CNI's `CNI_IFNAME`); nil: the next free `ethN`. With
+    /// a name, an attach repeated for the same namespace, network and name answers what the
+    /// first one made.
+    public var interface: String?
+    /// Also a leg on the node's gateway bridge (`ovgw0`, the default route out), and a route from
+    /// the host to the container's overlay address through it: how a CNI runtime's published
+    /// ports (`portmap`) reach the container.
+    public var gateway: Bool?
+
+    public init(name: String, network: String, namespacePath: String?, pid: Int32?, ip: String?, aliases: [String]?,
+                interface: String? = nil, gateway: Bool? = nil) {
         self.name = name
         self.network = network
         self.namespacePath = namespacePath
         self.pid = pid
         self.ip = ip
         self.aliases = aliases
+        self.interface = interface
+        self.gateway = gateway
+    }
+}
+
+/// Undoes an attach (CNI's DEL): the container `name` leaves `network` (every network when nil),
+/// only its endpoint on `interface` when that is given.
+public struct DetachRequest: Codable, Sendable {
+    public var name: String
+    public var network: String?
+    public var interface: String?
+
+    /// Makes a value from all its fields.
+    public init(name: String, network: String?, interface: String?) {
+        self.name = name
+        self.network = network
+        self.interface = interface
     }
 }
 
@@ -382,6 +409,9 @@ public struct ContainerRecord: Codable, Sendable, Hashable {
     public var networks: [ContainerNetwork]
     public var publish: [String]
     public var gatewayAddress: IPv4Address?
+    /// The host routes each overlay address to the container through its gateway leg (attached
+    /// for a CNI runtime: its published ports are DNATed to the overlay address).
+    public var routedFromHost: Bool?
     /// A service task's container: the task ID and service name.
     public var taskID: String?
     public var serviceName: String?
@@ -456,6 +486,8 @@ public struct ContainerInspect: Codable, Sendable {
         public var IPPrefixLen: Int
         public var MacAddress: String
         public var Aliases: [String]
+        /// The interface in the container's namespace (`eth0`, ...).
+        public var Interface: String?
 
         /// Makes a value from all its fields (what a memberwise initialiser would, but public).
         public init(
@@ -465,7 +497,8 @@ public struct ContainerInspect: Codable, Sendable {
             IPAddress: String,
             IPPrefixLen: Int,
             MacAddress: String,
-            Aliases: [String]
+            Aliases: [String],
+            Interface: String? = nil
         ) {
             self.NetworkID = NetworkID
             self.EndpointID = EndpointID
@@ -474,6 +507,24 @@ public struct ContainerInspect: Codable, Sendable {
             self.IPPrefixLen = IPPrefixLen
             self.MacAddress = MacAddress
             self.Aliases = Aliases
+            self.Interface = Interface
+        }
+    }
+    /// The container's leg on the host's gateway bridge.
+    public struct GatewayLeg: Codable, Sendable {
+        public var Interface: String
+        public var IPAddress: String
+        public var IPPrefixLen: Int
+        public var Gateway: String
+        public var MacAddress: String
+
+        /// Makes a value from all its fields.
+        public init(Interface: String, IPAddress: String, IPPrefixLen: Int, Gateway: String, MacAddress: String) {
+            self.Interface = Interface
+            self.IPAddress = IPAddress
+            self.IPPrefixLen = IPPrefixLen
+            self.Gateway = Gateway
+            self.MacAddress = MacAddress
         }
     }
     public struct NetworkSettings: Codable, Sendable {
@@ -482,18 +533,22 @@ public struct ContainerInspect: Codable, Sendable {
         public var Networks: [String: EndpointSettings]
         /// The container's address on the host's gateway bridge (egress, published ports), if any.
         public var GatewayBridgeAddress: String?
+        /// That leg in full, when the container is another runtime's (attached with a gateway leg).
+        public var GatewayBridge: GatewayLeg?
 
         /// Makes a value from all its fields (what a memberwise initialiser would, but public).
         public init(
             SandboxKey: String,
             Ports: [String: [[String: String]]],
             Networks: [String: EndpointSettings],
-            GatewayBridgeAddress: String? = nil
+            GatewayBridgeAddress: String? = nil,
+            GatewayBridge: GatewayLeg? = nil
         ) {
             self.SandboxKey = SandboxKey
             self.Ports = Ports
             self.Networks = Networks
             self.GatewayBridgeAddress = GatewayBridgeAddress
+            self.GatewayBridge = GatewayBridge
         }
     }
     public var Id: String

@@ -78,6 +78,8 @@ public enum LocalAPI {
     public static let containers = APIRoute<NoBody, [ContainerInspect]>("GET", "/v1/containers")
     public static let runContainer = APIRoute<ContainerCreateRequest, ContainerInspect>("POST", "/v1/containers", status: 201)
     public static let attach = APIRoute<AttachRequest, ContainerInspect>("POST", "/v1/attach", status: 201)
+    /// Answers `detached`: false when there was nothing to undo.
+    public static let detach = APIRoute<DetachRequest, [String: Bool]>("POST", "/v1/detach")
     public static let inspectContainer = APIRoute<NoBody, ContainerInspect>("GET", "/v1/containers/:name")
     /// Query: `force=1`.
     public static let removeContainer = APIRoute<NoBody, Acknowledgement>("DELETE", "/v1/containers/:name")

@@ -302,7 +302,7 @@ import Testing
         while !FileManager.default.fileExists(atPath: root + "/Package.swift") && root.count > 1 { root = (root as NSString).deletingLastPathComponent }
         let install = try Command.run(["env", "BIN=\(bin)", "PREFIX=\(prefix)", "SYSCONFDIR=\(prefix)/etc", root + "/Scripts/install.sh"], timeout: 60)
         #expect(install.succeeded, "\(install.output)")
-        for file in ["bin/overlayd", "bin/overlayctl", "lib/systemd/system/overlayd.service", "etc/overlayd/daemon.json",
+        for file in ["bin/overlayd", "bin/overlayctl", "lib/cni/overlay-cni", "lib/systemd/system/overlayd.service", "etc/overlayd/daemon.json",
                      "share/bash-completion/completions/overlayctl", "share/zsh/site-functions/_overlayctl",
                      "share/fish/vendor_completions.d/overlayd.fish"] {
             #expect(FileManager.default.fileExists(atPath: "\(prefix)/\(file)"), "\(file) not installed")

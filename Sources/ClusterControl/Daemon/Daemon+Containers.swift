@@ -155,6 +155,7 @@ extension OverlayDaemon {
     }
 
     func disconnectAll(_ c: ContainerRecord) async {
+        if c.routedFromHost == true { for cn in c.networks { unrouteFromHost(cn.address, of: c) } }
         detachGateway(c)
         for cn in c.networks {
             if let agent { try? agent.detach(endpoint: cn.endpointID) }
@@ -210,6 +211,9 @@ extension OverlayDaemon {
         case (nil, let pid?): path = "/proc/\(pid)/ns/net"
         default: throw APIError(400, "give exactly one of a namespace path or a PID")
         }
+        if let i = req.interface, !GatewayBridge.isValidLinkName(i) || i == Self.gatewayLegName {
+            throw APIError(400, "'\(i.prefix(40))' is not an interface name this attach can make (1 to 15 bytes, no '/', ':' or spaces; not \(Self.gatewayLegName))")
+        }
         let ns: NetworkNamespace
         do { ns = try NetworkNamespace.open(path: path) } catch {
             throw APIError(404, "\(path) is not a network namespace that can be opened: \(error)")
@@ -224,25 +228,77 @@ extension OverlayDaemon {
         guard record.namespacePath == path else {
             throw APIError(409, "the container name \(req.name) is already in use for another namespace")
         }
-        guard !record.networks.contains(where: { $0.networkID == n.id }) else {
+        if let same = record.networks.first(where: { $0.networkID == n.id }) {
+            // The same attach again (a runtime that repeats an ADD): what the first one made.
+            if let i = req.interface, same.interface == i { return try inspect(record) }
             throw APIError(409, "\(req.name) is already attached to network \(n.name)")
         }
+        let taken = Set(((try? NetlinkSocket(namespace: ns).links()) ?? []).map(\.name))
+        if let i = req.interface, taken.contains(i) {
+            throw APIError(409, "the namespace already has an interface named \(i)")
+        }
         // The next free ethN: the namespace may have interfaces of its own runtime.
-        let interface = Self.freeInterface(in: ns)
+        let interface = req.interface ?? Self.freeInterface(in: ns)
         var cn = try await connect(record, to: n, interface: interface, ip: req.ip, aliases: req.aliases ?? [], nodeID: s.nodeID)
         cn.interface = interface
+        let before = record
         record.networks.append(cn)
         do {
+            if req.gateway == true && record.gatewayAddress == nil && !n.internal {
+                try await finishGatewayAttach(&record, startGatewayAttach(ns, interface: Self.gatewayLegName))
+                record.routedFromHost = true
+            }
+            if record.routedFromHost == true { try routeFromHost(cn.address, to: record) }
             try await serveDNS(record)
             try store.write([try .set(.container, record.name, record), .delete(.addressIntent, cn.endpointID)])
         } catch {
-            await stopDNS(record)
-            await disconnectAll(ContainerRecord(id: record.id, name: record.name, created: record.created, namespacePath: path,
-                                                ownsNamespace: false, command: [], detached: false, pid: nil, logPath: nil,
-                                                networks: [cn], publish: [], gatewayAddress: nil))
+            if record.routedFromHost == true { unrouteFromHost(cn.address, of: record) }
+            if before.networks.isEmpty {
+                await stopDNS(record)
+                await disconnectAll(record)
+            } else {
+                if let agent { try? agent.detach(endpoint: cn.endpointID) }
+                await giveBack(ReleaseRequest(network: n.name, address: cn.address.description, endpointID: cn.endpointID))
+                if record.gatewayAddress != before.gatewayAddress { detachGateway(record) }
+            }
             throw error
         }
-        return try inspectContainer(record.name)
+        return try inspect(record)
+    }
+
+    /// Undoes an attach (CNI's DEL): the container leaves `network` (all its networks when nil),
+    /// and a container left with none is forgotten. Nothing to undo is no error: a runtime may
+    /// ask twice, after a restart, or for a namespace already gone.
+    func detachExisting(_ req: DetachRequest) async throws -> [String: Bool] {
+        guard let c = try store.get(.container, req.name, as: ContainerRecord.self) else { return ["detached": false] }
+        guard !c.ownsNamespace else {
+            throw APIError(409, "container \(c.name) was made by overlayd: remove it with `overlayctl rm`")
+        }
+        var record = c
+        let leaving = record.networks.filter { n in
+            (req.network == nil || n.networkName == req.network || n.networkID == req.network)
+                && (req.interface == nil || n.interface == req.interface)
+        }
+        guard !leaving.isEmpty else { return ["detached": false] }
+        record.networks.removeAll { n in leaving.contains { $0.endpointID == n.endpointID } }
+        for cn in leaving {
+            if record.routedFromHost == true { unrouteFromHost(cn.address, of: record) }
+            if let agent { try? agent.detach(endpoint: cn.endpointID) }
+        }
+        if record.networks.isEmpty {
+            await stopDNS(c)
+            detachGateway(c)
+            try store.delete(.container, c.name)
+        } else {
+            try store.put(.container, record.name, record)
+            try? await serveDNS(record)
+        }
+        for cn in leaving {
+            await giveBack(ReleaseRequest(network: cn.networkName, address: cn.address.description, endpointID: cn.endpointID))
+            log(.containers, ["container": "\(c.name)", "network": "\(cn.networkName)", "address": "\(cn.address)"])
+                .info("container \(c.name) detached from \(cn.networkName)")
+        }
+        return ["detached": true]
     }
 
     func containerList() throws -> [ContainerInspect] {
@@ -257,14 +313,19 @@ extension OverlayDaemon {
         for n in c.networks {
             nets[n.networkName] = .init(
                 NetworkID: n.networkID, EndpointID: n.endpointID, Gateway: n.gateway.description, IPAddress: n.address.description,
-                IPPrefixLen: n.prefixLength, MacAddress: n.mac, Aliases: [c.name] + n.aliases)
+                IPPrefixLen: n.prefixLength, MacAddress: n.mac, Aliases: [c.name] + n.aliases, Interface: n.interface)
+        }
+        var leg: ContainerInspect.GatewayLeg?
+        if !c.ownsNamespace, let a = c.gatewayAddress, let info = gateway?.info {
+            leg = .init(Interface: Self.gatewayLegName, IPAddress: a.description, IPPrefixLen: info.subnet.prefixLength,
+                        Gateway: info.gateway.description, MacAddress: MACAddress(derivedFrom: a).description)
         }
         let status = !c.ownsNamespace ? "attached" : running ? "running" : (c.pid == nil ? "created" : "exited")
         return ContainerInspect(
             Id: c.id, Name: c.name, Created: c.created, State: .init(Status: status, Running: running, Pid: running ? c.pid! : 0),
             Config: .init(Cmd: c.command),
             NetworkSettings: .init(SandboxKey: c.namespacePath, Ports: ports(c), Networks: nets,
-                                   GatewayBridgeAddress: c.gatewayAddress?.description),
+                                   GatewayBridgeAddress: c.gatewayAddress?.description, GatewayBridge: leg),
             ResolvConfPath: containerResolvConf(c), DaemonPid: getpid())
     }
 
@@ -328,6 +389,7 @@ extension OverlayDaemon {
         // Interfaces keep their names: the ones after this keep theirs (stored from here on).
         for j in c.networks.indices where c.networks[j].interface == nil { c.networks[j].interface = "eth\(j)" }
         c.networks.remove(at: i)
+        if c.routedFromHost == true { unrouteFromHost(cn.address, of: c) }
         if let agent { try? agent.detach(endpoint: cn.endpointID) }
         try store.put(.container, c.name, c)
         await giveBack(ReleaseRequest(network: cn.networkName, address: cn.address.description, endpointID: cn.endpointID))

@@ -99,4 +99,27 @@ extension OverlayDaemon {
         guard let gateway, let a = c.gatewayAddress else { return }
         do { try gateway.detach(address: a) } catch { log(.gateway).warning("gateway bridge: \(error.message)") }
     }
+
+    /// The gateway bridge leg of a container attached for another runtime (CNI).
+    static let gatewayLegName = "ovgw0"
+
+    /// Routes `address` (the container's overlay address) from the host to the container's
+    /// gateway leg: a CNI runtime's `portmap` DNATs published ports to it.
+    func routeFromHost(_ address: IPAddress, to c: ContainerRecord) throws {
+        guard let leg = c.gatewayAddress, let bridge = gateway?.info?.bridgeName else { return }
+        do {
+            let sock = try NetlinkSocket(namespace: try NetworkNamespace.current())
+            try sock.replaceRoute(Route(destination: try CIDR(containing: address, prefixLength: address.family.bitWidth), gateway: .v4(leg), device: bridge))
+        } catch {
+            throw APIError(500, "cannot route \(address) from the host to \(c.name)'s gateway leg \(leg): \(error)")
+        }
+    }
+
+    /// Takes that route away (a route already gone is no error).
+    func unrouteFromHost(_ address: IPAddress, of c: ContainerRecord) {
+        guard let leg = c.gatewayAddress, let bridge = gateway?.info?.bridgeName,
+              let sock = try? NetlinkSocket(namespace: try NetworkNamespace.current()),
+              let destination = try? CIDR(containing: address, prefixLength: address.family.bitWidth) else { return }
+        try? sock.deleteRoute(Route(destination: destination, gateway: .v4(leg), device: bridge))
+    }
 }

@@ -53,6 +53,7 @@ extension OverlayDaemon {
         router.route(LocalAPI.containers) { _, _, _ in try await self.containerList() }
         router.route(LocalAPI.runContainer) { _, _, body in try await self.runContainer(body) }
         router.route(LocalAPI.attach) { _, _, body in try await self.attachExisting(body) }
+        router.route(LocalAPI.detach) { _, _, body in try await self.detachExisting(body) }
         router.route(LocalAPI.inspectContainer) { _, ctx, _ in try await self.inspectContainer(ctx.parameter("name")) }
         router.route(LocalAPI.containerLogs) { req, ctx, _ in
             try await self.containerLogs(ctx.parameter("name"), tail: try req.count("tail"))
