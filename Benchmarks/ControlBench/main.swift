@@ -7,6 +7,7 @@
 // kind has no Docker engine now, so that baseline is the recorded one, not re-run.
 // Usage: control-bench [--rounds N] [--normal-gossip]   (needs root; overlayd and overlayctl next to it)
 //        control-bench metrics [--rounds N] [--interval S] (what serving metrics costs the data plane)
+//        control-bench cni [--count N] [--parallel N]   (the CNI plugin's ADD/DEL latency against bridge+host-local)
 
 import ClusterControl
 import Foundation
@@ -16,6 +17,19 @@ import OverlayTestKit
 var rounds = 20
 var normalGossip = false
 var args = Array(CommandLine.arguments.dropFirst())
+// `control-bench cni [--count N] [--parallel N]`: the CNI plugin's ADD/DEL latency (CNIBench.swift).
+let cniMode = args.first == "cni"
+var cniCount = 200
+var cniParallel = 100
+if cniMode {
+    args.removeFirst()
+    for (flag, target) in [("--count", 0), ("--parallel", 1)] {
+        if let i = args.firstIndex(of: flag), i + 1 < args.count, let v = Int(args[i + 1]), v > 0 {
+            if target == 0 { cniCount = v } else { cniParallel = v }
+            args.removeSubrange(i...(i + 1))
+        }
+    }
+}
 // `control-bench metrics [--rounds N]`: what serving metrics costs the data plane (MetricsOverhead.swift).
 let metricsMode = args.first == "metrics"
 var scrapeInterval = 0.1
@@ -36,7 +50,7 @@ while let a = args.first {
         args.removeFirst()
     case "--normal-gossip": normalGossip = true
     case "-h", "--help":
-        print("usage: control-bench [--rounds N] [--normal-gossip]\n       control-bench metrics [--rounds N] [--interval SECONDS]")
+        print("usage: control-bench [--rounds N] [--normal-gossip]\n       control-bench metrics [--rounds N] [--interval SECONDS]\n       control-bench cni [--count N] [--parallel N]")
         exit(0)
     default:
         print("control-bench: unknown argument \(a)")
@@ -53,6 +67,17 @@ let ctl = dir + "/overlayctl"
 guard FileManager.default.isExecutableFile(atPath: ctl), FileManager.default.isExecutableFile(atPath: dir + "/overlayd") else {
     print("control-bench: build overlayd and overlayctl next to it first (swift build -c release --product overlayd ...)")
     exit(2)
+}
+if cniMode {
+    guard FileManager.default.isExecutableFile(atPath: dir + "/overlay-cni"), FileManager.default.isExecutableFile(atPath: "/usr/lib/cni/bridge") else {
+        print("control-bench cni: needs overlay-cni next to it and Debian's containernetworking-plugins (make deps)")
+        exit(2)
+    }
+    do { try cniBench(ctl: ctl, dir: dir, count: cniCount, parallel: cniParallel) } catch {
+        print("control-bench cni: failed: \(error)")
+        exit(1)
+    }
+    exit(0)
 }
 if metricsMode {
     do { try metricsOverhead(ctl: ctl, rounds: rounds, interval: scrapeInterval) } catch {

@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import Netlink
 import OverlayModel
@@ -7,6 +8,8 @@ import OverlayModel
 /// not flooded to every port. The VXLAN device (proxy ARP) answers ARP locally and never carries it
 /// to other hosts.
 enum Announce {
+    static let closer = DispatchQueue(label: "announce.close")
+
     /// Sends one gratuitous ARP request for `address`/`mac` out of `interface` in `namespace`.
     /// Best effort: returns false instead of throwing, since the endpoint works without it.
     @discardableResult
@@ -17,7 +20,9 @@ enum Announce {
             guard ifindex > 0 else { return false }
             let fd = socket(17 /* AF_PACKET */, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(UInt16(0x0806).bigEndian))
             guard fd >= 0 else { return false }
-            defer { close(fd) }
+            // Closing a packet socket waits for an RCU grace period (about 15 ms here): done on a
+            // queue of its own, off the attach's path.
+            defer { closer.async { close(fd) } }
             // struct sockaddr_ll: family, protocol (BE), ifindex, hatype, pkttype, halen, addr[8].
             var sll = [UInt8](repeating: 0, count: 20)
             sll[0] = 17

@@ -1,4 +1,5 @@
 import CNFTables
+import Dispatch
 import Glibc
 
 /// An nftables address family (`nft`'s spelling).
@@ -63,7 +64,16 @@ public final class PacketFilter {
         context = ctx
     }
 
-    deinit { nft_ctx_free(context) }
+    // Freeing a context closes its netlink socket, and the kernel waits for an RCU grace period
+    // there (about 15 ms here): done on a queue of its own, off the caller's path.
+    deinit {
+        let handle = ContextHandle(pointer: context)
+        PacketFilter.reaper.async { nft_ctx_free(handle.pointer) }
+    }
+
+    private static let reaper = DispatchQueue(label: "packet-filter.free")
+    /// A context no one uses any more, on its way to being freed.
+    private struct ContextHandle: @unchecked Sendable { let pointer: OpaquePointer }
 
     // MARK: Running commands
 
