@@ -217,13 +217,13 @@ struct EtcdStoreTests {
                 let first = await #expect(throws: StoreUnavailable.self) { try await store.commit([], [.set(.network, "during", 1)]) }
                 let took = ContinuousClock.now - start
                 let line = first?.message ?? ""
-                #expect(took < .seconds(4.5), "took \(took)")
+                #expect(took < .seconds(5), "took \(took)")  // the 3 s request timeout, then a /health probe
                 #expect(line.hasPrefix("cluster store unavailable: etcd at \(store.members) has no quorum ("), "\(line)")
                 #expect(line.contains("may have been made") && !line.contains("\n"), "\(line)")
                 // The next calls fail at once, sending nothing.
                 start = ContinuousClock.now
                 let second = await #expect(throws: StoreUnavailable.self) { try await store.commit([], [.set(.network, "during2", 1)]) }
-                #expect(ContinuousClock.now - start < .milliseconds(300))
+                #expect(ContinuousClock.now - start < .seconds(1), "no request timeout")
                 #expect(second?.message.hasSuffix(": the change was not made") == true, "\(second?.message ?? "")")
                 await #expect(throws: StoreUnavailable.self) { try await store.load([.network]) }
                 if case .unconfirmed = await lease.renew() {} else { Issue.record("a keepalive without quorum is unconfirmed") }
