@@ -390,7 +390,8 @@ final class EtcdClient: Sendable {
     }
 
     private func unavailable(_ reason: EtcdUnreachable, _ intent: Intent, maybeMade: Bool) -> StoreUnavailable {
-        StoreUnavailable("cluster store unavailable: \(reason.phrase(members)): \(intent.outcome(maybeMade: maybeMade))")
+        let line = "cluster store unavailable: \(reason.phrase(members)): \(intent.outcome(maybeMade: maybeMade))"
+        return StoreUnavailable(line.split(whereSeparator: \.isNewline).joined(separator: " "))
     }
 
     // MARK: Errors

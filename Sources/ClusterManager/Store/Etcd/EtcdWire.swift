@@ -360,24 +360,6 @@ struct EtcdErrorBody: Decodable, Sendable {
     }
 }
 
-/// `POST /v3/maintenance/status`: the member's view; `errors` has "etcdserver: no leader" while
-/// it has no leader, and `leader` is then absent.
-struct EtcdStatusResponse: Decodable, Sendable {
-    var header = EtcdHeader()
-    var version = ""
-    var leader = ""
-    var errors: [String] = []
-
-    enum CodingKeys: String, CodingKey { case header, version, leader, errors }
-    init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        header = try c.decodeIfPresent(EtcdHeader.self, forKey: .header) ?? EtcdHeader()
-        version = try c.decodeIfPresent(String.self, forKey: .version) ?? ""
-        leader = c.etcdID(.leader)
-        errors = try c.decodeIfPresent([String].self, forKey: .errors) ?? []
-    }
-}
-
 /// `GET /health`: `{"health":"true"}` (200), or `{"health":"false"}` (503) without a leader.
 struct EtcdHealthResponse: Decodable, Sendable {
     var health = ""
