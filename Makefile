@@ -5,13 +5,16 @@
 SWIFT ?= swift
 SHELL := /bin/bash
 
-# Debian packages the build, the tests and the lab need.
+# Debian packages the build, the tests and the lab need. The tests start their own prometheus and
+# etcd (etcd-server) on ports of their own: the packages' services must not run (see deps).
 DEPS := pkg-config libnl-3-dev libnl-route-3-dev libssl-dev libnftables-dev libsqlite3-dev iproute2 nftables \
-        iputils-ping fping iperf3 dnsutils dnsmasq-base dnsperf tcpdump serf curl python3 openssl prometheus \
+        iputils-ping fping iperf3 dnsutils dnsmasq-base dnsperf tcpdump serf curl python3 openssl prometheus etcd-server \
         containernetworking-plugins iptables
 
 .PHONY: deps build test demo bench lab-clean install docs
 
+# Installs what is missing. The install starts no service (a policy-rc.d that says no, unless the
+# machine has one), and a distro etcd found running is stopped and disabled.
 deps:
 	@missing=""; for p in $(DEPS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -19,8 +22,14 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "make deps: installing$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null || { echo "make deps: apt-get install$$missing failed" >&2; exit 1; }; \
-	fi
+	  policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    policy=1; printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; rc=$$?; \
+	  if [ -n "$$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  [ $$rc = 0 ] || { echo "make deps: apt-get install$$missing failed" >&2; exit 1; }; \
+	fi; \
+	if [ -d /run/systemd/system ]; then systemctl disable --now etcd.service >/dev/null 2>&1 || true; fi; \
+	if [ -f /var/run/etcd.pid ]; then /etc/init.d/etcd stop >/dev/null 2>&1 || true; fi
 
 build: deps
 	$(SWIFT) build

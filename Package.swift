@@ -21,6 +21,7 @@ let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", packa
 let unixSignals = Target.Dependency.product(name: "UnixSignals", package: "swift-service-lifecycle")
 let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
 let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
+let asyncHTTPClient = Target.Dependency.product(name: "AsyncHTTPClient", package: "async-http-client")
 
 let package = Package(
     name: "swift-overlay",
@@ -60,6 +61,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // C layers: system libraries found by pkg-config, and one shim target for what Swift
@@ -99,10 +101,10 @@ let package = Package(
         // manager's store, PKI or TLS.
         .target(name: "OverlayAPI", dependencies: ["OverlayModel", "IPsecKeys", nioCore, nioPosix, nioHTTP1], exclude: ["README.md"]),
         // The manager's parts: the store seam, PKI and join tokens, the scheduler's pure core,
-        // network allocation and key rotation.
+        // network allocation and key rotation; the shared store on SQLite or etcd (its JSON gateway).
         .target(
             name: "ClusterManager",
-            dependencies: ["OverlayAPI", "OverlayModel", "IPAM", "IPsecKeys", nioCore, nioTLS, nioSSL, x509, crypto, grdb],
+            dependencies: ["OverlayAPI", "OverlayModel", "IPAM", "IPsecKeys", nioCore, nioPosix, nioTLS, nioSSL, x509, crypto, grdb, asyncHTTPClient],
             exclude: ["README.md"]),
         // What a node runs for the cluster: endpoints published in gossip and programmed as the
         // driver's peers, one typed feed of endpoint events for the load balancers and the DNS.

@@ -135,8 +135,8 @@ public struct StoreSnapshot: Sendable {
 }
 
 /// Where several managers keep what they share: networks, nodes, allocations, services, tasks
-/// and the cluster's settings. Reads come from a view (``load()``, then kept current with
-/// ``watch(after:)``); every write is one transaction that commits only if what its writer read
+/// and the cluster's settings. Reads come from a view (``load(_:)``, then kept current with
+/// ``watch(_:after:)``); every write is one transaction that commits only if what its writer read
 /// still holds (``commit(_:_:)``), so two writers never both win. ``SQLiteClusterStore`` is the
 /// embedded one (a single manager); an etcd cluster is the replicated one.
 public protocol SharedStore: Sendable {
