@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # etcd (etcd-server) on ports of their own: the packages' services must not run (see deps).
 DEPS := pkg-config libnl-3-dev libnl-route-3-dev libssl-dev libnftables-dev libsqlite3-dev iproute2 nftables \
         iputils-ping fping iperf3 dnsutils dnsmasq-base dnsperf tcpdump serf curl python3 openssl prometheus etcd-server \
-        containernetworking-plugins iptables
+        containernetworking-plugins iptables podman busybox-static
 
 .PHONY: deps build test demo bench lab-clean install docs
 
@@ -38,7 +38,7 @@ build: deps
 # The long blocking lab suites (the driver at 1,000+ endpoints, the daemons in a lab) run on their
 # own after the rest: on 2 cores they would hold both of Swift's cooperative threads and starve the
 # timing-sensitive gossip tests running beside them.
-LAB_TESTS := DaemonLabTests|CNILabTests|OperatorLabTests|InstallLabTests|ListFormatLabTests|NodeAvailabilityLabTests|ContainerLifeLabTests|NetworkConnectLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
+LAB_TESTS := DaemonLabTests|CNILabTests|PodmanLabTests|OperatorLabTests|InstallLabTests|ListFormatLabTests|NodeAvailabilityLabTests|ContainerLifeLabTests|NetworkConnectLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
 HEAVY_TESTS := ScaleTests|$(LAB_TESTS)
 test: deps
 	$(SWIFT) build --build-tests

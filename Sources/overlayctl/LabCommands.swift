@@ -60,6 +60,8 @@ struct LabUp: AsyncParsableCommand {
     @Option(help: "An upstream DNS server every host's overlayd forwards to (repeatable; passed as overlayd --dns).") var dns: [String] = []
     @Flag(help: "Every host's overlayd serves Prometheus metrics on its lab address, port 9323 (overlayd --metrics-addr).")
     var metrics = false
+    @Flag(help: "Every host also runs podman (CNI backend, overlay-cni, a local busybox image), in a mount namespace it shares with its overlayd.")
+    var podman = false
 
     func validate() throws { guard (1...250).contains(hosts) else { throw ValidationError("--hosts \(hosts): use 1-250") } }
 
@@ -84,12 +86,20 @@ struct LabUp: AsyncParsableCommand {
                                                  attributes: [.posixPermissions: 0o600]) else {
                 throw CLIError("cannot create \(dir)/daemon.json")
             }
+            if podman {
+                do { try LabPodman.setUp(lab, h.name, pluginDirectory: binDirectory()) } catch {
+                    throw CLIError("cannot set up podman on \(h.name): \(error)")
+                }
+            }
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-            p.arguments = ["ip", "netns", "exec", lab.namespace(h.name), overlayd, "--config-file", dir + "/daemon.json",
-                           "--state-dir", dir, "--socket", lab.socket(h.name),
-                           "--hostname", h.name, "--advertise-addr", h.address.description] + (normalGossip ? [] : ["--fast-gossip"])
-                + dns.flatMap { ["--dns", $0] } + (metrics ? ["--metrics-addr", "\(h.address):9323"] : [])
+            let enter: [String] = podman ? LabPodman.enter(lab, h.name) : ["ip", "netns", "exec", lab.namespace(h.name)]
+            var daemon: [String] = [overlayd, "--config-file", dir + "/daemon.json", "--state-dir", dir, "--socket", lab.socket(h.name),
+                                    "--hostname", h.name, "--advertise-addr", h.address.description]
+            if !normalGossip { daemon.append("--fast-gossip") }
+            daemon += dns.flatMap { ["--dns", $0] }
+            if metrics { daemon += ["--metrics-addr", "\(h.address):9323"] }
+            p.arguments = enter + daemon
             p.standardOutput = log
             p.standardError = log
             p.standardInput = FileHandle.nullDevice
@@ -106,6 +116,9 @@ struct LabUp: AsyncParsableCommand {
             guard up else {
                 let log = (try? String(contentsOfFile: lab.stateDir(h.name) + "/overlayd.log", encoding: .utf8)) ?? ""
                 throw CLIError("overlayd on \(h.name) did not come up in 10 s: \(log.split(separator: "\n").last ?? "no log")")
+            }
+            if podman {
+                do { try LabPodman.importImage(lab, h.name) } catch { throw CLIError("cannot import the busybox image on \(h.name): \(error)") }
             }
             print("\(h.name)  \(h.address)  netns \(lab.namespace(h.name))  socket \(lab.socket(h.name))"
                   + (metrics ? "  metrics http://\(h.address):9323/metrics" : ""))
@@ -128,7 +141,9 @@ struct LabExec: AsyncParsableCommand {
         guard !cmd.isEmpty else { throw CLIError("lab exec needs a command: overlayctl lab exec h1 -- CMD", code: 64) }
         let h = try lab.host(host)
         let path = binDirectory() + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin")
-        throw execReplacing(["ip", "netns", "exec", lab.namespace(h), "env", "OVERLAY_HOST=unix://\(lab.socket(h))", "PATH=\(path)"] + cmd)
+        let env = ["env", "OVERLAY_HOST=unix://\(lab.socket(h))", "PATH=\(path)"]
+        if LabPodman.isOn(lab, h) { throw execReplacing(LabPodman.enter(lab, h) + env + LabPodman.environment(lab, h) + cmd) }
+        throw execReplacing(["ip", "netns", "exec", lab.namespace(h)] + env + cmd)
     }
 }
 
@@ -144,6 +159,7 @@ struct LabDown: AsyncParsableCommand {
 
     static func tearDown(_ lab: LabOptions) async throws {
         var pids: [Int32] = []
+        for h in lab.hosts() { LabPodman.tearDown(lab, h) }
         for h in lab.hosts() {
             guard let client = try? DaemonClient(host: "unix://" + lab.socket(h)),
                   let info = try? await client.call(LocalAPI.info) else { continue }
