@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -285,9 +285,8 @@ public struct APIClient: Sendable {
 
     /// The `APIError` a non-2xx answer carries.
     public static func error(status: Int, body: Data) -> APIError {
-        if let obj = try? JSONSerialization.jsonObject(with: body) as? [String: Any], let m = obj["message"] as? String {
-            return APIError(status, m)
-        }
+        struct Message: Decodable { var message: String }
+        if let m = try? JSONDecoder().decode(Message.self, from: body) { return APIError(status, m.message) }
         return APIError(status, "HTTP \(status): \(String(decoding: body.prefix(200), as: UTF8.self))")
     }
 

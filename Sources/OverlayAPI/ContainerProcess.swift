@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// How a container's process is started: in its network namespace and, when it has a resolv.conf
 /// of its own, in a private mount namespace where that file is bind-mounted on /etc/resolv.conf

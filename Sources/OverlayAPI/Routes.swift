@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import NIOCore
 
 /// One call of the API, as the daemon's routers and the clients share it: its method, its path
@@ -22,26 +22,40 @@ public struct APIRoute<Body: Codable & Sendable, Reply: Codable & Sendable>: Sen
 
     /// The names of the path's `:parameters`, in order.
     public var parameterNames: [String] {
-        path.split(separator: "/").filter { $0.hasPrefix(":") }.map { String($0.dropFirst()) }
+        path.split(separator: "/" as Character).filter { $0.hasPrefix(":") }.map { String($0.dropFirst()) }
     }
 
     /// The request target: the path with `parameters` filled in order (percent-escaped) and the
     /// query items appended (nil values left out).
     public func target(_ parameters: [String] = [], query: [(String, String?)] = []) -> String {
         var values = parameters.makeIterator()
-        let filled = path.split(separator: "/", omittingEmptySubsequences: false).map { segment -> String in
+        let filled = path.split(separator: "/" as Character, omittingEmptySubsequences: false).map { segment -> String in
             guard segment.hasPrefix(":") else { return String(segment) }
-            let value = values.next() ?? ""
-            return value.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? value
+            return Self.escape(values.next() ?? "")
         }.joined(separator: "/")
-        let items = query.compactMap { name, value in
-            value.map { "\(name)=\($0.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(["&", "=", "+"])) ?? $0)" }
-        }
+        let items = query.compactMap { name, value in value.map { "\(name)=\(Self.escape($0))" } }
         return items.isEmpty ? filled : filled + "?" + items.joined(separator: "&")
     }
 
     /// `GET /v1/networks/:name`.
     public var description: String { "\(method) \(path)" }
+
+    /// Percent-escapes everything but RFC 3986's unreserved characters (a path segment or a query
+    /// value: no `/`, `&`, `=` or `+` left to be misread).
+    static func escape(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(b))
+            default:
+                let hex = Array("0123456789ABCDEF".utf8)
+                out += "%" + String(decoding: [hex[Int(b >> 4)], hex[Int(b & 15)]], as: UTF8.self)
+            }
+        }
+        return out
+    }
 }
 
 /// The body of a call that sends none.

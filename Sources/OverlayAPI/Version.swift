@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// swift-overlay's version, the same in `overlayd`, `overlayctl` and the libraries.
 public enum OverlayVersion {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The CNI versions this plugin speaks (its `VERSION` answer). A result is written in the
 /// version its network configuration asks for.

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import OverlayAPI
 
 /// What the plugin asks of the local overlayd (its API socket), as a protocol so the plugin's
@@ -41,8 +41,13 @@ public struct CNIPlugin: Sendable {
     /// overlayd's names), so DEL finds what ADD made from the environment alone.
     public static func containerName(_ env: CNIEnvironment) throws(CNIError) -> String {
         let id = env.containerID
-        let ok = id.utf8.count <= 64 && id.first.map { $0.isLetter || $0.isNumber } == true
-            && id.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0) }
+        func alphanumeric(_ b: UInt8) -> Bool {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(b) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(b)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(b)
+        }
+        let bytes = Array(id.utf8)
+        let ok = (1...64).contains(bytes.count) && alphanumeric(bytes[0])
+            && bytes.allSatisfy { alphanumeric($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
         guard ok else {
             throw CNIError(.invalidEnvironment, "CNI_CONTAINERID '\(id.prefix(70))' is not a container ID overlayd can keep (1 to 64 letters, digits, '_', '.', '-')")
         }

@@ -2,7 +2,8 @@
 // attaches a container runtime's containers (podman, containerd, CRI-O, Kubernetes) to
 // swift-overlay networks through the local overlayd. See README.md, "Containers from other
 // runtimes: CNI".
-import Foundation
+import FoundationEssentials
+import Glibc
 import Netlink
 import NIOCore
 import NIOPosix
@@ -42,13 +43,32 @@ func hasInterface(_ netns: String, _ ifname: String, _ address: String) -> Bool 
 }
 
 let env = ProcessInfo.processInfo.environment
-let stdin = FileHandle.standardInput.readDataToEndOfFile()
+/// All of standard input (the network configuration).
+func readStandardInput() -> Data {
+    var data = Data()
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(0, &buffer, buffer.count)
+        if n > 0 { data.append(contentsOf: buffer[0..<n]) } else if n < 0 && errno == EINTR { continue } else { break }
+        // A configuration larger than this is not one (the runtime's are a few kilobytes).
+        if data.count > 16 << 20 { break }
+    }
+    return data
+}
+
+let stdin = readStandardInput()
 // The socket comes from the configuration only: a DEL may run in a cleanup process that has
 // none of the runtime's environment.
 let socket = (try? JSONDecoder().decode([String: AnyCodableString].self, from: stdin))?["socket"]?.value ?? CNIPlugin.defaultSocket
 let plugin = CNIPlugin(daemon: SocketLink(socket: socket), hasInterface: hasInterface)
 let (out, status) = await plugin.run(env: env, stdin: stdin)
-FileHandle.standardOutput.write(out)
+out.withUnsafeBytes { b in
+    var offset = 0
+    while offset < b.count {
+        let n = write(1, b.baseAddress! + offset, b.count - offset)
+        if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { break }
+    }
+}
 exit(status)
 
 /// A JSON value kept only when it is a string (the configuration's other fields are anything).
