@@ -313,8 +313,15 @@ import OverlayTestKit
         } while !holding.isEmpty && Date() < watch
         print("after the flood: \(firstSeen.count) of h3's connections held by the daemon, the longest \(oldest) s; \(holding.count) at the end")
         #expect(oldest <= 13, "a connection of h3's was held \(oldest) s, past the 10 s request deadline")
+        // A new call from h3 is answered again. (Connections the kernel completed late may still
+        // wait in the accept queue, each taking h3's per-source allowance until the daemon closes
+        // it: a call can be cut off at accept for a moment, so it is asked again for up to 10 s.)
         let asked = Date()
-        let anonymous = try lab.sh("h3", ["curl", "-sk", "-m", "5", "https://198.18.0.1:2377/v1/state"])
+        var anonymous = try lab.sh("h3", ["curl", "-sk", "-m", "5", "https://198.18.0.1:2377/v1/state"])
+        while !anonymous.output.contains("client certificate is required") && Date().timeIntervalSince(asked) < 10 {
+            usleep(500_000)
+            anonymous = try lab.sh("h3", ["curl", "-sk", "-m", "5", "https://198.18.0.1:2377/v1/state"])
+        }
         print("after the flood, a join-less call answered in \(Date().timeIntervalSince(asked)) s")
         #expect(anonymous.output.contains("client certificate is required"), "\(anonymous.output)")
     }

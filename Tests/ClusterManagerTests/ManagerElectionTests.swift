@@ -1,0 +1,68 @@
+import Foundation
+import Testing
+
+@testable import ClusterManager
+
+/// The managers' election on a real etcd: one leader at a time; a leader cut off from etcd steps
+/// down on its own clock, and another leads once its lease has expired, never before; a deposed
+/// leader's fenced write fails.
+@Suite(.timeLimit(.minutes(1)))
+struct ManagerElectionTests {
+    @Test func oneLeaderAndAnotherWithinTheLeaseWhenItIsCutOff() async throws {
+        try await withEtcd { lab in
+            let cluster = "c-\(UUID().uuidString.prefix(6))"
+            let s1 = try lab.store(clusterID: cluster), s2 = try lab.store(clusterID: cluster), s3 = try lab.store(clusterID: cluster)
+            let e1 = ManagerElection(store: s1, nodeID: "m1", address: "10.0.0.1:2377")
+            let e2 = ManagerElection(store: s2, nodeID: "m2", address: "10.0.0.2:2377")
+            let e3 = ManagerElection(store: s3, nodeID: "m3", address: "10.0.0.3:2377")
+            // m1 first: it leads.
+            let events1 = e1.events()
+            var it1 = events1.makeAsyncIterator()
+            guard case .leading(let term1)? = await it1.next() else { Issue.record("m1 did not lead"); return }
+            // m2 and m3 follow m1.
+            let events2 = e2.events(), events3 = e3.events()
+            var it2 = events2.makeAsyncIterator(), it3 = events3.makeAsyncIterator()
+            #expect(await it2.next() == .following(.init(nodeID: "m1", address: "10.0.0.1:2377")))
+            #expect(await it3.next() == .following(.init(nodeID: "m1", address: "10.0.0.1:2377")))
+            _ = (it2, it3)
+
+            // m1 is cut off from etcd (its client shut down): it steps down on its own clock, and
+            // one of the others leads once m1's lease has expired, never before m1 stepped down.
+            let cut = ContinuousClock.now
+            try await s1.shutdown()
+            guard case .steppedDown(let reason)? = await it1.next() else { Issue.record("m1 did not step down"); return }
+            let steppedDown = ContinuousClock.now - cut
+            #expect(reason.contains("no keepalive acknowledged") || reason.contains("lease"), "\(reason)")
+            // The first of m2 and m3 to lead (or nil after 10 s).
+            let newLeader: (String, UInt64)? = await withTaskGroup(of: (String, UInt64)?.self) { group in
+                for (name, events) in [("m2", events2), ("m3", events3)] {
+                    group.addTask {
+                        for await e in events { if case .leading(let t) = e { return (name, t) } }
+                        return nil
+                    }
+                }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(10))
+                    return nil
+                }
+                var found: (String, UInt64)?
+                for await r in group {
+                    if let r { found = r }
+                    if found != nil { break }
+                }
+                group.cancelAll()
+                return found
+            }
+            let handedOver = ContinuousClock.now - cut
+            #expect(newLeader != nil && newLeader!.1 > term1, "no new leader: \(String(describing: newLeader))")
+            #expect(steppedDown < handedOver && handedOver < .seconds(6), "stepped down after \(steppedDown), new leader after \(handedOver)")
+            print("election: m1 stepped down \(steppedDown) after it was cut off; \(newLeader?.0 ?? "?") led after \(handedOver)")
+
+            // m1's fenced write, as a deposed leader's late write: refused.
+            let late = try await s3.commit([.created(.leader, ManagerElection.key, at: term1)], [.set(.setting, "scheduled-by", "m1")])
+            #expect(!late.committed)
+            try await s2.shutdown()
+            try await s3.shutdown()
+        }
+    }
+}
