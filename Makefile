@@ -39,11 +39,15 @@ build: deps
 # own after the rest: on 2 cores they would hold both of Swift's cooperative threads and starve the
 # timing-sensitive gossip tests running beside them.
 LAB_TESTS := DaemonLabTests|CNILabTests|PodmanLabTests|OperatorLabTests|InstallLabTests|ListFormatLabTests|NodeAvailabilityLabTests|ContainerLifeLabTests|NetworkConnectLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
-HEAVY_TESTS := ScaleTests|$(LAB_TESTS)
+# The suites that start real etcd clusters (up to three members each, fsyncing) run on their
+# own too, beside the scale tests: in the first phase they took the cores the API and gossip tests'
+# timers need.
+ETCD_TESTS := EtcdStoreTests|ManagerElectionTests
+HEAVY_TESTS := ScaleTests|$(ETCD_TESTS)|$(LAB_TESTS)
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip '$(HEAVY_TESTS)'
-	$(SWIFT) test --skip-build --filter ScaleTests
+	$(SWIFT) test --skip-build --filter 'ScaleTests|$(ETCD_TESTS)'
 	$(SWIFT) test --skip-build --filter '$(LAB_TESTS)'
 	$(MAKE) --no-print-directory docs
 
