@@ -52,15 +52,6 @@ import OverlayTestKit
         }.sorted()
     }
 
-    /// How many addresses of `network` the manager (h1) has handed out, by its metrics.
-    func allocated(_ lab: CLILab, _ network: String = "web") throws -> Int {
-        let text = try lab.sh("h1", ["curl", "-sf", "-m", "3", "http://198.18.0.1:9323/metrics"]).output
-        for line in text.split(separator: "\n") where line.hasPrefix("overlay_ipam_addresses_allocated{") && line.contains("network=\"\(network)\"") {
-            if let v = line.split(separator: " ").last, let n = Double(v) { return Int(n) }
-        }
-        throw LabError("no overlay_ipam_addresses_allocated for \(network) in h1's metrics")
-    }
-
     @Test func addCheckDelAcrossHostsChainedWithPortmapAndTuning() async throws {
         guard getuid() == 0 else {
             Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
@@ -108,10 +99,10 @@ import OverlayTestKit
         #expect(try cni(lab, "h1", "CHECK", id: idA, netns: nsA, config: config(lab, "h1")).status == 0)
 
         // ADD repeated: the same answer, no second address.
-        let before = try allocated(lab)
+        let before = try lab.allocated("web")
         let again = try cni(lab, "h1", "ADD", id: idA, netns: nsA, args: "K8S_POD_NAME=alpha", config: config(lab, "h1"))
         #expect(again.status == 0 && again.output == addA.output, "a repeated ADD: \(again.output)")
-        #expect(try allocated(lab) == before, "a repeated ADD took another address")
+        #expect(try lab.allocated("web") == before, "a repeated ADD took another address")
 
         // Chained: portmap publishes h1:8080 to alpha's port 80 (DNAT to its overlay address, which
         // the host routes through its gateway leg); tuning sets a sysctl in its namespace.
@@ -134,15 +125,15 @@ import OverlayTestKit
         #expect(try cni(lab, "h1", "DEL", id: idA, netns: nsA, config: portmap, plugin: "portmap").status == 0)
 
         // DEL: the address goes back; twice is fine; so is one for a container never seen.
-        let withA = try allocated(lab)
+        let withA = try lab.allocated("web")
         #expect(try cni(lab, "h1", "DEL", id: idA, netns: nsA, config: config(lab, "h1")).status == 0)
         let afterDel = try links(nsA)
         #expect(afterDel == ["lo"], "after DEL: \(afterDel)")
-        #expect(try allocated(lab) == withA - 1, "DEL did not give alpha's address back")
+        #expect(try lab.allocated("web") == withA - 1, "DEL did not give alpha's address back")
         #expect(try cni(lab, "h1", "DEL", id: idA, netns: nsA, config: config(lab, "h1")).status == 0)
         #expect(try cni(lab, "h1", "DEL", id: String(repeating: "f", count: 64), netns: nil, config: config(lab, "h1")).status == 0)
         #expect(try cni(lab, "h1", "CHECK", id: idA, netns: nsA, config: config(lab, "h1")).code == 3)
-        #expect(try allocated(lab) == withA - 1)
+        #expect(try lab.allocated("web") == withA - 1)
         // The freed address can be asked for again (IP= in CNI_ARGS).
         let reuse = try cni(lab, "h1", "ADD", id: idA, netns: nsA, args: "IP=\(ipA)", config: config(lab, "h1"))
         #expect(reuse.status == 0 && reuse.output.contains("\"\(ipA)/24\""), "\(reuse.output)")
@@ -151,16 +142,16 @@ import OverlayTestKit
         // still goes back.
         try lab.restartDaemon("h2", hostIndex: 2)
         _ = try lab.retrying("h2", ["network", "inspect", "web"], tries: 50, every: 100_000)
-        let withB = try allocated(lab)
+        let withB = try lab.allocated("web")
         #expect(try cni(lab, "h2", "DEL", id: idB, netns: nsB, config: config(lab, "h2")).status == 0)
         let linksB = try links(nsB)
-        #expect(try linksB == ["lo"] && allocated(lab) == withB - 1, "DEL after a restart: \(linksB)")
+        #expect(try linksB == ["lo"] && lab.allocated("web") == withB - 1, "DEL after a restart: \(linksB)")
         let nsG = try netns(lab, "cg")
         #expect(try cni(lab, "h3", "ADD", id: "gamma", netns: nsG, config: config(lab, "h3")).status == 0)
-        let withG = try allocated(lab)
+        let withG = try lab.allocated("web")
         _ = try Lab.run(["ip", "netns", "del", "\(lab.name)-cg"], timeout: 10)
         #expect(try cni(lab, "h3", "DEL", id: "gamma", netns: nsG, config: config(lab, "h3")).status == 0)
-        #expect(try retryUntil(10) { try allocated(lab) == withG - 1 }, "gamma's address was not given back after its namespace went")
+        #expect(try retryUntil(10) { try lab.allocated("web") == withG - 1 }, "gamma's address was not given back after its namespace went")
 
         // CNI_IFNAME in a namespace that has interfaces of its own.
         let nsC = try netns(lab, "cc")
@@ -172,7 +163,7 @@ import OverlayTestKit
         #expect(linksC == ["eth0", "lo", "net1", "ovgw0", "own0"], "\(linksC)")
 
         // Errors: each with its code and one clear message, nothing half-made.
-        let held = try allocated(lab)
+        let held = try lab.allocated("web")
         let nsD = try netns(lab, "cd")
         let taken = try cni(lab, "h1", "ADD", id: "cd1", netns: nsD, config: config(lab, "h1"))
         #expect(taken.status == 0)
@@ -192,7 +183,7 @@ import OverlayTestKit
                                config: #"{"cniVersion":"1.0.0","name":"web","type":"overlay-cni","socket":"/run/ovlt-cni/none.sock"}"#)
         #expect(noDaemon.code == 11 && noDaemon.msg.contains("overlayd is not answering"), "\(noDaemon.output)")
         #expect(try links(nsC) == ["eth0", "lo", "net1", "ovgw0", "own0"] && links(nsD) == ["eth0", "lo", "ovgw0"], "something was left half-made")
-        let heldNow = try allocated(lab)
+        let heldNow = try lab.allocated("web")
         #expect(heldNow == held + 1, "an address leaked: \(heldNow) held, \(held + 1) expected")
     }
 

@@ -68,6 +68,16 @@ struct CLILab {
         return r
     }
 
+    /// How many addresses of `network` the manager (h1, a lab up with `--metrics`) has handed
+    /// out, by its `overlay_ipam_addresses_allocated` metric.
+    func allocated(_ network: String) throws -> Int {
+        let text = try sh("h1", ["curl", "-sf", "-m", "3", "http://198.18.0.1:9323/metrics"]).output
+        for line in text.split(separator: "\n") where line.hasPrefix("overlay_ipam_addresses_allocated{") && line.contains("network=\"\(network)\"") {
+            if let v = line.split(separator: " ").last, let n = Double(v) { return Int(n) }
+        }
+        throw LabError("no overlay_ipam_addresses_allocated for \(network) in h1's metrics")
+    }
+
     func ip(_ host: String, _ container: String, network: String) throws -> String {
         let out = try must(host, ["inspect", container])
         let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [[String: Any]]

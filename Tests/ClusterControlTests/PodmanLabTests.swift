@@ -23,15 +23,6 @@ import OverlayTestKit
         try mustPodman(lab, host, ["inspect", "--format", "{{(index .NetworkSettings.Networks \"\(network)\").IPAddress}}", name])
     }
 
-    /// How many addresses of `network` the manager (h1) has handed out, by its metrics.
-    func allocated(_ lab: CLILab, _ network: String = "web") throws -> Int {
-        let text = try lab.sh("h1", ["curl", "-sf", "-m", "3", "http://198.18.0.1:9323/metrics"]).output
-        for line in text.split(separator: "\n") where line.hasPrefix("overlay_ipam_addresses_allocated{") && line.contains("network=\"\(network)\"") {
-            if let v = line.split(separator: " ").last, let n = Double(v) { return Int(n) }
-        }
-        throw LabError("no overlay_ipam_addresses_allocated for \(network) in h1's metrics")
-    }
-
     @Test func podmanContainersOnAnOverlayAcrossHosts() async throws {
         guard getuid() == 0 else {
             Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
@@ -53,13 +44,13 @@ import OverlayTestKit
                 ]}
                 """.write(toFile: "/run/\(lab.name)/\(h)/podman/net.d/web.conflist", atomically: true, encoding: .utf8)
         }
-        let before = try allocated(lab)
+        let before = try lab.allocated("web")
         _ = try mustPodman(lab, "h1", ["run", "-d", "--name", "pa", "--network", "web", "localhost/busybox:lab", "sleep", "1000"])
         _ = try mustPodman(lab, "h2", ["run", "-d", "--name", "pb", "--network", "web", "-p", "8080:80", "localhost/busybox:lab",
                                        "sh", "-c", "echo hello-from-pb > /tmp/index.html; exec httpd -f -p 80 -h /tmp"])
         let ipA = try address(lab, "h1", "pa"), ipB = try address(lab, "h2", "pb")
         #expect(ipA.hasPrefix("10.71.0.") && ipB.hasPrefix("10.71.0.") && ipA != ipB, "pa \(ipA), pb \(ipB)")
-        #expect(try allocated(lab) == before + 2)
+        #expect(try lab.allocated("web") == before + 2)
 
         // Across hosts by address and by name (the embedded DNS, which podman wrote into resolv.conf).
         #expect(try podman(lab, "h1", ["exec", "pa", "ping", "-c", "1", "-W", "2", ipB]).succeeded, "pa cannot ping pb at \(ipB)")
@@ -85,11 +76,11 @@ import OverlayTestKit
         #expect(published.contains("hello-from-pb"), "h2:8080 answered '\(published)'")
 
         // podman rm gives the address back.
-        let withPB = try allocated(lab)
+        let withPB = try lab.allocated("web")
         _ = try mustPodman(lab, "h2", ["rm", "-f", "-t", "0", "pb"])
         var freed = false
         for _ in 0..<50 where !freed {
-            freed = try allocated(lab) == withPB - 1
+            freed = try lab.allocated("web") == withPB - 1
             if !freed { usleep(100_000) }
         }
         #expect(freed, "pb's address was not given back (\(withPB - 1) expected)")
