@@ -158,6 +158,10 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     public var signingKey: String?
     /// Whether the scheduler may use it (nil: active).
     public var availability: NodeAvailability?
+    /// Managers, as `node ls` shows them: `Leader`, `Reachable` or `Unreachable` (nil for workers).
+    public var managerStatus: String?
+    /// Managers: the manager API's port (nil: 2377).
+    public var managerPort: Int?
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
@@ -735,6 +739,12 @@ public struct JoinRequest: Codable, Sendable {
     /// Ignored: the manager names every joining node (a joiner could otherwise take the
     /// manager's or another node's identity). Kept so older joiners still decode.
     public var nodeID: String?
+    /// Whether the joiner's own `--cluster-store` holds this swarm (its CA is the token's): what
+    /// joining as a manager needs.
+    public var sharesClusterStore: Bool?
+    /// The port the joiner's manager API would listen on (what other nodes reach it at, should it
+    /// join as a manager).
+    public var managerPort: Int?
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
@@ -744,8 +754,12 @@ public struct JoinRequest: Codable, Sendable {
         dataPathAddr: String,
         gossipPort: UInt16,
         csr: String? = nil,
-        nodeID: String? = nil
+        nodeID: String? = nil,
+        sharesClusterStore: Bool? = nil,
+        managerPort: Int? = nil
     ) {
+        self.managerPort = managerPort
+        self.sharesClusterStore = sharesClusterStore
         self.token = token
         self.hostname = hostname
         self.advertiseAddr = advertiseAddr
@@ -810,6 +824,10 @@ public struct ClusterState: Codable, Sendable {
     /// Changes when the manager restarts (nodes then report their tasks again: it keeps their
     /// states in memory only).
     public var managerEpoch: String?
+    /// Every manager's API, `host:port` (a node fails over to another when its manager goes).
+    public var managers: [String]?
+    /// The node ID of the leading manager, when known.
+    public var leader: String?
     /// What the manager asks of the polling node besides the state: the logs of some of its tasks
     /// (`service logs`). Set only in the answer to one node's poll that sent `logs=`; never kept.
     public var logRequests: [LogRequest]?

@@ -243,9 +243,9 @@ struct NodeList: AsyncParsableCommand {
         if quiet.printIDs(nodes.map(\.id)) { return }
         if try format.emit(nodes) { return }
         let me = try await c.call(LocalAPI.info).nodeID
-        printTable(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "ROLE", "ADDRESS", "DATA PATH", "ENCRYPTION"], nodes.map {
+        printTable(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ADDRESS", "DATA PATH", "ENCRYPTION"], nodes.map {
             [$0.id + ($0.id == me ? " *" : ""), $0.hostname, $0.status.rawValue.capitalized,
-             ($0.availability ?? .active).rawValue.capitalized, $0.role == .manager ? "Leader" : "worker",
+             ($0.availability ?? .active).rawValue.capitalized, $0.role == .manager ? ($0.managerStatus ?? "Reachable") : "",
              $0.advertiseAddr.description, $0.dataPathAddr.description, $0.encryption ?? "-"]
         })
     }

@@ -62,8 +62,15 @@ struct LabUp: AsyncParsableCommand {
     var metrics = false
     @Flag(help: "Every host also runs podman (CNI backend, overlay-cni, a local busybox image), in a mount namespace it shares with its overlayd.")
     var podman = false
+    @Option(help: "Members of an etcd cluster to start, one on each of the first N hosts (1-7); every overlayd gets --cluster-store naming them.")
+    var etcd: Int?
 
-    func validate() throws { guard (1...250).contains(hosts) else { throw ValidationError("--hosts \(hosts): use 1-250") } }
+    func validate() throws {
+        guard (1...250).contains(hosts) else { throw ValidationError("--hosts \(hosts): use 1-250") }
+        if let etcd, !(1...min(7, hosts)).contains(etcd) {
+            throw ValidationError("--etcd \(etcd): use 1-\(min(7, hosts)) (one member on each of the first hosts)")
+        }
+    }
 
     func run() async throws {
         let overlayd = binDirectory() + "/overlayd"
@@ -73,6 +80,12 @@ struct LabUp: AsyncParsableCommand {
         if !lab.hosts().isEmpty { try await LabDown.tearDown(lab) }
         let created: Lab
         do { created = try Lab.create(name: lab.name, hosts: hosts) } catch { throw CLIError("cannot create the lab: \(error)") }
+        var clusterStore: String?
+        if let etcd {
+            let members = Array(created.hosts.prefix(etcd))
+            try await LabEtcd.start(lab, members)
+            clusterStore = LabEtcd.url(members)
+        }
         for h in created.hosts {
             let dir = lab.stateDir(h.name)
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -99,6 +112,7 @@ struct LabUp: AsyncParsableCommand {
             if !normalGossip { daemon.append("--fast-gossip") }
             daemon += dns.flatMap { ["--dns", $0] }
             if metrics { daemon += ["--metrics-addr", "\(h.address):9323"] }
+            if let clusterStore { daemon += ["--cluster-store", clusterStore] }
             p.arguments = enter + daemon
             p.standardOutput = log
             p.standardError = log
@@ -123,6 +137,7 @@ struct LabUp: AsyncParsableCommand {
             print("\(h.name)  \(h.address)  netns \(lab.namespace(h.name))  socket \(lab.socket(h.name))"
                   + (metrics ? "  metrics http://\(h.address):9323/metrics" : ""))
         }
+        if let clusterStore { print("etcd  \(clusterStore)  (data and log under \(lab.stateRoot)/hN/etcd)") }
         print("lab \(lab.name) is up: `overlayctl lab exec h1 -- overlayctl swarm init` to begin")
     }
 }
@@ -171,6 +186,7 @@ struct LabDown: AsyncParsableCommand {
         }
         for _ in 0..<50 where pids.contains(where: { kill($0, 0) == 0 }) { try await Task.sleep(for: .milliseconds(100)) }
         for p in pids where kill(p, 0) == 0 { kill(p, SIGKILL) }
+        for h in lab.hosts() { LabEtcd.stop(lab, h) }
         // Processes still in the lab's namespaces (containers of a daemon that did not answer).
         let labInodes = Set(lab.hosts().compactMap { inode("/run/netns/\(lab.namespace($0))") })
         killProcesses(inNamespaces: labInodes)

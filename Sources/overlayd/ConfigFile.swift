@@ -21,7 +21,7 @@ struct ConfigFile {
         "datapath": .string, "log-level": .string, "log-format": .string, "fast-gossip": .flag,
         "manager-max-connections": .integer, "manager-max-connections-per-source": .integer, "manager-request-timeout": .integer,
         "max-addresses-per-node": .integer, "dns-forwards-per-container": .integer, "gossip-streams-per-source": .integer,
-        "orphaned-address-grace": .integer, "metrics-addr": .string,
+        "orphaned-address-grace": .integer, "metrics-addr": .string, "cluster-store": .string, "cluster-store-opt": .strings,
     ]
 
     /// One setting: the flags it stands for and the line it is on.

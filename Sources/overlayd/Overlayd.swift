@@ -98,6 +98,17 @@ struct Overlayd: AsyncParsableCommand {
         discussion: "Like dockerd's metrics-addr: bind it to an address only your Prometheus reaches, e.g. 127.0.0.1:9323."))
     var metricsAddr: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Managers: the etcd v3 cluster they share, etcd://HOST:PORT[,HOST:PORT...]; default: this node's own store (one manager).",
+        discussion: "Every manager of a swarm is started with the same store. etcd 3.4 or later (its v3 JSON gateway).",
+        valueName: "url"))
+    var clusterStore: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "An option of --cluster-store (repeatable): kv.cacertfile=, kv.certfile=, kv.keyfile= (TLS, PEM files), kv.path= (key prefix).",
+        valueName: "key=value"))
+    var clusterStoreOpt: [String] = []
+
     /// Parses the configuration file's settings, then the command line's (which win), and runs.
     /// An error about a setting from the file says which line it came from.
     static func main() async {
@@ -141,6 +152,13 @@ struct Overlayd: AsyncParsableCommand {
         for d in dns where !DaemonConfiguration.isValidDNSServer(d) {
             throw ValidationError("--dns \(d) is not an IP address or IP:PORT")
         }
+        if let clusterStore {
+            do { _ = try DaemonConfiguration.clusterStore(clusterStore, options: clusterStoreOpt) } catch {
+                throw ValidationError("\(error)")
+            }
+        } else if !clusterStoreOpt.isEmpty {
+            throw ValidationError("--cluster-store-opt needs --cluster-store")
+        }
         guard stateDir.hasPrefix("/") else { throw ValidationError("--state-dir must be an absolute path") }
         for (flag, value, range) in [
             ("--manager-max-connections", managerMaxConnections, 1...1_000_000),
@@ -179,6 +197,11 @@ struct Overlayd: AsyncParsableCommand {
         config.dnsForwardsPerContainer = dnsForwardsPerContainer
         config.gossipStreamsPerSource = gossipStreamsPerSource
         config.metricsAddr = metricsAddr
+        if let clusterStore {
+            let (etcd, prefix) = try DaemonConfiguration.clusterStore(clusterStore, options: clusterStoreOpt)
+            config.clusterStore = etcd
+            config.clusterStorePrefix = prefix
+        }
         config.socketGroup = group.flatMap { getgrnam($0)?.pointee.gr_gid }
         let socketPath = config.socketPath
         config.onReady = { SystemdNotify.send("READY=1\nSTATUS=serving on \(socketPath)") }

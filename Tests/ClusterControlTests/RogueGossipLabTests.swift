@@ -43,7 +43,7 @@ import OverlayTestKit
         let read = try Command.run(["python3", "-c", """
             import json, sqlite3, sys
             c = sqlite3.connect(sys.argv[1])
-            print(" ".join(json.loads(c.execute("select json from object where kind='setting' and key='manager'").fetchone()[0])["gossipKeys"]))
+            print(" ".join(json.loads(c.execute("select json from object where kind='cluster-setting' and key='manager'").fetchone()[0])["gossipKeys"]))
             """, "/run/\(lab.name)/h1/overlayd.db"])
         let keys = read.output.split(whereSeparator: \.isWhitespace).compactMap { Data(base64Encoded: String($0)) }.map { SecretKey(bytes: $0) }
         #expect(keys.count == 3, "\(read.output)")

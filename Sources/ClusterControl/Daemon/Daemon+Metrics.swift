@@ -141,7 +141,7 @@ extension OverlayDaemon {
 
     /// Managers: per network, the addresses handed out and what its subnets hold.
     private func refreshIPAMMetrics(_ m: DaemonMetrics) {
-        let allocations = (try? store.all(.allocation, as: AllocationRecord.self)) ?? []
+        let allocations = (try? view.all(.allocation, as: AllocationRecord.self)) ?? []
         let byNetwork = Dictionary(grouping: allocations, by: \.networkID).mapValues(\.count)
         for n in cluster.networks {
             m.gauge("overlay_ipam_addresses_allocated", ["network": n.name], byNetwork[n.id] ?? 0)

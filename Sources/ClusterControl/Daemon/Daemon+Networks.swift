@@ -25,25 +25,26 @@ extension OverlayDaemon {
 
     func createNetwork(_ req: NetworkCreateRequest) async throws -> NetworkInspect {
         if req.driver == "bridge" { return try createGatewayBridge(req) }
-        var m = try requireManager()
-        let existing = try store.all(.network, as: NetworkRecord.self)
-        var ipam = m.ipam
-        let record = try NetworkAllocator.make(req, ipam: &ipam, existing: existing, encryptedMTU: encryptedNetworkMTU)
-        // A subnet over a node's gateway bridge would send that node's traffic the wrong way:
-        // refused now, not found later as tasks that cannot start.
-        var bridges = m.gatewaySubnets
-        if let own = gateway?.info?.subnet, let me = swarm?.nodeID { bridges[me] = own.description }
-        for sub in record.subnets {
-            let c = sub.subnet
-            for (node, b) in bridges.sorted(by: { $0.key < $1.key }) {
-                guard let bc = CIDR(b), bc.family == c.family, bc.overlaps(c) else { continue }
-                let host = cluster.nodes.first { $0.id == node }?.hostname ?? node
-                throw APIError(400, "subnet \(sub.subnet) overlaps the gateway bridge of node \(host) (\(b)): pick another --subnet")
+        _ = try requireManager()
+        let record = try await sharedWrite("creating network \(req.name)") {
+            let m = try requireManager()
+            let existing = try view.all(.network, as: NetworkRecord.self)
+            var ipam = m.ipam
+            let record = try NetworkAllocator.make(req, ipam: &ipam, existing: existing, encryptedMTU: encryptedNetworkMTU)
+            // A subnet over a node's gateway bridge would send that node's traffic the wrong way:
+            // refused now, not found later as tasks that cannot start.
+            var bridges = m.gatewaySubnets
+            if let own = gateway?.info?.subnet, let me = swarm?.nodeID { bridges[me] = own.description }
+            for sub in record.subnets {
+                let c = sub.subnet
+                for (node, b) in bridges.sorted(by: { $0.key < $1.key }) {
+                    guard let bc = CIDR(b), bc.family == c.family, bc.overlaps(c) else { continue }
+                    let host = cluster.nodes.first { $0.id == node }?.hostname ?? node
+                    throw APIError(400, "subnet \(sub.subnet) overlaps the gateway bridge of node \(host) (\(b)): pick another --subnet")
+                }
             }
+            return ([try .set(.network, record.id, record)], ipam, record)
         }
-        m.ipam = ipam
-        try store.write([try .set(.network, record.id, record), try .set(.setting, "ipam", m.ipam.snapshot())])
-        manager = m
         try refreshClusterFromStore()
         return try await inspectNetwork(record.name, verbose: false)
     }
@@ -124,7 +125,14 @@ extension OverlayDaemon {
     }
 
     func removeNetwork(_ name: String) async throws {
-        var m = try requireManager()
+        _ = try requireManager()
+        try await sharedWrite("removing network \(name)") { try removingNetwork(name) }
+        try refreshClusterFromStore()
+    }
+
+    /// What removing network `name` writes, decided on the view.
+    func removingNetwork(_ name: String) throws -> (changes: [StoreChange], ipam: IPAM?, result: Void) {
+        var ipam = try requireManager().ipam
         let n = try network(named: name)
         if n.ingress {
             let publishing = allServices().filter { $0.ports.contains { $0.publishMode == .ingress } }.map(\.name).sorted()
@@ -136,12 +144,13 @@ extension OverlayDaemon {
         if !users.isEmpty {
             throw APIError(409, "network \(n.name) is in use by service \(users.joined(separator: ", "))")
         }
-        var allocations = try store.all(.allocation, as: AllocationRecord.self).filter { $0.networkID == n.id }
+        var allocations = try view.all(.allocation, as: AllocationRecord.self).filter { $0.networkID == n.id }
         // Load balancers of nodes with no containers left on it go with the network.
         let lbs = allocations.filter { ($0.name ?? "").hasPrefix("lb-") || ($0.name ?? "").hasPrefix("ingress-sbox") }
+        var changes: [StoreChange] = []
         if lbs.count == allocations.count {
-            for a in lbs { try? m.ipam.releaseAddress(a.address, in: n.id) }
-            try store.write(lbs.map { .delete(.allocation, "\($0.networkID)/\($0.address)") })
+            for a in lbs { try? ipam.releaseAddress(a.address, in: n.id) }
+            changes += lbs.map { .delete(.allocation, "\($0.networkID)/\($0.address)") }
             allocations = []
         }
         if !allocations.isEmpty {
@@ -149,10 +158,8 @@ extension OverlayDaemon {
             let who = allocations.map { "\($0.name ?? String($0.endpointID.prefix(12))) on \(nodes[$0.nodeID] ?? $0.nodeID)" }
             throw APIError(409, "network \(n.name) has active endpoints (\(who.joined(separator: ", "))): remove them first")
         }
-        do { try m.ipam.removeNetwork(n.id) } catch { throw APIError(500, "IPAM: \(error.message)") }
-        try store.write([.delete(.network, n.id), try .set(.setting, "ipam", m.ipam.snapshot())])
-        manager = m
-        try refreshClusterFromStore()
+        do { try ipam.removeNetwork(n.id) } catch { throw APIError(500, "IPAM: \(error.message)") }
+        return (changes + [.delete(.network, n.id)], ipam, ())
     }
 
     // MARK: addresses (manager)
@@ -160,51 +167,52 @@ extension OverlayDaemon {
     /// Allocates an address for an endpoint (`AddressAllocator` decides). `caller` is the node
     /// asking through the manager port (its certificate's ID): the address is recorded as that
     /// node's, whatever the request says. Nil for this manager's own calls.
-    func allocate(_ req: AllocateRequest, for caller: String?) throws -> AllocateReply {
-        var m = try requireManager()
+    func allocate(_ req: AllocateRequest, for caller: String?) async throws -> AllocateReply {
+        _ = try requireManager()
         let owner = caller ?? req.nodeID
-        let n = try network(named: req.network)
-        let existing = try store.all(.allocation, as: AllocationRecord.self)
-        let decided: AddressAllocator.Allocation
-        do {
-            decided = try AddressAllocator.allocate(req, owner: owner, network: n, existing: existing, ipam: &m.ipam,
-                                                    maxPerNode: configuration.maxAddressesPerNode)
-        } catch let e as APIError where e.status == 403 || e.status == 429 {
-            log(.manager, ["node": "\(owner)", "network": "\(n.name)", "endpoint": "\(req.endpointID.prefix(64))"]).warning("refused node \(owner)'s address request for endpoint \(req.endpointID.prefix(64)) on \(n.name): \(e.message)")
-            throw e
+        return try await sharedWrite("allocating an address on \(req.network.prefix(64))") {
+            var ipam = try requireManager().ipam
+            let n = try network(named: req.network)
+            let existing = try view.all(.allocation, as: AllocationRecord.self)
+            let decided: AddressAllocator.Allocation
+            do {
+                decided = try AddressAllocator.allocate(req, owner: owner, network: n, existing: existing, ipam: &ipam,
+                                                        maxPerNode: configuration.maxAddressesPerNode)
+            } catch let e as APIError where e.status == 403 || e.status == 429 {
+                log(.manager, ["node": "\(owner)", "network": "\(n.name)", "endpoint": "\(req.endpointID.prefix(64))"]).warning("refused node \(owner)'s address request for endpoint \(req.endpointID.prefix(64)) on \(n.name): \(e.message)")
+                throw e
+            }
+            // A retry after a lost answer: the same address, nothing to write.
+            guard let record = decided.record else { return ([], nil, decided.reply) }
+            return ([try .set(.allocation, AddressAllocator.key(network: n.id, address: record.address), record)], ipam, decided.reply)
         }
-        guard let record = decided.record else { return decided.reply }   // a retry after a lost answer: same address
-        try store.write([try .set(.allocation, AddressAllocator.key(network: n.id, address: record.address), record),
-                         try .set(.setting, "ipam", m.ipam.snapshot())])
-        manager = m
-        return decided.reply
     }
 
     /// Gives an address back (`AddressAllocator` decides). `caller` (a node on the manager port)
     /// may release only addresses recorded as its own; nil for this manager's own calls.
-    func release(_ req: ReleaseRequest, for caller: String?) throws {
-        var m = try requireManager()
-        guard let n = try? network(named: req.network) else { return }
-        let found = req.address.isEmpty
-            ? try store.all(.allocation, as: AllocationRecord.self).first { $0.networkID == n.id && $0.endpointID == req.endpointID }
-            : try store.get(.allocation, "\(n.id)/\(req.address)", as: AllocationRecord.self)
-        let a: AllocationRecord?
-        do { a = try AddressAllocator.releasing(req, caller: caller, network: n, found: found) } catch let e as APIError {
-            log(.manager, ["node": "\(caller ?? "?")", "network": "\(n.name)", "address": "\(req.address.prefix(64))"]).warning("refused node \(caller ?? "?")'s release of \(req.address) on \(n.name): \(e.message)")
-            throw e
+    func release(_ req: ReleaseRequest, for caller: String?) async throws {
+        _ = try requireManager()
+        try await sharedWrite("releasing an address on \(req.network.prefix(64))") {
+            var ipam = try requireManager().ipam
+            guard let n = try? network(named: req.network) else { return ([], nil, ()) }
+            let found = req.address.isEmpty
+                ? try view.all(.allocation, as: AllocationRecord.self).first { $0.networkID == n.id && $0.endpointID == req.endpointID }
+                : try view.get(.allocation, "\(n.id)/\(req.address)", as: AllocationRecord.self)
+            let a: AllocationRecord?
+            do { a = try AddressAllocator.releasing(req, caller: caller, network: n, found: found) } catch let e as APIError {
+                log(.manager, ["node": "\(caller ?? "?")", "network": "\(n.name)", "address": "\(req.address.prefix(64))"]).warning("refused node \(caller ?? "?")'s release of \(req.address) on \(n.name): \(e.message)")
+                throw e
+            }
+            guard let a else { return ([], nil, ()) }
+            try? ipam.releaseAddress(a.address, in: n.id)
+            return ([.delete(.allocation, AddressAllocator.key(network: n.id, address: a.address))], ipam, ())
         }
-        guard let a else { return }
-        try? m.ipam.releaseAddress(a.address, in: n.id)
-        try store.write([.delete(.allocation, AddressAllocator.key(network: n.id, address: a.address)),
-                         try .set(.setting, "ipam", m.ipam.snapshot())])
-        manager = m
     }
 
     /// Asks the manager (this node or the remote one) for an address.
     func requestAddress(_ req: AllocateRequest) async throws -> AllocateReply {
-        if manager != nil { return try allocate(req, for: nil) }
-        let client = try managerClient(timeout: .seconds(10))
-        return try await client.call(ManagerAPI.allocate, body: req, group: group)
+        if manager != nil { return try await allocate(req, for: nil) }
+        return try await callingManager { client in try await client.call(ManagerAPI.allocate, body: req, group: self.group) }
     }
 
     /// Gives an address back to the manager. When the manager cannot be told now, the release is
@@ -220,9 +228,8 @@ extension OverlayDaemon {
     }
 
     func tellRelease(_ req: ReleaseRequest) async throws {
-        if manager != nil { return try release(req, for: nil) }
-        let client = try managerClient(timeout: .seconds(10))
-        _ = try await client.call(ManagerAPI.release, body: req, group: group)
+        if manager != nil { return try await release(req, for: nil) }
+        _ = try await callingManager { client in try await client.call(ManagerAPI.release, body: req, group: self.group) }
     }
 
     /// Retries the releases the manager could not be told of (at most every 10 s).

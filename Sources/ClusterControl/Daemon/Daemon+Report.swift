@@ -60,7 +60,7 @@ extension OverlayDaemon {
     /// Manager: records what a node says of itself. Every part is checked: a gateway subnet that
     /// is not plausible is refused (400), ports and task states not well-formed or not the node's
     /// are dropped and counted.
-    func recordReport(_ report: NodeReport, from node: String) throws -> NodeReportReply {
+    func recordReport(_ report: NodeReport, from node: String) async throws -> NodeReportReply {
         guard report.nodeID == node else {
             log(.manager, ["node": "\(node)"]).warning("refused a report from node \(node) for node \(report.nodeID.prefix(64))")
             throw APIError(403, "a node reports only for itself")
@@ -76,7 +76,7 @@ extension OverlayDaemon {
         if let ports = report.publishedPorts {
             manager?.standalonePorts[node] = Self.validPublishedPorts(ports.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         }
-        if let held = report.endpoints, held.count <= 1_000_000 { try giveBackOrphans(of: node, holds: Set(held)) }
+        if let held = report.endpoints, held.count <= 1_000_000 { try await giveBackOrphans(of: node, holds: Set(held)) }
         guard let states = report.taskStates else { return NodeReportReply(recorded: 0, ignored: 0) }
         let ignored = recordTaskStatus(TaskStatusReport(nodeID: node, states: states))
         if ignored > 0 { log(.manager, ["node": "\(node)"]).notice("node \(node) reported \(ignored) task(s) not assigned to it: ignored") }
@@ -85,9 +85,9 @@ extension OverlayDaemon {
 
     /// Manager: gives back the addresses `node` holds by the manager's records but, by two of its
     /// reports at least `orphanedAddressGrace` apart, no longer knows of.
-    func giveBackOrphans(of node: String, holds held: Set<String>) throws {
+    func giveBackOrphans(of node: String, holds held: Set<String>) async throws {
         guard var m = manager else { return }
-        let allocations = try store.all(.allocation, as: AllocationRecord.self)
+        let allocations = try view.all(.allocation, as: AllocationRecord.self)
         let orphans = m.orphans.report(node: node, holds: held, allocations: allocations, now: Date(),
                                        grace: configuration.orphanedAddressGrace)
         manager = m
@@ -95,7 +95,7 @@ extension OverlayDaemon {
         for a in orphans {
             guard let name = networks[a.networkID] else { continue }
             log(.manager, ["node": "\(node)", "network": "\(name)", "endpoint": "\(a.endpointID)", "address": "\(a.address)"]).notice("node \(node) no longer holds endpoint \(a.endpointID.prefix(12)) (\(a.address) on \(name), \(a.name ?? "unnamed")) by two of its reports: the address is given back")
-            try release(ReleaseRequest(network: name, address: a.address.description, endpointID: a.endpointID), for: node)
+            try await release(ReleaseRequest(network: name, address: a.address.description, endpointID: a.endpointID), for: node)
         }
     }
 }

@@ -124,7 +124,7 @@ extension OverlayDaemon {
 
     /// Whether `node` is in the store: a certificate outlives its node's membership.
     func isMember(_ node: String) throws -> Bool {
-        try store.get(.node, node, as: NodeRecord.self) != nil
+        view.entry(.node, node) != nil
     }
 }
 

@@ -27,6 +27,15 @@ extension OverlayDaemon {
     // MARK: create / update / rm
 
     func createService(_ req: ServiceCreateRequest) async throws -> ServiceListEntry {
+        _ = try requireManager()
+        let id = try await sharedWrite("creating service \(req.name.prefix(64))") { try creatingService(req) }
+        try refreshClusterFromStore()
+        await scheduleServices()
+        return try serviceEntry(service(named: id))
+    }
+
+    /// What creating a service writes (its record and virtual IPs), decided on the view.
+    func creatingService(_ req: ServiceCreateRequest) throws -> (changes: [StoreChange], ipam: IPAM?, result: String) {
         var m = try requireManager()
         guard Self.validContainerName(req.name), !req.name.contains(".") else {
             throw APIError(400, "invalid service name '\(req.name)': use letters, digits, '_', '-' (starting with a letter or digit)")
@@ -78,16 +87,7 @@ extension OverlayDaemon {
         }
         try addIngress(to: &record)
         changes.append(try .set(.service, id, record))
-        changes.append(try .set(.setting, "ipam", m.ipam.snapshot()))
-        do { try store.write(changes) } catch {
-            // The store has none of it: give the addresses back in memory too.
-            for sn in record.networks { if let v = sn.vip { try? m.ipam.releaseAddress(v, in: sn.networkID) } }
-            throw APIError(500, "\(error)")
-        }
-        manager = m
-        try refreshClusterFromStore()
-        await scheduleServices()
-        return try serviceEntry(service(named: id))
+        return (changes, m.ipam, id)
     }
 
     /// Adds the ingress network (no VIP: the mesh sends to task addresses) when the service
@@ -191,47 +191,55 @@ extension OverlayDaemon {
         if let add = req.publishAdd {
             s.ports = try servicePorts(add, existing: s.ports, endpointMode: s.endpointMode, excluding: s.id)
         }
+        var replaceTasks = false
         if req.publishAdd != nil || req.publishRemove != nil {
             if s.sourceIP == .keep && !s.ports.contains(where: { $0.publishMode == .ingress }) { s.sourceIP = nil }
             let before = Set(s.networks.map(\.networkID))
             try addIngress(to: &s)
             if Set(s.networks.map(\.networkID)) != before {
                 // A new network means new containers: every task is replaced (Docker's rolling update, all at once).
-                var changes: [StoreChange] = []
-                for t in allTasks() where t.serviceID == s.id && t.desiredState == .running {
+                replaceTasks = true
+            }
+        }
+        s.updated = Date()
+        let updated = s
+        try await sharedWrite("updating service \(s.name)") {
+            guard view.entry(.service, updated.id) != nil else { throw APIError(404, "service \(name) not found") }
+            var changes: [StoreChange] = []
+            if replaceTasks {
+                for t in try view.all(.task, as: TaskRecord.self) where t.serviceID == updated.id && t.desiredState == .running {
                     var d = t
                     d.desiredState = .shutdown
                     d.shutdownAt = Date()
                     changes.append(try .set(.task, t.id, d))
                 }
-                try store.write(changes)
             }
+            return (changes + [try .set(.service, updated.id, updated)], nil, ())
         }
-        s.updated = Date()
-        try store.put(.service, s.id, s)
         try refreshClusterFromStore()
         await scheduleServices()
         return try serviceEntry(service(named: s.id))
     }
 
     func removeService(_ name: String) async throws {
-        var m = try requireManager()
-        let s = try service(named: name)
-        var changes: [StoreChange] = [.delete(.service, s.id)]
-        for sn in s.networks {
-            guard let vip = sn.vip else { continue }
-            try? m.ipam.releaseAddress(vip, in: sn.networkID)
-            changes.append(.delete(.allocation, "\(sn.networkID)/\(vip)"))
+        _ = try requireManager()
+        try await sharedWrite("removing service \(name.prefix(64))") {
+            var ipam = try requireManager().ipam
+            let s = try service(named: name)
+            var changes: [StoreChange] = [.delete(.service, s.id)]
+            for sn in s.networks {
+                guard let vip = sn.vip else { continue }
+                try? ipam.releaseAddress(vip, in: sn.networkID)
+                changes.append(.delete(.allocation, "\(sn.networkID)/\(vip)"))
+            }
+            for t in allTasks() where t.serviceID == s.id && t.desiredState == .running {
+                var d = t
+                d.desiredState = .shutdown
+                d.shutdownAt = Date()
+                changes.append(try .set(.task, t.id, d))
+            }
+            return (changes, ipam, ())
         }
-        for t in allTasks() where t.serviceID == s.id && t.desiredState == .running {
-            var d = t
-            d.desiredState = .shutdown
-            d.shutdownAt = Date()
-            changes.append(try .set(.task, t.id, d))
-        }
-        changes.append(try .set(.setting, "ipam", m.ipam.snapshot()))
-        try store.write(changes)
-        manager = m
         try refreshClusterFromStore()
     }
 
@@ -250,7 +258,7 @@ extension OverlayDaemon {
     /// Makes the tasks match the services (`Scheduler` decides; this gathers its inputs and
     /// writes its plan). One store write per round, only when something changed.
     func scheduleServices() async {
-        guard let m = manager else { return }
+        guard let m = manager, isLeader else { return }
         let ready = Set(await readyNodes().map(\.id))
         // A node's tasks move once it has been down for a while (a daemon restart takes a second
         // or two: its tasks stay), and not while a restarted manager's gossip is still finding the others.
@@ -266,7 +274,9 @@ extension OverlayDaemon {
             var changes: [StoreChange] = []
             for t in plan.shutDown + plan.created { changes.append(try .set(.task, t.id, t)) }
             changes += plan.forgotten.map { .delete(.task, $0) }
-            try store.write(changes)
+            // Decided on the view as it was: a refused write is decided again at the next round.
+            // Fenced: a manager that lost the leadership (and does not know it yet) writes nothing.
+            do { try await commitShared(changes, conditions: leaderFence) } catch is SharedConflict { return }
             try refreshClusterFromStore()
         } catch {
             log(.manager).error("the scheduler could not save its decisions: \(error)")

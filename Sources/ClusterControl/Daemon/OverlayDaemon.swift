@@ -63,6 +63,11 @@ public struct DaemonConfiguration: Sendable {
     public var onStopping: (@Sendable () -> Void)?
     /// Where Prometheus metrics are served (`HOST:PORT`, plain HTTP `GET /metrics`); nil: not at all.
     public var metricsAddr: String?
+    /// Managers: the etcd cluster they share (`--cluster-store`); nil: this node's SQLite file,
+    /// a single manager.
+    public var clusterStore: EtcdConfiguration?
+    /// The prefix of the swarm's keys in etcd (one swarm per prefix).
+    public var clusterStorePrefix = "/swift-overlay/swarm/"
 
     /// Makes a configuration with Docker's defaults.
     public init(stateDirectory: String, socketPath: String? = nil) {
@@ -107,7 +112,19 @@ struct SwarmSettings: Codable, Sendable {
 /// gossip, and (on a manager) the cluster store and the manager API on 2377.
 public actor OverlayDaemon {
     public let configuration: DaemonConfiguration
+    /// This node's own state (and, without `--cluster-store`, the manager's shared state too).
     let store: SQLiteClusterStore
+    /// Where managers keep what they share: `store`, or etcd (Daemon+Shared.swift).
+    let sharedStore: any SharedStore
+    /// Managers: the shared state at one store revision, kept current by a watch.
+    var view = StoreSnapshot(revision: 0)
+    /// Managers on etcd: the term (the leadership key's create revision) while this manager
+    /// leads; its leader-only writes are fenced with it.
+    var leaderTerm: UInt64?
+    /// The node ID of the manager that leads, as last known.
+    var leaderID: String?
+    /// Writers waiting for the view to reach a revision (after a refused write).
+    var viewWaiters: [UUID: (revision: UInt64, continuation: CheckedContinuation<Void, Never>)] = [:]
     let group: MultiThreadedEventLoopGroup
     /// The thread this actor runs on (its executor). The daemon's own work blocks in the kernel
     /// (netlink, nftables, namespaces, SQLite), and it does so here, never on one of Swift's
@@ -197,6 +214,11 @@ public actor OverlayDaemon {
             throw StoreError("cannot make \(configuration.stateDirectory) private (chmod 0700): \(String(cString: strerror(errno)))")
         }
         store = try SQLiteClusterStore(path: configuration.stateDirectory + "/overlayd.db")
+        if let etcd = configuration.clusterStore {
+            sharedStore = try EtcdStore(etcd, clusterID: "", prefix: configuration.clusterStorePrefix)
+        } else {
+            sharedStore = store
+        }
         metrics = configuration.metricsAddr == nil ? nil : DaemonMetrics()
         group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         isolation = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -221,6 +243,11 @@ public actor OverlayDaemon {
             log(.encryption).info("kernel IPsec (xfrm ESP with rfc4106(gcm(aes))): available, not used: encrypted networks use the userspace ESP datapath (the same wire format)")
         case .unavailable(let why):
             log(.encryption).info("kernel IPsec (xfrm ESP with rfc4106(gcm(aes))): unavailable (\(why)); encrypted networks use the userspace ESP datapath")
+        }
+        if configuration.clusterStore != nil {
+            // An etcd that cannot be reached, or refuses this node, is one line at start, not a
+            // failure at the first write.
+            do { try await loadView() } catch let e as APIError { throw StoreError(e.message) }
         }
         let socketDir = (configuration.socketPath as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: socketDir, withIntermediateDirectories: true)
@@ -267,6 +294,7 @@ public actor OverlayDaemon {
         await dns?.shutdown()
         dns = nil
         mark("dns")
+        if let etcd = sharedStore as? EtcdStore { try? await etcd.shutdown() }
         try? await group.shutdownGracefully()
         try? await blockingWork.shutdownGracefully()
         mark("event loops")

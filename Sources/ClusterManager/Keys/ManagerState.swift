@@ -6,6 +6,8 @@ import OverlayAPI
 /// What only a manager holds: the global IPAM, the join secrets, the gossip keyring.
 package struct ManagerState: Sendable {
     package var ipam: IPAM
+    /// The store revision the IPAM was read from or written at (its entry's `modified`).
+    package var ipamRevision: UInt64 = 0
     package var settings: ManagerSettings
     /// The encrypted networks' keyring: in memory only. A restarted manager makes a new one and
     /// every node moves to it in rotation order (nodes that restart get it from the manager).

@@ -91,6 +91,9 @@ public struct ClusterCA: Sendable {
         try PEMFiles.write(privateKey.pemRepresentation, to: directory + "/" + Self.keyFile, mode: 0o600)
     }
 
+    /// The CA's private key in PEM (PKCS#8): for the cluster store managers share, never a log.
+    public var privateKeyPEM: String { privateKey.pemRepresentation }
+
     /// The cluster ID (the CA's organization name).
     public var clusterID: String { certificate.subject.pkiOrganization ?? "" }
 

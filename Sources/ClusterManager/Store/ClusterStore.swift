@@ -15,8 +15,12 @@ public struct StoreKind: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let node = StoreKind(rawValue: "node")
     /// Manager: address allocations, by "<networkID>/<address>".
     public static let allocation = StoreKind(rawValue: "allocation")
-    /// Both: secrets and settings (CA, tokens, keyring, cluster ID, swarm membership), by name.
+    /// Both: this node's own secrets and settings (swarm membership, node ID, the state last
+    /// received), by name.
     public static let setting = StoreKind(rawValue: "setting")
+    /// Manager: what every manager shares besides objects (the join tokens and gossip keyring,
+    /// the IPAM, the write sequence), by name.
+    public static let clusterSetting = StoreKind(rawValue: "cluster-setting")
     /// Manager: services, by ID.
     public static let service = StoreKind(rawValue: "service")
     /// Manager: tasks, by ID.

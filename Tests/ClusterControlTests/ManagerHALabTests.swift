@@ -1,0 +1,141 @@
+import Foundation
+import Glibc
+import Testing
+import OverlayTestKit
+
+/// Several managers on one etcd (issue 16), with the real binaries: `lab up --hosts 5 --etcd 3`,
+/// managers h1-h3 (each beside an etcd member), workers h4 and h5.
+@Suite(.serialized) struct ManagerHALabTests {
+    static let store = "etcd://198.18.0.1:2379,198.18.0.2:2379,198.18.0.3:2379"
+
+    /// `node ls` on `host` as hostname -> manager status ("" for workers).
+    func managerStatus(_ lab: CLILab, on host: String) throws -> [String: String] {
+        var out: [String: String] = [:]
+        for n in try jsonLines(try lab.must(host, ["node", "ls", "--format", "json"])) {
+            out[n["hostname"] as! String] = n["managerStatus"] as? String ?? ""
+        }
+        return out
+    }
+
+    /// The leader's hostname as `host` sees it, if one leads.
+    func leader(_ lab: CLILab, on host: String) -> String? {
+        (try? managerStatus(lab, on: host))?.first { $0.value == "Leader" }?.key
+    }
+
+    /// Every address etcd holds allocations for (network/address keys).
+    func allocations(_ lab: CLILab, from host: String) throws -> [String] {
+        let r = try lab.sh(host, ["etcdctl", "--endpoints", Self.store.replacingOccurrences(of: "etcd://", with: "http://").replacingOccurrences(of: ",", with: ",http://"),
+                                  "get", "--prefix", "/swift-overlay/swarm/allocation/", "--keys-only"])
+        #expect(r.succeeded, "etcdctl: \(r.output)")
+        return r.output.split(separator: "\n").map { String($0.split(separator: "/").suffix(2).joined(separator: "/")) }.filter { !$0.isEmpty }
+    }
+
+    @Test func threeManagersSurviveTheLeadersDeath() async throws {
+        let lab = try CLILab.up("ovl-ha", hosts: 5, extra: ["--etcd", "3"])
+        defer { lab.down() }
+        let workerToken = try lab.initSwarm()
+        let managerToken = try lab.must("h1", ["swarm", "join-token", "-q", "manager"])
+        for h in ["h2", "h3"] {
+            let out = try lab.must(h, ["swarm", "join", "--token", managerToken, "198.18.0.1:2377"])
+            #expect(out.contains("manager"), "\(h): \(out)")
+        }
+        try lab.join(["h4", "h5"], token: workerToken)
+
+        // Three managers, one leading; every manager serves the API, and a write made through
+        // one is seen by the others.
+        let statuses = try managerStatus(lab, on: "h2")
+        #expect(statuses.filter { $0.value == "Leader" }.count == 1, "\(statuses)")
+        #expect(statuses.filter { $0.value == "Reachable" }.count == 2, "\(statuses)")
+        #expect(statuses["h4"] == "" && statuses["h5"] == "")
+        _ = try lab.must("h2", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.70.0.0/24", "net1"])
+        let seen = try lab.retrying("h3", ["network", "inspect", "net1"], tries: 20, every: 100_000)
+        #expect(seen.succeeded, "h3 does not see h2's network: \(seen.output)")
+        for h in ["h1", "h4", "h5"] {
+            _ = try lab.must(h, ["run", "-d", "--name", "c-\(h)", "--network", "net1", "--", "sleep", "100000"])
+        }
+        let ip4 = try lab.ip("h4", "c-h4", network: "net1"), ip5 = try lab.ip("h5", "c-h5", network: "net1")
+        #expect(try lab.pings("h4", "c-h4", ip5))
+
+        // Pings between the workers' containers all along (5 a second), while h1 (the leader, and
+        // the manager the workers joined through) is killed.
+        let pingLog = "/run/ovl-ha/h4/ping.log"
+        let ping = try Child.spawn(["/usr/bin/setsid", bin(lab) + "/overlayctl", "lab", "exec", "--name", lab.name, "h4", "--",
+                                    "overlayctl", "exec", "c-h4", "--", "ping", "-i", "0.2", "-c", "100", "-W", "1", ip5], log: pingLog)
+        defer { kill(ping.pid, SIGKILL) }
+        let oldLeader = try #require(leader(lab, on: "h1"))
+        #expect(oldLeader == "h1", "the first manager leads until it dies")
+        let pid = try lab.pid("h1")
+        let killedAt = ContinuousClock.now
+        kill(pid, SIGKILL)
+
+        // A new leader within 5 s, and writes through any manager work again.
+        var newLeader: String?
+        while ContinuousClock.now - killedAt < .seconds(10) && newLeader == nil {
+            newLeader = leader(lab, on: "h2").flatMap { $0 == "h1" ? nil : $0 }
+            if newLeader == nil { usleep(100_000) }
+        }
+        let elected = ContinuousClock.now - killedAt
+        #expect(newLeader != nil && elected < .seconds(5), "a new leader after \(elected): \(String(describing: newLeader))")
+        print("ManagerHALabTests: \(newLeader ?? "no manager") leads \(elected) after the leader was killed")
+        _ = try lab.must("h3", ["network", "create", "-d", "overlay", "net2"])
+        _ = try lab.must("h2", ["network", "rm", "net2"])
+        let status = try managerStatus(lab, on: "h3")
+        #expect(status["h1"] == "Unreachable", "\(status)")
+
+        // Workers fail over on their own: containers come and go on them through the others.
+        for round in 0..<3 {
+            for h in ["h4", "h5"] {
+                let r = try lab.retrying(h, ["run", "-d", "--name", "t\(round)-\(h)", "--network", "net1", "--", "sleep", "100000"],
+                                         tries: 20, every: 500_000)
+                #expect(r.succeeded, "\(h) round \(round): \(r.output)")
+                if round < 2 { _ = try lab.must(h, ["rm", "-f", "t\(round)-\(h)"]) }
+            }
+        }
+
+        // The old leader comes back as a follower.
+        try lab.startDaemon("h1", hostIndex: 1, args: ["--cluster-store", Self.store])
+        var back = false
+        for _ in 0..<50 where !back {
+            let s = try? managerStatus(lab, on: "h1")
+            back = s?["h1"] == "Reachable" && s?.values.filter({ $0 == "Leader" }).count == 1
+            if !back { usleep(200_000) }
+        }
+        #expect(back, "h1 rejoined as a follower: \(String(describing: try? managerStatus(lab, on: "h1")))")
+        #expect(leader(lab, on: "h1") == newLeader)
+
+        // Nothing lost between the existing containers; no address handed out twice; the
+        // networks and containers are all there.
+        for _ in 0..<100 where kill(ping.pid, 0) == 0 { usleep(200_000) }
+        let pinged = (try? String(contentsOfFile: pingLog, encoding: .utf8)) ?? ""
+        #expect(pinged.contains(" 0% packet loss"), "pings between existing containers: \(pinged.suffix(300))")
+        let allocated = try allocations(lab, from: "h2")
+        #expect(Set(allocated).count == allocated.count, "duplicated: \(allocated)")
+        let containers = ["c-h1", "c-h4", "c-h5", "t2-h4", "t2-h5"]
+        var ips: [String] = []
+        for (h, c) in zip(["h1", "h4", "h5", "h4", "h5"], containers) { ips.append(try lab.ip(h, c, network: "net1")) }
+        #expect(Set(ips).count == ips.count, "\(ips)")
+        #expect(try lab.must("h2", ["network", "ls", "--format", "{{.Name}}"]).split(separator: "\n").sorted() == ["ingress", "net1"])
+        #expect(try lab.pings("h5", "t2-h5", ip4))
+    }
+
+    @Test func aManagerJoinThatCannotWorkIsOneLine() async throws {
+        let lab = try CLILab.up("ovl-hb", hosts: 3, extra: ["--etcd", "1"])
+        defer { lab.down() }
+        _ = try lab.initSwarm()
+        let managerToken = try lab.must("h1", ["swarm", "join-token", "-q", "manager"])
+        // A node whose overlayd has no --cluster-store.
+        try lab.stopDaemon("h3")
+        try lab.startDaemon("h3", hostIndex: 3)
+        let r = try lab.on("h3", ["swarm", "join", "--token", managerToken, "198.18.0.1:2377"])
+        #expect(!r.succeeded)
+        #expect(r.output.contains("--cluster-store") && r.output.split(separator: "\n").count == 1, "\(r.output)")
+        let info = try JSONSerialization.jsonObject(with: Data(try lab.must("h3", ["info"]).utf8)) as? [String: Any]
+        #expect(info?["swarm"] as? String == "inactive", "nothing changed on h3: \(String(describing: info))")
+        // A node already in the swarm.
+        _ = try lab.must("h2", ["swarm", "join", "--token", managerToken, "198.18.0.1:2377"])
+        let again = try lab.on("h2", ["swarm", "join", "--token", managerToken, "198.18.0.1:2377"])
+        #expect(!again.succeeded && again.output.contains("already part of a swarm"), "\(again.output)")
+    }
+
+    func bin(_ lab: CLILab) -> String { lab.bin }
+}
