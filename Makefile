@@ -40,15 +40,17 @@ build: deps
 # timing-sensitive gossip tests running beside them.
 LAB_TESTS := DaemonLabTests|ClusterStoreLabTests|ManagerHALabTests|CNILabTests|PodmanLabTests|OperatorLabTests|InstallLabTests|ListFormatLabTests|NodeAvailabilityLabTests|ContainerLifeLabTests|NetworkConnectLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
 # The shared store's suites (real etcd clusters of up to three fsyncing members; SQLite with a
-# synchronous commit per write, three writers at once) run on their own too, beside the scale
-# tests: in the first phase they held the machine while the API and gossip tests' timers ran
-# (CI runs saw a 30 s stall of every test there).
-ETCD_TESTS := SharedStoreTests|EtcdStoreTests|ManagerElectionTests
+# synchronous commit per write, three writers at once) run on their own: in the first phase they
+# held the machine while the API and gossip tests' timers ran (CI runs saw a 30 s stall of every
+# test there), and beside the scale tests (a thousand namespaces) their etcd members did not come
+# up within 15 s and loopback connections timed out.
+ETCD_TESTS := SharedStoreTests|EtcdStoreTests|EtcdCredentialsTests|ManagerElectionTests
 HEAVY_TESTS := ScaleTests|$(ETCD_TESTS)|$(LAB_TESTS)
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip '$(HEAVY_TESTS)'
-	$(SWIFT) test --skip-build --filter 'ScaleTests|$(ETCD_TESTS)'
+	$(SWIFT) test --skip-build --filter 'ScaleTests'
+	$(SWIFT) test --skip-build --filter '$(ETCD_TESTS)'
 	$(SWIFT) test --skip-build --filter '$(LAB_TESTS)'
 	$(MAKE) --no-print-directory docs
 

@@ -150,7 +150,8 @@ let package = Package(
             dependencies: ["OverlayModel", "VXLANCodec", "IPAM", "Netlink", "OverlayDriver", "IPsecKeys", "OverlayTestKit", nioCore],
             path: "Benchmarks/OverlayBench"),
         .executableTarget(
-            name: "control-bench", dependencies: ["ClusterControl", "OverlayTestKit", nioPosix], path: "Benchmarks/ControlBench"),
+            name: "control-bench", dependencies: ["ClusterControl", "ClusterManager", "OverlayAPI", "OverlayTestKit", nioCore, nioPosix],
+            path: "Benchmarks/ControlBench"),
         .executableTarget(
             name: "dns-bench", dependencies: ["Discovery", "DiscoveryServer", "OverlayModel", "Netlink", "OverlayTestKit"],
             path: "Benchmarks/DNSBench"),

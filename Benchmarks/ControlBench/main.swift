@@ -8,6 +8,7 @@
 // Usage: control-bench [--rounds N] [--normal-gossip]   (needs root; overlayd and overlayctl next to it)
 //        control-bench metrics [--rounds N] [--interval S] (what serving metrics costs the data plane)
 //        control-bench cni [--count N] [--parallel N]   (the CNI plugin's ADD/DEL latency against bridge+host-local)
+//        control-bench ha [--rounds N] [--agents N]     (managers on etcd: writes SQLite vs etcd, failover, agents; HABench.swift)
 
 import ClusterControl
 import Foundation
@@ -17,6 +18,33 @@ import OverlayTestKit
 var rounds = 20
 var normalGossip = false
 var args = Array(CommandLine.arguments.dropFirst())
+/// The value after `flag` in `args` (removed from them), if given.
+@MainActor func option(_ flag: String) -> String? {
+    guard let i = args.firstIndex(of: flag), i + 1 < args.count else { return nil }
+    defer { args.removeSubrange(i...(i + 1)) }
+    return args[i + 1]
+}
+// `control-bench ha-agents ...`: the simulated agents' process that `control-bench ha` starts in a lab host.
+if args.first == "ha-agents" {
+    args.removeFirst()
+    guard let token = option("--token"), let count = option("--count").flatMap(Int.init), let managers = option("--managers"),
+          let seconds = option("--seconds").flatMap(Int.init), let out = option("--out") else {
+        print("usage: control-bench ha-agents --token T --count N --managers A:P,... --seconds S --out FILE")
+        exit(2)
+    }
+    do { try await haAgents(token: token, count: count, managers: managers.split(separator: ",").map(String.init), seconds: seconds, out: out) } catch {
+        _ = FileManager.default.createFile(atPath: out, contents: Data("failed: \(error)\n".utf8))
+        exit(1)
+    }
+    exit(0)
+}
+let haMode = args.first == "ha"
+var haAgentCount = 1000
+if haMode {
+    args.removeFirst()
+    rounds = 10
+    if let v = option("--agents").flatMap(Int.init), v >= 0 { haAgentCount = v }
+}
 // `control-bench cni [--count N] [--parallel N]`: the CNI plugin's ADD/DEL latency (CNIBench.swift).
 let cniMode = args.first == "cni"
 var cniCount = 200
@@ -50,7 +78,7 @@ while let a = args.first {
         args.removeFirst()
     case "--normal-gossip": normalGossip = true
     case "-h", "--help":
-        print("usage: control-bench [--rounds N] [--normal-gossip]\n       control-bench metrics [--rounds N] [--interval SECONDS]\n       control-bench cni [--count N] [--parallel N]")
+        print("usage: control-bench [--rounds N] [--normal-gossip]\n       control-bench metrics [--rounds N] [--interval SECONDS]\n       control-bench cni [--count N] [--parallel N]\n       control-bench ha [--rounds N] [--agents N]")
         exit(0)
     default:
         print("control-bench: unknown argument \(a)")
@@ -75,6 +103,17 @@ if cniMode {
     }
     do { try cniBench(ctl: ctl, dir: dir, count: cniCount, parallel: cniParallel) } catch {
         print("control-bench cni: failed: \(error)")
+        exit(1)
+    }
+    exit(0)
+}
+if haMode {
+    guard FileManager.default.isExecutableFile(atPath: "/usr/bin/etcd") else {
+        print("control-bench ha: needs etcd (Debian's etcd-server; make deps)")
+        exit(2)
+    }
+    do { try await haBench(ctl: ctl, dir: dir, rounds: rounds, agents: haAgentCount) } catch {
+        print("control-bench ha: failed: \(error)")
         exit(1)
     }
     exit(0)

@@ -160,8 +160,11 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     public var availability: NodeAvailability?
     /// Managers, as `node ls` shows them: `Leader`, `Reachable` or `Unreachable` (nil for workers).
     public var managerStatus: String?
-    /// Managers: the manager API's port (nil: 2377).
+    /// The port its manager API listens on, or would as a manager (nil: 2377).
     public var managerPort: Int?
+    /// Whether its overlayd shares the swarm's cluster store (`--cluster-store` holding this
+    /// swarm), as it said when it joined: what promoting it needs.
+    public var sharesClusterStore: Bool?
 
     /// Makes a value from all its fields (what a memberwise initialiser would, but public).
     public init(
@@ -1182,9 +1185,14 @@ public struct NetworkConnectRequest: Codable, Sendable, Equatable {
 public struct NodeUpdateRequest: Codable, Sendable, Equatable {
     /// `active`, `pause` or `drain`.
     public var availability: NodeAvailability?
+    /// `manager` (`node promote`) or `worker` (`node demote`).
+    public var role: NodeRole?
 
     /// Makes a request.
-    public init(availability: NodeAvailability? = nil) { self.availability = availability }
+    public init(availability: NodeAvailability? = nil, role: NodeRole? = nil) {
+        self.availability = availability
+        self.role = role
+    }
 }
 
 /// `service ls`.

@@ -161,7 +161,7 @@ struct SwarmRotateKeys: AsyncParsableCommand {
 struct Node: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List, inspect, update and remove the swarm's nodes (on the manager).",
-        subcommands: [NodeList.self, NodeInspect.self, NodeUpdate.self, NodeRemove.self])
+        subcommands: [NodeList.self, NodeInspect.self, NodeUpdate.self, NodePromote.self, NodeDemote.self, NodeRemove.self])
 }
 
 struct NodeInspect: AsyncParsableCommand {
@@ -180,19 +180,55 @@ struct NodeInspect: AsyncParsableCommand {
 
 struct NodeUpdate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "update", abstract: "Change a node (on the manager): its availability to the scheduler.",
-        discussion: "active: tasks may be placed there. pause: its tasks stay, no new ones come. drain: its tasks are shut down and placed on other nodes (global ones just end), no new ones come.")
+        commandName: "update", abstract: "Change a node (on a manager): its availability to the scheduler, its role.",
+        discussion: """
+            active: tasks may be placed there. pause: its tasks stay, no new ones come. drain: its tasks are shut down and \
+            placed on other nodes (global ones just end), no new ones come. --role manager|worker is node promote|demote.
+            """)
     @OptionGroup var global: HostOptions
-    @Option(help: "active, pause or drain.") var availability: String
+    @Option(help: "active, pause or drain.") var availability: String?
+    @Option(help: "manager or worker (a manager needs its overlayd started with the swarm's --cluster-store).") var role: String?
     @Argument(help: "The node: its ID, hostname or an ID prefix.") var node: String
     func validate() throws {
-        guard NodeAvailability(rawValue: availability) != nil else {
+        if let availability, NodeAvailability(rawValue: availability) == nil {
             throw ValidationError("--availability \(availability): use active, pause or drain")
         }
+        if let role, NodeRole(rawValue: role) == nil { throw ValidationError("--role \(role): use manager or worker") }
+        if availability == nil && role == nil { throw ValidationError("nothing to change: give --availability or --role") }
     }
     func run() async throws {
-        let n = try await global.client().call(LocalAPI.updateNode, node, body: NodeUpdateRequest(availability: NodeAvailability(rawValue: availability)))
+        let n = try await global.client().call(
+            LocalAPI.updateNode, node,
+            body: NodeUpdateRequest(availability: availability.flatMap(NodeAvailability.init(rawValue:)), role: role.flatMap(NodeRole.init(rawValue:))))
         print(n.id)
+    }
+}
+
+/// `node promote` and `node demote`: `node update --role` for each node named.
+struct NodePromote: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "promote", abstract: "Make nodes managers (their overlayd must share the swarm's --cluster-store).")
+    @OptionGroup var global: HostOptions
+    @Argument(help: "The nodes: IDs, hostnames or ID prefixes.") var nodes: [String]
+    func validate() throws { if nodes.isEmpty { throw ValidationError("name at least one node") } }
+    func run() async throws { try await changeRole(of: nodes, to: .manager, global: global) }
+}
+
+struct NodeDemote: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demote", abstract: "Make managers workers (the swarm keeps at least one manager).")
+    @OptionGroup var global: HostOptions
+    @Argument(help: "The nodes: IDs, hostnames or ID prefixes.") var nodes: [String]
+    func validate() throws { if nodes.isEmpty { throw ValidationError("name at least one node") } }
+    func run() async throws { try await changeRole(of: nodes, to: .worker, global: global) }
+}
+
+/// Docker's words: "Node h4 promoted to a manager in the swarm." / "Manager h2 demoted in the swarm."
+func changeRole(of nodes: [String], to role: NodeRole, global: HostOptions) async throws {
+    let c = try global.client()
+    for name in nodes {
+        let n = try await c.call(LocalAPI.updateNode, name, body: NodeUpdateRequest(role: role))
+        print(role == .manager ? "Node \(n.hostname) promoted to a manager in the swarm." : "Manager \(n.hostname) demoted in the swarm.")
     }
 }
 

@@ -55,11 +55,23 @@ import OverlayTestKit
         }
         let ip4 = try lab.ip("h4", "c-h4", network: "net1"), ip5 = try lab.ip("h5", "c-h5", network: "net1")
         #expect(try lab.pings("h4", "c-h4", ip5))
+        _ = try lab.must("h3", ["service", "create", "--name", "web", "--replicas", "3", "--network", "net1", "--", "sleep", "100000"])
+
+        // A worker runs and removes containers in a loop all along.
+        let loopLog = "/run/ovl-ha/h5/loop.log"
+        let loop = try Child.spawn(["/usr/bin/setsid", lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h5", "--", "sh", "-c", """
+            for i in $(seq 1 30); do
+              if overlayctl run -d --name l$i --network net1 -- sleep 1000 >/dev/null 2>&1; then echo run-ok; else echo run-failed; fi
+              overlayctl rm -f l$i >/dev/null 2>&1 && echo rm-ok || echo rm-failed
+            done
+            echo done
+            """], log: loopLog)
+        defer { kill(loop.pid, SIGKILL) }
 
         // Pings between the workers' containers all along (5 a second), while h1 (the leader, and
         // the manager the workers joined through) is killed.
         let pingLog = "/run/ovl-ha/h4/ping.log"
-        let ping = try Child.spawn(["/usr/bin/setsid", bin(lab) + "/overlayctl", "lab", "exec", "--name", lab.name, "h4", "--",
+        let ping = try Child.spawn(["/usr/bin/setsid", lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h4", "--",
                                     "overlayctl", "exec", "c-h4", "--", "ping", "-i", "0.2", "-c", "100", "-W", "1", ip5], log: pingLog)
         defer { kill(ping.pid, SIGKILL) }
         let oldLeader = try #require(leader(lab, on: "h1"))
@@ -104,8 +116,14 @@ import OverlayTestKit
         #expect(leader(lab, on: "h1") == newLeader)
 
         // Nothing lost between the existing containers; no address handed out twice; the
-        // networks and containers are all there.
+        // networks, services, tasks and containers are all there.
         for _ in 0..<100 where kill(ping.pid, 0) == 0 { usleep(200_000) }
+        for _ in 0..<300 where kill(loop.pid, 0) == 0 { usleep(200_000) }
+        let looped = (try? String(contentsOfFile: loopLog, encoding: .utf8)) ?? ""
+        #expect(looped.contains("done") && !looped.contains("failed"), "h5's run/rm loop across the failover: \(looped)")
+        #expect(looped.components(separatedBy: "run-ok").count - 1 == 30, "\(looped)")
+        let tasks = try jsonLines(try lab.must("h2", ["service", "ps", "web", "--format", "json"]))
+        #expect(tasks.filter { ($0["DesiredState"] as? String) == "Running" }.count == 3, "\(tasks)")
         let pinged = (try? String(contentsOfFile: pingLog, encoding: .utf8)) ?? ""
         #expect(pinged.contains(" 0% packet loss"), "pings between existing containers: \(pinged.suffix(300))")
         let allocated = try allocations(lab, from: "h2")
@@ -116,6 +134,27 @@ import OverlayTestKit
         #expect(Set(ips).count == ips.count, "\(ips)")
         #expect(try lab.must("h2", ["network", "ls", "--format", "{{.Name}}"]).split(separator: "\n").sorted() == ["ingress", "net1"])
         #expect(try lab.pings("h5", "t2-h5", ip4))
+
+        // A worker promoted becomes a manager (its containers untouched), and demoted again a
+        // worker following another manager.
+        let promoted = try lab.must("h2", ["node", "promote", "h4"])
+        #expect(promoted == "Node h4 promoted to a manager in the swarm.")
+        var h4Manages = false
+        for _ in 0..<50 where !h4Manages {
+            h4Manages = (try? lab.on("h4", ["service", "ls"]))?.succeeded == true && (try? managerStatus(lab, on: "h4"))?["h4"] == "Reachable"
+            if !h4Manages { usleep(200_000) }
+        }
+        #expect(h4Manages, "h4 serves as a manager after its promotion")
+        #expect(try lab.pings("h4", "c-h4", ip5, tries: 3))
+        #expect(try lab.must("h4", ["node", "demote", "h4"]) == "Manager h4 demoted in the swarm.")
+        var h4Works = false
+        for _ in 0..<50 where !h4Works {
+            h4Works = (try? lab.on("h4", ["service", "ls"]))?.output.contains("not a swarm manager") == true
+            if !h4Works { usleep(200_000) }
+        }
+        #expect(h4Works, "h4 is a worker again")
+        _ = try lab.must("h4", ["run", "-d", "--name", "after-demote", "--network", "net1", "--", "sleep", "100000"])
+        #expect(try managerStatus(lab, on: "h2")["h4"] == "")
     }
 
     @Test func aManagerJoinThatCannotWorkIsOneLine() async throws {
@@ -135,7 +174,15 @@ import OverlayTestKit
         _ = try lab.must("h2", ["swarm", "join", "--token", managerToken, "198.18.0.1:2377"])
         let again = try lab.on("h2", ["swarm", "join", "--token", managerToken, "198.18.0.1:2377"])
         #expect(!again.succeeded && again.output.contains("already part of a swarm"), "\(again.output)")
+        // Promoting a node whose overlayd has no cluster store; demoting the last manager.
+        _ = try lab.must("h3", ["swarm", "join", "--token", try lab.must("h1", ["swarm", "join-token", "-q", "worker"]), "198.18.0.1:2377"])
+        let promote = try lab.on("h1", ["node", "promote", "h3"])
+        #expect(!promote.succeeded && promote.output.contains("--cluster-store") && promote.output.split(separator: "\n").count == 1,
+                "\(promote.output)")
+        _ = try lab.must("h1", ["node", "demote", "h2"])
+        let last = try lab.on("h1", ["node", "demote", "h1"])
+        #expect(!last.succeeded && last.output.contains("last manager"), "\(last.output)")
+        let roles = try managerStatus(lab, on: "h1")
+        #expect(roles["h1"] == "Leader" && roles["h2"] == "" && roles["h3"] == "", "nothing changed: \(roles)")
     }
-
-    func bin(_ lab: CLILab) -> String { lab.bin }
 }

@@ -70,6 +70,27 @@ extension OverlayDaemon {
     /// it, and puts them in the view. Throws `SharedConflict` when another write came first, an
     /// `APIError` 503 with the store's one line when it cannot be reached.
     func commitShared(_ changes: [StoreChange], ipam: IPAM? = nil, conditions extra: [StoreCondition] = []) async throws {
+        await takeWriteTurn()
+        defer { passWriteTurn() }
+        try await commitTaken(changes, ipam: ipam, conditions: extra)
+    }
+
+    /// This manager's writes go one at a time (decided, committed, in the view), so they never
+    /// overtake each other: only another manager's write can make one decide again.
+    func takeWriteTurn() async {
+        guard writing else {
+            writing = true
+            return
+        }
+        await withCheckedContinuation { writeQueue.append($0) }
+    }
+
+    /// The next waiting writer goes (the turn passes to it), or none is writing.
+    func passWriteTurn() {
+        if writeQueue.isEmpty { writing = false } else { writeQueue.removeFirst().resume() }
+    }
+
+    private func commitTaken(_ changes: [StoreChange], ipam: IPAM?, conditions extra: [StoreCondition]) async throws {
         if changes.isEmpty && ipam == nil { return }
         // etcd takes at most 128 operations a transaction: a longer write (a scheduler round
         // for a large service) goes in parts, each on the view the previous one left.
@@ -128,10 +149,12 @@ extension OverlayDaemon {
     /// write came first. `decide` reads only the view and the manager's state and changes
     /// nothing: it may run several times.
     func sharedWrite<T>(_ what: String, _ decide: () throws -> (changes: [StoreChange], ipam: IPAM?, result: T)) async throws -> T {
+        await takeWriteTurn()
+        defer { passWriteTurn() }
         for _ in 1...Self.sharedWriteAttempts {
             let d = try decide()
             do {
-                try await commitShared(d.changes, ipam: d.ipam)
+                try await commitTaken(d.changes, ipam: d.ipam, conditions: [])
                 return d.result
             } catch let conflict as SharedConflict {
                 await catchUp(to: conflict.revision)
@@ -218,6 +241,7 @@ extension OverlayDaemon {
         guard let m = manager else { return }
         if changed.ipsec { applyIPsecKeys(m.ipsec) }
         if changed.gossipKeys { await applyKeys(m.settings.gossipKeys) }
+        await followOwnRole()
     }
 
     /// A swarm saved before managers shared a store kept the manager's settings and IPAM among
@@ -394,5 +418,92 @@ extension OverlayDaemon {
         try? store.put(.setting, "swarm", s)
         resetManagerConnections()
         return true
+    }
+}
+
+// MARK: promotion and demotion (the node's side)
+
+extension OverlayDaemon {
+    /// Makes this node the role its record says, when that changed (`node promote`/`demote`,
+    /// done on any manager): a worker becomes a manager, a manager a worker, without restarting
+    /// its containers, gossip or datapath.
+    func followOwnRole() async {
+        guard let s = swarm, let me = cluster.nodes.first(where: { $0.id == s.nodeID }), me.role != s.role else { return }
+        if let failed = failedRoleChange, failed.role == me.role, failed.version == cluster.version { return }
+        do {
+            if me.role == .manager { try await becomeManager() } else { try await becomeWorker() }
+            failedRoleChange = nil
+        } catch {
+            failedRoleChange = (me.role, cluster.version)
+            log(.swarm).error("this node is now a \(me.role.rawValue) in the swarm's records but cannot act as one: \(error)")
+        }
+    }
+
+    /// Worker -> manager: a manager certificate (the swarm issues the role its record has), the
+    /// shared state from this node's own cluster store, the manager API; then the manager's loops.
+    func becomeManager() async throws {
+        guard var s = swarm, manager == nil else { return }
+        guard sharedStore.isReplicated else {
+            throw APIError(400, "this node's overlayd has no --cluster-store: restart it with the swarm's")
+        }
+        let identity: NodeIdentity
+        do { identity = try NodeIdentity.load(from: certDirectory) } catch let e as PKIError { throw APIError(500, e.message) }
+        let csr = try identity.makeCSR()
+        let reply: [String: String] = try await callingManager { client in
+            try await client.call(ManagerAPI.renew, body: ["csr": csr], group: self.group)
+        }
+        let renewed = try identity.renewed(certificatePEM: reply["certificate"] ?? "", caCertificatePEM: reply["ca"] ?? "")
+        guard renewed.role == .manager else { throw APIError(502, "the manager issued a \(renewed.role.rawValue) certificate, not a manager's") }
+        try await loadView()
+        guard (try? view.get(.clusterSetting, "cluster-id", as: String.self)) == s.clusterID,
+              let (settings, ipam, ipamRevision) = try managerStateFromView() else {
+            throw APIError(409, "this node's cluster store \(clusterStoreName) does not hold swarm \(s.clusterID)")
+        }
+        let ring = (try? view.get(.clusterSetting, "ipsec", as: IPsecKeyring.self)) ?? cluster.ipsecKeys
+        var m = ManagerState(ipam: ipam, settings: settings, ipsec: try ring ?? Self.freshIPsecKeyring())
+        m.ipamRevision = ipamRevision
+        try renewed.save(to: certDirectory)
+        let server = try ClusterTLS.Server(identity: renewed)
+        managerServer = try await APIServer.start(
+            .tcp(host: s.listenHost, port: s.listenPort), tls: { try server.addHandlers(to: $0) },
+            limits: configuration.managerLimits, group: group, logger: log(.api), router: managerRouter())
+        manager = m
+        s.role = .manager
+        s.managerAddr = Addr.join(s.advertiseAddr, s.listenPort)
+        swarm = s
+        try? store.put(.setting, "swarm", s)
+        resetManagerConnections()
+        try refreshClusterFromStore()
+        log(.swarm).notice("this node was promoted: it is now a manager of the swarm, serving \(s.managerAddr)")
+        roleChange?.finish()
+    }
+
+    /// Manager -> worker: a worker certificate (issued here, while this node still holds the CA),
+    /// the manager API closed, leadership given up; then it follows another manager.
+    func becomeWorker() async throws {
+        guard var s = swarm, manager != nil else { return }
+        let others = (cluster.managers ?? []).filter { $0 != Addr.join(s.advertiseAddr, s.listenPort) }
+        guard let next = others.first else { throw APIError(409, "no other manager to follow") }
+        let identity: NodeIdentity
+        do { identity = try NodeIdentity.load(from: certDirectory) } catch let e as PKIError { throw APIError(500, e.message) }
+        let ca = try clusterCA()
+        let renewed = try identity.renewed(certificatePEM: try ca.issue(csrPEM: try identity.makeCSR(), nodeID: s.nodeID, role: .worker),
+                                           caCertificatePEM: ca.certificatePEM)
+        try renewed.save(to: certDirectory)
+        await managerServer?.close()
+        managerServer = nil
+        manager = nil
+        leaderTerm = nil
+        leaderID = nil
+        view = StoreSnapshot(revision: view.revision)
+        s.role = .worker
+        s.managerAddr = next
+        swarm = s
+        try? store.write([try .set(.setting, "swarm", s), try .set(.setting, "gossip-keys", cluster.gossipKeys)])
+        resetManagerConnections()
+        reporting = ReportState()
+        wakeStateWaiters()
+        log(.swarm).notice("this node was demoted: it is now a worker, following manager \(next)")
+        roleChange?.finish()
     }
 }

@@ -123,6 +123,13 @@ public actor OverlayDaemon {
     var leaderTerm: UInt64?
     /// The node ID of the manager that leads, as last known.
     var leaderID: String?
+    /// Ends the running role's loops (a promotion or demotion starts the other role's).
+    var roleChange: AsyncStream<Void>.Continuation?
+    /// The role change this node last failed to make (not tried again until the state changes).
+    var failedRoleChange: (role: NodeRole, version: UInt64)?
+    /// Whether a shared write is under way here, and the writers waiting for their turn.
+    var writing = false
+    var writeQueue: [CheckedContinuation<Void, Never>] = []
     /// Writers waiting for the view to reach a revision (after a refused write).
     var viewWaiters: [UUID: (revision: UInt64, continuation: CheckedContinuation<Void, Never>)] = [:]
     let group: MultiThreadedEventLoopGroup
