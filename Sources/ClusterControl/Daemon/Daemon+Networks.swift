@@ -126,12 +126,13 @@ extension OverlayDaemon {
 
     func removeNetwork(_ name: String) async throws {
         _ = try requireManager()
-        try await sharedWrite("removing network \(name)") { try removingNetwork(name) }
+        // Many load balancers' addresses go back in whole writes first; the network with the last.
+        while try await sharedWrite("removing network \(name)", { try removingNetwork(name) }) {}
         try refreshClusterFromStore()
     }
 
-    /// What removing network `name` writes, decided on the view.
-    func removingNetwork(_ name: String) throws -> (changes: [StoreChange], ipam: IPAM?, result: Void) {
+    /// What removing network `name` writes, decided on the view; whether more is left to write.
+    func removingNetwork(_ name: String) throws -> (changes: [StoreChange], ipam: IPAM?, result: Bool) {
         var ipam = try requireManager().ipam
         let n = try network(named: name)
         if n.ingress {
@@ -149,8 +150,10 @@ extension OverlayDaemon {
         let lbs = allocations.filter { ($0.name ?? "").hasPrefix("lb-") || ($0.name ?? "").hasPrefix("ingress-sbox") }
         var changes: [StoreChange] = []
         if lbs.count == allocations.count {
-            for a in lbs { try? ipam.releaseAddress(a.address, in: n.id) }
-            changes += lbs.map { .delete(.allocation, "\($0.networkID)/\($0.address)") }
+            let batch = lbs.prefix(Self.mostChanges - 1)
+            for a in batch { try? ipam.releaseAddress(a.address, in: n.id) }
+            changes += batch.map { .delete(.allocation, "\($0.networkID)/\($0.address)") }
+            if batch.count < lbs.count { return (changes, ipam, true) }
             allocations = []
         }
         if !allocations.isEmpty {
@@ -159,7 +162,7 @@ extension OverlayDaemon {
             throw APIError(409, "network \(n.name) has active endpoints (\(who.joined(separator: ", "))): remove them first")
         }
         do { try ipam.removeNetwork(n.id) } catch { throw APIError(500, "IPAM: \(error.message)") }
-        return (changes + [.delete(.network, n.id)], ipam, ())
+        return (changes + [.delete(.network, n.id)], ipam, false)
     }
 
     // MARK: addresses (manager)

@@ -164,7 +164,17 @@ extension OverlayDaemon {
 
     func updateService(_ name: String, _ req: ServiceUpdateRequest) async throws -> ServiceListEntry {
         _ = try requireManager()
-        var s = try service(named: name)
+        let id = try await sharedWrite("updating service \(name.prefix(64))") { try updatingService(name, req) }
+        try refreshClusterFromStore()
+        await scheduleServices()
+        return try serviceEntry(service(named: id))
+    }
+
+    /// What `service update` writes, decided on the view (the record as stored now, the ports
+    /// every other service publishes now).
+    func updatingService(_ name: String, _ req: ServiceUpdateRequest) throws -> (changes: [StoreChange], ipam: IPAM?, result: String) {
+        let found = try service(named: name)
+        guard var s = try view.get(.service, found.id, as: ServiceRecord.self) else { throw APIError(404, "service \(name) not found") }
         if let r = req.replicas {
             guard s.mode == .replicated else { throw APIError(400, "--replicas can only be used with replicated mode") }
             guard (0...1000).contains(r) else { throw APIError(400, "--replicas \(r) is out of range 0-1000") }
@@ -191,39 +201,30 @@ extension OverlayDaemon {
         if let add = req.publishAdd {
             s.ports = try servicePorts(add, existing: s.ports, endpointMode: s.endpointMode, excluding: s.id)
         }
-        var replaceTasks = false
+        var changes: [StoreChange] = []
         if req.publishAdd != nil || req.publishRemove != nil {
             if s.sourceIP == .keep && !s.ports.contains(where: { $0.publishMode == .ingress }) { s.sourceIP = nil }
             let before = Set(s.networks.map(\.networkID))
             try addIngress(to: &s)
             if Set(s.networks.map(\.networkID)) != before {
                 // A new network means new containers: every task is replaced (Docker's rolling update, all at once).
-                replaceTasks = true
-            }
-        }
-        s.updated = Date()
-        let updated = s
-        try await sharedWrite("updating service \(s.name)") {
-            guard view.entry(.service, updated.id) != nil else { throw APIError(404, "service \(name) not found") }
-            var changes: [StoreChange] = []
-            if replaceTasks {
-                for t in try view.all(.task, as: TaskRecord.self) where t.serviceID == updated.id && t.desiredState == .running {
+                for t in try view.all(.task, as: TaskRecord.self) where t.serviceID == s.id && t.desiredState == .running {
                     var d = t
                     d.desiredState = .shutdown
                     d.shutdownAt = Date()
                     changes.append(try .set(.task, t.id, d))
                 }
             }
-            return (changes + [try .set(.service, updated.id, updated)], nil, ())
         }
-        try refreshClusterFromStore()
-        await scheduleServices()
-        return try serviceEntry(service(named: s.id))
+        s.updated = Date()
+        return (changes + [try .set(.service, s.id, s)], nil, s.id)
     }
 
     func removeService(_ name: String) async throws {
         _ = try requireManager()
-        try await sharedWrite("removing service \(name.prefix(64))") {
+        // The service and its virtual IPs in one write (with the IPAM); its tasks shut down in a
+        // second (the scheduler would at its next round, too: their service is gone).
+        let id = try await sharedWrite("removing service \(name.prefix(64))") {
             var ipam = try requireManager().ipam
             let s = try service(named: name)
             var changes: [StoreChange] = [.delete(.service, s.id)]
@@ -232,13 +233,17 @@ extension OverlayDaemon {
                 try? ipam.releaseAddress(vip, in: sn.networkID)
                 changes.append(.delete(.allocation, "\(sn.networkID)/\(vip)"))
             }
-            for t in allTasks() where t.serviceID == s.id && t.desiredState == .running {
+            return (changes, ipam, s.id)
+        }
+        try? await sharedWrite("shutting down the tasks of service \(name.prefix(64))") {
+            var changes: [StoreChange] = []
+            for t in try view.all(.task, as: TaskRecord.self) where t.serviceID == id && t.desiredState == .running {
                 var d = t
                 d.desiredState = .shutdown
                 d.shutdownAt = Date()
                 changes.append(try .set(.task, t.id, d))
             }
-            return (changes, ipam, ())
+            return (changes, nil, ())
         }
         try refreshClusterFromStore()
     }
@@ -258,26 +263,30 @@ extension OverlayDaemon {
     /// Makes the tasks match the services (`Scheduler` decides; this gathers its inputs and
     /// writes its plan). One store write per round, only when something changed.
     func scheduleServices() async {
-        guard let m = manager, isLeader else { return }
+        guard manager != nil, isLeader else { return }
         let ready = Set(await readyNodes().map(\.id))
+        // Decided and written in this manager's write turn, on the view as it is then, and fenced
+        // with the leadership taken after every await: a manager that lost the leadership (and
+        // does not know it yet) writes nothing; a refused write is decided again next round.
+        await takeWriteTurn()
+        defer { passWriteTurn() }
+        guard let m = manager, isLeader else { return }
+        let fence = leaderFence
         // A node's tasks move once it has been down for a while (a daemon restart takes a second
         // or two: its tasks stay), and not while a restarted manager's gossip is still finding the others.
         let scheduler = Scheduler(
             moveDelay: configuration.fastGossip ? 5 : 10, startupGrace: configuration.fastGossip ? 5 : 15, drain: Self.drainSeconds)
-        let state = Scheduler.State(
-            services: allServices(), tasks: allTasks(), nodes: cluster.nodes, ready: ready, notReadySince: m.notReadySince,
-            managerStarted: m.started)
-        let plan = scheduler.plan(state, now: Date(), newID: { NodeID.random().text })
-        manager?.notReadySince = plan.notReadySince
-        guard !plan.isEmpty else { return }
         do {
+            let state = Scheduler.State(
+                services: try view.all(.service, as: ServiceRecord.self), tasks: try view.all(.task, as: TaskRecord.self),
+                nodes: try view.all(.node, as: NodeRecord.self), ready: ready, notReadySince: m.notReadySince, managerStarted: m.started)
+            let plan = scheduler.plan(state, now: Date(), newID: { NodeID.random().text })
+            manager?.notReadySince = plan.notReadySince
+            guard !plan.isEmpty else { return }
             var changes: [StoreChange] = []
             for t in plan.shutDown + plan.created { changes.append(try .set(.task, t.id, t)) }
             changes += plan.forgotten.map { .delete(.task, $0) }
-            // Decided on the view as it was: a refused write is decided again at the next round.
-            // Fenced: a manager that lost the leadership (and does not know it yet) writes nothing.
-            do { try await commitShared(changes, conditions: leaderFence) } catch is SharedConflict { return }
-            try refreshClusterFromStore()
+            do { try await commitTaken(changes, ipam: nil, conditions: fence) } catch is SharedConflict { return }
         } catch {
             log(.manager).error("the scheduler could not save its decisions: \(error)")
         }

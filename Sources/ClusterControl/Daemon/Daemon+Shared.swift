@@ -18,10 +18,17 @@ extension OverlayDaemon {
     /// How often a write decided on an overtaken view is decided again before it gives up.
     static let sharedWriteAttempts = 8
 
-    /// Reads the view at the store's revision (manager start, and after a broken watch).
+    /// The most changes one shared write holds on etcd (it takes 128 operations a
+    /// transaction; the `seq` and IPAM puts come on top).
+    static let mostChanges = 100
+
+    /// Reads the view at the store's revision (manager start, and after a broken watch). A
+    /// load older than the view (the watch brought newer changes meanwhile) is dropped: the view
+    /// never goes back.
     func loadView() async throws {
         do {
-            view = try await sharedStore.load(Self.sharedKinds)
+            let loaded = try await sharedStore.load(Self.sharedKinds)
+            if loaded.revision >= view.revision { view = loaded }
         } catch let e as StoreUnavailable {
             throw APIError(503, e.message)
         } catch {
@@ -90,12 +97,18 @@ extension OverlayDaemon {
         if writeQueue.isEmpty { writing = false } else { writeQueue.removeFirst().resume() }
     }
 
-    private func commitTaken(_ changes: [StoreChange], ipam: IPAM?, conditions extra: [StoreCondition]) async throws {
+    /// `commitShared` for a caller that holds the write turn.
+    func commitTaken(_ changes: [StoreChange], ipam: IPAM?, conditions extra: [StoreCondition]) async throws {
         if changes.isEmpty && ipam == nil { return }
         // etcd takes at most 128 operations a transaction: a longer write (a scheduler round
         // for a large service) goes in parts, each on the view the previous one left.
-        let most = sharedStore.isReplicated ? EtcdStore.maxOperations - 8 : Int.max
+        let most = sharedStore.isReplicated ? Self.mostChanges : Int.max
         if changes.count > most {
+            // An IPAM snapshot must go with every allocation change it records: such a write
+            // is made in whole writes of at most `mostChanges` by its caller.
+            guard ipam == nil else {
+                throw APIError(500, "a write of \(changes.count) changes with the IPAM is more than one etcd transaction takes (\(most))")
+            }
             var rest = changes[...]
             while rest.count > most {
                 try await commitOne(Array(rest.prefix(most)), ipam: nil, conditions: extra)
@@ -120,10 +133,12 @@ extension OverlayDaemon {
             throw APIError(503, e.message)
         } catch let e as APIError {
             throw e
+        } catch let e as StoreError {
+            throw APIError(500, e.message)
         } catch {
             throw APIError(500, "cluster store write: \(error)")
         }
-        guard result.committed else { throw SharedConflict(revision: result.revision) }
+        guard result.committed else { throw SharedConflict(revision: result.revision, seq: seq?.modified ?? 0) }
         // Nothing shared changed between the view and this commit (`seq` held), so the view with
         // these changes is the store at `result.revision`. A watch that already brought them
         // (or later ones) leaves the view as it is.
@@ -142,6 +157,17 @@ extension OverlayDaemon {
             manager?.ipamRevision = result.revision
         }
         view.apply(events)
+        // The cluster state (what decisions read besides the view, and what nodes are served)
+        // follows at once when objects changed; an address alone changes nothing in it.
+        if all.contains(where: { c in
+            switch c {
+            case .put(let kind, _, _), .delete(let kind, _): [.network, .node, .service, .task].contains(kind)
+            }
+        }) {
+            do { try refreshClusterFromStore() } catch {
+                log(.manager).error("the cluster store holds state this manager cannot read: \(error)")
+            }
+        }
         wakeViewWaiters()
     }
 
@@ -157,7 +183,7 @@ extension OverlayDaemon {
                 try await commitTaken(d.changes, ipam: d.ipam, conditions: [])
                 return d.result
             } catch let conflict as SharedConflict {
-                await catchUp(to: conflict.revision)
+                await catchUp(past: conflict.seq)
             }
         }
         throw APIError(503, "\(what): the cluster store changed under it \(Self.sharedWriteAttempts) times in a row; try again")
@@ -168,17 +194,22 @@ extension OverlayDaemon {
         try await sharedWrite(what) { (try changes(), nil, ()) }
     }
 
-    /// Waits (up to 1 s) for the watch to bring the view to `revision`; else reads it again.
-    func catchUp(to revision: UInt64) async {
-        if view.revision >= revision { return }
+    /// The revision of the `seq` entry in the view (0: none): what every write is conditioned on.
+    var seqRevision: UInt64 { view.entry(.clusterSetting, "seq")?.modified ?? 0 }
+
+    /// After a refused write: waits (up to 1 s) for the watch to bring the write that overtook
+    /// it (the view's `seq` moves past `seq`); else reads the store again. (Not the store's
+    /// revision: writes of other prefixes move it, and this watch never sees them.)
+    func catchUp(past seq: UInt64) async {
+        if seqRevision != seq { return }
         let id = UUID()
         let timeout = Task { [weak self] in
             try? await Task.sleep(for: .seconds(1))
             await self?.wakeViewWaiter(id)
         }
-        await withCheckedContinuation { viewWaiters[id] = (revision, $0) }
+        await withCheckedContinuation { viewWaiters[id] = (seq, $0) }
         timeout.cancel()
-        if view.revision < revision {
+        if seqRevision == seq {
             do {
                 try await loadView()
                 await followView()
@@ -193,7 +224,7 @@ extension OverlayDaemon {
     }
 
     func wakeViewWaiters() {
-        for (id, w) in viewWaiters where w.revision <= view.revision {
+        for (id, w) in viewWaiters where w.seq != seqRevision {
             viewWaiters.removeValue(forKey: id)
             w.continuation.resume()
         }
@@ -246,11 +277,12 @@ extension OverlayDaemon {
 
     /// A swarm saved before managers shared a store kept the manager's settings and IPAM among
     /// the node's own settings: they move to the shared ones (once; same file).
-    func moveManagerSettingsToSharedKind() async throws {
+    func moveManagerSettingsToSharedKind(clusterID: String) async throws {
         guard view.entry(.clusterSetting, "manager") == nil,
               let settings = try store.data(.setting, "manager"), let ipam = try store.data(.setting, "ipam") else { return }
         try await sharedWrite("moving the manager's settings", [
             .put(.clusterSetting, "manager", settings), .put(.clusterSetting, "ipam", ipam),
+            try .set(.clusterSetting, "cluster-id", clusterID),
         ])
         try store.write([.delete(.setting, "manager"), .delete(.setting, "ipam")])
         log(.manager).notice("the manager's settings and IPAM moved to the shared cluster settings")
@@ -287,6 +319,8 @@ extension OverlayDaemon {
 /// was at `revision`.
 struct SharedConflict: Error {
     var revision: UInt64
+    /// The `seq` revision the refused write was decided on.
+    var seq: UInt64
 }
 
 extension DaemonConfiguration {
@@ -385,6 +419,7 @@ extension OverlayDaemon {
     /// Whether `error` says the manager could not be reached (no connection, no answer), not
     /// that it answered with a refusal.
     nonisolated static func isUnreachable(_ error: any Error) -> Bool {
+        if error is CancellationError || Task.isCancelled { return false }
         guard let e = error as? APIError else { return true }
         return e.status == 0
     }
@@ -424,18 +459,30 @@ extension OverlayDaemon {
 // MARK: promotion and demotion (the node's side)
 
 extension OverlayDaemon {
-    /// Makes this node the role its record says, when that changed (`node promote`/`demote`,
-    /// done on any manager): a worker becomes a manager, a manager a worker, without restarting
-    /// its containers, gossip or datapath.
+    /// When this node's record says another role than it has (`node promote`/`demote`, done
+    /// on any manager): ends the running role's loops; `runRoleLoops` makes the change once they
+    /// have (never inside a request, a write turn or a loop of the role being left) and starts
+    /// the new role's.
     func followOwnRole() async {
-        guard let s = swarm, let me = cluster.nodes.first(where: { $0.id == s.nodeID }), me.role != s.role else { return }
+        guard let s = swarm, let me = cluster.nodes.first(where: { $0.id == s.nodeID }), me.role != s.role,
+              pendingRole == nil else { return }
         if let failed = failedRoleChange, failed.role == me.role, failed.version == cluster.version { return }
+        pendingRole = (me.role, cluster.version)
+        roleChange?.finish()
+    }
+
+    /// Makes the change `followOwnRole` asked for: a worker becomes a manager, a manager a worker,
+    /// without restarting its containers, gossip or datapath.
+    func changeOwnRole() async {
+        guard let (role, version) = pendingRole else { return }
+        pendingRole = nil
+        guard swarm?.role != role else { return }
         do {
-            if me.role == .manager { try await becomeManager() } else { try await becomeWorker() }
+            if role == .manager { try await becomeManager() } else { try await becomeWorker() }
             failedRoleChange = nil
         } catch {
-            failedRoleChange = (me.role, cluster.version)
-            log(.swarm).error("this node is now a \(me.role.rawValue) in the swarm's records but cannot act as one: \(error)")
+            failedRoleChange = (role, version)
+            log(.swarm).error("this node is now a \(role.rawValue) in the swarm's records but cannot act as one: \(error)")
         }
     }
 
@@ -475,7 +522,6 @@ extension OverlayDaemon {
         resetManagerConnections()
         try refreshClusterFromStore()
         log(.swarm).notice("this node was promoted: it is now a manager of the swarm, serving \(s.managerAddr)")
-        roleChange?.finish()
     }
 
     /// Manager -> worker: a worker certificate (issued here, while this node still holds the CA),
@@ -490,12 +536,13 @@ extension OverlayDaemon {
         let renewed = try identity.renewed(certificatePEM: try ca.issue(csrPEM: try identity.makeCSR(), nodeID: s.nodeID, role: .worker),
                                            caCertificatePEM: ca.certificatePEM)
         try renewed.save(to: certDirectory)
-        await managerServer?.close()
-        managerServer = nil
+        // Not a manager from here on (calls still in flight are refused), then the API closes.
         manager = nil
         leaderTerm = nil
         leaderID = nil
-        view = StoreSnapshot(revision: view.revision)
+        await managerServer?.close()
+        managerServer = nil
+        view = StoreSnapshot(revision: 0)
         s.role = .worker
         s.managerAddr = next
         swarm = s
@@ -504,6 +551,5 @@ extension OverlayDaemon {
         reporting = ReportState()
         wakeStateWaiters()
         log(.swarm).notice("this node was demoted: it is now a worker, following manager \(next)")
-        roleChange?.finish()
     }
 }

@@ -127,11 +127,13 @@ public actor OverlayDaemon {
     var roleChange: AsyncStream<Void>.Continuation?
     /// The role change this node last failed to make (not tried again until the state changes).
     var failedRoleChange: (role: NodeRole, version: UInt64)?
+    /// The role change asked for, made once the running role's loops have ended.
+    var pendingRole: (role: NodeRole, version: UInt64)?
     /// Whether a shared write is under way here, and the writers waiting for their turn.
     var writing = false
     var writeQueue: [CheckedContinuation<Void, Never>] = []
     /// Writers waiting for the view to reach a revision (after a refused write).
-    var viewWaiters: [UUID: (revision: UInt64, continuation: CheckedContinuation<Void, Never>)] = [:]
+    var viewWaiters: [UUID: (seq: UInt64, continuation: CheckedContinuation<Void, Never>)] = [:]
     let group: MultiThreadedEventLoopGroup
     /// The thread this actor runs on (its executor). The daemon's own work blocks in the kernel
     /// (netlink, nftables, namespaces, SQLite), and it does so here, never on one of Swift's
