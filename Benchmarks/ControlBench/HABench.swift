@@ -189,7 +189,7 @@ func haBench(ctl: String, dir: String, rounds: Int, agents: Int) async throws {
                 .flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") } ?? 0
         }
         p.waitUntilExit()
-        agentSummary = ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").last.map(String.init) ?? ""
+        agentSummary = ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").joined(separator: "; ")
     }
 
     let s = rates["SQLite"]!, e = rates["etcd"]!
@@ -231,7 +231,13 @@ func haAgents(token: String, count: Int, managers: [String], seconds: Int, out: 
                 let join = JoinRequest(token: token, hostname: "agent\(i)", advertiseAddr: "198.18.1.\(i % 250 + 1)",
                                        dataPathAddr: "198.18.1.\(i % 250 + 1)", gossipPort: 7946, csr: request.csrPEM)
                 let boot = APIClient(endpoint: .tcp(host: host, port: port), tls: { try bootstrap.addHandlers(to: $0) }, timeout: .seconds(60))
-                let reply = try await boot.call(ManagerAPI.join, body: join, group: group)
+                let reply: JoinReply
+                do { reply = try await boot.call(ManagerAPI.join, body: join, group: group) } catch {
+                    // Counted, not fatal: the summary says how many joins failed, and why the last did.
+                    tally.joinFailures.add(1, ordering: .relaxed)
+                    tally.lastJoinError.withLock { $0 = "\(error)" }
+                    return
+                }
                 let identity = try NodeIdentity(request: request, certificatePEM: reply.certificate ?? "", caCertificatePEM: reply.ca ?? "")
                 let tls = try ClusterTLS.Client.mutual(identity: identity)
                 let client = APIClient(endpoint: .tcp(host: host, port: port), tls: { try tls.addHandlers(to: $0) }, timeout: .seconds(60),
@@ -242,7 +248,7 @@ func haAgents(token: String, count: Int, managers: [String], seconds: Int, out: 
         try await tasks.waitForAll()
     }
     let all = tally.joined.withLock { $0 }
-    write("polling \(all.count)")
+    write("polling \(all.count) (\(tally.joinFailures.load(ordering: .relaxed)) joins failed\(tally.lastJoinError.withLock { $0.map { ", the last: \($0)" } ?? "" }))")
     let deadline = ContinuousClock.now + .seconds(seconds)
     await withTaskGroup(of: Void.self) { tasks in
         for agent in all {
@@ -262,7 +268,7 @@ func haAgents(token: String, count: Int, managers: [String], seconds: Int, out: 
             }
         }
     }
-    write("\(all.count) agents joined; \(tally.answers.load(ordering: .relaxed)) state answers, \(tally.failures.load(ordering: .relaxed)) failed polls in \(seconds) s")
+    write("\(all.count) agents joined (\(tally.joinFailures.load(ordering: .relaxed)) joins failed); \(tally.answers.load(ordering: .relaxed)) state answers, \(tally.failures.load(ordering: .relaxed)) failed polls in \(seconds) s")
     try? await group.shutdownGracefully()
 }
 
@@ -275,6 +281,8 @@ final class AgentTally: Sendable {
     let joined = Mutex<[Agent]>([])
     let answers = Atomic<Int>(0)
     let failures = Atomic<Int>(0)
+    let joinFailures = Atomic<Int>(0)
+    let lastJoinError = Mutex<String?>(nil)
 }
 
 extension Array where Element == String {

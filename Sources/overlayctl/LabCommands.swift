@@ -77,7 +77,12 @@ struct LabUp: AsyncParsableCommand {
         guard FileManager.default.isExecutableFile(atPath: overlayd) else {
             throw CLIError("cannot find overlayd next to overlayctl (\(overlayd)): build both (swift build)")
         }
-        if !lab.hosts().isEmpty { try await LabDown.tearDown(lab) }
+        // What an earlier lab of this name left (its namespaces, or only its state directory,
+        // whose store would make the new daemons rejoin the old swarm) goes first.
+        if !lab.hosts().isEmpty || FileManager.default.fileExists(atPath: lab.stateRoot) { try await LabDown.tearDown(lab) }
+        if FileManager.default.fileExists(atPath: lab.stateRoot) {
+            throw CLIError("cannot remove \(lab.stateRoot), left by an earlier lab \(lab.name): see what holds it (mounts, processes) and remove it")
+        }
         let created: Lab
         do { created = try Lab.create(name: lab.name, hosts: hosts) } catch { throw CLIError("cannot create the lab: \(error)") }
         var clusterStore: String?

@@ -15,8 +15,10 @@ extension OverlayDaemon {
     /// The kinds managers share, and the view holds.
     static let sharedKinds: [StoreKind] = [.network, .node, .allocation, .service, .task, .clusterSetting]
 
-    /// How often a write decided on an overtaken view is decided again before it gives up.
-    static let sharedWriteAttempts = 8
+    /// How often a write decided on an overtaken view is decided again before it gives up
+    /// (managers writing at once each win a turn in a few tries; a jittered pause after each
+    /// refusal spreads them out).
+    static let sharedWriteAttempts = 30
 
     /// The most changes one shared write holds on etcd (it takes 128 operations a
     /// transaction; the `seq` and IPAM puts come on top).
@@ -177,13 +179,14 @@ extension OverlayDaemon {
     func sharedWrite<T>(_ what: String, _ decide: () throws -> (changes: [StoreChange], ipam: IPAM?, result: T)) async throws -> T {
         await takeWriteTurn()
         defer { passWriteTurn() }
-        for _ in 1...Self.sharedWriteAttempts {
+        for attempt in 1...Self.sharedWriteAttempts {
             let d = try decide()
             do {
                 try await commitTaken(d.changes, ipam: d.ipam, conditions: [])
                 return d.result
             } catch let conflict as SharedConflict {
                 await catchUp(past: conflict.seq)
+                try? await Task.sleep(for: .milliseconds(Int.random(in: 0...min(50, 5 * attempt))))
             }
         }
         throw APIError(503, "\(what): the cluster store changed under it \(Self.sharedWriteAttempts) times in a row; try again")
