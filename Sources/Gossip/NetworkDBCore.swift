@@ -24,8 +24,13 @@ public struct TableChange: Sendable, Hashable, CustomStringConvertible {
     public var value: [UInt8]
     /// The node that owns (wrote) the entry.
     public var owner: String
+    /// A delete because the owner failed or left gossip (the entry is withdrawn, and comes back
+    /// if the owner does), not one the owner made.
+    public var withdrawn: Bool
     /// Makes a change.
-    public init(kind: TableChangeKind, network: String, table: String, key: String, value: [UInt8], owner: String) {
+    public init(kind: TableChangeKind, network: String, table: String, key: String, value: [UInt8], owner: String,
+                withdrawn: Bool = false) {
+        self.withdrawn = withdrawn
         self.kind = kind
         self.network = network
         self.table = table
@@ -324,7 +329,8 @@ public struct NetworkDBCore: Sendable {
         where e.owner == node && e.visible {
             entries[id]?.withdrawn = true
             entries[id]?.reapAt = now + config.reapInterval
-            out.append(.change(TableChange(kind: .delete, network: id.network, table: id.table, key: id.key, value: e.value, owner: node)))
+            out.append(.change(TableChange(kind: .delete, network: id.network, table: id.table, key: id.key, value: e.value, owner: node,
+                                           withdrawn: true)))
         }
         return out
     }

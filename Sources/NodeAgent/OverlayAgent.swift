@@ -29,6 +29,11 @@ public final class OverlayAgent: Sendable {
         var verifier: (@Sendable (_ owner: String, _ message: [UInt8], _ signature: [UInt8]?) -> Bool)?
         /// network -> table key -> a record the owner check refused (until it passes).
         var quarantined: [String: [String: TableChange]] = [:]
+        /// Peers of endpoints withdrawn because their owner failed, kept in the driver until
+        /// their grace ends (network -> key -> the withdrawal's number).
+        var withdrawing: [String: [String: UInt64]] = [:]
+        var withdrawals: UInt64 = 0
+        var withdrawalGrace: Duration = .zero
         var refusedRecords = 0
         var malformedRecords = 0
     }
@@ -237,6 +242,25 @@ public final class OverlayAgent: Sendable {
         }
         guard !mine else { return }
         let old = state.withLock { $0.programmed[network]?[change.key] }
+        // An owner that stops answering gossip (its daemon killed or restarting, or its host
+        // gone) has its endpoints withdrawn: names and load-balancer backends go at once (above),
+        // but the datapath keeps their peers for a grace, so traffic to containers that still run
+        // there is not cut while their daemon restarts. The owner back re-announces them.
+        let wasWithdrawing = state.withLock { $0.withdrawing[network]?.removeValue(forKey: change.key) != nil }
+        if change.kind == .delete, change.withdrawn, let old, state.withLock({ $0.withdrawalGrace }) > .zero {
+            let (number, grace) = state.withLock { s -> (UInt64, Duration) in
+                s.withdrawals += 1
+                s.withdrawing[network, default: [:]][change.key] = s.withdrawals
+                return (s.withdrawals, s.withdrawalGrace)
+            }
+            let key = change.key
+            Task { [weak self] in
+                try? await Task.sleep(for: grace)
+                self?.endWithdrawal(network: network, key: key, number: number, peer: old)
+            }
+            return
+        }
+        _ = wasWithdrawing
         if let old, old.endpoint.peer != endpoint?.peer {
             do { try driver.removePeer(old.endpoint.peer, network: network) } catch { note("removePeer \(old.endpoint.peer): \(error)") }
             publish(PeerChange(added: false, network: network, endpoint: old.endpoint, owner: old.owner))
@@ -252,6 +276,25 @@ public final class OverlayAgent: Sendable {
             // The same peer, other fields changed (a name, aliases): keep the newest.
             state.withLock { $0.programmed[network]?[change.key] = (endpoint, change.owner) }
         }
+    }
+
+    /// A withdrawn endpoint's grace is over and its owner has not re-announced it: its peer goes.
+    private func endWithdrawal(network: String, key: String, number: UInt64, peer old: (endpoint: Endpoint, owner: String)) {
+        let due = state.withLock { s -> Bool in
+            guard s.withdrawing[network]?[key] == number else { return false }
+            s.withdrawing[network]?[key] = nil
+            s.programmed[network]?[key] = nil
+            return true
+        }
+        guard due else { return }
+        do { try driver.removePeer(old.endpoint.peer, network: network) } catch { note("removePeer \(old.endpoint.peer): \(error)") }
+        publish(PeerChange(added: false, network: network, endpoint: old.endpoint, owner: old.owner))
+    }
+
+    /// How long the peers of a failed owner's endpoints stay in the datapath; zero (the
+    /// default, Docker's behaviour) removes them with the withdrawal.
+    public func setWithdrawalGrace(_ grace: Duration) {
+        state.withLock { $0.withdrawalGrace = grace }
     }
 
     private func publish(_ change: PeerChange) {

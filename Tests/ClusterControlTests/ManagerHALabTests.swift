@@ -53,6 +53,7 @@ import OverlayTestKit
         for h in ["h1", "h4", "h5"] {
             _ = try lab.must(h, ["run", "-d", "--name", "c-\(h)", "--network", "net1", "--", "sleep", "100000"])
         }
+        let ip1 = try lab.ip("h1", "c-h1", network: "net1")
         let ip4 = try lab.ip("h4", "c-h4", network: "net1"), ip5 = try lab.ip("h5", "c-h5", network: "net1")
         #expect(try lab.pings("h4", "c-h4", ip5))
         _ = try lab.must("h3", ["service", "create", "--name", "web", "--replicas", "3", "--network", "net1", "--", "sleep", "100000"])
@@ -74,6 +75,11 @@ import OverlayTestKit
         let ping = try Child.spawn(["/usr/bin/setsid", lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h4", "--",
                                     "overlayctl", "exec", "c-h4", "--", "ping", "-i", "0.2", "-c", "100", "-W", "1", ip5], log: pingLog)
         defer { kill(ping.pid, SIGKILL) }
+        // ... and from h5's container to the one on h1, whose daemon is the one killed.
+        let pingLog1 = "/run/ovl-ha/h5/ping1.log"
+        let ping1 = try Child.spawn(["/usr/bin/setsid", lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h5", "--",
+                                     "overlayctl", "exec", "c-h5", "--", "ping", "-i", "0.2", "-c", "100", "-W", "1", ip1], log: pingLog1)
+        defer { kill(ping1.pid, SIGKILL) }
         let oldLeader = try #require(leader(lab, on: "h1"))
         #expect(oldLeader == "h1", "the first manager leads until it dies")
         let pid = try lab.pid("h1")
@@ -117,7 +123,9 @@ import OverlayTestKit
 
         // Nothing lost between the existing containers; no address handed out twice; the
         // networks, services, tasks and containers are all there.
-        for _ in 0..<100 where kill(ping.pid, 0) == 0 { usleep(200_000) }
+        for _ in 0..<100 where kill(ping.pid, 0) == 0 || kill(ping1.pid, 0) == 0 { usleep(200_000) }
+        let pinged1 = (try? String(contentsOfFile: pingLog1, encoding: .utf8)) ?? ""
+        #expect(pinged1.contains(" 0% packet loss"), "pings to the killed manager's container: \(pinged1.suffix(300))")
         for _ in 0..<300 where kill(loop.pid, 0) == 0 { usleep(200_000) }
         let looped = (try? String(contentsOfFile: loopLog, encoding: .utf8)) ?? ""
         #expect(looped.contains("done") && !looped.contains("failed"), "h5's run/rm loop across the failover: \(looped)")
