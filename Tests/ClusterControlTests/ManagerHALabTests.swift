@@ -75,7 +75,8 @@ import OverlayTestKit
         let ping = try Child.spawn(["/usr/bin/setsid", lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h4", "--",
                                     "overlayctl", "exec", "c-h4", "--", "ping", "-i", "0.2", "-c", "100", "-W", "1", ip5], log: pingLog)
         defer { kill(ping.pid, SIGKILL) }
-        // ... and from h5's container to the one on h1, whose daemon is the one killed.
+        // ... and from h5's container to the one on h1, whose daemon is the one killed (until h1's
+        // daemon starts again: a restart rebuilds its sandboxes, Operations.md's "Restarts").
         let pingLog1 = "/run/ovl-ha/h5/ping1.log"
         let ping1 = try Child.spawn(["/usr/bin/setsid", lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h5", "--",
                                      "overlayctl", "exec", "c-h5", "--", "ping", "-i", "0.2", "-c", "100", "-W", "1", ip1], log: pingLog1)
@@ -111,6 +112,10 @@ import OverlayTestKit
         }
 
         // The old leader comes back as a follower.
+        kill(-ping1.pid, SIGINT)
+        for _ in 0..<50 where kill(ping1.pid, 0) == 0 { usleep(100_000) }
+        let pinged1 = (try? String(contentsOfFile: pingLog1, encoding: .utf8)) ?? ""
+        #expect(pinged1.contains(" 0% packet loss"), "pings to the killed manager's container until it restarts: \(pinged1.suffix(300))")
         try lab.startDaemon("h1", hostIndex: 1, args: ["--cluster-store", Self.store])
         var back = false
         for _ in 0..<50 where !back {
@@ -123,15 +128,24 @@ import OverlayTestKit
 
         // Nothing lost between the existing containers; no address handed out twice; the
         // networks, services, tasks and containers are all there.
-        for _ in 0..<100 where kill(ping.pid, 0) == 0 || kill(ping1.pid, 0) == 0 { usleep(200_000) }
-        let pinged1 = (try? String(contentsOfFile: pingLog1, encoding: .utf8)) ?? ""
-        #expect(pinged1.contains(" 0% packet loss"), "pings to the killed manager's container: \(pinged1.suffix(300))")
+        for _ in 0..<100 where kill(ping.pid, 0) == 0 { usleep(200_000) }
+        #expect(try lab.pings("h5", "c-h5", ip1), "h1's container after its daemon's restart")
         for _ in 0..<300 where kill(loop.pid, 0) == 0 { usleep(200_000) }
         let looped = (try? String(contentsOfFile: loopLog, encoding: .utf8)) ?? ""
         #expect(looped.contains("done") && !looped.contains("failed"), "h5's run/rm loop across the failover: \(looped)")
         #expect(looped.components(separatedBy: "run-ok").count - 1 == 30, "\(looped)")
         let tasks = try jsonLines(try lab.must("h2", ["service", "ps", "web", "--format", "json"]))
         #expect(tasks.filter { ($0["DesiredState"] as? String) == "Running" }.count == 3, "\(tasks)")
+        // Every manager hears every node's reports: each counts the three tasks running.
+        for h in ["h1", "h2", "h3"] {
+            let counted = try lab.retrying(h, ["service", "ls", "--format", "{{.Replicas}}"], tries: 1, every: 0)
+            var replicas = counted.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            for _ in 0..<80 where replicas != "3/3" {
+                usleep(500_000)
+                replicas = (try? lab.must(h, ["service", "ls", "--format", "{{.Replicas}}"])) ?? ""
+            }
+            #expect(replicas == "3/3", "service ls on \(h): \(replicas)")
+        }
         let pinged = (try? String(contentsOfFile: pingLog, encoding: .utf8)) ?? ""
         #expect(pinged.contains(" 0% packet loss"), "pings between existing containers: \(pinged.suffix(300))")
         let allocated = try allocations(lab, from: "h2")

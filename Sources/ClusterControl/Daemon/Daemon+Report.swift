@@ -38,11 +38,14 @@ extension OverlayDaemon {
 
     /// The one way a node tells the manager about itself (`POST /v1/report`), sent when the report
     /// changed or is 30 s old. A manager records its own task states directly. A failure is
-    /// logged; the next call sends it again.
+    /// logged; the next call sends it again. With several managers every one of them is told
+    /// (each decides from what nodes report: task states, gateway subnets, published ports),
+    /// the others at most 2 s each and without holding the report back when they fail.
     func sendReport(timeout: TimeAmount = .seconds(5)) async {
         guard let s = swarm, !isStopped else { return }
         let report = currentReport(nodeID: s.nodeID)
         guard report != reporting.last || Date().timeIntervalSince(reporting.at) > 30 else { return }
+        let own = manager != nil ? Addr.join(s.advertiseAddr, s.listenPort) : s.managerAddr
         if manager != nil {
             recordTaskStatus(TaskStatusReport(nodeID: s.nodeID, states: report.taskStates ?? [:]))
         } else {
@@ -55,6 +58,27 @@ extension OverlayDaemon {
             }
         }
         reporting = ReportState(last: report, at: Date())
+        let others = (cluster.managers ?? []).filter { $0 != own }
+        guard !others.isEmpty, let tls = try? reportingTLS() else { return }
+        let group = self.group
+        await withTaskGroup(of: Void.self) { tasks in
+            for address in others {
+                guard let (h, p) = try? Addr.split(address, defaultPort: 2377) else { continue }
+                tasks.addTask {
+                    let client = APIClient(endpoint: .tcp(host: h, port: p), tls: { try tls.addHandlers(to: $0) }, timeout: .seconds(2),
+                                           describeError: ClusterTLS.describe)
+                    _ = try? await client.call(ManagerAPI.report, body: report, group: group)
+                }
+            }
+        }
+    }
+
+    /// This node's mutual-TLS client (its certificate), as the calls to its manager use it.
+    func reportingTLS() throws -> ClusterTLS.Client {
+        if let cached = managerTLS { return cached }
+        let tls = try ClusterTLS.Client.mutual(identity: NodeIdentity.load(from: certDirectory))
+        managerTLS = tls
+        return tls
     }
 
     /// Manager: records what a node says of itself. Every part is checked: a gateway subnet that
