@@ -246,7 +246,8 @@ public final class OverlayAgent: Sendable {
         // gone) has its endpoints withdrawn: names and load-balancer backends go at once (above),
         // but the datapath keeps their peers for a grace, so traffic to containers that still run
         // there is not cut while their daemon restarts. The owner back re-announces them.
-        let wasWithdrawing = state.withLock { $0.withdrawing[network]?.removeValue(forKey: change.key) != nil }
+        // Any change of a withdrawn endpoint ends its grace (its owner's re-announcement, or a delete).
+        state.withLock { _ = $0.withdrawing[network]?.removeValue(forKey: change.key) }
         if change.kind == .delete, change.withdrawn, let old, state.withLock({ $0.withdrawalGrace }) > .zero {
             let (number, grace) = state.withLock { s -> (UInt64, Duration) in
                 s.withdrawals += 1
@@ -260,7 +261,6 @@ public final class OverlayAgent: Sendable {
             }
             return
         }
-        _ = wasWithdrawing
         if let old, old.endpoint.peer != endpoint?.peer {
             do { try driver.removePeer(old.endpoint.peer, network: network) } catch { note("removePeer \(old.endpoint.peer): \(error)") }
             publish(PeerChange(added: false, network: network, endpoint: old.endpoint, owner: old.owner))

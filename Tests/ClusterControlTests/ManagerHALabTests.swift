@@ -138,11 +138,10 @@ import OverlayTestKit
         #expect(tasks.filter { ($0["DesiredState"] as? String) == "Running" }.count == 3, "\(tasks)")
         // Every manager hears every node's reports: each counts the three tasks running.
         for h in ["h1", "h2", "h3"] {
-            let counted = try lab.retrying(h, ["service", "ls", "--format", "{{.Replicas}}"], tries: 1, every: 0)
-            var replicas = counted.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            var replicas = ""
             for _ in 0..<80 where replicas != "3/3" {
-                usleep(500_000)
                 replicas = (try? lab.must(h, ["service", "ls", "--format", "{{.Replicas}}"])) ?? ""
+                if replicas != "3/3" { usleep(500_000) }
             }
             #expect(replicas == "3/3", "service ls on \(h): \(replicas)")
         }
@@ -192,6 +191,12 @@ import OverlayTestKit
         #expect(r.output.contains("--cluster-store") && r.output.split(separator: "\n").count == 1, "\(r.output)")
         let info = try JSONSerialization.jsonObject(with: Data(try lab.must("h3", ["info"]).utf8)) as? [String: Any]
         #expect(info?["swarm"] as? String == "inactive", "nothing changed on h3: \(String(describing: info))")
+        // `swarm init` where the cluster store already holds a swarm: refused, nothing made, so
+        // the node can still join it.
+        let initAgain = try lab.on("h2", ["swarm", "init", "--advertise-addr", "198.18.0.2"])
+        #expect(!initAgain.succeeded && initAgain.output.contains("already holds a swarm") && initAgain.output.split(separator: "\n").count == 1,
+                "\(initAgain.output)")
+        #expect(!FileManager.default.fileExists(atPath: "/run/\(lab.name)/h2/ca"), "a refused init made a CA")
         // A node already in the swarm.
         _ = try lab.must("h2", ["swarm", "join", "--token", managerToken, "198.18.0.1:2377"])
         let again = try lab.on("h2", ["swarm", "join", "--token", managerToken, "198.18.0.1:2377"])

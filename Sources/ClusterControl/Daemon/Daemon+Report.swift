@@ -59,7 +59,7 @@ extension OverlayDaemon {
         }
         reporting = ReportState(last: report, at: Date())
         let others = (cluster.managers ?? []).filter { $0 != own }
-        guard !others.isEmpty, let tls = try? reportingTLS() else { return }
+        guard !others.isEmpty, let tls = try? nodeTLS() else { return }
         let group = self.group
         await withTaskGroup(of: Void.self) { tasks in
             for address in others {
@@ -71,14 +71,6 @@ extension OverlayDaemon {
                 }
             }
         }
-    }
-
-    /// This node's mutual-TLS client (its certificate), as the calls to its manager use it.
-    func reportingTLS() throws -> ClusterTLS.Client {
-        if let cached = managerTLS { return cached }
-        let tls = try ClusterTLS.Client.mutual(identity: NodeIdentity.load(from: certDirectory))
-        managerTLS = tls
-        return tls
     }
 
     /// Manager: records what a node says of itself. Every part is checked: a gateway subnet that

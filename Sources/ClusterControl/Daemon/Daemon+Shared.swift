@@ -368,8 +368,8 @@ extension DaemonConfiguration {
         let endpoints = members.map { (tls.ca != nil ? "https://" : "http://") + $0 }
         let config = EtcdConfiguration(
             endpoints: endpoints, tls: tls.ca.map { EtcdConfiguration.TLS(caFile: $0, certificateFile: tls.cert, keyFile: tls.key) })
-        // Each endpoint is checked now (host and port), not at the first call.
-        _ = try EtcdStore(config, clusterID: "", prefix: prefix)
+        // Each endpoint (host and port) and the TLS files are checked now, not at the first call.
+        try config.check()
         return (config, prefix)
     }
 }

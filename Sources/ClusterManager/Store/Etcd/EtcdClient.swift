@@ -92,7 +92,7 @@ final class EtcdClient: Sendable {
         if first { try await http.shutdown() }
     }
 
-    private static func tls(_ tls: EtcdConfiguration.TLS?) throws -> TLSConfiguration {
+    static func tls(_ tls: EtcdConfiguration.TLS?) throws -> TLSConfiguration {
         var c = TLSConfiguration.makeClientConfiguration()
         guard let tls else { return c }
         do {

@@ -47,6 +47,14 @@ public struct EtcdConfiguration: Sendable {
         self.endpoints = endpoints
         self.tls = tls
     }
+
+    /// Checks what a client would check before asking anything: every endpoint's shape and the
+    /// TLS files (read and parsed), each with a ``StoreError`` naming it. No connection is made.
+    public func check() throws {
+        guard !endpoints.isEmpty else { throw StoreError("no etcd endpoint given") }
+        let parsed = try endpoints.map(EtcdEndpoint.init)
+        if parsed.contains(where: \.isTLS) { _ = try EtcdClient.tls(tls) }
+    }
 }
 
 /// One member's client URL, checked.
