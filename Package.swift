@@ -40,6 +40,7 @@ let package = Package(
         .library(name: "DiscoveryServer", targets: ["DiscoveryServer"]),
         .library(name: "OverlayDriver", targets: ["OverlayDriver"]),
         .library(name: "OverlayAPI", targets: ["OverlayAPI"]),
+        .library(name: "DockerPlugin", targets: ["DockerPlugin"]),
         .library(name: "ClusterControl", targets: ["ClusterControl"]),
         .library(name: "OverlayTestKit", targets: ["OverlayTestKit"]),
         .executable(name: "overlayd", targets: ["overlayd"]),
@@ -111,10 +112,13 @@ let package = Package(
         .target(
             name: "NodeAgent",
             dependencies: ["OverlayAPI", "OverlayModel", "Gossip", "OverlayDriver", "Ingress", "GWBridge", "Netlink", "Discovery", nioCore, logging], exclude: ["README.md"]),
+        // Docker's remote network and IPAM driver protocol: the calls without I/O, and their
+        // server on the plugin socket.
+        .target(name: "DockerPlugin", dependencies: [hummingbird, hummingbirdCore, httpTypes, nioCore, logging], exclude: ["README.md"]),
         .target(
             name: "ClusterControl",
             dependencies: [
-                "OverlayAPI", "ClusterManager", "NodeAgent", "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "DiscoveryServer", "Ingress", "IPsecKeys", "GWBridge", "Netlink",
+                "OverlayAPI", "ClusterManager", "DockerPlugin", "NodeAgent", "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "DiscoveryServer", "Ingress", "IPsecKeys", "GWBridge", "Netlink",
                 "OverlayCrypto", logging, nioCore, nioPosix, nioHTTP1, nioTLS, nioSSL, x509, crypto, grdb,
                 hummingbird, hummingbirdCore, httpTypes, nioHTTPTypes, serviceLifecycle, metrics, prometheus,
             ],
@@ -187,6 +191,7 @@ let package = Package(
             dependencies: ["OverlayDriver", "OverlayModel", "IPAM", "Netlink", "OverlayTestKit", "IPsecKeys", "OverlayCrypto"]),
         .testTarget(name: "OverlayTestKitTests", dependencies: ["OverlayTestKit", "Netlink", "OverlayModel"]),
         .testTarget(name: "OverlayCNITests", dependencies: ["OverlayCNI", "OverlayAPI"]),
+        .testTarget(name: "DockerPluginTests", dependencies: ["DockerPlugin", nioPosix, logging]),
         .testTarget(name: "OverlayCryptoTests", dependencies: ["OverlayCrypto"]),
         .testTarget(name: "IPsecKeysTests", dependencies: ["IPsecKeys", "OverlayCrypto", "OverlayModel"]),
         .testTarget(name: "DiscoveryTests", dependencies: ["Discovery", "OverlayModel"]),
