@@ -11,7 +11,7 @@ public protocol DockerNetworkBackend: Sendable {
     func deleteNetwork(_ request: NetworkRequest) async throws
     func createEndpoint(_ request: CreateEndpointRequest) async throws -> CreateEndpointResponse
     func deleteEndpoint(_ request: EndpointRequest) async throws
-    func join(_ request: JoinRequest) async throws -> JoinResponse
+    func join(_ request: DriverJoinRequest) async throws -> DriverJoinResponse
     func leave(_ request: EndpointRequest) async throws
 }
 
@@ -98,7 +98,7 @@ public struct DockerPlugin: Sendable {
                 try await backend.deleteEndpoint(r)
                 return Self.empty
             case "NetworkDriver.Join":
-                let r = try Self.decode(JoinRequest.self, body, call)
+                let r = try Self.decode(DriverJoinRequest.self, body, call)
                 try Self.checkIDs(r.NetworkID, r.EndpointID)
                 return try Self.ok(try await backend.join(r))
             case "NetworkDriver.Leave":

@@ -233,7 +233,7 @@ public struct CreateEndpointResponse: Codable, Sendable, Equatable {
 }
 
 /// `NetworkDriver.Join`.
-public struct JoinRequest: Codable, Sendable, Equatable {
+public struct DriverJoinRequest: Codable, Sendable, Equatable {
     public var NetworkID: String
     public var EndpointID: String
     /// The container's namespace path, in dockerd's mount namespace (it may not exist yet).
@@ -272,7 +272,7 @@ public struct StaticRoute: Codable, Sendable, Equatable {
 }
 
 /// `NetworkDriver.Join`'s answer.
-public struct JoinResponse: Codable, Sendable, Equatable {
+public struct DriverJoinResponse: Codable, Sendable, Equatable {
     public var InterfaceName: InterfaceName
     /// The default gateway (empty: Docker's gateway bridge gives the container its egress).
     public var Gateway: String?

@@ -396,7 +396,7 @@ public final class OverlayDriver: @unchecked Sendable {
                     try sandbox.socket.setUp(veth)
                     let c = try NetlinkSocket(namespace: container)
                     try c.setMAC(mac, of: spec.interfaceName)
-                    try configureContainer(c, container, spec, net.network, subnet)
+                    if spec.configuresInterface { try configureContainer(c, container, spec, net.network, subnet) }
                 }
             case .auto, .macvlan:
                 var created = false
@@ -407,7 +407,7 @@ public final class OverlayDriver: @unchecked Sendable {
                             named: spec.interfaceName, lower: subnet.tunnelName, mode: .bridge, mac: mac, mtu: net.network.mtu,
                             namespace: container)
                         created = true
-                        try configureContainer(c, container, spec, net.network, subnet)
+                        if spec.configuresInterface { try configureContainer(c, container, spec, net.network, subnet) }
                     }
                 } catch {
                     // Only what this call made: an existing interface of that name is the caller's.
@@ -420,7 +420,7 @@ public final class OverlayDriver: @unchecked Sendable {
             if builtSandbox { teardownSandbox(net.network, sandbox) }
             throw mapAttachError(error, spec)
         }
-        if let v4 = spec.address.v4 {
+        if let v4 = spec.address.v4, spec.configuresInterface {
             Announce.gratuitousARP(v4, mac: mac, interface: spec.interfaceName, in: container)
         }
         let endpoint = OverlayEndpoint(

@@ -189,11 +189,15 @@ public struct EndpointSpec: Hashable, Sendable {
     public var mac: MACAddress?
     /// The interface's name inside the container (`eth0`).
     public var interfaceName: String
+    /// Whether the attach addresses the interface, brings it up and routes the network's other
+    /// subnets; false leaves that to a runtime that moves the interface into its container itself
+    /// (Docker's remote drivers hand over an interface by name), so only its MAC and MTU are set.
+    public var configuresInterface: Bool
 
     /// Makes an endpoint spec.
     public init(
         id: String, network: String, namespace: NamespaceReference, address: IPAddress, mac: MACAddress? = nil,
-        interfaceName: String = "eth0"
+        interfaceName: String = "eth0", configuresInterface: Bool = true
     ) {
         self.id = id
         self.network = network
@@ -201,6 +205,7 @@ public struct EndpointSpec: Hashable, Sendable {
         self.address = address
         self.mac = mac
         self.interfaceName = interfaceName
+        self.configuresInterface = configuresInterface
     }
 }
 

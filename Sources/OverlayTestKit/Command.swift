@@ -76,4 +76,37 @@ public enum Command {
         if killed { text += "\n[killed after \(timeout) s]" }
         return CommandResult(status: exitCode, output: text)
     }
+
+    /// Starts `arguments` in the background, in a session of its own, with standard output and
+    /// error appended to `log`, no signal blocked and default dispositions (a daemon started from
+    /// a Swift program must not pass on the signals its threads block: busybox `ping` in a
+    /// container of such a dockerd never sees its SIGALRM). Returns its PID; the caller does not
+    /// wait for it.
+    public static func start(_ arguments: [String], log: String) throws -> pid_t {
+        guard let program = arguments.first else { throw LabError("no command to run") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        ovl_spawn_close_from(&actions, 3)
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        // POSIX_SPAWN_SETSID (0x80, glibc 2.26+) is declared only with _GNU_SOURCE.
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | 0x80))
+        var pid: pid_t = 0
+        let rc = posix_spawnp(&pid, program, &actions, &attributes, argv, environ)
+        guard rc == 0 else { throw LabError("could not start \(program): \(String(cString: strerror(rc)))") }
+        return pid
+    }
 }

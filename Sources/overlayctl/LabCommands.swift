@@ -62,6 +62,8 @@ struct LabUp: AsyncParsableCommand {
     var metrics = false
     @Flag(help: "Every host also runs podman (CNI backend, overlay-cni, a local busybox image), in a mount namespace it shares with its overlayd.")
     var podman = false
+    @Flag(help: "Every host also runs dockerd (docker.io, live restore, a local busybox image), in a mount namespace it shares with its overlayd, which serves it the swift-overlay network and IPAM plugin.")
+    var docker = false
     @Option(help: "Members of an etcd cluster to start, one on each of the first N hosts (1-7); every overlayd gets --cluster-store naming them.")
     var etcd: Int?
 
@@ -111,13 +113,17 @@ struct LabUp: AsyncParsableCommand {
             }
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-            let enter: [String] = podman ? LabPodman.enter(lab, h.name) : ["ip", "netns", "exec", lab.namespace(h.name)]
+            if docker {
+                do { try LabDocker.setUp(lab, h.name) } catch { throw CLIError("cannot set up Docker on \(h.name): \(error)") }
+            }
+            let enter: [String] = podman || docker ? LabMountNamespace.enter(lab, h.name) : ["ip", "netns", "exec", lab.namespace(h.name)]
             var daemon: [String] = [overlayd, "--config-file", dir + "/daemon.json", "--state-dir", dir, "--socket", lab.socket(h.name),
                                     "--hostname", h.name, "--advertise-addr", h.address.description]
             if !normalGossip { daemon.append("--fast-gossip") }
             daemon += dns.flatMap { ["--dns", $0] }
             if metrics { daemon += ["--metrics-addr", "\(h.address):9323"] }
             if let clusterStore { daemon += ["--cluster-store", clusterStore] }
+            if docker { daemon += LabDocker.overlaydArguments(lab, h.name) }
             p.arguments = enter + daemon
             p.standardOutput = log
             p.standardError = log
@@ -139,8 +145,15 @@ struct LabUp: AsyncParsableCommand {
             if podman {
                 do { try LabPodman.importImage(lab, h.name) } catch { throw CLIError("cannot import the busybox image on \(h.name): \(error)") }
             }
+            if docker {
+                do {
+                    try LabDocker.start(lab, h.name)
+                    try LabDocker.importImage(lab, h.name)
+                } catch { throw CLIError("cannot start Docker on \(h.name): \(error)") }
+            }
             print("\(h.name)  \(h.address)  netns \(lab.namespace(h.name))  socket \(lab.socket(h.name))"
-                  + (metrics ? "  metrics http://\(h.address):9323/metrics" : ""))
+                  + (metrics ? "  metrics http://\(h.address):9323/metrics" : "")
+                  + (docker ? "  DOCKER_HOST=unix://\(LabDocker.socket(lab, h.name))" : ""))
         }
         if let clusterStore { print("etcd  \(clusterStore)  (data and log under \(lab.stateRoot)/hN/etcd)") }
         print("lab \(lab.name) is up: `overlayctl lab exec h1 -- overlayctl swarm init` to begin")
@@ -150,7 +163,7 @@ struct LabUp: AsyncParsableCommand {
 struct LabExec: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "exec",
-        abstract: "Run a command on a lab host (its namespace, with OVERLAY_HOST set to that host's overlayd).")
+        abstract: "Run a command on a lab host (its namespaces, with OVERLAY_HOST set to that host's overlayd, and DOCKER_HOST to its dockerd with --docker).")
     @OptionGroup var lab: LabOptions
     @Argument(help: "The host: h1, 1 or <lab>-h1.") var host: String
     @Argument(parsing: .captureForPassthrough, help: "-- CMD ARGS...") var command: [String] = []
@@ -162,7 +175,10 @@ struct LabExec: AsyncParsableCommand {
         let h = try lab.host(host)
         let path = binDirectory() + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin")
         let env = ["env", "OVERLAY_HOST=unix://\(lab.socket(h))", "PATH=\(path)"]
-        if LabPodman.isOn(lab, h) { throw execReplacing(LabPodman.enter(lab, h) + env + LabPodman.environment(lab, h) + cmd) }
+        if LabMountNamespace.exists(lab, h) {
+            let extra = (LabPodman.isOn(lab, h) ? LabPodman.environment(lab, h) : []) + (LabDocker.isOn(lab, h) ? LabDocker.environment(lab, h) : [])
+            throw execReplacing(LabMountNamespace.enter(lab, h) + env + extra + cmd)
+        }
         throw execReplacing(["ip", "netns", "exec", lab.namespace(h)] + env + cmd)
     }
 }
@@ -179,7 +195,10 @@ struct LabDown: AsyncParsableCommand {
 
     static func tearDown(_ lab: LabOptions) async throws {
         var pids: [Int32] = []
-        for h in lab.hosts() { LabPodman.tearDown(lab, h) }
+        for h in lab.hosts() {
+            LabPodman.tearDown(lab, h)
+            LabDocker.tearDown(lab, h)
+        }
         for h in lab.hosts() {
             guard let client = try? DaemonClient(host: "unix://" + lab.socket(h)),
                   let info = try? await client.call(LocalAPI.info) else { continue }

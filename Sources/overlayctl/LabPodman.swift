@@ -1,29 +1,18 @@
 import Foundation
 import OverlayTestKit
 
-/// Podman on lab hosts (`lab up --podman`): each host gets a mount namespace of its own, kept by
-/// a handle under its state directory, in which its overlayd and its podman both run, as on a
-/// real host. There:
-/// - /sys is the host's network namespace's, with the cgroup v1 hierarchies mounted on a tmpfs
-///   (this machine's crun refuses its hybrid cgroup layout);
-/// - /run/netns (podman's container namespaces), /var/lib/cni (the CNI cache) and /dev/shm are
-///   the host's own;
+/// Podman on lab hosts (`lab up --podman`), in the host's mount namespace (`LabMountNamespace`),
+/// which its overlayd shares:
 /// - podman uses the CNI backend, with `overlay-cni` (next to overlayctl) and Debian's plugins,
 ///   its configuration, storage and networks (`podman/net.d`) under the state directory, and a
 ///   busybox image (`localhost/busybox:lab`) imported from busybox-static: no registry.
 enum LabPodman {
     static func directory(_ lab: LabOptions, _ host: String) -> String { lab.stateDir(host) + "/podman" }
-    static func handle(_ lab: LabOptions, _ host: String) -> String { lab.stateDir(host) + "/mntns/mnt" }
     static let image = "localhost/busybox:lab"
 
     /// Whether the host was made with podman.
     static func isOn(_ lab: LabOptions, _ host: String) -> Bool {
         FileManager.default.fileExists(atPath: directory(lab, host) + "/containers.conf")
-    }
-
-    /// The argv prefix that enters the host: its mount and network namespaces.
-    static func enter(_ lab: LabOptions, _ host: String) -> [String] {
-        ["nsenter", "--mount=\(handle(lab, host))", "--net=/run/netns/\(lab.namespace(host))"]
     }
 
     /// What podman needs in its environment on the host.
@@ -70,28 +59,17 @@ enum LabPodman {
             runroot = "\(d)/runroot"
 
             """.write(toFile: d + "/storage.conf", atomically: true, encoding: .utf8)
-        let mntns = lab.stateDir(host) + "/mntns"
-        try run(["/bin/sh", "-ec", """
-            mkdir -p \(mntns)
-            mount --bind \(mntns) \(mntns)
-            mount --make-private \(mntns)
-            touch \(mntns)/mnt
-            unshare --mount=\(mntns)/mnt --propagation slave true
-            nsenter --mount=\(mntns)/mnt --net=/run/netns/\(lab.namespace(host)) /bin/sh -ec '
-              umount -l /sys; mount -t sysfs sysfs /sys
-              mount -t tmpfs -o mode=755 cgroup_root /sys/fs/cgroup
-              for c in cpu cpuacct cpuset memory devices freezer blkio pids; do
-                mkdir -p /sys/fs/cgroup/$c; mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c; done
-              mkdir -p /sys/fs/cgroup/systemd; mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
-              mkdir -p /run/netns; mount -t tmpfs tmpfs /run/netns
-              mkdir -p /var/lib/cni; mount -t tmpfs tmpfs /var/lib/cni
-              mount -t tmpfs tmpfs /dev/shm
-            '
-            """])
+        try LabMountNamespace.make(lab, host)
     }
 
     /// The busybox image, made once per lab from busybox-static and imported on the host.
     static func importImage(_ lab: LabOptions, _ host: String) throws {
+        let tar = try rootfsTar(lab)
+        try run(LabMountNamespace.enter(lab, host) + ["env"] + environment(lab, host) + ["podman", "import", "--quiet", "--change", "CMD [\"/bin/sh\"]", tar, image])
+    }
+
+    /// A busybox root file system as a tar (made once per lab from busybox-static).
+    static func rootfsTar(_ lab: LabOptions) throws -> String {
         let tar = lab.stateRoot + "/busybox.tar"
         if !FileManager.default.fileExists(atPath: tar) {
             let r = lab.stateRoot + "/busybox-rootfs"
@@ -104,13 +82,13 @@ enum LabPodman {
                 tar -C \(r) -cf \(tar) .
                 """])
         }
-        try run(enter(lab, host) + ["env"] + environment(lab, host) + ["podman", "import", "--quiet", "--change", "CMD [\"/bin/sh\"]", tar, image])
+        return tar
     }
 
     /// Removes every podman container of the host (before its namespaces go).
     static func tearDown(_ lab: LabOptions, _ host: String) {
-        guard isOn(lab, host), FileManager.default.fileExists(atPath: handle(lab, host)) else { return }
-        _ = try? Command.run(enter(lab, host) + ["env"] + environment(lab, host) + ["podman", "rm", "-af", "-t", "0"], timeout: 60)
+        guard isOn(lab, host), LabMountNamespace.exists(lab, host) else { return }
+        _ = try? Command.run(LabMountNamespace.enter(lab, host) + ["env"] + environment(lab, host) + ["podman", "rm", "-af", "-t", "0"], timeout: 60)
     }
 
     static func run(_ argv: [String]) throws {

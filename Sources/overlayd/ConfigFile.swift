@@ -22,6 +22,7 @@ struct ConfigFile {
         "manager-max-connections": .integer, "manager-max-connections-per-source": .integer, "manager-request-timeout": .integer,
         "max-addresses-per-node": .integer, "dns-forwards-per-container": .integer, "gossip-streams-per-source": .integer,
         "orphaned-address-grace": .integer, "metrics-addr": .string, "cluster-store": .string, "cluster-store-opt": .strings,
+        "docker-plugin-socket": .string, "docker-host": .string,
     ]
 
     /// One setting: the flags it stands for and the line it is on.

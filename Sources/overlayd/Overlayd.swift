@@ -109,6 +109,16 @@ struct Overlayd: AsyncParsableCommand {
         valueName: "key=value"))
     var clusterStoreOpt: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Serve Docker's network and IPAM plugin swift-overlay on this socket; off when not given.",
+        discussion: "dockerd finds it at /run/docker/plugins/swift-overlay.sock: docker network create -d swift-overlay --ipam-driver swift-overlay NAME.",
+        valueName: "path"))
+    var dockerPluginSocket: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "dockerd's API, which the Docker plugin asks for network names.", valueName: "unix:///path"))
+    var dockerHost = "unix:///var/run/docker.sock"
+
     /// Parses the configuration file's settings, then the command line's (which win), and runs.
     /// An error about a setting from the file says which line it came from.
     static func main() async {
@@ -159,6 +169,12 @@ struct Overlayd: AsyncParsableCommand {
         } else if !clusterStoreOpt.isEmpty {
             throw ValidationError("--cluster-store-opt needs --cluster-store")
         }
+        if !dockerHost.hasPrefix("unix:///") {
+            throw ValidationError("--docker-host \(dockerHost) is not unix:///PATH (dockerd's API socket)")
+        }
+        if let dockerPluginSocket, !dockerPluginSocket.hasPrefix("/") || dockerPluginSocket.utf8.count > 107 {
+            throw ValidationError("--docker-plugin-socket \(dockerPluginSocket) is not an absolute path of at most 107 bytes")
+        }
         guard stateDir.hasPrefix("/") else { throw ValidationError("--state-dir must be an absolute path") }
         for (flag, value, range) in [
             ("--manager-max-connections", managerMaxConnections, 1...1_000_000),
@@ -202,6 +218,8 @@ struct Overlayd: AsyncParsableCommand {
             config.clusterStore = etcd
             config.clusterStorePrefix = prefix
         }
+        config.dockerPluginSocket = dockerPluginSocket
+        config.dockerHost = dockerHost
         config.socketGroup = group.flatMap { getgrnam($0)?.pointee.gr_gid }
         let socketPath = config.socketPath
         config.onReady = { SystemdNotify.send("READY=1\nSTATUS=serving on \(socketPath)") }

@@ -36,9 +36,9 @@ final class FakeBackend: DockerNetworkBackend, @unchecked Sendable {
         return CreateEndpointResponse(Interface: EndpointInterface(MacAddress: "02:42:0a:09:00:02"))
     }
     func deleteEndpoint(_ r: EndpointRequest) async throws { try record("DeleteEndpoint \(r.EndpointID)") }
-    func join(_ r: JoinRequest) async throws -> JoinResponse {
+    func join(_ r: DriverJoinRequest) async throws -> DriverJoinResponse {
         try record("Join \(r.EndpointID)")
-        return JoinResponse(InterfaceName: InterfaceName(SrcName: "swo0123456789a"))
+        return DriverJoinResponse(InterfaceName: InterfaceName(SrcName: "swo0123456789a"))
     }
     func leave(_ r: EndpointRequest) async throws { try record("Leave \(r.EndpointID)") }
 }

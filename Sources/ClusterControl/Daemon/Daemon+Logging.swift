@@ -3,7 +3,7 @@ import Logging
 /// The part of the daemon a log line comes from: its `component` (a field with `--log-format
 /// json`, `component=...` in text).
 enum LogComponent: String, Sendable {
-    case api, swarm, manager, containers, tasks, networks, dns, gateway, encryption, gossip, driver, metrics
+    case api, swarm, manager, containers, tasks, networks, dns, gateway, encryption, gossip, driver, metrics, docker
     case loadBalancer = "load-balancer"
 }
 

@@ -27,6 +27,7 @@ extension OverlayDaemon {
             var held = Set(try store.all(.container, as: ContainerRecord.self).flatMap { $0.networks.map(\.endpointID) })
             held.formUnion(try store.all(.addressIntent).map(\.0))
             held.formUnion(try store.all(.pendingRelease).map(\.0))
+            held.formUnion(dockerHeldEndpoints())
             for (key, _) in try store.all(.setting) where key.hasPrefix("lb/") {
                 if let id = try store.get(.setting, key, as: String.self) { held.insert(id) }
             }

@@ -68,6 +68,11 @@ public struct DaemonConfiguration: Sendable {
     public var clusterStore: EtcdConfiguration?
     /// The prefix of the swarm's keys in etcd (one swarm per prefix).
     public var clusterStorePrefix = "/swift-overlay/swarm/"
+    /// Where Docker's network and IPAM plugin is served (`/run/docker/plugins/swift-overlay.sock`
+    /// for dockerd's plugin discovery); nil: not at all.
+    public var dockerPluginSocket: String?
+    /// dockerd's API (`unix:///PATH`): the plugin asks it the names of Docker networks.
+    public var dockerHost = "unix:///var/run/docker.sock"
 
     /// Makes a configuration with Docker's defaults.
     public init(stateDirectory: String, socketPath: String? = nil) {
@@ -211,6 +216,8 @@ public actor OverlayDaemon {
     var metricsServer: APIServer?
     /// When the encrypted networks' cleartext-drop counters were last read (an nftables listing).
     var cleartextReadAt = ContinuousClock.now - .seconds(60)
+    /// Docker's plugin: its server and the network names being looked up.
+    var dockerPlugin = DockerPluginRuntime()
 
     /// Opens the store and prepares; `start()` listens.
     public init(configuration: DaemonConfiguration) throws {
@@ -272,6 +279,7 @@ public actor OverlayDaemon {
         }
         log(.api).info("overlayd listening on \(configuration.socketPath)")
         try await startMetrics()
+        try await startDockerPlugin()
     }
 
     /// Waits until `stop()`.
@@ -289,6 +297,7 @@ public actor OverlayDaemon {
         var steps: [String] = []
         func mark(_ what: String) { steps.append("\(what) \((DispatchTime.now().uptimeNanoseconds - start) / 1_000_000) ms") }
         wakeStateWaiters()
+        await stopDockerPlugin()
         await localServer?.close()
         mark("local API")
         await managerServer?.close()

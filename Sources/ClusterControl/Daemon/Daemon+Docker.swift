@@ -1,0 +1,402 @@
+import ClusterManager
+import DockerPlugin
+import Foundation
+import IPAM
+import NodeAgent
+import OverlayDriver
+import OverlayModel
+
+// Docker's containers on our networks: overlayd as dockerd's remote network and IPAM driver
+// (`docker network create -d swift-overlay --ipam-driver swift-overlay NAME`).
+//
+// Docker 20.10 sends neither the network's name nor its ID to IPAM, and the driver learns only the
+// ID: so a Docker network is known here by its pool (its subnet, which no two cluster networks
+// share), and bound to the cluster network of its name once dockerd can say the name (right after
+// CreateNetwork returns). Addresses come from the manager, so they are unique across hosts; the
+// interface Docker moves into the container is a MACVLAN (or veth) on the network's sandbox here,
+// made in this namespace (dockerd's) under the name Join gives.
+
+/// A Docker network on this node made with the plugin, by its subnet (IPAM's pool ID).
+struct DockerPoolRecord: Codable, Sendable {
+    var subnet: CIDR
+    var gateway: IPAddress
+    /// Set by CreateNetwork (the pool was asked for by a network about to be made before that).
+    var dockerNetworkID: String?
+    /// The cluster network it is bound to, once its name is known.
+    var network: String?
+    var encrypted = false
+    var `internal` = false
+    /// Why it cannot be bound (a cluster network of its name with another subnet, ...).
+    var conflict: String?
+}
+
+/// A Docker endpoint on this node, by Docker's endpoint ID.
+struct DockerEndpointRecord: Codable, Sendable {
+    var dockerNetworkID: String
+    var network: String
+    /// Our endpoint ID: the manager's allocation and the gossip record.
+    var endpointID: String
+    var address: IPAddress
+    var prefixLength: Int
+    var mac: String
+    /// The interface Docker moves into the container (its name in dockerd's namespace).
+    var interface: String
+    /// The container's namespace, as Join said (in dockerd's mount namespace).
+    var sandboxKey: String?
+}
+
+/// What the plugin keeps in memory: its server and the name lookups under way.
+struct DockerPluginRuntime {
+    var server: DockerPluginServer?
+    var binding: [String: Task<String, any Error>] = [:]
+}
+
+extension StoreKind {
+    /// Agent: Docker networks made with the plugin on this node, by subnet.
+    static let dockerPool = StoreKind(rawValue: "docker-pool")
+    /// Agent: Docker endpoints on this node, by Docker's endpoint ID.
+    static let dockerEndpoint = StoreKind(rawValue: "docker-endpoint")
+}
+
+/// The daemon as the plugin's backend.
+struct DaemonDockerBackend: DockerNetworkBackend {
+    let daemon: OverlayDaemon
+
+    func requestPool(_ r: RequestPoolRequest) async throws -> RequestPoolResponse { try await daemon.dockerRequestPool(r) }
+    func releasePool(_ r: ReleasePoolRequest) async throws { try await daemon.dockerReleasePool(r) }
+    func requestAddress(_ r: RequestAddressRequest) async throws -> RequestAddressResponse { try await daemon.dockerRequestAddress(r) }
+    func releaseAddress(_ r: ReleaseAddressRequest) async throws { try await daemon.dockerReleaseAddress(r) }
+    func createNetwork(_ r: CreateNetworkRequest, options: DockerNetworkOptions) async throws {
+        try await daemon.dockerCreateNetwork(r, options: options)
+    }
+    func deleteNetwork(_ r: NetworkRequest) async throws { try await daemon.dockerDeleteNetwork(r) }
+    func createEndpoint(_ r: CreateEndpointRequest) async throws -> CreateEndpointResponse { try await daemon.dockerCreateEndpoint(r) }
+    func deleteEndpoint(_ r: EndpointRequest) async throws { try await daemon.dockerDeleteEndpoint(r) }
+    func join(_ r: DriverJoinRequest) async throws -> DriverJoinResponse { try await daemon.dockerJoin(r) }
+    func leave(_ r: EndpointRequest) async throws {}
+}
+
+/// dockerd's answer to `GET /networks/ID`: what the plugin reads of it.
+struct DockerNetworkSummary: Decodable {
+    var Name: String
+    var Id: String?
+}
+
+extension OverlayDaemon {
+    /// Serves the plugin on `configuration.dockerPluginSocket`, if set.
+    func startDockerPlugin() async throws {
+        guard let path = configuration.dockerPluginSocket else { return }
+        let plugin = DockerPlugin(backend: DaemonDockerBackend(daemon: self))
+        do {
+            dockerPlugin.server = try await DockerPluginServer.start(plugin, path: path, group: group, logger: log(.docker))
+        } catch {
+            throw StoreError("cannot serve the Docker plugin on \(path): \(error)")
+        }
+        log(.docker).info("Docker network and IPAM plugin \(DockerPlugin.name) on \(path) (dockerd at \(configuration.dockerHost))")
+    }
+
+    func stopDockerPlugin() async {
+        await dockerPlugin.server?.close()
+        dockerPlugin.server = nil
+        for t in dockerPlugin.binding.values { t.cancel() }
+    }
+
+    /// The swarm, or the line Docker shows when there is none.
+    func dockerSwarm() throws(DockerPluginError) -> (SwarmSettings, OverlayAgent) {
+        guard let s = swarm, let agent else {
+            throw DockerPluginError("this host is not in a swarm: run `overlayctl swarm init` or `overlayctl swarm join` first")
+        }
+        return (s, agent)
+    }
+
+    func dockerPools() -> [DockerPoolRecord] { (try? store.all(.dockerPool, as: DockerPoolRecord.self)) ?? [] }
+
+    func dockerPool(network id: String) throws(DockerPluginError) -> DockerPoolRecord {
+        guard let p = dockerPools().first(where: { $0.dockerNetworkID == id }) else {
+            throw DockerPluginError("swift-overlay has no Docker network \(id.prefix(12)) on this host (was overlayd's state removed?): recreate the network")
+        }
+        return p
+    }
+
+    // MARK: IPAM
+
+    func dockerRequestPool(_ r: RequestPoolRequest) async throws -> RequestPoolResponse {
+        _ = try dockerSwarm()
+        if let sub = r.SubPool, !sub.isEmpty {
+            throw DockerPluginError("--ip-range is not taken by swift-overlay's IPAM: the cluster network's range applies")
+        }
+        if let opts = r.Options, let key = opts.keys.sorted().first {
+            throw DockerPluginError("unknown IPAM option '\(key.prefix(80))': swift-overlay's IPAM takes none")
+        }
+        let subnet: CIDR
+        var gateway: IPAddress?
+        if let given = r.Pool, !given.isEmpty {
+            guard let c = CIDR(given), c.family == .v4 else { throw DockerPluginError("--subnet \(given.prefix(60)) is not an IPv4 CIDR") }
+            guard c.prefixLength <= 30 else { throw DockerPluginError("--subnet \(c) is too small: use /30 or larger") }
+            subnet = c
+            if let n = cluster.networks.first(where: { $0.subnets.contains { $0.subnet == c } }) {
+                gateway = n.subnets.first { $0.subnet == c }!.gateway
+            } else if let (n, other) = cluster.networks.lazy.flatMap({ n in n.subnets.map { (n, $0.subnet) } }).first(where: { $0.1.overlaps(c) }) {
+                throw DockerPluginError("subnet \(c) overlaps cluster network \(n.name) (\(other)): pick another --subnet, or --subnet \(other) to join \(n.name)")
+            } else if manager == nil {
+                throw DockerPluginError("no cluster network has subnet \(c), and a worker cannot make one: create the network on a manager first (docker network create there, or overlayctl network create --attachable)")
+            }
+        } else {
+            guard let m = manager else {
+                throw DockerPluginError("on a worker, give --subnet: the Docker network joins the cluster network with that subnet (overlayctl network inspect NAME shows it); networks are made on managers")
+            }
+            // The next free subnet of the cluster's pools, not taken yet: the cluster network of
+            // this name takes it when it is made (once dockerd says the name).
+            var probe = m.ipam
+            let taken = Set(dockerPools().map(\.subnet))
+            var found: CIDR?
+            for i in 0..<64 {
+                guard let s = try? probe.createNetwork("docker-pool-probe-\(i)").first?.subnet else { break }
+                if !taken.contains(s) {
+                    found = s
+                    break
+                }
+            }
+            guard let found else { throw DockerPluginError("the cluster's address pools have no free subnet: give --subnet") }
+            subnet = found
+        }
+        if let p = try store.get(.dockerPool, subnet.description, as: DockerPoolRecord.self), let id = p.dockerNetworkID {
+            throw DockerPluginError("subnet \(subnet) is already used by Docker network \(id.prefix(12)) on this host")
+        }
+        let record = DockerPoolRecord(subnet: subnet, gateway: gateway ?? subnet.address(at: 1)!)
+        try store.put(.dockerPool, subnet.description, record)
+        return RequestPoolResponse(
+            PoolID: subnet.description, Pool: subnet.description,
+            Data: ["com.docker.network.gateway": "\(record.gateway)/\(subnet.prefixLength)"])
+    }
+
+    func dockerReleasePool(_ r: ReleasePoolRequest) async throws {
+        guard let p = try? store.get(.dockerPool, r.PoolID, as: DockerPoolRecord.self) else { return }
+        if let id = p.dockerNetworkID { dockerPlugin.binding[id]?.cancel() }
+        try store.delete(.dockerPool, r.PoolID)
+    }
+
+    func dockerRequestAddress(_ r: RequestAddressRequest) async throws -> RequestAddressResponse {
+        let (s, _) = try dockerSwarm()
+        guard let pool = try store.get(.dockerPool, r.PoolID, as: DockerPoolRecord.self) else {
+            throw DockerPluginError("no pool \(r.PoolID.prefix(60)) on this host")
+        }
+        if r.isGateway {
+            if let a = r.Address, !a.isEmpty, a != pool.gateway.description {
+                throw DockerPluginError("--gateway \(a.prefix(40)) is not the network's gateway \(pool.gateway): leave --gateway out")
+            }
+            return RequestAddressResponse(Address: "\(pool.gateway)/\(pool.subnet.prefixLength)")
+        }
+        guard let id = pool.dockerNetworkID else { throw DockerPluginError("pool \(pool.subnet) has no Docker network yet") }
+        let network = try await dockerBind(id)
+        let endpointID = EndpointID.random().text
+        try store.put(.addressIntent, endpointID, AddressIntent(network: network, endpointID: endpointID))
+        let wanted = r.Address.flatMap { $0.isEmpty ? nil : $0 }
+        let a: AllocateReply
+        do {
+            a = try await requestAddress(AllocateRequest(network: network, endpointID: endpointID, nodeID: s.nodeID, address: wanted))
+        } catch {
+            let status = (error as? APIError)?.status ?? 0
+            var changes: [StoreChange] = [.delete(.addressIntent, endpointID)]
+            if status == 0 || status >= 500 {
+                changes.append(try .set(.pendingRelease, endpointID, ReleaseRequest(network: network, address: "", endpointID: endpointID)))
+            }
+            try? store.write(changes)
+            throw DockerPluginError((error as? APIError)?.message ?? "\(error)")
+        }
+        try store.put(.addressIntent, endpointID, AddressIntent(network: network, endpointID: endpointID, address: a.address.description))
+        return RequestAddressResponse(Address: "\(a.address)/\(a.prefixLength)")
+    }
+
+    func dockerReleaseAddress(_ r: ReleaseAddressRequest) async throws {
+        guard let pool = try? store.get(.dockerPool, r.PoolID, as: DockerPoolRecord.self), let network = pool.network,
+              r.Address != pool.gateway.description else { return }
+        let intents = (try? store.all(.addressIntent, as: AddressIntent.self)) ?? []
+        guard let i = intents.first(where: { $0.network == network && $0.address == r.Address }) else { return }
+        await giveBack(ReleaseRequest(network: network, address: r.Address, endpointID: i.endpointID))
+    }
+
+    // MARK: Networks
+
+    func dockerCreateNetwork(_ r: CreateNetworkRequest, options: DockerNetworkOptions) async throws {
+        _ = try dockerSwarm()
+        guard let v4 = r.IPv4Data?.first, r.IPv4Data?.count == 1 else {
+            throw DockerPluginError("a swift-overlay network has exactly one IPv4 subnet")
+        }
+        guard v4.AddressSpace == DockerPlugin.addressSpace, var pool = try store.get(.dockerPool, v4.Pool, as: DockerPoolRecord.self) else {
+            throw DockerPluginError("swift-overlay networks need --ipam-driver swift-overlay: their addresses must be unique across hosts")
+        }
+        pool.dockerNetworkID = r.NetworkID
+        pool.encrypted = options.encrypted
+        pool.internal = options.internal
+        try store.put(.dockerPool, pool.subnet.description, pool)
+        // dockerd knows the name only once this call has returned.
+        let id = r.NetworkID
+        dockerPlugin.binding[id] = Task { try await self.dockerBindNow(id, wait: .seconds(15)) }
+        log(.docker, ["docker-network": "\(id.prefix(12))", "subnet": "\(pool.subnet)"]).info("Docker network \(id.prefix(12)) made on \(pool.subnet)")
+    }
+
+    func dockerDeleteNetwork(_ r: NetworkRequest) async throws {
+        guard var pool = dockerPools().first(where: { $0.dockerNetworkID == r.NetworkID }) else { return }
+        dockerPlugin.binding.removeValue(forKey: r.NetworkID)?.cancel()
+        pool.dockerNetworkID = nil
+        try store.put(.dockerPool, pool.subnet.description, pool)
+        log(.docker, ["docker-network": "\(r.NetworkID.prefix(12))"]).info("Docker network \(r.NetworkID.prefix(12)) removed (the cluster network \(pool.network ?? "-") stays)")
+    }
+
+    /// The cluster network a Docker network is bound to, binding it now if needed.
+    func dockerBind(_ id: String) async throws -> String {
+        let pool = try dockerPool(network: id)
+        if let conflict = pool.conflict { throw DockerPluginError(conflict) }
+        if let n = pool.network, cluster.networks.contains(where: { $0.name == n }) { return n }
+        if let running = dockerPlugin.binding[id] {
+            do { return try await running.value } catch is CancellationError {} catch let e as DockerPluginError { throw e } catch {}
+        }
+        return try await dockerBindNow(id, wait: .seconds(5))
+    }
+
+    /// Asks dockerd the network's name (waiting up to `wait` while it does not know it yet) and
+    /// binds the pool to the cluster network of that name: made here on a manager if there is none.
+    func dockerBindNow(_ id: String, wait: Duration) async throws -> String {
+        let name = try await dockerNetworkName(id, wait: wait)
+        var pool = try dockerPool(network: id)
+        if let n = pool.network, n == name, cluster.networks.contains(where: { $0.name == n }) { return n }
+        let fix = "docker network rm \(name) && docker network create -d \(DockerPlugin.name) --ipam-driver \(DockerPlugin.name)"
+        do {
+            if let n = cluster.networks.first(where: { $0.name == name }) {
+                guard let sub = n.subnets.first(where: { $0.subnet.family == .v4 }) else {
+                    throw DockerPluginError("cluster network \(name) has no IPv4 subnet: swift-overlay's Docker networks are IPv4 only")
+                }
+                guard sub.subnet == pool.subnet else {
+                    throw DockerPluginError("cluster network \(name) uses subnet \(sub.subnet), this Docker network \(pool.subnet): \(fix) --subnet \(sub.subnet)\(n.encrypted ? " -o encrypted" : "") \(name)")
+                }
+                guard n.encrypted == pool.encrypted else {
+                    throw DockerPluginError("cluster network \(name) is \(n.encrypted ? "" : "not ")encrypted: \(fix) --subnet \(sub.subnet)\(n.encrypted ? " -o encrypted" : "") \(name)")
+                }
+                guard n.attachable, !n.ingress else {
+                    throw DockerPluginError("cluster network \(name) is not attachable: containers outside services need a network made with --attachable")
+                }
+            } else {
+                guard manager != nil else {
+                    throw DockerPluginError("cluster network \(name) does not exist, and a worker cannot make one: create it on a manager first")
+                }
+                if let other = cluster.networks.first(where: { $0.subnets.contains { $0.subnet.overlaps(pool.subnet) } }) {
+                    throw DockerPluginError("subnet \(pool.subnet) is now cluster network \(other.name)'s: \(fix) \(name)")
+                }
+                var req = NetworkCreateRequest(name: name)
+                req.attachable = true
+                req.internal = pool.internal
+                req.subnets = [pool.subnet.description]
+                req.gateways = [pool.gateway.description]
+                if pool.encrypted { req.options = ["encrypted"] }
+                req.labels = ["com.docker.network.id=\(id)"]
+                do { _ = try await createNetwork(req) } catch let e as APIError {
+                    throw DockerPluginError("cannot make cluster network \(name): \(e.message)")
+                }
+                log(.docker, ["network": "\(name)", "subnet": "\(pool.subnet)"]).info("cluster network \(name) made for Docker network \(id.prefix(12))")
+            }
+        } catch let e as DockerPluginError {
+            pool.conflict = e.message
+            try? store.put(.dockerPool, pool.subnet.description, pool)
+            log(.docker, ["docker-network": "\(id.prefix(12))", "network": "\(name)"]).warning("Docker network \(name) cannot be used: \(e.message)")
+            throw e
+        }
+        pool = try dockerPool(network: id)
+        pool.network = name
+        try store.put(.dockerPool, pool.subnet.description, pool)
+        return name
+    }
+
+    /// The Docker network's name, from dockerd's API (it says 404 until CreateNetwork returned).
+    func dockerNetworkName(_ id: String, wait: Duration) async throws -> String {
+        guard let path = configuration.dockerHost.dropPrefix("unix://") else {
+            throw DockerPluginError("--docker-host \(configuration.dockerHost) is not unix:///PATH")
+        }
+        let client = APIClient(endpoint: .unix(path), timeout: .seconds(3))
+        let deadline = ContinuousClock.now + wait
+        var last = ""
+        repeat {
+            try Task.checkCancellation()
+            do {
+                let (status, body) = try await client.call("GET", "/networks/\(id)", group: group)
+                if status == 200, let n = try? JSONDecoder().decode(DockerNetworkSummary.self, from: body) { return n.Name }
+                last = "dockerd answered \(status): \(String(decoding: body.prefix(200), as: UTF8.self))"
+            } catch {
+                last = "dockerd does not answer at \(configuration.dockerHost): \((error as? APIError)?.message ?? "\(error)")"
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        } while ContinuousClock.now < deadline
+        throw DockerPluginError("cannot learn the name of Docker network \(id.prefix(12)): \(last)")
+    }
+
+    // MARK: Endpoints
+
+    func dockerCreateEndpoint(_ r: CreateEndpointRequest) async throws -> CreateEndpointResponse {
+        let (_, agent) = try dockerSwarm()
+        let pool = try dockerPool(network: r.NetworkID)
+        let network = try await dockerBind(r.NetworkID)
+        guard let given = r.Interface?.Address, let slash = given.firstIndex(of: "/"), let address = IPAddress(String(given[..<slash])) else {
+            throw DockerPluginError("CreateEndpoint without an IPv4 address: use --ipam-driver \(DockerPlugin.name)")
+        }
+        let intents = (try? store.all(.addressIntent, as: AddressIntent.self)) ?? []
+        guard let intent = intents.first(where: { $0.network == network && $0.address == address.description }) else {
+            throw DockerPluginError("address \(address) was not given by \(DockerPlugin.name)'s IPAM for network \(network)")
+        }
+        var mac: MACAddress?
+        if let m = r.Interface?.MacAddress, !m.isEmpty {
+            guard let parsed = MACAddress(m) else { throw DockerPluginError("--mac-address \(m.prefix(40)) is not a MAC address") }
+            mac = parsed
+        }
+        let interface = "swo" + r.EndpointID.prefix(11)
+        let ep: OverlayEndpoint
+        do {
+            ep = try agent.attach(
+                EndpointSpec(id: intent.endpointID, network: network, namespace: .pid(getpid()), address: address, mac: mac,
+                             interfaceName: interface, configuresInterface: false))
+        } catch let e as OverlayDriverError {
+            throw DockerPluginError("cannot make the endpoint on \(network): \(e.message)")
+        }
+        let record = DockerEndpointRecord(
+            dockerNetworkID: r.NetworkID, network: network, endpointID: intent.endpointID, address: address,
+            prefixLength: pool.subnet.prefixLength, mac: ep.mac.description, interface: interface)
+        do {
+            try store.write([try .set(.dockerEndpoint, r.EndpointID, record), .delete(.addressIntent, intent.endpointID)])
+        } catch {
+            try? agent.detach(endpoint: intent.endpointID)
+            throw error
+        }
+        log(.docker, ["network": "\(network)", "address": "\(address)"]).info("Docker endpoint \(r.EndpointID.prefix(12)) on \(network): \(address) (\(interface))")
+        return CreateEndpointResponse(Interface: mac == nil ? EndpointInterface(MacAddress: ep.mac.description) : nil)
+    }
+
+    func dockerJoin(_ r: DriverJoinRequest) async throws -> DriverJoinResponse {
+        guard var e = try store.get(.dockerEndpoint, r.EndpointID, as: DockerEndpointRecord.self) else {
+            throw DockerPluginError("no endpoint \(r.EndpointID.prefix(12)) on this host")
+        }
+        let pool = try dockerPool(network: r.NetworkID)
+        e.sandboxKey = r.SandboxKey
+        try store.put(.dockerEndpoint, r.EndpointID, e)
+        // No gateway: Docker gives the container its egress and published ports on its gateway
+        // bridge; an internal network has none.
+        return DriverJoinResponse(InterfaceName: InterfaceName(SrcName: e.interface, DstPrefix: "eth"),
+                            DisableGatewayService: pool.internal ? true : nil)
+    }
+
+    func dockerDeleteEndpoint(_ r: EndpointRequest) async throws {
+        guard let e = try store.get(.dockerEndpoint, r.EndpointID, as: DockerEndpointRecord.self) else { return }
+        if let agent { try? agent.detach(endpoint: e.endpointID) }
+        // The address stays held until Docker's ReleaseAddress, which comes next.
+        try store.write([.delete(.dockerEndpoint, r.EndpointID),
+                         try .set(.addressIntent, e.endpointID, AddressIntent(network: e.network, endpointID: e.endpointID, address: e.address.description))])
+        log(.docker, ["network": "\(e.network)", "address": "\(e.address)"]).info("Docker endpoint \(r.EndpointID.prefix(12)) on \(e.network) removed")
+    }
+
+    /// Our endpoint IDs of the Docker endpoints on this node (held addresses).
+    func dockerHeldEndpoints() -> [String] {
+        ((try? store.all(.dockerEndpoint, as: DockerEndpointRecord.self)) ?? []).map(\.endpointID)
+    }
+}
+
+extension String {
+    func dropPrefix(_ prefix: String) -> String? { hasPrefix(prefix) ? String(dropFirst(prefix.count)) : nil }
+}
