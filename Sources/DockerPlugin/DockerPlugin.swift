@@ -174,6 +174,9 @@ public struct DockerPlugin: Sendable {
         guard ok else { throw MalformedRequest(message: "\(what) '\(id.prefix(40))' is not a Docker ID (1 to 128 letters and digits)") }
     }
 
+    /// Whether `id` could be a Docker ID (letters and digits, at most 128).
+    public static func isDockerID(_ id: String) -> Bool { (try? checkID(id, "ID")) != nil }
+
     static func checkIDs(_ network: String, _ endpoint: String) throws(MalformedRequest) {
         try checkID(network, "NetworkID")
         try checkID(endpoint, "EndpointID")

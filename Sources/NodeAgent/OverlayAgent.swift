@@ -75,10 +75,7 @@ public final class OverlayAgent: Sendable {
     @discardableResult
     public func attach(_ spec: EndpointSpec, name: String? = nil, aliases: [String] = [], service: String? = nil) throws -> OverlayEndpoint {
         let endpoint = try driver.attach(spec)
-        var record = EndpointRecord(endpoint: endpoint, name: name ?? spec.id, aliases: aliases, service: service)
-        if let sign = state.withLock({ $0.signer }), let signature = sign(record.signedMessage(network: spec.network, owner: me)) {
-            record.signature = Data(signature).base64EncodedString()
-        }
+        let record = signedRecord(endpoint, name: name ?? spec.id, aliases: aliases, service: service)
         do {
             try db.createEntry(network: spec.network, table: Self.endpointTable, key: endpoint.id, value: record.encoded())
         } catch {
@@ -86,6 +83,24 @@ public final class OverlayAgent: Sendable {
             throw error
         }
         return endpoint
+    }
+
+    /// Publishes an attached endpoint's record again with another name and aliases: for a runtime
+    /// that names its container only after the attach (Docker tells its plugin no names).
+    public func rename(endpoint id: String, name: String, aliases: [String] = [], service: String? = nil) throws {
+        guard let endpoint = driver.endpoints().first(where: { $0.id == id }) else {
+            throw OverlayDriverError(.unknownEndpoint, "no endpoint '\(id)' is attached on this host")
+        }
+        let record = signedRecord(endpoint, name: name, aliases: aliases, service: service)
+        try db.updateEntry(network: endpoint.network, table: Self.endpointTable, key: id, value: record.encoded())
+    }
+
+    private func signedRecord(_ endpoint: OverlayEndpoint, name: String, aliases: [String], service: String?) -> EndpointRecord {
+        var record = EndpointRecord(endpoint: endpoint, name: name, aliases: aliases, service: service)
+        if let sign = state.withLock({ $0.signer }), let signature = sign(record.signedMessage(network: endpoint.network, owner: me)) {
+            record.signature = Data(signature).base64EncodedString()
+        }
+        return record
     }
 
     /// Withdraws an endpoint's record and detaches it from the driver.

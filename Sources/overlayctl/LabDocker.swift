@@ -43,6 +43,11 @@ enum LabDocker {
 
             """.write(toFile: d + "/daemon.json", atomically: true, encoding: .utf8)
         try LabMountNamespace.make(lab, host)
+        // dockerd forwards the names its resolver does not know (containers on other hosts) to a
+        // loopback nameserver of its resolv.conf, from its own namespace: overlayd answers there.
+        try "nameserver 127.0.0.11\n".write(toFile: d + "/resolv.conf", atomically: true, encoding: .utf8)
+        let r = try Command.run(LabMountNamespace.enter(lab, host) + ["mount", "--bind", d + "/resolv.conf", "/etc/resolv.conf"])
+        guard r.succeeded else { throw CLIError("cannot give dockerd on \(host) its resolv.conf: \(r.output)") }
     }
 
     /// Starts dockerd on the host (in its namespaces) and waits until it answers.

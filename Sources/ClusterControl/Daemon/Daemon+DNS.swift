@@ -29,7 +29,10 @@ extension OverlayDaemon {
         var config = DNSServer.Configuration()
         config.maxInFlightPerContainer = configuration.dnsForwardsPerContainer
         config.metricsFactory = metrics?.factory
-        let servers = configuration.dnsServers.isEmpty ? hostResolvConf.nameservers : configuration.dnsServers
+        // The embedded server's own address is no upstream: a host whose resolv.conf lists it (for
+        // dockerd, which forwards to it) would send queries round in a loop.
+        let servers = (configuration.dnsServers.isEmpty ? hostResolvConf.nameservers : configuration.dnsServers)
+            .filter { $0 != config.address.description }
         config.upstreams = servers.prefix(3).compactMap { s in
             guard let (host, port) = try? Addr.split(s, defaultPort: 53), let ip = IPAddress(host) else {
                 log(.dns).warning("ignoring upstream DNS server '\(s)': not an address")
@@ -59,6 +62,7 @@ extension OverlayDaemon {
             changed()
             server.updateTable { table in table.apply(event) }
         }
+        await dockerServeDNS()
     }
 
     /// How a container asks: its networks in attach order; it may forward unless all are internal.

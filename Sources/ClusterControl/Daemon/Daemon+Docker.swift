@@ -4,7 +4,9 @@ import Foundation
 import IPAM
 import NodeAgent
 import OverlayDriver
+import Netlink
 import OverlayModel
+import Discovery
 
 // Docker's containers on our networks: overlayd as dockerd's remote network and IPAM driver
 // (`docker network create -d swift-overlay --ipam-driver swift-overlay NAME`).
@@ -43,6 +45,9 @@ struct DockerEndpointRecord: Codable, Sendable {
     var interface: String
     /// The container's namespace, as Join said (in dockerd's mount namespace).
     var sandboxKey: String?
+    /// The container's name and its aliases on the network, once dockerd says them (after Join).
+    var container: String?
+    var aliases: [String]?
 }
 
 /// What the plugin keeps in memory: its server and the name lookups under way.
@@ -78,8 +83,26 @@ struct DaemonDockerBackend: DockerNetworkBackend {
 
 /// dockerd's answer to `GET /networks/ID`: what the plugin reads of it.
 struct DockerNetworkSummary: Decodable {
+    struct Attached: Decodable {
+        var Name: String?
+        var EndpointID: String?
+    }
     var Name: String
     var Id: String?
+    var Containers: [String: Attached]?
+}
+
+/// dockerd's answer to `GET /containers/ID/json`: the container's aliases on its networks.
+struct DockerContainerSummary: Decodable {
+    struct Settings: Decodable {
+        struct Endpoint: Decodable {
+            var Aliases: [String]?
+            var EndpointID: String?
+        }
+        var Networks: [String: Endpoint]?
+    }
+    var Name: String?
+    var NetworkSettings: Settings?
 }
 
 extension OverlayDaemon {
@@ -304,6 +327,7 @@ extension OverlayDaemon {
         pool = try dockerPool(network: id)
         pool.network = name
         try store.put(.dockerPool, pool.subnet.description, pool)
+        await dockerServeDNS()
         return name
     }
 
@@ -376,6 +400,9 @@ extension OverlayDaemon {
         let pool = try dockerPool(network: r.NetworkID)
         e.sandboxKey = r.SandboxKey
         try store.put(.dockerEndpoint, r.EndpointID, e)
+        // dockerd lists the container on the network only once the join is done.
+        let (network, endpoint) = (r.NetworkID, r.EndpointID)
+        Task { await self.dockerLearnName(network: network, endpoint: endpoint) }
         // No gateway: Docker gives the container its egress and published ports on its gateway
         // bridge; an internal network has none.
         return DriverJoinResponse(InterfaceName: InterfaceName(SrcName: e.interface, DstPrefix: "eth"),
@@ -390,6 +417,67 @@ extension OverlayDaemon {
                          try .set(.addressIntent, e.endpointID, AddressIntent(network: e.network, endpointID: e.endpointID, address: e.address.description))])
         log(.docker, ["network": "\(e.network)", "address": "\(e.address)"]).info("Docker endpoint \(r.EndpointID.prefix(12)) on \(e.network) removed")
     }
+
+    /// Learns the name (and aliases) of the container an endpoint joined, from dockerd, and
+    /// publishes them in the endpoint's record: other hosts' containers then resolve it.
+    func dockerLearnName(network: String, endpoint: String) async {
+        let deadline = ContinuousClock.now + .seconds(15)
+        while ContinuousClock.now < deadline, !isStopped {
+            guard var e = try? store.get(.dockerEndpoint, endpoint, as: DockerEndpointRecord.self) else { return }
+            if let found = try? await dockerContainer(network: network, endpoint: endpoint) {
+                e.container = found.name
+                e.aliases = found.aliases
+                try? store.put(.dockerEndpoint, endpoint, e)
+                do { try agent?.rename(endpoint: e.endpointID, name: found.name, aliases: found.aliases) } catch {
+                    log(.docker, ["network": "\(e.network)"]).warning("cannot publish the name of \(found.name): \(error)")
+                }
+                log(.docker, ["network": "\(e.network)", "container": "\(found.name)"]).info("Docker container \(found.name) is \(e.address) on \(e.network)")
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        log(.docker, ["docker-endpoint": "\(endpoint.prefix(12))"]).warning("dockerd did not say which container endpoint \(endpoint.prefix(12)) is: it has no name on other hosts")
+    }
+
+    /// The name and aliases of the container that has `endpoint` on Docker network `network`.
+    func dockerContainer(network: String, endpoint: String) async throws -> (name: String, aliases: [String])? {
+        guard let path = configuration.dockerHost.dropPrefix("unix://") else { return nil }
+        let client = APIClient(endpoint: .unix(path), timeout: .seconds(3))
+        let (status, body) = try await client.call("GET", "/networks/\(network)", group: group)
+        guard status == 200, let n = try? JSONDecoder().decode(DockerNetworkSummary.self, from: body),
+              let (id, attached) = n.Containers?.first(where: { $0.value.EndpointID == endpoint }),
+              let name = attached.Name, OverlayDaemon.validContainerName(name) else { return nil }
+        var aliases: [String] = []
+        if DockerPlugin.isDockerID(id) {
+            let (cs, cb) = try await client.call("GET", "/containers/\(id)/json", group: group)
+            if cs == 200, let c = try? JSONDecoder().decode(DockerContainerSummary.self, from: cb) {
+                aliases = (c.NetworkSettings?.Networks?[n.Name]?.Aliases ?? []).filter { $0 != name && OverlayDaemon.validContainerName($0) }
+            }
+        }
+        return (name, Array(aliases.prefix(32)))
+    }
+
+    /// Answers DNS in this (dockerd's) namespace on the embedded server's address, for the
+    /// cluster networks of this host's Docker networks: dockerd forwards the names its own
+    /// resolver does not know (other hosts' containers) to a loopback nameserver of its
+    /// resolv.conf from here.
+    func dockerServeDNS() async {
+        guard let dns, configuration.dockerPluginSocket != nil else { return }
+        let networks = Array(Set(dockerPools().compactMap(\.network))).sorted()
+        let client = ResolverClient(networks: networks, mayForward: true)
+        if await dns.servedContainers().contains(Self.dockerDNSClient) {
+            dns.updateClient(container: Self.dockerDNSClient, client: client)
+            return
+        }
+        do {
+            try await dns.serve(container: Self.dockerDNSClient, namespace: try NetworkNamespace.open(pid: getpid()), client: client)
+            log(.docker).info("answering Docker's forwarded names on \(dns.configuration.address):53 in dockerd's namespace")
+        } catch {
+            log(.docker).warning("cannot answer Docker's forwarded names on \(dns.configuration.address):53 here (containers on other hosts have no names): \(error)")
+        }
+    }
+
+    static let dockerDNSClient = "docker"
 
     /// Our endpoint IDs of the Docker endpoints on this node (held addresses).
     func dockerHeldEndpoints() -> [String] {
