@@ -8,7 +8,7 @@ import OverlayTestKit
 struct LabCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lab", abstract: "A local multi-host lab: up, exec, down.",
-        subcommands: [LabUp.self, LabExec.self, LabDown.self])
+        subcommands: [LabUp.self, LabExec.self, LabRestart.self, LabDown.self])
 }
 
 struct LabOptions: ParsableArguments {
@@ -111,8 +111,6 @@ struct LabUp: AsyncParsableCommand {
                     throw CLIError("cannot set up podman on \(h.name): \(error)")
                 }
             }
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
             if docker {
                 do { try LabDocker.setUp(lab, h.name) } catch { throw CLIError("cannot set up Docker on \(h.name): \(error)") }
             }
@@ -124,11 +122,12 @@ struct LabUp: AsyncParsableCommand {
             if metrics { daemon += ["--metrics-addr", "\(h.address):9323"] }
             if let clusterStore { daemon += ["--cluster-store", clusterStore] }
             if docker { daemon += LabDocker.overlaydArguments(lab, h.name) }
-            p.arguments = enter + daemon
-            p.standardOutput = log
-            p.standardError = log
-            p.standardInput = FileHandle.nullDevice
-            do { try p.run() } catch { throw CLIError("cannot start overlayd on \(h.name): \(error)") }
+            try? log.close()
+            // Kept for `lab restart`, which starts it again the same way.
+            try JSONEncoder().encode(enter + daemon).write(to: URL(fileURLWithPath: dir + "/overlayd.argv"))
+            do { _ = try Command.start(enter + daemon, log: dir + "/overlayd.log") } catch {
+                throw CLIError("cannot start overlayd on \(h.name): \(error)")
+            }
         }
         for h in created.hosts {
             let client = try DaemonClient(host: "unix://" + lab.socket(h.name))
@@ -180,6 +179,49 @@ struct LabExec: AsyncParsableCommand {
             throw execReplacing(LabMountNamespace.enter(lab, h) + env + extra + cmd)
         }
         throw execReplacing(["ip", "netns", "exec", lab.namespace(h)] + env + cmd)
+    }
+}
+
+struct LabRestart: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restart",
+        abstract: "Stop a lab host's overlayd (or its dockerd) and start it again the way lab up did; containers keep running.")
+    @OptionGroup var lab: LabOptions
+    @Argument(help: "The host: h1, 1 or <lab>-h1.") var host: String
+    @Flag(help: "Restart the host's dockerd instead (lab up --docker; its containers live on: --live-restore).") var dockerd = false
+    @Flag(help: "Kill it (SIGKILL) instead of stopping it (SIGTERM).") var kill = false
+
+    func run() async throws {
+        let h = try lab.host(host)
+        let signal = kill ? SIGKILL : SIGTERM
+        if dockerd {
+            guard LabDocker.isOn(lab, h) else { throw CLIError("\(h) has no dockerd: the lab was not made with --docker") }
+            if let pid = LabDocker.pid(lab, h) {
+                Glibc.kill(pid, signal)
+                for _ in 0..<200 where Glibc.kill(pid, 0) == 0 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            try LabDocker.start(lab, h)
+            print("dockerd on \(h) restarted")
+            return
+        }
+        let argvFile = lab.stateDir(h) + "/overlayd.argv"
+        guard let data = FileManager.default.contents(atPath: argvFile), let argv = try? JSONDecoder().decode([String].self, from: data) else {
+            throw CLIError("cannot read \(argvFile): was \(h) made by lab up?")
+        }
+        let client = try DaemonClient(host: "unix://" + lab.socket(h))
+        if let info = try? await client.call(LocalAPI.info) {
+            Glibc.kill(info.pid, signal)
+            for _ in 0..<200 where Glibc.kill(info.pid, 0) == 0 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        _ = try Command.start(argv, log: lab.stateDir(h) + "/overlayd.log")
+        for _ in 0..<100 {
+            if (try? await client.call(LocalAPI.info)) != nil {
+                print("overlayd on \(h) restarted")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw CLIError("overlayd on \(h) did not answer in 10 s after its restart (see \(lab.stateDir(h))/overlayd.log)")
     }
 }
 

@@ -48,6 +48,8 @@ struct DockerEndpointRecord: Codable, Sendable {
     /// The container's name and its aliases on the network, once dockerd says them (after Join).
     var container: String?
     var aliases: [String]?
+    /// The interface's name in the container (Docker's `ethN`), once seen there.
+    var containerInterface: String?
 }
 
 /// What the plugin keeps in memory: its server and the name lookups under way.
@@ -412,6 +414,12 @@ extension OverlayDaemon {
     func dockerDeleteEndpoint(_ r: EndpointRequest) async throws {
         guard let e = try store.get(.dockerEndpoint, r.EndpointID, as: DockerEndpointRecord.self) else { return }
         if let agent { try? agent.detach(endpoint: e.endpointID) }
+        // Docker moved the interface back here under its first name: one made in the container
+        // after a restart is not where the driver looks for it.
+        if let host = try? NetlinkSocket(namespace: NetworkNamespace.open(pid: getpid())), let link = try? host.link(named: e.interface),
+           link.mac == MACAddress(e.mac) {
+            try? host.deleteLink(named: e.interface)
+        }
         // The address stays held until Docker's ReleaseAddress, which comes next.
         try store.write([.delete(.dockerEndpoint, r.EndpointID),
                          try .set(.addressIntent, e.endpointID, AddressIntent(network: e.network, endpointID: e.endpointID, address: e.address.description))])
@@ -427,6 +435,7 @@ extension OverlayDaemon {
             if let found = try? await dockerContainer(network: network, endpoint: endpoint) {
                 e.container = found.name
                 e.aliases = found.aliases
+                e.containerInterface = dockerInterfaceInContainer(e)
                 try? store.put(.dockerEndpoint, endpoint, e)
                 do { try agent?.rename(endpoint: e.endpointID, name: found.name, aliases: found.aliases) } catch {
                     log(.docker, ["network": "\(e.network)"]).warning("cannot publish the name of \(found.name): \(error)")
@@ -455,6 +464,49 @@ extension OverlayDaemon {
             }
         }
         return (name, Array(aliases.prefix(32)))
+    }
+
+    /// The name Docker gave the endpoint's interface in the container (found by its MAC).
+    func dockerInterfaceInContainer(_ e: DockerEndpointRecord) -> String? {
+        guard let key = e.sandboxKey, let ns = try? NetworkNamespace.open(path: key), let mac = MACAddress(e.mac),
+              let links = try? NetlinkSocket(namespace: ns).links() else { return nil }
+        return links.first { $0.mac == mac }?.name
+    }
+
+    /// After a restart: the Docker endpoints of containers still running get their interface
+    /// again (the network's sandbox, and the MACVLAN on it, may have been made anew) with the same
+    /// name, MAC and address inside the container, and their records in gossip. One whose
+    /// container's namespace is gone keeps its address until dockerd deletes the endpoint.
+    func restoreDockerEndpoints() async {
+        guard let agent else { return }
+        let endpoints = (try? store.all(.dockerEndpoint)) ?? []
+        for (key, _) in endpoints {
+            guard var e = try? store.get(.dockerEndpoint, key, as: DockerEndpointRecord.self) else { continue }
+            let l = log(.docker, ["network": "\(e.network)", "container": "\(e.container ?? "-")", "address": "\(e.address)"])
+            if e.containerInterface == nil { e.containerInterface = dockerInterfaceInContainer(e) }
+            guard let path = e.sandboxKey, let ns = try? NetworkNamespace.open(path: path), let interface = e.containerInterface else {
+                // Not started yet, or gone: its interface is in this namespace under its own name,
+                // or nowhere. Made again here, for Docker to move as it would have.
+                try? NetlinkSocket(namespace: NetworkNamespace.open(pid: getpid())).deleteLink(named: e.interface)
+                do {
+                    _ = try agent.attach(EndpointSpec(id: e.endpointID, network: e.network, namespace: .pid(getpid()), address: e.address,
+                                                      mac: MACAddress(e.mac), interfaceName: e.interface, configuresInterface: false),
+                                         name: e.container ?? e.endpointID, aliases: e.aliases ?? [])
+                } catch { l.error("cannot restore Docker endpoint \(key.prefix(12)) on \(e.network): \(error)") }
+                continue
+            }
+            try? NetlinkSocket(namespace: ns).deleteLink(named: interface)
+            do {
+                _ = try agent.attach(EndpointSpec(id: e.endpointID, network: e.network, namespace: .path(path), address: e.address,
+                                                  mac: MACAddress(e.mac), interfaceName: interface),
+                                     name: e.container ?? e.endpointID, aliases: e.aliases ?? [])
+                try? store.put(.dockerEndpoint, key, e)
+                l.info("Docker container \(e.container ?? key.prefix(12).description) restored on \(e.network) (\(interface), \(e.address))")
+            } catch {
+                l.error("cannot restore Docker container \(e.container ?? key.prefix(12).description) on \(e.network): \(error)")
+            }
+        }
+        await dockerServeDNS()
     }
 
     /// Answers DNS in this (dockerd's) namespace on the embedded server's address, for the
