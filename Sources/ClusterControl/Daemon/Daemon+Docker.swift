@@ -161,8 +161,10 @@ extension OverlayDaemon {
             subnet = c
             if let n = cluster.networks.first(where: { $0.subnets.contains { $0.subnet == c } }) {
                 gateway = n.subnets.first { $0.subnet == c }!.gateway
-            } else if let (n, other) = cluster.networks.lazy.flatMap({ n in n.subnets.map { (n, $0.subnet) } }).first(where: { $0.1.overlaps(c) }) {
-                throw DockerPluginError("subnet \(c) overlaps cluster network \(n.name) (\(other)): pick another --subnet, or --subnet \(other) to join \(n.name)")
+            } else if let (n, other) = cluster.networks.flatMap({ n in n.subnets.map { (n, $0.subnet) } }).sorted(by: { $0.1 < $1.1 })
+                        .first(where: { $0.1.overlaps(c) }) {
+                let join = n.attachable && !n.ingress ? ", or --subnet \(other) to join \(n.name)" : ""
+                throw DockerPluginError("subnet \(c) overlaps cluster network \(n.name) (\(other)): pick another --subnet\(join)")
             } else if manager == nil {
                 throw DockerPluginError("no cluster network has subnet \(c), and a worker cannot make one: create the network on a manager first (docker network create there, or overlayctl network create --attachable)")
             }
