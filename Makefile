@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # etcd (etcd-server) on ports of their own: the packages' services must not run (see deps).
 DEPS := pkg-config libnl-3-dev libnl-route-3-dev libssl-dev libnftables-dev libsqlite3-dev iproute2 nftables \
         iputils-ping fping iperf3 dnsutils dnsmasq-base dnsperf tcpdump serf curl python3 openssl prometheus etcd-server etcd-client \
-        containernetworking-plugins iptables podman busybox-static
+        containernetworking-plugins iptables podman busybox-static docker.io
 
 .PHONY: deps build test demo bench lab-clean install docs
 
@@ -38,7 +38,7 @@ build: deps
 # The long blocking lab suites (the driver at 1,000+ endpoints, the daemons in a lab) run on their
 # own after the rest: on 2 cores they would hold both of Swift's cooperative threads and starve the
 # timing-sensitive gossip tests running beside them.
-LAB_TESTS := DaemonLabTests|ClusterStoreLabTests|ManagerHALabTests|CNILabTests|PodmanLabTests|OperatorLabTests|InstallLabTests|ListFormatLabTests|NodeAvailabilityLabTests|ContainerLifeLabTests|NetworkConnectLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
+LAB_TESTS := DaemonLabTests|DockerLabTests|ClusterStoreLabTests|ManagerHALabTests|CNILabTests|PodmanLabTests|OperatorLabTests|InstallLabTests|ListFormatLabTests|NodeAvailabilityLabTests|ContainerLifeLabTests|NetworkConnectLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
 # The shared store's suites (real etcd clusters of up to three fsyncing members; SQLite with a
 # synchronous commit per write, three writers at once) run on their own: in the first phase they
 # held the machine while the API and gossip tests' timers ran (CI runs saw a 30 s stall of every
@@ -57,7 +57,7 @@ test: deps
 # The SDK's documentation: a DocC archive for every library product, in
 # .build/plugins/Swift-DocC/outputs. A warning (an unresolved symbol link, ...) fails it.
 DOC_TARGETS := OverlayModel OverlayCrypto VXLANCodec IPAM Gossip IPsecKeys Netlink PacketFilter GWBridge Ingress \
-               Discovery DiscoveryServer OverlayDriver OverlayAPI ClusterControl OverlayTestKit
+               Discovery DiscoveryServer OverlayDriver OverlayAPI DockerPlugin ClusterControl OverlayTestKit
 docs: deps
 	@$(SWIFT) package --disable-sandbox generate-documentation $(addprefix --target ,$(DOC_TARGETS)) > .build/docs.log 2>&1 \
 	  || { cat .build/docs.log; exit 1; }

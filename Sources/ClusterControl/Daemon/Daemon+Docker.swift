@@ -431,23 +431,30 @@ extension OverlayDaemon {
     /// Learns the name (and aliases) of the container an endpoint joined, from dockerd, and
     /// publishes them in the endpoint's record: other hosts' containers then resolve it.
     func dockerLearnName(network: String, endpoint: String) async {
-        let deadline = ContinuousClock.now + .seconds(15)
+        let deadline = ContinuousClock.now + .seconds(30)
+        var named = false
         while ContinuousClock.now < deadline, !isStopped {
             guard var e = try? store.get(.dockerEndpoint, endpoint, as: DockerEndpointRecord.self) else { return }
-            if let found = try? await dockerContainer(network: network, endpoint: endpoint) {
+            if !named, let found = try? await dockerContainer(network: network, endpoint: endpoint) {
+                named = true
                 e.container = found.name
                 e.aliases = found.aliases
-                e.containerInterface = dockerInterfaceInContainer(e)
                 try? store.put(.dockerEndpoint, endpoint, e)
                 do { try agent?.rename(endpoint: e.endpointID, name: found.name, aliases: found.aliases) } catch {
                     log(.docker, ["network": "\(e.network)"]).warning("cannot publish the name of \(found.name): \(error)")
                 }
                 log(.docker, ["network": "\(e.network)", "container": "\(found.name)"]).info("Docker container \(found.name) is \(e.address) on \(e.network)")
+            }
+            // The interface's name in the container (a restart remakes it there), once Docker has
+            // moved it in.
+            if named, let inside = dockerInterfaceInContainer(e) {
+                e.containerInterface = inside
+                try? store.put(.dockerEndpoint, endpoint, e)
                 return
             }
             try? await Task.sleep(for: .milliseconds(100))
         }
-        log(.docker, ["docker-endpoint": "\(endpoint.prefix(12))"]).warning("dockerd did not say which container endpoint \(endpoint.prefix(12)) is: it has no name on other hosts")
+        log(.docker, ["docker-endpoint": "\(endpoint.prefix(12))"]).warning("dockerd did not say which container endpoint \(endpoint.prefix(12)) is\(named ? " in" : ""): \(named ? "a restart of overlayd cannot remake its interface" : "it has no name on other hosts")")
     }
 
     /// The name and aliases of the container that has `endpoint` on Docker network `network`.
@@ -457,14 +464,13 @@ extension OverlayDaemon {
         let (status, body) = try await client.call("GET", "/networks/\(network)", group: group)
         guard status == 200, let n = try? JSONDecoder().decode(DockerNetworkSummary.self, from: body),
               let (id, attached) = n.Containers?.first(where: { $0.value.EndpointID == endpoint }),
-              let name = attached.Name, OverlayDaemon.validContainerName(name) else { return nil }
-        var aliases: [String] = []
-        if DockerPlugin.isDockerID(id) {
-            let (cs, cb) = try await client.call("GET", "/containers/\(id)/json", group: group)
-            if cs == 200, let c = try? JSONDecoder().decode(DockerContainerSummary.self, from: cb) {
-                aliases = (c.NetworkSettings?.Networks?[n.Name]?.Aliases ?? []).filter { $0 != name && OverlayDaemon.validContainerName($0) }
-            }
-        }
+              let name = attached.Name, OverlayDaemon.validContainerName(name), DockerPlugin.isDockerID(id) else { return nil }
+        // The container's settings name the endpoint once its connect is done: its aliases are
+        // final then.
+        let (cs, cb) = try await client.call("GET", "/containers/\(id)/json", group: group)
+        guard cs == 200, let c = try? JSONDecoder().decode(DockerContainerSummary.self, from: cb),
+              let settings = c.NetworkSettings?.Networks?[n.Name], settings.EndpointID == endpoint else { return nil }
+        let aliases = (settings.Aliases ?? []).filter { $0 != name && OverlayDaemon.validContainerName($0) }
         return (name, Array(aliases.prefix(32)))
     }
 
