@@ -9,6 +9,7 @@
 //        control-bench metrics [--rounds N] [--interval S] (what serving metrics costs the data plane)
 //        control-bench cni [--count N] [--parallel N]   (the CNI plugin's ADD/DEL latency against bridge+host-local)
 //        control-bench ha [--rounds N] [--agents N]     (managers on etcd: writes SQLite vs etcd, failover, agents; HABench.swift)
+//        control-bench docker [--rounds N] [--seconds S] [--runs N]   (Docker containers: ours vs Docker's overlay; DockerBench.swift)
 
 import ClusterControl
 import Foundation
@@ -45,6 +46,16 @@ if haMode {
     rounds = 10
     if let v = option("--agents").flatMap(Int.init), v >= 0 { haAgentCount = v }
 }
+// `control-bench docker [--rounds N] [--seconds S] [--runs N]` (DockerBench.swift).
+let dockerMode = args.first == "docker"
+var dockerSeconds = 5
+var dockerRuns = 20
+if dockerMode {
+    args.removeFirst()
+    rounds = 3
+    if let v = option("--seconds").flatMap(Int.init), v > 0 { dockerSeconds = v }
+    if let v = option("--runs").flatMap(Int.init), v > 0 { dockerRuns = v }
+}
 // `control-bench cni [--count N] [--parallel N]`: the CNI plugin's ADD/DEL latency (CNIBench.swift).
 let cniMode = args.first == "cni"
 var cniCount = 200
@@ -78,7 +89,7 @@ while let a = args.first {
         args.removeFirst()
     case "--normal-gossip": normalGossip = true
     case "-h", "--help":
-        print("usage: control-bench [--rounds N] [--normal-gossip]\n       control-bench metrics [--rounds N] [--interval SECONDS]\n       control-bench cni [--count N] [--parallel N]\n       control-bench ha [--rounds N] [--agents N]")
+        print("usage: control-bench [--rounds N] [--normal-gossip]\n       control-bench metrics [--rounds N] [--interval SECONDS]\n       control-bench cni [--count N] [--parallel N]\n       control-bench ha [--rounds N] [--agents N]\n       control-bench docker [--rounds N] [--seconds S] [--runs N]")
         exit(0)
     default:
         print("control-bench: unknown argument \(a)")
@@ -103,6 +114,17 @@ if cniMode {
     }
     do { try cniBench(ctl: ctl, dir: dir, count: cniCount, parallel: cniParallel) } catch {
         print("control-bench cni: failed: \(error)")
+        exit(1)
+    }
+    exit(0)
+}
+if dockerMode {
+    guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/dockerd") else {
+        print("control-bench docker: needs dockerd (Debian's docker.io; make deps)")
+        exit(2)
+    }
+    do { try dockerBench(ctl: ctl, rounds: rounds, seconds: dockerSeconds, runs: dockerRuns) } catch {
+        print("control-bench docker: failed: \(error)")
         exit(1)
     }
     exit(0)

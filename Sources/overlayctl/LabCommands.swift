@@ -64,6 +64,9 @@ struct LabUp: AsyncParsableCommand {
     var podman = false
     @Flag(help: "Every host also runs dockerd (docker.io, live restore, a local busybox image), in a mount namespace it shares with its overlayd, which serves it the swift-overlay network and IPAM plugin.")
     var docker = false
+    @Option(name: .customLong("overlayd-arg"), parsing: .unconditionalSingleValue,
+            help: "An argument added to every host's overlayd (repeatable), e.g. --overlayd-arg --gossip-port=7947.")
+    var overlaydArguments: [String] = []
     @Option(help: "Members of an etcd cluster to start, one on each of the first N hosts (1-7); every overlayd gets --cluster-store naming them.")
     var etcd: Int?
 
@@ -122,9 +125,13 @@ struct LabUp: AsyncParsableCommand {
             if metrics { daemon += ["--metrics-addr", "\(h.address):9323"] }
             if let clusterStore { daemon += ["--cluster-store", clusterStore] }
             if docker { daemon += LabDocker.overlaydArguments(lab, h.name) }
+            daemon += overlaydArguments
             try? log.close()
             // Kept for `lab restart`, which starts it again the same way.
-            try JSONEncoder().encode(enter + daemon).write(to: URL(fileURLWithPath: dir + "/overlayd.argv"))
+            guard FileManager.default.createFile(atPath: dir + "/overlayd.argv", contents: try JSONEncoder().encode(enter + daemon),
+                                                 attributes: [.posixPermissions: 0o600]) else {
+                throw CLIError("cannot create \(dir)/overlayd.argv")
+            }
             do { _ = try Command.start(enter + daemon, log: dir + "/overlayd.log") } catch {
                 throw CLIError("cannot start overlayd on \(h.name): \(error)")
             }

@@ -53,7 +53,7 @@ import OverlayTestKit
             Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
             return
         }
-        let lab = try CLILab.up("ovlt-dk", hosts: 3, extra: ["--docker", "--metrics"])
+        let lab = try CLILab.up("ovlt-dock", hosts: 3, extra: ["--docker", "--metrics"])
         defer { if ProcessInfo.processInfo.environment["KEEP_LAB"] == nil { lab.down() } }
         let plugin = ["-d", "swift-overlay", "--ipam-driver", "swift-overlay"]
 
