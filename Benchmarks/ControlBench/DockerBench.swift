@@ -3,12 +3,14 @@ import OverlayTestKit
 
 // `control-bench docker`: Docker containers on our overlay against Docker's own overlay (swarm
 // mode), side by side on the same two lab hosts (`lab up --docker`: a dockerd and an overlayd on
-// each; Docker's swarm on ports 2378 and VXLAN 4790, our gossip on 7947 so both run at once):
+// each; Docker's swarm on ports 2378 and VXLAN 4790, our gossip on 7947 so both run at once;
+// dockerd without live restore, which swarm mode refuses):
 //   1. iperf3 TCP, 1 and 4 streams, container to container across the hosts, and ping RTT (the
 //      median of 200 pings), over the underlay, Docker's overlay and ours; median of N rounds,
 //      the paths interleaved in each round;
 //   2. `docker run` on h2 -> the new container answers a ping from a container on h1 (by its
-//      --ip), median and p90 of N runs on each network.
+//      --ip), median and p90 of N runs on each network; beside them `docker run --network none`
+//      -> running (the floor: what runc and dockerd take with no network at all).
 // iperf3 and ping run from the host, inside the containers' network namespaces (nsenter): the
 // busybox image has no iperf3.
 
@@ -25,7 +27,8 @@ func dockerBench(ctl: String, rounds: Int, seconds: Int, runs: Int) throws {
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
     func p90(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[min(s.count - 1, Int(Double(s.count) * 0.9))] }
     defer { _ = try? sh([ctl, "lab", "down", "--name", lab]) }
-    _ = try sh([ctl, "lab", "up", "--name", lab, "--hosts", "2", "--docker", "--overlayd-arg", "--gossip-port=7947"])
+    _ = try sh([ctl, "lab", "up", "--name", lab, "--hosts", "2", "--docker", "--overlayd-arg", "--gossip-port=7947",
+                "--dockerd-arg", "--live-restore=false"])
 
     // Our swarm, and Docker's beside it.
     _ = try on("h1", ["overlayctl", "swarm", "init", "--advertise-addr", "198.18.0.1"])
@@ -103,6 +106,13 @@ func dockerBench(ctl: String, rounds: Int, seconds: Int, runs: Int) throws {
     // 2. docker run -> reachable from another host.
     let pinger = [docker.net: paths[1].client, ours.net: paths[2].client]
     var times: [String: [Double]] = [:]
+    func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
+    for i in 0..<runs {
+        let start = ContinuousClock.now
+        _ = try on("h2", ["docker", "run", "-d", "--name", "floor\(i)", "--network", "none", "busybox:lab", "sleep", "1000000"])
+        times["none", default: []].append(ms(ContinuousClock.now - start))
+        _ = try on("h2", ["docker", "rm", "-f", "floor\(i)"])
+    }
     for i in 0..<runs {
         for n in (i % 2 == 0 ? [docker, ours] : [ours, docker]) {
             let ip = n.prefix + "\(100 + i)"
@@ -114,14 +124,17 @@ func dockerBench(ctl: String, rounds: Int, seconds: Int, runs: Int) throws {
             }
             let d = ContinuousClock.now - start
             guard reached else { throw LabError("\(ip) on \(n.net) did not answer within 15 s of docker run") }
-            times[n.net, default: []].append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+            times[n.net, default: []].append(ms(d))
             _ = try on("h2", ["docker", "rm", "-f", "r\(i)-\(n.net)"])
         }
     }
     print("== docker run on h2 -> answers a ping from h1 (ms, \(runs) runs each)")
-    for n in [docker, ours] {
-        let xs = times[n.net]!
-        print(String(format: "%-20@ median %6.0f   p90 %6.0f", (n.net == docker.net ? "Docker's overlay" : "swift-overlay") as NSString, median(xs), p90(xs)))
+    for (key, label) in [("none", "--network none (floor)"), (docker.net, "Docker's overlay"), (ours.net, "swift-overlay")] {
+        let xs = times[key]!
+        print(String(format: "%-24@ median %6.0f   p90 %6.0f", label as NSString, median(xs), p90(xs)))
     }
-    print(String(format: "swift-overlay / Docker's overlay: run-to-reachable %.2fx", median(times[ours.net]!) / median(times[docker.net]!)))
+    let floor = median(times["none"]!)
+    print(String(format: "swift-overlay / Docker's overlay: run-to-reachable %.2fx; above the floor %.0f ms vs %.0f ms (%.2fx)",
+                 median(times[ours.net]!) / median(times[docker.net]!), median(times[ours.net]!) - floor,
+                 median(times[docker.net]!) - floor, (median(times[ours.net]!) - floor) / (median(times[docker.net]!) - floor)))
 }

@@ -67,6 +67,9 @@ struct LabUp: AsyncParsableCommand {
     @Option(name: .customLong("overlayd-arg"), parsing: .unconditionalSingleValue,
             help: "An argument added to every host's overlayd (repeatable), e.g. --overlayd-arg --gossip-port=7947.")
     var overlaydArguments: [String] = []
+    @Option(name: .customLong("dockerd-arg"), parsing: .unconditionalSingleValue,
+            help: "An argument added to every host's dockerd with --docker (repeatable), e.g. --dockerd-arg --live-restore=false (swarm mode refuses live restore).")
+    var dockerdArguments: [String] = []
     @Option(help: "Members of an etcd cluster to start, one on each of the first N hosts (1-7); every overlayd gets --cluster-store naming them.")
     var etcd: Int?
 
@@ -115,7 +118,7 @@ struct LabUp: AsyncParsableCommand {
                 }
             }
             if docker {
-                do { try LabDocker.setUp(lab, h.name) } catch { throw CLIError("cannot set up Docker on \(h.name): \(error)") }
+                do { try LabDocker.setUp(lab, h.name, extra: dockerdArguments) } catch { throw CLIError("cannot set up Docker on \(h.name): \(error)") }
             }
             let enter: [String] = podman || docker ? LabMountNamespace.enter(lab, h.name) : ["ip", "netns", "exec", lab.namespace(h.name)]
             var daemon: [String] = [overlayd, "--config-file", dir + "/daemon.json", "--state-dir", dir, "--socket", lab.socket(h.name),

@@ -31,7 +31,7 @@ enum LabDocker {
     }
 
     /// Makes the host's mount namespace and dockerd's files (before its overlayd starts).
-    static func setUp(_ lab: LabOptions, _ host: String) throws {
+    static func setUp(_ lab: LabOptions, _ host: String, extra: [String] = []) throws {
         for (tool, package) in [("/usr/sbin/dockerd", "docker.io"), ("/usr/bin/containerd", "containerd"), ("/bin/busybox", "busybox-static")]
         where !FileManager.default.isExecutableFile(atPath: tool) {
             throw CLIError("lab up --docker needs \(tool) (Debian's \(package); `make deps` installs it)")
@@ -42,6 +42,11 @@ enum LabDocker {
             {"deprecated-key-path": "\(d)/key.json"}
 
             """.write(toFile: d + "/daemon.json", atomically: true, encoding: .utf8)
+        // Kept for every start (`lab restart --dockerd` too).
+        guard FileManager.default.createFile(atPath: d + "/dockerd.args", contents: try JSONEncoder().encode(extra),
+                                             attributes: [.posixPermissions: 0o600]) else {
+            throw CLIError("cannot create \(d)/dockerd.args")
+        }
         try LabMountNamespace.make(lab, host)
         // dockerd forwards the names its resolver does not know (containers on other hosts) to a
         // loopback nameserver of its resolv.conf, from its own namespace: overlayd answers there.
@@ -53,12 +58,13 @@ enum LabDocker {
     /// Starts dockerd on the host (in its namespaces) and waits until it answers.
     static func start(_ lab: LabOptions, _ host: String) throws {
         let d = directory(lab, host)
+        let extra = FileManager.default.contents(atPath: d + "/dockerd.args").flatMap { try? JSONDecoder().decode([String].self, from: $0) } ?? []
         do {
             _ = try Command.start(LabMountNamespace.enter(lab, host) + [
                 "/usr/sbin/dockerd", "--data-root", d + "/data", "--exec-root", "/run/docker", "--pidfile", d + "/docker.pid",
                 "-H", "unix://\(socket(lab, host))", "--config-file", d + "/daemon.json",
                 "--bridge=none", "--iptables=false", "--ip-masq=false", "--live-restore",
-            ], log: d + "/dockerd.log")
+            ] + extra, log: d + "/dockerd.log")
         } catch { throw CLIError("cannot start dockerd on \(host): \(error)") }
         for _ in 0..<300 {
             if let r = try? Command.run(["env"] + environment(lab, host) + ["docker", "version", "--format", "{{.Server.Version}}"], timeout: 10),
