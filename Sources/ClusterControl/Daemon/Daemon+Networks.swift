@@ -89,6 +89,13 @@ extension OverlayDaemon {
                     IPv6Address: cn.address.v6 == nil ? "" : "\(cn.address)/\(cn.prefixLength)")
             }
         }
+        // Docker's containers on this host (by Docker's endpoint ID until dockerd names them).
+        for (key, _) in (try? store.all(.dockerEndpoint)) ?? [] {
+            guard let e = try? store.get(.dockerEndpoint, key, as: DockerEndpointRecord.self), e.network == n.name else { continue }
+            containers[key] = .init(
+                Name: e.container ?? "docker-\(key.prefix(12))", EndpointID: e.endpointID, MacAddress: e.mac,
+                IPv4Address: "\(e.address)/\(e.prefixLength)", IPv6Address: "")
+        }
         var endpoints: [String: NetworkInspect.ContainerEntry]?
         if verbose, let agent {
             // What gossip holds, refused records included (`network inspect -v` is how an
