@@ -174,6 +174,27 @@ import OverlayTestKit
         try mustDocker(lab, "h2", ["rm", "-f", "c2", "c4"])
         #expect(try allocated(lab, "web", is: held - 2), "docker rm did not give c2's and c4's addresses back")
 
+        // A container gone as soon as it ran (--rm) leaves no record and holds no address.
+        let beforeShort = try lab.allocated("web")
+        try mustDocker(lab, "h1", ["run", "--rm", "--network", "web", "busybox:lab", "true"])
+        #expect(try allocated(lab, "web", is: beforeShort), "docker run --rm kept an address")
+        usleep(500_000)
+        let h1web = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["network", "inspect", "web"]).utf8)) as? [[String: Any]]
+        let names = ((h1web?.first?["Containers"] as? [String: [String: Any]]) ?? [:]).values.compactMap { $0["Name"] as? String }
+            .filter { !$0.hasPrefix("echo.") }   // the service's tasks
+        #expect(names == ["c1"], "h1 lists \(names) on web")
+
+        // An internal cluster network is not joined by a Docker network that is not.
+        _ = try lab.must("h1", ["network", "create", "--attachable", "--internal", "--subnet", "10.77.0.0/24", "quiet"])
+        _ = try lab.retrying("h3", ["network", "inspect", "quiet"], tries: 50, every: 100_000)
+        try mustDocker(lab, "h3", ["network", "create"] + plugin + ["--subnet", "10.77.0.0/24", "quiet"])
+        let leaky = try docker(lab, "h3", ["run", "--rm", "--network", "quiet", "busybox:lab", "true"])
+        #expect(!leaky.succeeded && leaky.output.contains("is internal"), "\(leaky.output)")
+
+        // Leaving the swarm under a Docker container is refused without --force.
+        let leave = try lab.on("h2", ["swarm", "leave"])
+        #expect(!leave.succeeded && leave.output.contains("Docker containers still use swift-overlay networks here (s2)"), "\(leave.output)")
+
         // Bad input: one line from Docker, nothing half-made.
         let unknown = try docker(lab, "h1", ["network", "create"] + plugin + ["-o", "mtu=9000", "bad1"])
         #expect(!unknown.succeeded && unknown.output.contains("remote: unknown driver option 'mtu'"), "\(unknown.output)")

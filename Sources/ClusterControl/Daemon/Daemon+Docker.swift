@@ -156,11 +156,17 @@ extension OverlayDaemon {
         let subnet: CIDR
         var gateway: IPAddress?
         if let given = r.Pool, !given.isEmpty {
-            guard let c = CIDR(given), c.family == .v4 else { throw DockerPluginError("--subnet \(given.prefix(60)) is not an IPv4 CIDR") }
+            let c: CIDR
+            do { c = try CIDR.parse(given) } catch { throw DockerPluginError("--subnet \(given.prefix(60)): \(error.message)") }
+            guard c.family == .v4 else { throw DockerPluginError("--subnet \(c): swift-overlay's Docker networks are IPv4 only") }
             guard c.prefixLength <= 30 else { throw DockerPluginError("--subnet \(c) is too small: use /30 or larger") }
             subnet = c
-            if let n = cluster.networks.first(where: { $0.subnets.contains { $0.subnet == c } }) {
-                gateway = n.subnets.first { $0.subnet == c }!.gateway
+            if let n = cluster.networks.first(where: { $0.subnets.contains { $0.subnet == c } }),
+               let sub = n.subnets.first(where: { $0.subnet == c }) {
+                guard n.attachable, !n.ingress else {
+                    throw DockerPluginError("subnet \(c) is cluster network \(n.name)'s, which is not attachable: containers outside services need a network made with --attachable")
+                }
+                gateway = sub.gateway
             } else if let (n, other) = cluster.networks.flatMap({ n in n.subnets.map { (n, $0.subnet) } }).sorted(by: { $0.1 < $1.1 })
                         .first(where: { $0.1.overlaps(c) }) {
                 let join = n.attachable && !n.ingress ? ", or --subnet \(other) to join \(n.name)" : ""
@@ -206,7 +212,7 @@ extension OverlayDaemon {
     func dockerRequestAddress(_ r: RequestAddressRequest) async throws -> RequestAddressResponse {
         let (s, _) = try dockerSwarm()
         guard let pool = try store.get(.dockerPool, r.PoolID, as: DockerPoolRecord.self) else {
-            throw DockerPluginError("no pool \(r.PoolID.prefix(60)) on this host")
+            throw DockerPluginError("swift-overlay does not know this Docker network's pool \(r.PoolID.prefix(60)) (was it made before this host left its swarm?): remove the Docker network and make it again")
         }
         if r.isGateway {
             if let a = r.Address, !a.isEmpty, a != pool.gateway.description {
@@ -214,7 +220,10 @@ extension OverlayDaemon {
             }
             return RequestAddressResponse(Address: "\(pool.gateway)/\(pool.subnet.prefixLength)")
         }
-        guard let id = pool.dockerNetworkID else { throw DockerPluginError("pool \(pool.subnet) has no Docker network yet") }
+        guard let id = pool.dockerNetworkID else {
+            // Before CreateNetwork, Docker asks only for --aux-address entries.
+            throw DockerPluginError("--aux-address is not taken by swift-overlay's IPAM: leave it out")
+        }
         let network = try await dockerBind(id)
         let endpointID = EndpointID.random().text
         try store.put(.addressIntent, endpointID, AddressIntent(network: network, endpointID: endpointID))
@@ -253,13 +262,25 @@ extension OverlayDaemon {
         guard v4.AddressSpace == DockerPlugin.addressSpace, var pool = try store.get(.dockerPool, v4.Pool, as: DockerPoolRecord.self) else {
             throw DockerPluginError("swift-overlay networks need --ipam-driver swift-overlay: their addresses must be unique across hosts")
         }
+        if let other = pool.dockerNetworkID, other != r.NetworkID {
+            throw DockerPluginError("subnet \(pool.subnet) is already used by Docker network \(other.prefix(12)) on this host")
+        }
         pool.dockerNetworkID = r.NetworkID
         pool.encrypted = options.encrypted
         pool.internal = options.internal
         try store.put(.dockerPool, pool.subnet.description, pool)
         // dockerd knows the name only once this call has returned.
         let id = r.NetworkID
-        dockerPlugin.binding[id] = Task { try await self.dockerBindNow(id, wait: .seconds(15)) }
+        dockerPlugin.binding[id] = Task {
+            do {
+                let name = try await self.dockerBindNow(id, wait: .seconds(15))
+                self.bindingFinished(id)
+                return name
+            } catch {
+                self.bindingFinished(id)
+                throw error
+            }
+        }
         log(.docker, ["docker-network": "\(id.prefix(12))", "subnet": "\(pool.subnet)"]).info("Docker network \(id.prefix(12)) made on \(pool.subnet)")
     }
 
@@ -271,15 +292,26 @@ extension OverlayDaemon {
         log(.docker, ["docker-network": "\(r.NetworkID.prefix(12))"]).info("Docker network \(r.NetworkID.prefix(12)) removed (the cluster network \(pool.network ?? "-") stays)")
     }
 
+    func bindingFinished(_ id: String) { dockerPlugin.binding[id] = nil }
+
     /// The cluster network a Docker network is bound to, binding it now if needed.
     func dockerBind(_ id: String) async throws -> String {
         let pool = try dockerPool(network: id)
         if let conflict = pool.conflict { throw DockerPluginError(conflict) }
-        if let n = pool.network, cluster.networks.contains(where: { $0.name == n }) { return n }
+        if let n = pool.network, cluster.networks.contains(where: { $0.name == n && $0.subnets.contains { $0.subnet == pool.subnet } }) {
+            return n
+        }
         if let running = dockerPlugin.binding[id] {
-            do { return try await running.value } catch is CancellationError {} catch let e as DockerPluginError { throw e } catch {}
+            // The lookup CreateNetwork started; if it failed, this call tries again itself.
+            if let name = try? await running.value { return name }
         }
         return try await dockerBindNow(id, wait: .seconds(5))
+    }
+
+    /// A Docker network that cannot be bound as it is: kept as the pool's `conflict`, so every
+    /// `docker run` on it says why at once (until the network is made again).
+    struct DockerMismatch: Error {
+        var message: String
     }
 
     /// Asks dockerd the network's name (waiting up to `wait` while it does not know it yet) and
@@ -292,23 +324,30 @@ extension OverlayDaemon {
         do {
             if let n = cluster.networks.first(where: { $0.name == name }) {
                 guard let sub = n.subnets.first(where: { $0.subnet.family == .v4 }) else {
-                    throw DockerPluginError("cluster network \(name) has no IPv4 subnet: swift-overlay's Docker networks are IPv4 only")
+                    throw DockerMismatch(message: "cluster network \(name) has no IPv4 subnet: swift-overlay's Docker networks are IPv4 only")
                 }
-                guard sub.subnet == pool.subnet else {
-                    throw DockerPluginError("cluster network \(name) uses subnet \(sub.subnet), this Docker network \(pool.subnet): \(fix) --subnet \(sub.subnet)\(n.encrypted ? " -o encrypted" : "") \(name)")
+                let again = "\(fix) --subnet \(sub.subnet)\(n.encrypted ? " -o encrypted" : "")\(n.internal ? " --internal" : "") \(name)"
+                guard n.subnets.contains(where: { $0.subnet == pool.subnet }) else {
+                    throw DockerMismatch(message: "cluster network \(name) uses subnet \(sub.subnet), this Docker network \(pool.subnet): \(again)")
                 }
                 guard n.encrypted == pool.encrypted else {
-                    throw DockerPluginError("cluster network \(name) is \(n.encrypted ? "" : "not ")encrypted: \(fix) --subnet \(sub.subnet)\(n.encrypted ? " -o encrypted" : "") \(name)")
+                    throw DockerMismatch(message: "cluster network \(name) is \(n.encrypted ? "" : "not ")encrypted: \(again)")
+                }
+                guard n.internal == pool.internal else {
+                    throw DockerMismatch(message: "cluster network \(name) is \(n.internal ? "" : "not ")internal: \(again)")
                 }
                 guard n.attachable, !n.ingress else {
-                    throw DockerPluginError("cluster network \(name) is not attachable: containers outside services need a network made with --attachable")
+                    throw DockerMismatch(message: "cluster network \(name) is not attachable: containers outside services need a network made with --attachable")
                 }
             } else {
-                guard manager != nil else {
-                    throw DockerPluginError("cluster network \(name) does not exist, and a worker cannot make one: create it on a manager first")
-                }
                 if let other = cluster.networks.first(where: { $0.subnets.contains { $0.subnet.overlaps(pool.subnet) } }) {
-                    throw DockerPluginError("subnet \(pool.subnet) is now cluster network \(other.name)'s: \(fix) \(name)")
+                    let same = other.subnets.contains { $0.subnet == pool.subnet }
+                    throw DockerMismatch(message: same
+                        ? "subnet \(pool.subnet) is cluster network \(other.name)'s: name the Docker network \(other.name) (docker network rm \(name) && docker network create -d \(DockerPlugin.name) --ipam-driver \(DockerPlugin.name) --subnet \(pool.subnet) \(other.name))"
+                        : "subnet \(pool.subnet) overlaps cluster network \(other.name)'s: \(fix) \(name)")
+                }
+                guard manager != nil else {
+                    throw DockerMismatch(message: "cluster network \(name) does not exist, and a worker cannot make one: create it on a manager first")
                 }
                 var req = NetworkCreateRequest(name: name)
                 req.attachable = true
@@ -318,15 +357,20 @@ extension OverlayDaemon {
                 if pool.encrypted { req.options = ["encrypted"] }
                 req.labels = ["com.docker.network.id=\(id)"]
                 do { _ = try await createNetwork(req) } catch let e as APIError {
+                    // Not kept: another manager may have made it meanwhile (409), or the store
+                    // was away (503); the next docker run decides again.
                     throw DockerPluginError("cannot make cluster network \(name): \(e.message)")
                 }
                 log(.docker, ["network": "\(name)", "subnet": "\(pool.subnet)"]).info("cluster network \(name) made for Docker network \(id.prefix(12))")
             }
-        } catch let e as DockerPluginError {
-            pool.conflict = e.message
-            try? store.put(.dockerPool, pool.subnet.description, pool)
+        } catch let e as DockerMismatch {
+            // Read again: the Docker network may have gone while this waited.
+            if var p = try? dockerPool(network: id) {
+                p.conflict = e.message
+                try? store.put(.dockerPool, p.subnet.description, p)
+            }
             log(.docker, ["docker-network": "\(id.prefix(12))", "network": "\(name)"]).warning("Docker network \(name) cannot be used: \(e.message)")
-            throw e
+            throw DockerPluginError(e.message)
         }
         pool = try dockerPool(network: id)
         pool.network = name
@@ -409,8 +453,12 @@ extension OverlayDaemon {
         Task { await self.dockerLearnName(network: network, endpoint: endpoint) }
         // No gateway: Docker gives the container its egress and published ports on its gateway
         // bridge; an internal network has none.
+        // The cluster network's other subnets, via this one's gateway (as an overlayctl container has them).
+        let others = (cluster.networks.first { $0.name == e.network }?.subnets ?? [])
+            .filter { $0.subnet.family == .v4 && $0.subnet != pool.subnet }
+            .map { StaticRoute(Destination: $0.subnet.description, RouteType: 0, NextHop: pool.gateway.description) }
         return DriverJoinResponse(InterfaceName: InterfaceName(SrcName: e.interface, DstPrefix: "eth"),
-                            DisableGatewayService: pool.internal ? true : nil)
+                            StaticRoutes: others.isEmpty ? nil : others, DisableGatewayService: pool.internal ? true : nil)
     }
 
     func dockerDeleteEndpoint(_ r: EndpointRequest) async throws {
@@ -434,8 +482,10 @@ extension OverlayDaemon {
         let deadline = ContinuousClock.now + .seconds(30)
         var named = false
         while ContinuousClock.now < deadline, !isStopped {
-            guard var e = try? store.get(.dockerEndpoint, endpoint, as: DockerEndpointRecord.self) else { return }
+            guard (try? store.get(.dockerEndpoint, endpoint, as: DockerEndpointRecord.self)) != nil else { return }
             if !named, let found = try? await dockerContainer(network: network, endpoint: endpoint) {
+                // Read after the wait: the endpoint may have gone meanwhile (docker run --rm).
+                guard var e = try? store.get(.dockerEndpoint, endpoint, as: DockerEndpointRecord.self) else { return }
                 named = true
                 e.container = found.name
                 e.aliases = found.aliases
@@ -447,7 +497,8 @@ extension OverlayDaemon {
             }
             // The interface's name in the container (a restart remakes it there), once Docker has
             // moved it in.
-            if named, let inside = dockerInterfaceInContainer(e) {
+            if named, var e = try? store.get(.dockerEndpoint, endpoint, as: DockerEndpointRecord.self),
+               let inside = dockerInterfaceInContainer(e) {
                 e.containerInterface = inside
                 try? store.put(.dockerEndpoint, endpoint, e)
                 return
@@ -492,9 +543,9 @@ extension OverlayDaemon {
             guard var e = try? store.get(.dockerEndpoint, key, as: DockerEndpointRecord.self) else { continue }
             let l = log(.docker, ["network": "\(e.network)", "container": "\(e.container ?? "-")", "address": "\(e.address)"])
             if e.containerInterface == nil { e.containerInterface = dockerInterfaceInContainer(e) }
-            guard let path = e.sandboxKey, let ns = try? NetworkNamespace.open(path: path), let interface = e.containerInterface else {
-                // Not started yet, or gone: its interface is in this namespace under its own name,
-                // or nowhere. Made again here, for Docker to move as it would have.
+            guard let path = e.sandboxKey else {
+                // Made, not joined yet: its interface is in this namespace under its own name.
+                // Made again here, for Docker to move as it would have.
                 try? NetlinkSocket(namespace: NetworkNamespace.open(pid: getpid())).deleteLink(named: e.interface)
                 do {
                     _ = try agent.attach(EndpointSpec(id: e.endpointID, network: e.network, namespace: .pid(getpid()), address: e.address,
@@ -503,18 +554,59 @@ extension OverlayDaemon {
                 } catch { l.error("cannot restore Docker endpoint \(key.prefix(12)) on \(e.network): \(error)") }
                 continue
             }
+            guard let ns = try? NetworkNamespace.open(path: path) else {
+                // Its container is gone: dockerd may have given up telling us while overlayd was
+                // down. Nothing is published for it; once dockerd says it no longer has the
+                // endpoint, its address goes back.
+                l.notice("Docker endpoint \(key.prefix(12))'s container is gone: asking dockerd whether it still has the endpoint")
+                Task { await self.dockerForgetGone(key) }
+                continue
+            }
+            guard let interface = e.containerInterface else {
+                l.error("cannot restore Docker container \(e.container ?? key.prefix(12).description) on \(e.network): its interface's name in the container was never seen")
+                continue
+            }
             try? NetlinkSocket(namespace: ns).deleteLink(named: interface)
             do {
                 _ = try agent.attach(EndpointSpec(id: e.endpointID, network: e.network, namespace: .path(path), address: e.address,
                                                   mac: MACAddress(e.mac), interfaceName: interface),
                                      name: e.container ?? e.endpointID, aliases: e.aliases ?? [])
                 try? store.put(.dockerEndpoint, key, e)
+                if e.container == nil {
+                    let network = e.dockerNetworkID
+                    Task { await self.dockerLearnName(network: network, endpoint: key) }
+                }
                 l.info("Docker container \(e.container ?? key.prefix(12).description) restored on \(e.network) (\(interface), \(e.address))")
             } catch {
                 l.error("cannot restore Docker container \(e.container ?? key.prefix(12).description) on \(e.network): \(error)")
             }
         }
         await dockerServeDNS()
+    }
+
+    /// A Docker endpoint whose container is gone: forgotten, and its address given back, once
+    /// dockerd answers and does not list it (within 10 minutes; dockerd may start after overlayd).
+    func dockerForgetGone(_ key: String) async {
+        guard let path = configuration.dockerHost.dropPrefix("unix://") else { return }
+        let client = APIClient(endpoint: .unix(path), timeout: .seconds(3))
+        let deadline = ContinuousClock.now + .seconds(600)
+        while ContinuousClock.now < deadline, !isStopped {
+            guard let e = try? store.get(.dockerEndpoint, key, as: DockerEndpointRecord.self) else { return }
+            if let (status, body) = try? await client.call("GET", "/networks/\(e.dockerNetworkID)", group: group) {
+                let listed = status == 200
+                    && ((try? JSONDecoder().decode(DockerNetworkSummary.self, from: body))?.Containers ?? [:]).values.contains { $0.EndpointID == key }
+                if status == 200 || status == 404, !listed {
+                    guard let e = try? store.get(.dockerEndpoint, key, as: DockerEndpointRecord.self) else { return }
+                    try? agent?.detach(endpoint: e.endpointID)
+                    try? store.delete(.dockerEndpoint, key)
+                    await giveBack(ReleaseRequest(network: e.network, address: e.address.description, endpointID: e.endpointID))
+                    log(.docker, ["network": "\(e.network)", "address": "\(e.address)"]).info("Docker endpoint \(key.prefix(12)) (\(e.container ?? "-")) is gone from dockerd too: \(e.address) given back")
+                    return
+                }
+                if listed { return }   // dockerd still has it: its DeleteEndpoint will come
+            }
+            try? await Task.sleep(for: .seconds(2))
+        }
     }
 
     /// Answers DNS in this (dockerd's) namespace on the embedded server's address, for the
@@ -538,6 +630,20 @@ extension OverlayDaemon {
     }
 
     static let dockerDNSClient = "docker"
+
+    /// Leaving the swarm: every Docker endpoint is detached and its address given back, and the
+    /// Docker networks' bindings go (a Docker network made here again binds in the next swarm).
+    func dockerForgetAll() async {
+        for (key, _) in (try? store.all(.dockerEndpoint)) ?? [] {
+            guard let e = try? store.get(.dockerEndpoint, key, as: DockerEndpointRecord.self) else { continue }
+            try? agent?.detach(endpoint: e.endpointID)
+            try? store.delete(.dockerEndpoint, key)
+            await giveBack(ReleaseRequest(network: e.network, address: e.address.description, endpointID: e.endpointID))
+        }
+        for t in dockerPlugin.binding.values { t.cancel() }
+        dockerPlugin.binding = [:]
+        for (key, _) in (try? store.all(.dockerPool)) ?? [] { try? store.delete(.dockerPool, key) }
+    }
 
     /// Our endpoint IDs of the Docker endpoints on this node (held addresses).
     func dockerHeldEndpoints() -> [String] {
