@@ -186,3 +186,46 @@ func curl(_ socket: String, _ path: String, body: String) throws -> String {
     p.waitUntilExit()
     return String(decoding: data, as: UTF8.self)
 }
+
+/// Bodies dockerd sends, cut, flipped and spliced at random: every answer is a status dockerd
+/// reads (200, 400 or 404) with a JSON object body, never a crash or a hang.
+@Suite struct DockerPluginMutationTests {
+    static let calls: [(String, String)] = [
+        ("/IpamDriver.RequestPool", #"{"AddressSpace":"swift-overlay","Pool":"10.9.0.0/24","SubPool":"","Options":{},"V6":false}"#),
+        ("/IpamDriver.RequestAddress", #"{"PoolID":"10.9.0.0/24","Address":"","Options":{"RequestAddressType":"com.docker.network.gateway"}}"#),
+        ("/IpamDriver.ReleaseAddress", #"{"PoolID":"10.9.0.0/24","Address":"10.9.0.2"}"#),
+        ("/NetworkDriver.CreateNetwork", #"{"NetworkID":"\#(networkID)","Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{"encrypted":""}},"IPv4Data":[{"AddressSpace":"swift-overlay","Gateway":"10.9.0.1/24","Pool":"10.9.0.0/24"}],"IPv6Data":[]}"#),
+        ("/NetworkDriver.CreateEndpoint", #"{"NetworkID":"\#(networkID)","EndpointID":"\#(endpointID)","Interface":{"Address":"10.9.0.2/24","AddressIPv6":"","MacAddress":""},"Options":{"com.docker.network.portmap":[{"Proto":6,"Port":80}]}}"#),
+        ("/NetworkDriver.Join", #"{"NetworkID":"\#(networkID)","EndpointID":"\#(endpointID)","SandboxKey":"/x/netns/1","Options":{}}"#),
+        ("/NetworkDriver.Leave", #"{"NetworkID":"\#(networkID)","EndpointID":"\#(endpointID)"}"#),
+    ]
+
+    @Test func mutatedBodiesAreAnsweredAndNeverCrash() async throws {
+        let plugin = DockerPlugin(backend: FakeBackend())
+        var rng = SystemRandomNumberGenerator()
+        var seen: [Int: Int] = [:]
+        for round in 0..<3000 {
+            let (path, body) = Self.calls[round % Self.calls.count]
+            var bytes = Array(body.utf8)
+            switch round % 4 {
+            case 0: bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &rng)))
+            case 1:
+                for _ in 0..<Int.random(in: 1...4, using: &rng) where !bytes.isEmpty {
+                    bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+                }
+            case 2:
+                let other = Array(Self.calls.randomElement(using: &rng)!.1.utf8)
+                let cut = Int.random(in: 0...bytes.count, using: &rng)
+                bytes = Array(bytes.prefix(cut)) + Array(other.suffix(Int.random(in: 0...other.count, using: &rng)))
+            default:
+                let at = Int.random(in: 0...bytes.count, using: &rng)
+                bytes.insert(contentsOf: Array(#"{"NetworkID":[1,{"a":null}],"V6":"yes"}"#.utf8), at: at)
+            }
+            let reply = await plugin.handle(path: path, body: Data(bytes))
+            seen[reply.status, default: 0] += 1
+            #expect([200, 400, 404].contains(reply.status), "\(path) with \(String(decoding: bytes, as: UTF8.self)): \(reply.status)")
+            #expect((try? JSONSerialization.jsonObject(with: reply.body)) is [String: Any], "\(path): body \(reply.text)")
+        }
+        #expect(seen[400, default: 0] > 0 && seen[200, default: 0] > 0, "\(seen)")
+    }
+}
