@@ -175,6 +175,7 @@ let package = Package(
         .executableTarget(name: "fuzz-model", dependencies: ["OverlayModel"], path: "Fuzz/Model", exclude: ["seeds"]),
         .executableTarget(name: "fuzz-esp", dependencies: ["IPsecKeys", "OverlayCrypto"], path: "Fuzz/ESP", exclude: ["seeds"]),
         .executableTarget(name: "fuzz-dns", dependencies: ["Discovery"], path: "Fuzz/DNS", exclude: ["seeds"]),
+        .executableTarget(name: "fuzz-docker", dependencies: ["DockerPlugin"], path: "Fuzz/Docker", exclude: ["seeds"]),
         .executableTarget(
             name: "fuzz-rx", dependencies: ["OverlayDriver", "IPsecKeys", "OverlayCrypto", "OverlayModel"], path: "Fuzz/RX",
             exclude: ["seeds"]),

@@ -229,3 +229,24 @@ func curl(_ socket: String, _ path: String, body: String) throws -> String {
         #expect(seen[400, default: 0] > 0 && seen[200, default: 0] > 0, "\(seen)")
     }
 }
+
+extension DockerPluginMutationTests {
+    /// The fuzzer's seeds (Fuzz/Docker/seeds: the first byte picks the call as `fuzz-docker` does)
+    /// are answered here as in the harness.
+    @Test func fuzzSeedsReplay() async throws {
+        let dir = String(#filePath.dropLast("Tests/DockerPluginTests/DockerPluginTests.swift".count)) + "Fuzz/Docker/seeds/"
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+        #expect(files.count >= 10)
+        let calls = ["/Plugin.Activate", "/NetworkDriver.GetCapabilities", "/IpamDriver.GetCapabilities", "/IpamDriver.GetDefaultAddressSpaces",
+                     "/IpamDriver.RequestPool", "/IpamDriver.ReleasePool", "/IpamDriver.RequestAddress", "/IpamDriver.ReleaseAddress",
+                     "/NetworkDriver.CreateNetwork", "/NetworkDriver.DeleteNetwork", "/NetworkDriver.CreateEndpoint", "/NetworkDriver.DeleteEndpoint",
+                     "/NetworkDriver.Join", "/NetworkDriver.Leave"]
+        let plugin = DockerPlugin(backend: FakeBackend())
+        for f in files {
+            let bytes = try #require(FileManager.default.contents(atPath: dir + f))
+            let reply = await plugin.handle(path: calls[Int(bytes[0]) % calls.count], body: bytes.dropFirst())
+            #expect((try? JSONSerialization.jsonObject(with: reply.body)) is [String: Any], "\(f): \(reply.text)")
+            #expect(reply.status == (f == "malformed" ? 400 : 200), "\(f): \(reply.status) \(reply.text)")
+        }
+    }
+}
