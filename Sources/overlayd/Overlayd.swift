@@ -116,7 +116,7 @@ struct Overlayd: AsyncParsableCommand {
     var dockerPluginSocket: String?
 
     @Option(name: .long, help: ArgumentHelp(
-        "dockerd's API, which the Docker plugin asks for network names.", valueName: "unix:///path"))
+        "dockerd's API, which the Docker plugin asks for the names of networks and containers.", valueName: "unix:///path"))
     var dockerHost = "unix:///var/run/docker.sock"
 
     /// Parses the configuration file's settings, then the command line's (which win), and runs.

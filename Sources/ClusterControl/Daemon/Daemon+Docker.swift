@@ -90,7 +90,6 @@ struct DockerNetworkSummary: Decodable {
         var EndpointID: String?
     }
     var Name: String
-    var Id: String?
     var Containers: [String: Attached]?
 }
 
@@ -103,7 +102,6 @@ struct DockerContainerSummary: Decodable {
         }
         var Networks: [String: Endpoint]?
     }
-    var Name: String?
     var NetworkSettings: Settings?
 }
 
@@ -381,10 +379,7 @@ extension OverlayDaemon {
 
     /// The Docker network's name, from dockerd's API (it says 404 until CreateNetwork returned).
     func dockerNetworkName(_ id: String, wait: Duration) async throws -> String {
-        guard let path = configuration.dockerHost.dropPrefix("unix://") else {
-            throw DockerPluginError("--docker-host \(configuration.dockerHost) is not unix:///PATH")
-        }
-        let client = APIClient(endpoint: .unix(path), timeout: .seconds(3))
+        let client = dockerClient()
         let deadline = ContinuousClock.now + wait
         var last = ""
         repeat {
@@ -508,10 +503,14 @@ extension OverlayDaemon {
         log(.docker, ["docker-endpoint": "\(endpoint.prefix(12))"]).warning("dockerd did not say which container endpoint \(endpoint.prefix(12)) is\(named ? " in" : ""): \(named ? "a restart of overlayd cannot remake its interface" : "it has no name on other hosts")")
     }
 
+    /// dockerd's API (`--docker-host`, checked to be `unix:///PATH` when overlayd starts).
+    func dockerClient() -> APIClient {
+        APIClient(endpoint: .unix(String(configuration.dockerHost.dropFirst("unix://".count))), timeout: .seconds(3))
+    }
+
     /// The name and aliases of the container that has `endpoint` on Docker network `network`.
     func dockerContainer(network: String, endpoint: String) async throws -> (name: String, aliases: [String])? {
-        guard let path = configuration.dockerHost.dropPrefix("unix://") else { return nil }
-        let client = APIClient(endpoint: .unix(path), timeout: .seconds(3))
+        let client = dockerClient()
         let (status, body) = try await client.call("GET", "/networks/\(network)", group: group)
         guard status == 200, let n = try? JSONDecoder().decode(DockerNetworkSummary.self, from: body),
               let (id, attached) = n.Containers?.first(where: { $0.value.EndpointID == endpoint }),
@@ -587,8 +586,7 @@ extension OverlayDaemon {
     /// A Docker endpoint whose container is gone: forgotten, and its address given back, once
     /// dockerd answers and does not list it (within 10 minutes; dockerd may start after overlayd).
     func dockerForgetGone(_ key: String) async {
-        guard let path = configuration.dockerHost.dropPrefix("unix://") else { return }
-        let client = APIClient(endpoint: .unix(path), timeout: .seconds(3))
+        let client = dockerClient()
         let deadline = ContinuousClock.now + .seconds(600)
         while ContinuousClock.now < deadline, !isStopped {
             guard let e = try? store.get(.dockerEndpoint, key, as: DockerEndpointRecord.self) else { return }
@@ -651,6 +649,3 @@ extension OverlayDaemon {
     }
 }
 
-extension String {
-    func dropPrefix(_ prefix: String) -> String? { hasPrefix(prefix) ? String(dropFirst(prefix.count)) : nil }
-}
