@@ -38,7 +38,7 @@ build: deps
 # The long blocking lab suites (the driver at 1,000+ endpoints, the daemons in a lab) run on their
 # own after the rest: on 2 cores they would hold both of Swift's cooperative threads and starve the
 # timing-sensitive gossip tests running beside them.
-LAB_TESTS := DaemonLabTests|ClusterStoreLabTests|ManagerHALabTests|CNILabTests|PodmanLabTests|OperatorLabTests|InstallLabTests|ListFormatLabTests|NodeAvailabilityLabTests|ContainerLifeLabTests|NetworkConnectLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
+LAB_TESTS := DaemonLabTests|AuthorizationLabTests|ClusterStoreLabTests|ManagerHALabTests|CNILabTests|PodmanLabTests|OperatorLabTests|InstallLabTests|ListFormatLabTests|NodeAvailabilityLabTests|ContainerLifeLabTests|NetworkConnectLabTests|MetricsLabTests|SecurityLabTests|RogueGossipLabTests|ServiceLabTests|DNSLabTests|DNSServerTests|EncryptedLabTests|EncryptedTests|EncryptedThreeHostTests|EncryptedWireTests|EncryptedUDPTests
 # The shared store's suites (real etcd clusters of up to three fsyncing members; SQLite with a
 # synchronous commit per write, three writers at once) run on their own: in the first phase they
 # held the machine while the API and gossip tests' timers ran (CI runs saw a 30 s stall of every

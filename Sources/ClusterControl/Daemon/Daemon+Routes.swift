@@ -109,9 +109,14 @@ extension OverlayDaemon {
             try await self.release(body, for: ctx.node.nodeID)
             return ["released": true]
         }
-        // A node leaves for itself only (`node rm` on the manager removes others).
+        // A worker leaves for itself only (`node rm` on the manager removes others). A manager
+        // leaves with `swarm leave` on itself, which keeps the last one from leaving by mistake.
         router.route(ManagerAPI.leave) { req, ctx, _ in
             let node = try ctx.node.nodeID
+            if try ctx.node.role == .manager {
+                self.log(.manager, ["node": "\(node)"]).warning("refused manager \(node)'s request to leave by the manager port")
+                throw APIError(403, "node \(node) is a manager: a manager leaves with `overlayctl swarm leave` on itself")
+            }
             if let other = req.query("node"), other != node {
                 self.log(.manager, ["node": "\(node)"]).warning("refused node \(node)'s request to remove node \(other.prefix(64))")
                 throw APIError(403, "a node may only leave for itself: use `overlayctl node rm` on a manager to remove another")
