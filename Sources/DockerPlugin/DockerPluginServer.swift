@@ -19,8 +19,8 @@ public final class DockerPluginServer: Sendable {
         self.path = path
     }
 
-    /// Binds `path` (a stale socket there is replaced; its directory is made) and serves `plugin`.
-    public static func start(_ plugin: DockerPlugin, path: String, group: any EventLoopGroup, logger: Logger) async throws -> DockerPluginServer {
+    /// Makes `path`'s directory and removes a stale socket there; refuses anything else at `path`.
+    public static func prepareSocket(_ path: String) throws {
         let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -32,7 +32,13 @@ public final class DockerPluginServer: Sendable {
             }
             unlink(path)
         }
-        let router = Router()
+    }
+
+    /// Adds the plugin's one route to `router`: `POST /Interface.Method`, a body of at most
+    /// ``DockerPlugin/maxBody`` (more is answered 413 without being read whole), answered by
+    /// ``DockerPlugin/handle(path:body:)``. For a server with limits of its own (overlayd serves it
+    /// behind its API server's connection and time limits).
+    public static func addRoute<Context: RequestContext>(for plugin: DockerPlugin, to router: Router<Context>, logger: Logger) {
         router.post("/:call") { request, context -> Response in
             let call = context.parameters.get("call") ?? ""
             var request = request
@@ -48,6 +54,13 @@ public final class DockerPluginServer: Sendable {
             }
             return reply(answer)
         }
+    }
+
+    /// Binds `path` (a stale socket there is replaced; its directory is made) and serves `plugin`.
+    public static func start(_ plugin: DockerPlugin, path: String, group: any EventLoopGroup, logger: Logger) async throws -> DockerPluginServer {
+        try prepareSocket(path)
+        let router = Router()
+        addRoute(for: plugin, to: router, logger: logger)
         let responder = router.buildResponder()
         let http = HTTP1Channel(
             responder: { request, writer, channel in

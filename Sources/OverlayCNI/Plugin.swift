@@ -54,8 +54,15 @@ public struct CNIPlugin: Sendable {
         return id
     }
 
-    /// Runs one command: the bytes for standard output and the exit status.
+    /// The largest network configuration taken on standard input (a runtime's are a few kilobytes).
+    public static let maxConfigBytes = 1 << 20
+
+    /// Runs one command: the bytes for standard output and the exit status. A configuration of
+    /// more than ``maxConfigBytes`` (a reader stops at one byte more) is refused unread.
     public func run(env rawEnv: [String: String], stdin: Data) async -> (Data, Int32) {
+        guard stdin.count <= Self.maxConfigBytes else {
+            return (CNIError(.decodeFailure, "the network configuration on standard input is larger than 1 MiB").json(), 1)
+        }
         let env: CNIEnvironment
         do { env = try CNIEnvironment.parse(rawEnv) } catch { return (error.json(), 1) }
         if env.command == .version {

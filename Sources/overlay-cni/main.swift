@@ -50,8 +50,8 @@ func readStandardInput() -> Data {
     while true {
         let n = read(0, &buffer, buffer.count)
         if n > 0 { data.append(contentsOf: buffer[0..<n]) } else if n < 0 && errno == EINTR { continue } else { break }
-        // A configuration larger than this is not one (the runtime's are a few kilobytes).
-        if data.count > 16 << 20 { break }
+        // Past the plugin's limit one byte is enough to refuse it.
+        if data.count > CNIPlugin.maxConfigBytes { break }
     }
     return data
 }

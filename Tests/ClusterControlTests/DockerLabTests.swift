@@ -209,6 +209,84 @@ import OverlayTestKit
         let malformed = try lab.sh("h1", ["curl", "-s", "--unix-socket", "/run/docker/plugins/swift-overlay.sock", "-X", "POST",
                                           "-d", "{\"NetworkID\":", "http://plugin/NetworkDriver.CreateNetwork"])
         #expect(malformed.output.contains("not the JSON Docker sends"), "\(malformed.output)")
+
+        // The plugin socket's limits, crossed: a 1 GiB body is refused after a few megabytes,
+        // connections past 256 are closed at accept, a client that stops mid-request is cut off
+        // after 10 s; dockerd's calls are answered throughout.
+        let script = "/run/\(lab.name)/plugin-limits.py"
+        try Self.pluginLimits.write(toFile: script, atomically: true, encoding: .utf8)
+        let limits = try lab.sh("h1", ["python3", script, "/run/docker/plugins/swift-overlay.sock"], timeout: 60)
+        #expect(limits.succeeded, "\(limits.output)")
+        let report = limits.output.split(separator: "\n").last.map(String.init) ?? ""
+        let numbers = Dictionary(uniqueKeysWithValues: report.split(separator: " ").compactMap { pair -> (String, Int)? in
+            let kv = pair.split(separator: "=")
+            return kv.count == 2 ? (String(kv[0]), Int(kv[1]) ?? -1) : nil
+        })
+        print("the plugin socket's limits: \(report)")
+        #expect(numbers["big_status"] == 413 && (numbers["big_sent_mib"] ?? 1024) < 64, "\(report)")
+        #expect((numbers["closed_at_accept"] ?? 0) >= 300 - 256 && (numbers["closed_at_accept"] ?? 0) <= 300 - 250, "\(report)")
+        #expect(numbers["slow_cut_after_s"].map { (9...14).contains($0) } == true, "\(report)")
+        #expect(numbers["activate_status"] == 200, "\(report)")
         #expect(try pings(lab, "h1", "c1", o3), "c1 cannot ping o3 after the bad input")
     }
+
+    /// Crosses the plugin socket's limits (argument: the socket) and prints `key=value` pairs.
+    static let pluginLimits = """
+        import socket, sys, time
+        path = sys.argv[1]
+        def conn():
+            for _ in range(500):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(10)
+                try:
+                    s.connect(path)
+                    return s
+                except BlockingIOError:
+                    # The listen queue is full for a moment: the server accepts (and closes) at its pace.
+                    s.close()
+                    time.sleep(0.01)
+            raise OSError("the plugin socket's listen queue stayed full")
+        def status(s):
+            try:
+                head = s.recv(4096).decode("latin-1")
+                return int(head.split(" ")[1]) if head.startswith("HTTP/1.1 ") else -1
+            except OSError:
+                return -2
+        slow = conn()
+        slow.send(b"POST /Plugin.Activate HTTP/1.1\\r\\nHost: plugin\\r\\n")
+        slow_start = time.time()
+        big = conn()
+        big.send(b"POST /NetworkDriver.CreateNetwork HTTP/1.1\\r\\nHost: plugin\\r\\nContent-Length: 1073741824\\r\\n\\r\\n")
+        sent, chunk = 0, b"\\0" * 65536
+        while sent < (1 << 30):
+            try:
+                sent += big.send(chunk)
+            except OSError:
+                break
+        big_status = status(big)
+        held = [conn() for _ in range(300)]
+        time.sleep(1)
+        for s in held:
+            s.setblocking(False)
+        closed = 0
+        for s in held:
+            try:
+                if s.recv(1) == b"":
+                    closed += 1
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed += 1
+        for s in held:
+            s.close()
+        slow.settimeout(30)
+        try:
+            slow.recv(1)
+        except OSError:
+            pass
+        slow_cut = time.time() - slow_start
+        a = conn()
+        a.send(b"POST /Plugin.Activate HTTP/1.1\\r\\nHost: plugin\\r\\nContent-Length: 0\\r\\n\\r\\n")
+        print(f"big_status={big_status} big_sent_mib={sent >> 20} closed_at_accept={closed} slow_cut_after_s={int(slow_cut)} activate_status={status(a)}")
+        """
 }

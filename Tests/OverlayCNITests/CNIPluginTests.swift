@@ -86,6 +86,40 @@ struct CNIPluginTests {
         #expect(unknown.json["code"] as? Int == 4 && unknown.status == 1)
     }
 
+    /// A configuration past the limit is refused before anything is asked of the daemon; the
+    /// executable stops reading one byte past it, so a runtime piping 1 GiB is answered at once.
+    @Test func aConfigurationOverOneMebibyteIsRefusedUnread() async throws {
+        let daemon = FakeDaemon()
+        let padded = Data(#"{"cniVersion":"1.0.0","name":"web","type":"overlay-cni","pad":""#.utf8)
+            + Data(repeating: UInt8(ascii: "x"), count: CNIPlugin.maxConfigBytes) + Data(#""}"#.utf8)
+        let (json, status) = await run(daemon, config: padded)
+        #expect(status == 1 && json["code"] as? Int == 6 && (json["msg"] as? String ?? "").contains("larger than 1 MiB"), "\(json)")
+        #expect(daemon.attached.withLock { $0.isEmpty })
+
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = (exe as NSString).deletingLastPathComponent
+        while !FileManager.default.isExecutableFile(atPath: dir + "/overlay-cni") && dir.count > 1 { dir = (dir as NSString).deletingLastPathComponent }
+        let cni = dir + "/overlay-cni"
+        guard FileManager.default.isExecutableFile(atPath: cni) else {
+            Issue.record("overlay-cni is not built beside the tests (swift build first)")
+            return
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "head -c 1073741824 /dev/zero | CNI_COMMAND=ADD CNI_CONTAINERID=c0ffee CNI_NETNS=/run/netns/x CNI_IFNAME=eth0 \(cni)"]
+        let out = Pipe()
+        p.standardOutput = out
+        let started = ContinuousClock.now
+        try p.run()
+        let answer = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let text = String(decoding: answer, as: UTF8.self)
+        let error = (try? JSONSerialization.jsonObject(with: answer)) as? [String: Any] ?? [:]
+        #expect(p.terminationStatus == 1 && error["code"] as? Int == 6 && text.contains("larger than 1 MiB"), "\(text.prefix(300))")
+        // Reading 1 GiB would take seconds; this is the order, not a benchmark.
+        print("overlay-cni refused a 1 GiB configuration in \(ContinuousClock.now - started)")
+    }
+
     @Test func delNeedsNoNamespaceAndStatusAsksTheDaemon() async throws {
         let daemon = FakeDaemon()
         var e = Self.env

@@ -1,5 +1,6 @@
 import ClusterManager
 import DockerPlugin
+import Hummingbird
 import Foundation
 import IPAM
 import NodeAgent
@@ -54,7 +55,7 @@ struct DockerEndpointRecord: Codable, Sendable {
 
 /// What the plugin keeps in memory: its server and the name lookups under way.
 struct DockerPluginRuntime {
-    var server: DockerPluginServer?
+    var server: APIServer?
     var binding: [String: Task<String, any Error>] = [:]
 }
 
@@ -110,16 +111,28 @@ extension OverlayDaemon {
     func startDockerPlugin() async throws {
         guard let path = configuration.dockerPluginSocket else { return }
         let plugin = DockerPlugin(backend: DaemonDockerBackend(daemon: self))
+        let router = Router(context: APIContext.self)
+        if let metrics { router.add(middleware: APIMetricsMiddleware(metrics: metrics, api: "docker")) }
+        DockerPluginServer.addRoute(for: plugin, to: router, logger: log(.docker))
         do {
-            dockerPlugin.server = try await DockerPluginServer.start(plugin, path: path, group: group, logger: log(.docker))
+            try DockerPluginServer.prepareSocket(path)
+            dockerPlugin.server = try await APIServer.start(.unix(path), limits: Self.dockerPluginLimits, group: group, logger: log(.docker), router: router)
         } catch {
             throw StoreError("cannot serve the Docker plugin on \(path): \(error)")
         }
         log(.docker).info("Docker network and IPAM plugin \(DockerPlugin.name) on \(path) (dockerd at \(configuration.dockerHost))")
     }
 
+    /// The plugin socket's limits: dockerd makes one call at a time per request it serves, and
+    /// only root may connect (0660), so these bound a runaway local client, not a stranger.
+    static let dockerPluginLimits = APIServerLimits(
+        maxConnections: 256, requestTimeout: .seconds(10), idleTimeout: .seconds(120), maxBody: DockerPlugin.maxBody)
+
     func stopDockerPlugin() async {
-        await dockerPlugin.server?.close()
+        if let server = dockerPlugin.server {
+            await server.close()
+            if case .unix(let path) = server.endpoint { unlink(path) }
+        }
         dockerPlugin.server = nil
         for t in dockerPlugin.binding.values { t.cancel() }
     }

@@ -52,7 +52,7 @@ extension OverlayDaemon {
         let running = containers.filter { isRunning($0) }.count
         m.gauge("overlay_containers", ["state": "running"], running)
         m.gauge("overlay_containers", ["state": "exited"], containers.count - running)
-        for (api, server) in [("local", localServer), ("manager", managerServer)] {
+        for (api, server) in [("local", localServer), ("manager", managerServer), ("docker", dockerPlugin.server)] {
             guard let server else { continue }
             m.gauge("overlay_api_connections", ["api": api], server.openConnections)
             m.total("overlay_api_refused_connections_total", ["api": api], server.refusedConnections)
