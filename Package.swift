@@ -176,6 +176,9 @@ let package = Package(
         .executableTarget(name: "fuzz-esp", dependencies: ["IPsecKeys", "OverlayCrypto"], path: "Fuzz/ESP", exclude: ["seeds"]),
         .executableTarget(name: "fuzz-dns", dependencies: ["Discovery"], path: "Fuzz/DNS", exclude: ["seeds"]),
         .executableTarget(name: "fuzz-docker", dependencies: ["DockerPlugin"], path: "Fuzz/Docker", exclude: ["seeds"]),
+        .executableTarget(name: "fuzz-api", dependencies: ["OverlayAPI"], path: "Fuzz/API", exclude: ["seeds"]),
+        .executableTarget(name: "fuzz-records", dependencies: ["NodeAgent", "Discovery", "OverlayModel"], path: "Fuzz/Records", exclude: ["seeds"]),
+        .executableTarget(name: "fuzz-cni", dependencies: ["OverlayCNI", "OverlayAPI"], path: "Fuzz/CNI", exclude: ["seeds"]),
         .executableTarget(
             name: "fuzz-rx", dependencies: ["OverlayDriver", "IPsecKeys", "OverlayCrypto", "OverlayModel"], path: "Fuzz/RX",
             exclude: ["seeds"]),

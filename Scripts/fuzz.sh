@@ -3,19 +3,19 @@
 # (first argument, default 180), one after another. Seed corpora are made at run time from the
 # test vectors (Tests/VXLANCodecTests/Vectors/*.pcap, Tests/GossipTests/SerfVectors.swift) plus the
 # small seeds under Fuzz/<name>/seeds/. Everything written goes under .build-fuzz/ (git-ignored).
-# Usage: Scripts/fuzz.sh [SECONDS] [HARNESS...]   (harnesses: fuzz-vxlan fuzz-gossip fuzz-model fuzz-dns fuzz-esp fuzz-rx fuzz-docker)
+# Usage: Scripts/fuzz.sh [SECONDS] [HARNESS...]   (harnesses: fuzz-vxlan fuzz-gossip fuzz-model fuzz-dns fuzz-esp fuzz-rx fuzz-docker fuzz-api fuzz-records fuzz-cni)
 # Exit status: 0 when no harness found a crash, 1 otherwise (inputs in .build-fuzz/artifacts/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-180}"
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -eq 0 ] && harnesses=(fuzz-vxlan fuzz-gossip fuzz-model fuzz-dns fuzz-esp fuzz-rx fuzz-docker)
+[ ${#harnesses[@]} -eq 0 ] && harnesses=(fuzz-vxlan fuzz-gossip fuzz-model fuzz-dns fuzz-esp fuzz-rx fuzz-docker fuzz-api fuzz-records fuzz-cni)
 scratch=.build-fuzz
 flags=(-Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING)
 
 seed_dir() {  # harness -> directory under Fuzz/
-    case "$1" in fuzz-vxlan) echo Fuzz/VXLAN/seeds ;; fuzz-gossip) echo Fuzz/Gossip/seeds ;; fuzz-model) echo Fuzz/Model/seeds ;; fuzz-dns) echo Fuzz/DNS/seeds ;; fuzz-esp) echo Fuzz/ESP/seeds ;; fuzz-rx) echo Fuzz/RX/seeds ;; fuzz-docker) echo Fuzz/Docker/seeds ;; esac
+    case "$1" in fuzz-vxlan) echo Fuzz/VXLAN/seeds ;; fuzz-gossip) echo Fuzz/Gossip/seeds ;; fuzz-model) echo Fuzz/Model/seeds ;; fuzz-dns) echo Fuzz/DNS/seeds ;; fuzz-esp) echo Fuzz/ESP/seeds ;; fuzz-rx) echo Fuzz/RX/seeds ;; fuzz-docker) echo Fuzz/Docker/seeds ;; fuzz-api) echo Fuzz/API/seeds ;; fuzz-records) echo Fuzz/Records/seeds ;; fuzz-cni) echo Fuzz/CNI/seeds ;; esac
 }
 
 make_seeds() {  # harness corpus-dir
