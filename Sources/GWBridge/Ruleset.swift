@@ -11,7 +11,18 @@ import PacketFilter
 /// - `bridge <table>`: with ICC off, frames forwarded from one attached port to another are
 ///   dropped (one rule per port, so a frame hairpinned back out of its own port passes). This is the bridge family's forward hook, so traffic to the gateway (the bridge
 ///   device itself) and routed traffic are untouched.
+///
+/// Where `br_netfilter` is active (Docker loads it; `net.bridge.bridge-nf-call-iptables=1`), a
+/// container reaching a published port (its own host's address, the routing mesh included) is
+/// not routed back out of the bridge: the IP hooks run on the bridged frame, and once DNAT points
+/// it at another port of the same bridge the kernel bridges it there, through the ICC rule. So
+/// the `ip` table marks packets of DNAT'd connections, both ways (``hairpinMark``, one bit of the
+/// packet mark, the others kept), and the ICC rule lets marked frames pass.
 public struct GatewayRuleset: Hashable, Sendable {
+    /// The packet mark bit that tells the bridge's ICC rule a frame belongs to a DNAT'd
+    /// connection (a published port reached from the bridge itself).
+    public static let hairpinMark: UInt32 = 0x0010_0000
+
     /// The bridge's name.
     public var bridgeName: String
     /// The bridge's subnet.
@@ -44,6 +55,7 @@ public struct GatewayRuleset: Hashable, Sendable {
     /// The two tables, ready for `PacketFilter.replaceTables`.
     public var tables: [NFTTable] {
         let br = quoted(bridgeName)
+        let mark = "0x" + String(Self.hairpinMark, radix: 16)
         var nat = """
             chain postrouting {
                 type nat hook postrouting priority srcnat; policy accept;
@@ -60,6 +72,10 @@ public struct GatewayRuleset: Hashable, Sendable {
                 chain output {
                     type nat hook output priority -100; policy accept;
                     ip daddr != 127.0.0.0/8 fib daddr type local jump published
+                }
+                chain hairpin {
+                    type filter hook prerouting priority filter; policy accept;
+                    iifname \(br) ct status dnat meta mark set meta mark | \(mark)
                 }
                 chain published {
 
@@ -89,6 +105,7 @@ public struct GatewayRuleset: Hashable, Sendable {
 
             """
         if isolate {
+            bridge += "        meta mark & \(mark) == \(mark) accept\n"
             for port in ports.sorted() {
                 bridge += "        iifname \(quoted(port)) oifname != \(quoted(port)) oifname @ports drop\n"
             }

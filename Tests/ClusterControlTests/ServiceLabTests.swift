@@ -121,6 +121,14 @@ import OverlayTestKit
             if let n = body.split(separator: " ").first { seen.insert(String(n)) }
         }
         #expect(seen.count == 2, "the mesh reached \(seen), not both tasks")
+        // From a container the mesh answers on its own host's address too (a hairpin through the
+        // gateway bridge, which br_netfilter bridges once DNAT points it at the ingress sandbox),
+        // and on another host's.
+        _ = try lab.must("h3", ["run", "-d", "--name", "hairpin", "--network", "front", "--", "sleep", "infinity"])
+        for target in ["198.18.0.3", "198.18.0.1"] {
+            #expect(try within(10) { try curl(lab, "h3", "http://\(target):8080/", container: "hairpin").hasPrefix("web.") } != nil,
+                    "a container on h3 never reached the mesh at \(target):8080")
+        }
         // UDP through the mesh.
         var udpSeen: Set<String> = []
         for _ in 0..<12 {

@@ -311,6 +311,10 @@ struct GatewayBridgeUnitTests {
         #expect(tables[1].body.contains("elements = { \"ovgwac120002\", \"ovgwac120003\" }"))
         #expect(tables[1].body.contains("iifname \"ovgwac120002\" oifname != \"ovgwac120002\" oifname @ports drop"))
         #expect(tables[1].body.contains("iifname \"ovgwac120003\" oifname != \"ovgwac120003\" oifname @ports drop"))
+        // Frames of DNAT'd connections (a published port reached from the bridge, bridged by
+        // br_netfilter) are marked on the IP side and pass the ICC rule.
+        #expect(tables[0].body.contains("ct status dnat meta mark set meta mark | 0x100000"))
+        #expect(tables[1].body.contains("meta mark & 0x100000 == 0x100000 accept"))
 
         var open = r
         open.icc = true
