@@ -119,7 +119,7 @@ let package = Package(
             name: "ClusterControl",
             dependencies: [
                 "OverlayAPI", "ClusterManager", "DockerPlugin", "NodeAgent", "OverlayModel", "IPAM", "Gossip", "OverlayDriver", "Discovery", "DiscoveryServer", "Ingress", "IPsecKeys", "GWBridge", "Netlink",
-                "OverlayCrypto", logging, nioCore, nioPosix, nioHTTP1, nioTLS, nioSSL, x509, crypto, grdb,
+                "OverlayCrypto", "COverlayShims", logging, nioCore, nioPosix, nioHTTP1, nioTLS, nioSSL, x509, crypto, grdb,
                 hummingbird, hummingbirdCore, httpTypes, nioHTTPTypes, serviceLifecycle, metrics, prometheus,
             ],
             exclude: ["README.md"]),

@@ -173,27 +173,22 @@ extension OverlayDaemon {
                 throw APIError(500, "cannot create the log \(log)")
             }
         }
-        guard let out = FileHandle(forWritingAtPath: log) else { throw APIError(500, "cannot open the log \(log)") }
-        _ = try? out.seekToEnd()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
-        p.arguments = Array(ContainerProcess.argv(
-            namespacePath: record.namespacePath, resolvConf: containerResolvConf(record), command: record.command).dropFirst())
-        p.standardOutput = out
-        p.standardError = out
-        p.standardInput = FileHandle.nullDevice
         var env = ProcessInfo.processInfo.environment
         env["OVERLAY_CONTAINER_NAME"] = record.name
         if let service = record.serviceName { env["OVERLAY_SERVICE_NAME"] = service }
-        p.environment = env
-        do { try p.run() } catch { throw APIError(500, "cannot start \(record.command.joined(separator: " ")): \(error)") }
-        try? out.close()
-        record.pid = p.processIdentifier
+        let argv = ContainerProcess.argv(namespacePath: record.namespacePath, resolvConf: containerResolvConf(record), command: record.command)
+        do {
+            record.pid = try ContainerSpawn.spawn("/usr/bin/nsenter", Array(argv.dropFirst()), environment: env, log: log)
+        } catch {
+            throw APIError(500, "cannot start \(record.command.joined(separator: " ")): \(error)")
+        }
         record.logPath = log
     }
 
     func isRunning(_ c: ContainerRecord) -> Bool {
-        guard let pid = c.pid, kill(pid, 0) == 0 else { return false }
+        guard let pid = c.pid else { return false }
+        ContainerSpawn.reap(pid)
+        guard kill(pid, 0) == 0 else { return false }
         // The PID may have been reused: it must still be in the container's namespace.
         var a = stat(), b = stat()
         guard stat("/proc/\(pid)/ns/net", &a) == 0, stat(c.namespacePath, &b) == 0 else { return false }

@@ -1,0 +1,88 @@
+import COverlayShims
+import Foundation
+import Glibc
+import Synchronization
+
+/// Starts a container's process the way a container runtime does: no signal blocked and every
+/// signal the daemon took over (SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD, SIGALRM, ...) at its
+/// default. A process started with Foundation's `Process` inherits the blocked mask of the
+/// daemon's threads (swift-service-lifecycle blocks the signals it handles) and its ignored
+/// SIGPIPE: such a container never sees `stop`'s SIGTERM and waits for the SIGKILL after the
+/// timeout, and `lab down` could not stop a service's tasks at all.
+enum ContainerSpawn {
+    /// Starts `executable` with `arguments` (not including argv[0], which is the executable) and
+    /// `environment`, standard input from /dev/null, standard output and error appended to `log`,
+    /// no descriptor of the daemon's but those. Returns its PID; ``reap(_:)`` collects it once it
+    /// has exited.
+    static func spawn(_ executable: String, _ arguments: [String], environment: [String: String], log: String) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        ovl_spawn_close_from(&actions, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for e in envp { free(e) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        guard rc == 0 else { throw APIError(500, "cannot start \(executable): \(String(cString: strerror(rc)))") }
+        reaper.watch(pid)
+        return pid
+    }
+
+    /// Collects the daemon's exited container processes every second, so that one that ends
+    /// with nobody asking (a detached container, one killed by `rm -f`) leaves no zombie.
+    static let reaper = Reaper()
+
+    final class Reaper: Sendable {
+        private let children = Mutex<Set<pid_t>>([])
+        private let running = Mutex(false)
+
+        func watch(_ pid: pid_t) {
+            children.withLock { _ = $0.insert(pid) }
+            let start = running.withLock { r in
+                defer { r = true }
+                return !r
+            }
+            guard start else { return }
+            Task.detached {
+                while true {
+                    try? await Task.sleep(for: .seconds(1))
+                    self.sweep()
+                }
+            }
+        }
+
+        /// Keeps the children still running (waitpid 0); drops the collected and any that are no
+        /// longer this daemon's to wait for.
+        func sweep() {
+            children.withLock { set in
+                set = set.filter { pid in
+                    var status: Int32 = 0
+                    return waitpid(pid, &status, WNOHANG) == 0
+                }
+            }
+        }
+    }
+
+    /// Collects `pid` if it is a child of this daemon that has exited (so it leaves no zombie);
+    /// nothing for a process that runs or is not this daemon's child (one started before a
+    /// restart).
+    static func reap(_ pid: pid_t) {
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, WNOHANG)
+    }
+}
