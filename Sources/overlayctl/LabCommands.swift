@@ -263,17 +263,19 @@ struct LabDown: AsyncParsableCommand {
         for _ in 0..<50 where pids.contains(where: { kill($0, 0) == 0 }) { try await Task.sleep(for: .milliseconds(100)) }
         for p in pids where kill(p, 0) == 0 { kill(p, SIGKILL) }
         for h in lab.hosts() { LabEtcd.stop(lab, h) }
-        // Processes still in the lab's namespaces (containers of a daemon that did not answer).
-        let labInodes = Set(lab.hosts().compactMap { inode("/run/netns/\(lab.namespace($0))") })
-        killProcesses(inNamespaces: labInodes)
         // Namespace handles and other mounts the daemons left under the state root.
-        if let mounts = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
-            let points = mounts.split(separator: "\n").compactMap { line -> String? in
-                let f = line.split(separator: " ")
-                return f.count > 4 && f[4].hasPrefix(lab.stateRoot + "/") ? String(f[4]) : nil
-            }
-            for p in points.sorted(by: { $0.count > $1.count }) { umount2(p, Int32(MNT_DETACH)) }
+        let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let points = mounts.split(separator: "\n").compactMap { line -> String? in
+            let f = line.split(separator: " ")
+            return f.count > 4 && f[4].hasPrefix(lab.stateRoot + "/") ? String(f[4]) : nil
         }
+        // Processes still in the lab's namespaces: the hosts' (containers of a daemon that did
+        // not answer) and the containers' own, whose handles are mounted under the state root
+        // (a service's tasks, which a stopped daemon leaves running for its next start).
+        var labInodes = Set(lab.hosts().compactMap { inode("/run/netns/\(lab.namespace($0))") })
+        labInodes.formUnion(points.compactMap { inode($0) })
+        killProcesses(inNamespaces: labInodes)
+        for p in points.sorted(by: { $0.count > $1.count }) { umount2(p, Int32(MNT_DETACH)) }
         try? FileManager.default.removeItem(atPath: lab.stateRoot)
         Lab.destroyAll(prefix: lab.name + "-")
     }
