@@ -163,6 +163,7 @@ let package = Package(
             name: "ingress-bench", dependencies: ["Ingress", "OverlayModel", "Netlink", "PacketFilter", "OverlayTestKit"],
             path: "Benchmarks/IngressBench"),
         .executableTarget(name: "gossip-sim", dependencies: ["Gossip", "OverlayModel"], path: "Benchmarks/gossip-sim"),
+        .executableTarget(name: "chaos-soak", dependencies: ["OverlayTestKit", argumentParser], path: "Benchmarks/chaos-soak"),
 
         // libFuzzer harnesses (Fuzz/, Scripts/fuzz.sh, Documentation/Fuzzing.md). A plain build makes
         // programs that replay input files; Scripts/fuzz.sh builds them with -sanitize=fuzzer.
