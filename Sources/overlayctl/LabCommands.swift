@@ -270,10 +270,12 @@ struct LabDown: AsyncParsableCommand {
             return f.count > 4 && f[4].hasPrefix(lab.stateRoot + "/") ? String(f[4]) : nil
         }
         // Processes still in the lab's namespaces: the hosts' (containers of a daemon that did
-        // not answer) and the containers' own, whose handles are mounted under the state root
-        // (a service's tasks, which a stopped daemon leaves running for its next start).
+        // not answer) and the containers' own (a service's tasks, which a stopped daemon leaves
+        // running for its next start). The containers' handles are mounted under the state root
+        // in the daemons' mount namespaces, which this one does not see (`ip netns exec` gives
+        // each daemon its own): every process's mountinfo is read for them.
         var labInodes = Set(lab.hosts().compactMap { inode("/run/netns/\(lab.namespace($0))") })
-        labInodes.formUnion(points.compactMap { inode($0) })
+        labInodes.formUnion(containerNamespaces(under: lab.stateRoot))
         killProcesses(inNamespaces: labInodes)
         for p in points.sorted(by: { $0.count > $1.count }) { umount2(p, Int32(MNT_DETACH)) }
         try? FileManager.default.removeItem(atPath: lab.stateRoot)
@@ -283,6 +285,26 @@ struct LabDown: AsyncParsableCommand {
     static func inode(_ path: String) -> UInt? {
         var s = stat()
         return stat(path, &s) == 0 ? UInt(s.st_ino) : nil
+    }
+
+    /// The network namespaces whose handles (nsfs mounts, root `net:[INODE]`) any process has
+    /// mounted under `root`.
+    static func containerNamespaces(under root: String) -> Set<UInt> {
+        var out: Set<UInt> = []
+        var seen: Set<UInt> = []
+        for e in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard Int32(e) != nil else { continue }
+            // Processes sharing a mount namespace share its table: read each once.
+            if let ns = inode("/proc/\(e)/ns/mnt"), !seen.insert(ns).inserted { continue }
+            guard let text = try? String(contentsOfFile: "/proc/\(e)/mountinfo", encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n") {
+                let f = line.split(separator: " ")
+                guard f.count > 4, f[4].hasPrefix(root + "/"), f[3].hasPrefix("net:["), f[3].hasSuffix("]"),
+                      let n = UInt(f[3].dropFirst(5).dropLast()) else { continue }
+                out.insert(n)
+            }
+        }
+        return out
     }
 
     static func killProcesses(inNamespaces inodes: Set<UInt>) {
