@@ -189,6 +189,10 @@ public actor OverlayDaemon {
     let loopCount = LoopCount()
     /// Each gossip member's boot ID (its metadata), by node ID.
     var memberBoots: [String: [UInt8]] = [:]
+    /// When each member's boot was last heard (a counter): of two node IDs at one data-path
+    /// address (a host that left and joined again as a new node), the later one's boot keys it.
+    var memberBootHeard: [String: UInt64] = [:]
+    var memberBootClock: UInt64 = 0
     /// Connections to the manager kept open between calls (workers).
     let managerConnections = APIConnectionPool()
     /// The TLS client those connections were made with (this node's certificate), loaded once.
