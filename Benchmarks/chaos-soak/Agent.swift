@@ -49,6 +49,15 @@ def serve():
         c, _ = srv.accept()
         threading.Thread(target=echo, args=(c,), daemon=True).start()
 
+def skip_name(d, i):
+    # Labels, ended by a zero byte or by a compression pointer (which may follow labels).
+    while True:
+        if d[i] & 0xC0 == 0xC0:
+            return i + 2
+        if d[i] == 0:
+            return i + 1
+        i += 1 + d[i]
+
 def resolve(name):
     qid = random.randrange(65536)
     q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
@@ -65,16 +74,9 @@ def resolve(name):
         return None
     i = 12
     for _ in range(qd):
-        while d[i] != 0:
-            i += 1 + d[i]
-        i += 5
+        i = skip_name(d, i) + 4
     for _ in range(an):
-        if d[i] & 0xC0 == 0xC0:
-            i += 2
-        else:
-            while d[i] != 0:
-                i += 1 + d[i]
-            i += 1
+        i = skip_name(d, i)
         rtype, _, _, rdlen = struct.unpack(">HHIH", d[i:i + 10])
         i += 10
         if rtype == 1 and rdlen == 4:

@@ -103,6 +103,9 @@ final class Soak {
     var workerToken = ""
     var injected: [Injected] = []
     var violations: [String] = []
+    /// Probes that failed while no fault was in effect (after the last one's recovery and its
+    /// settle window, before the next one), per stream.
+    var quiet: [Stream: Int] = [:]
     var addressChecks = 0
     var rss: [String: [(t: Double, pid: Int32, kb: Int)]] = [:]
     var lastSample = 0.0
@@ -196,7 +199,11 @@ final class Soak {
         try waitForBaseline()
 
         let end = now + seconds
+        var quietFrom = now
         while now < end {
+            // Failures while no fault was in effect: a stream that broke on its own.
+            probes.read(hosts: hosts)
+            for (s, n) in probes.failedStreams(from: quietFrom, to: now) { quiet[s, default: 0] += n }
             let fault = drawFault()
             var record = inject(fault)
             let (all, names, late) = recovery(since: record.healed)
@@ -210,8 +217,11 @@ final class Soak {
                 violations.append("after \(fault.rawValue) \(record.detail): \(all == nil ? "not reachable again within 60 s" : String(format: "recovered in %.1f s", all!)) (\(late))")
             }
             checkAddresses()
+            quietFrom = record.healed + (all ?? 60) + Self.settle
             idle(random(2...5))
         }
+        probes.read(hosts: hosts)
+        for (s, n) in probes.failedStreams(from: quietFrom, to: now) { quiet[s, default: 0] += n }
         stopCaptures()
         checkCleartext()
         checkMemory()
@@ -284,8 +294,13 @@ final class Soak {
         idle(5)
     }
 
-    /// Seconds from `time` until every expected stream has succeeded since (nil: not within
-    /// `wait`), the same for names alone, and the streams still failing (or the slowest).
+    /// How long a stream must keep succeeding after it comes back to count as recovered: a
+    /// stream that answers once and breaks again has not recovered.
+    static let settle = 3.0
+
+    /// Seconds from `time` until every expected stream has come back to stay (its first success
+    /// not followed by a failure within ``settle`` s; nil: not within `wait`), the same for names
+    /// alone, and the streams still failing (or the slowest).
     func recovery(since time: Double, wait: Double = 60) -> (Double?, Double?, String) {
         let deadline = time + wait
         while true {
@@ -294,9 +309,17 @@ final class Soak {
             let expected = expectedStreams()
             var latest = 0.0, latestName = 0.0
             var missing: [Stream] = []
+            var pending = false
             var slowest: (Stream, Double)?
             for s in expected {
-                guard let t = probes.firstSuccess(s, after: time) else {
+                let t: Double
+                switch probes.settled(s, after: time, settle: Self.settle) {
+                case .at(let at): t = at
+                case .pending(let at):
+                    // Back, but not yet for the whole window: judged once it is.
+                    pending = true
+                    t = at
+                case .no:
                     missing.append(s)
                     continue
                 }
@@ -304,10 +327,10 @@ final class Soak {
                 latest = max(latest, t - time)
                 if s.isName { latestName = max(latestName, t - time) }
             }
-            if missing.isEmpty {
+            if missing.isEmpty && !pending {
                 return (latest, latestName, slowest.map { "slowest: \($0.0)" } ?? "")
             }
-            if now > deadline {
+            if now > deadline + (missing.isEmpty ? Self.settle + 2 : 0) {
                 return (nil, nil, "still failing: " + missing.sorted().prefix(12).map(\.description).joined(separator: ", ")
                     + (missing.count > 12 ? " and \(missing.count - 12) more" : ""))
             }
@@ -605,6 +628,9 @@ final class Soak {
             emit("| \(f.rawValue) | \(of.count) | \(pct(times, 0.5)) | \(pct(times, 0.99)) | \(pct(times, 1)) | \(pct(names, 0.99)) |")
         }
         emit("address checks (no address held twice): \(addressChecks)")
+        let quietTotal = quiet.values.reduce(0, +)
+        emit("probes failed while no fault was in effect: \(quietTotal)"
+            + (quiet.isEmpty ? "" : " (" + quiet.sorted { $0.key < $1.key }.prefix(12).map { "\($0.key): \($0.value)" }.joined(separator: ", ") + ")"))
         emit("invariant violations: \(violations.count)")
         for v in violations { emit("  - \(v)") }
         return violations.count

@@ -29,6 +29,10 @@ final class ProbeLog {
     private var partial: [String: Data] = [:]
     private(set) var successes: [Stream: [Double]] = [:]
     private(set) var failures: [Stream: Int] = [:]
+    /// When each stream's probes failed, in order.
+    private(set) var failedAt: [Stream: [Double]] = [:]
+    /// When each stream's latest probe finished.
+    private(set) var lastResult: [Stream: Double] = [:]
     /// When each failed probe finished, in the order read.
     private(set) var failureTimes: [Double] = []
     private(set) var results = 0
@@ -59,10 +63,12 @@ final class ProbeLog {
                 guard let p = try? decoder.decode(Probe.self, from: line) else { continue }
                 results += 1
                 let s = Stream(from: h, kind: p.k, to: p.to)
+                lastResult[s] = max(lastResult[s] ?? 0, p.t)
                 if p.ok {
                     successes[s, default: []].append(p.t)
                 } else {
                     failures[s, default: 0] += 1
+                    failedAt[s, default: []].append(p.t)
                     failureTimes.append(p.t)
                 }
             }
@@ -72,13 +78,59 @@ final class ProbeLog {
     /// The first success of `stream` at or after `time`, if any.
     func firstSuccess(_ stream: Stream, after time: Double) -> Double? {
         guard let times = successes[stream] else { return nil }
+        let i = Self.firstIndex(in: times, atOrAfter: time)
+        return i < times.count ? times[i] : nil
+    }
+
+    /// The first failure of `stream` after `time`, if any.
+    func firstFailure(_ stream: Stream, after time: Double) -> Double? {
+        guard let times = failedAt[stream] else { return nil }
+        var i = Self.firstIndex(in: times, atOrAfter: time)
+        while i < times.count, times[i] <= time { i += 1 }
+        return i < times.count ? times[i] : nil
+    }
+
+    /// When `stream` came back to stay: its first success at or after `time` that no failure
+    /// follows within `settle` seconds. `.pending` while the probes have not yet covered that
+    /// window; `.no` when it has not come back yet.
+    func settled(_ stream: Stream, after time: Double, settle: Double) -> Settled {
+        var from = time
+        while let ok = firstSuccess(stream, after: from) {
+            if let bad = firstFailure(stream, after: ok), bad <= ok + settle {
+                from = bad
+                continue
+            }
+            return (lastResult[stream] ?? 0) >= ok + settle ? .at(ok) : .pending(ok)
+        }
+        return .no
+    }
+
+    /// Failed probes per stream that finished after `from` and up to `to`.
+    func failedStreams(from: Double, to: Double) -> [Stream: Int] {
+        var out: [Stream: Int] = [:]
+        for (s, times) in failedAt {
+            let n = times.reduce(0) { $0 + ($1 > from && $1 <= to ? 1 : 0) }
+            if n > 0 { out[s] = n }
+        }
+        return out
+    }
+
+    enum Settled {
+        /// Back, and stayed up for the window.
+        case at(Double)
+        /// Back at this time; the window is not over yet.
+        case pending(Double)
+        case no
+    }
+
+    // Each agent probes one stream at a time, so a stream's times only grow.
+    private static func firstIndex(in times: [Double], atOrAfter time: Double) -> Int {
         var lo = 0, hi = times.count
         while lo < hi {
             let mid = (lo + hi) / 2
             if times[mid] < time { lo = mid + 1 } else { hi = mid }
         }
-        // Each agent probes one thing at a time, so its times only grow.
-        return lo < times.count ? times[lo] : nil
+        return lo
     }
 
     /// Failed probes that finished between `from` and `to`: what a fault did.

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
+#include <spawn.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
@@ -157,6 +159,42 @@ int ovl_packet_socket(const char *ifname) {
 
 int ovl_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest) {
     return posix_spawn_file_actions_addclosefrom_np(actions, lowest);
+}
+
+int ovl_spawn_clean(pid_t *pid, const char *path, int search, char *const argv[], char *const envp[],
+                    const char *log, int output_fd, int new_session) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    int rc = posix_spawn_file_actions_init(&actions);
+    if (rc != 0) return rc;
+    rc = posix_spawnattr_init(&attributes);
+    if (rc != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return rc;
+    }
+    if (rc == 0) rc = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    if (log != NULL) {
+        if (rc == 0) rc = posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    } else {
+        if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, output_fd, 1);
+        if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, output_fd, 2);
+    }
+    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    sigset_t empty, all;
+    sigemptyset(&empty);
+    sigfillset(&all);  // SIGKILL and SIGSTOP cannot be set and are skipped
+    if (rc == 0) rc = posix_spawnattr_setsigmask(&attributes, &empty);
+    if (rc == 0) rc = posix_spawnattr_setsigdefault(&attributes, &all);
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | (new_session ? POSIX_SPAWN_SETSID : 0);
+    if (rc == 0) rc = posix_spawnattr_setflags(&attributes, flags);
+    if (rc == 0) {
+        rc = search ? posix_spawnp(pid, path, &actions, &attributes, argv, envp)
+                    : posix_spawn(pid, path, &actions, &attributes, argv, envp);
+    }
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    return rc;
 }
 
 // ---- Kernel IPsec probe ----

@@ -12,9 +12,11 @@ public final class DockerPluginServer: Sendable {
     private let running: Task<Void, Never>
     /// The socket's path.
     public let path: String
+    private let bound: SocketIdentity?
 
-    private init(server: Server<HTTP1Channel>, running: Task<Void, Never>, path: String) {
+    private init(server: Server<HTTP1Channel>, running: Task<Void, Never>, path: String, bound: SocketIdentity?) {
         self.server = server
+        self.bound = bound
         self.running = running
         self.path = path
     }
@@ -43,8 +45,11 @@ public final class DockerPluginServer: Sendable {
             let call = context.parameters.get("call") ?? ""
             var request = request
             let body: ByteBuffer
-            do { body = try await request.collectBody(upTo: DockerPlugin.maxBody) } catch {
+            do { body = try await request.collectBody(upTo: DockerPlugin.maxBody) } catch is NIOTooManyBytesError {
                 return reply(DockerPluginReply(status: 413, body: Data(#"{"Err":"the request is larger than 1 MiB"}"#.utf8)))
+            } catch {
+                // Not its size: the body broke off (the client went away, or the stream failed).
+                return reply(DockerPluginReply(status: 400, body: Data(#"{"Err":"the request body did not arrive whole"}"#.utf8)))
             }
             let answer = await plugin.handle(path: "/" + call, body: Data(buffer: body))
             if answer.status != 200 || answer.text.contains("\"Err") {
@@ -73,8 +78,9 @@ public final class DockerPluginServer: Sendable {
         let bound = AsyncStream<Void>.makeStream()
         var quiet = logger
         quiet.logLevel = max(logger.logLevel, .notice)
+        let staging = SocketFile.staging(for: path)
         let server = Server(
-            childChannelSetup: http, configuration: ServerConfiguration(address: .unixDomainSocket(path: path), backlog: 64),
+            childChannelSetup: http, configuration: ServerConfiguration(address: .unixDomainSocket(path: staging ?? path), backlog: 64),
             onServerRunning: { _ in
                 bound.continuation.yield()
                 bound.continuation.finish()
@@ -91,16 +97,75 @@ public final class DockerPluginServer: Sendable {
             running.cancel()
             throw DockerPluginError("cannot listen on \(path)")
         }
-        chmod(path, 0o660)
-        return DockerPluginServer(server: server, running: running, path: path)
+        chmod(staging ?? path, 0o660)
+        var identity = SocketIdentity(path: path)
+        if let staging {
+            do { identity = try SocketFile.publish(staging, at: path) } catch {
+                try? await server.shutdownGracefully()
+                running.cancel()
+                throw error
+            }
+        }
+        return DockerPluginServer(server: server, running: running, path: path, bound: identity)
     }
 
-    /// Stops serving and removes the socket.
+    /// Stops serving and removes the socket if it is still the one this server bound.
     public func close() async {
         try? await server.shutdownGracefully()
         running.cancel()
         await running.value
-        unlink(path)
+        SocketFile.remove(path, ifStill: bound)
+    }
+}
+
+/// A file's device and inode: which socket a path names now.
+public struct SocketIdentity: Equatable, Sendable {
+    public var device: UInt64
+    public var inode: UInt64
+
+    /// The socket at `path` (nil: nothing there, or not a socket).
+    public init?(path: String) {
+        var s = stat()
+        guard lstat(path, &s) == 0, (s.st_mode & S_IFMT) == S_IFSOCK else { return nil }
+        device = UInt64(s.st_dev)
+        inode = UInt64(s.st_ino)
+    }
+}
+
+/// A listening Unix socket that a stopping server removes only while it is still its own.
+/// SwiftNIO unlinks the path a server socket was bound to when it closes, whatever socket is
+/// there by then: a daemon stopping after a newer one took over its path would take the newer
+/// one's socket with it. So a server binds a staging name beside the path and renames it into
+/// place (which also replaces an older socket atomically: a client never finds the path
+/// missing); NIO's unlink at close then finds nothing, and ``remove(_:ifStill:)`` decides.
+public enum SocketFile {
+    /// The name to bind before renaming onto `path`: in the same directory, unique to this
+    /// process and call. nil when it would not fit a socket address (108 bytes): bind `path`.
+    public static func staging(for path: String) -> String? {
+        let directory = path[..<(path.lastIndex(of: "/") ?? path.startIndex)]
+        let staging = "\(directory)/.\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        return staging.utf8.count <= 107 ? staging : nil
+    }
+
+    /// Renames the bound `staging` socket onto `path` and returns what `path` names then.
+    /// Refuses to replace anything at `path` but a socket.
+    public static func publish(_ staging: String, at path: String) throws -> SocketIdentity? {
+        var s = stat()
+        if lstat(path, &s) == 0, (s.st_mode & S_IFMT) != S_IFSOCK {
+            unlink(staging)
+            throw DockerPluginError("\(path) exists and is not a socket: remove it or pick another path")
+        }
+        guard rename(staging, path) == 0 else {
+            let why = String(cString: strerror(errno))
+            unlink(staging)
+            throw DockerPluginError("cannot put the socket in place at \(path): \(why)")
+        }
+        return SocketIdentity(path: path)
+    }
+
+    /// Removes `path` if it is still the socket `identity` names.
+    public static func remove(_ path: String, ifStill identity: SocketIdentity?) {
+        if let identity, SocketIdentity(path: path) == identity { unlink(path) }
     }
 }
 

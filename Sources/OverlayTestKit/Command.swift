@@ -15,24 +15,15 @@ public enum Command {
         // Close-on-exec so other children spawned meanwhile do not hold the write end open.
         _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
         _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-        // Nothing else the parent has open reaches the child: a NIO socket (not close-on-exec) held by
-        // a child outlives its close in the parent, and a port "freed" by a test stays bound.
-        ovl_spawn_close_from(&actions, 3)
+        // Nothing else the parent has open reaches the child (a NIO socket, not close-on-exec, held
+        // by a child outlives its close in the parent, and a port "freed" by a test stays bound),
+        // and the child starts with no signal blocked and default dispositions: a Swift test
+        // runner (or a daemon) may block SIGCHLD or SIGTERM in its threads, and a child inheriting
+        // that would ignore its timeout or never see its own children exit (`sh`'s `wait`).
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for a in argv { free(a) } }
-        // The child starts with no signal blocked and default dispositions: a Swift test runner
-        // (or a daemon) may block SIGCHLD or SIGTERM in its threads, and a child inheriting that
-        // would ignore its timeout or never see its own children exit (`sh`'s `wait`).
-        var attributes = cleanSignalAttributes(newSession: false)
-        defer { posix_spawnattr_destroy(&attributes) }
         var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, program, &actions, &attributes, argv, environ)
+        let rc = ovl_spawn_clean(&pid, program, 1, argv, environ, nil, fds[1], 0)
         close(fds[1])
         defer { close(fds[0]) }
         guard rc == 0 else { throw LabError("could not start \(program): \(String(cString: strerror(rc)))") }
@@ -75,38 +66,11 @@ public enum Command {
     /// wait for it.
     public static func start(_ arguments: [String], log: String) throws -> pid_t {
         guard let program = arguments.first else { throw LabError("no command to run") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        ovl_spawn_close_from(&actions, 3)
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for a in argv { free(a) } }
-        var attributes = cleanSignalAttributes(newSession: true)
-        defer { posix_spawnattr_destroy(&attributes) }
         var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, program, &actions, &attributes, argv, environ)
+        let rc = ovl_spawn_clean(&pid, program, 1, argv, environ, log, -1, 1)
         guard rc == 0 else { throw LabError("could not start \(program): \(String(cString: strerror(rc)))") }
         return pid
-    }
-
-    /// Spawn attributes for a child with no signal blocked and the signals a parent may have
-    /// taken over (SIGCHLD, SIGTERM, SIGINT, SIGPIPE, SIGHUP, SIGALRM) at their defaults; in a
-    /// session of its own with `newSession`. The caller destroys them.
-    static func cleanSignalAttributes(newSession: Bool) -> posix_spawnattr_t {
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for sig in [SIGCHLD, SIGTERM, SIGINT, SIGPIPE, SIGHUP, SIGALRM] { sigaddset(&defaults, sig) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        // POSIX_SPAWN_SETSID (0x80, glibc 2.26+) is declared only with _GNU_SOURCE.
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | (newSession ? 0x80 : 0)))
-        return attributes
     }
 }

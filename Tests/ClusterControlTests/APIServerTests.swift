@@ -154,4 +154,79 @@ import Testing
             #expect(server.timedOutRequests == 1)
         }
     }
+
+    /// A connected raw socket to `path`, with a 5 s receive timeout.
+    static func rawConnection(_ path: String) -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in path.utf8.enumerated() { raw[i] = b }
+        }
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        #expect(rc == 0)
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        return fd
+    }
+
+    /// Sends `head` and then header bytes until the server closes (or `cap` bytes): how many
+    /// bytes it took in, and whether anything but a close came back.
+    static func flood(_ fd: Int32, head: String, line: String, cap: Int) -> (sent: Int, answer: String) {
+        var sent = 0
+        let chunk = Array((head + String(repeating: line, count: 64)).utf8)
+        let more = Array(String(repeating: line, count: 64).utf8)
+        var first = true
+        while sent < cap {
+            let bytes = first ? chunk : more
+            first = false
+            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { break }
+            sent += n
+        }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        return (sent, n > 0 ? String(decoding: buffer[..<n], as: UTF8.self) : "")
+    }
+
+    @Test func aHeadOverItsLimitClosesTheConnectionAndOthersGoOn() async throws {
+        let limits = APIServerLimits()
+        #expect(limits.maxHeaderBytes == 16 << 10 && limits.maxHeaderFields == 100)
+        try await Self.serving { server, endpoint, group in
+            guard case .unix(let path) = endpoint else { return }
+            // A head just under the limit is answered, and the server answers others throughout.
+            let fine = Self.rawConnection(path)
+            let padding = String(repeating: "a", count: 12 << 10)
+            let request = "GET /v1/refuse HTTP/1.1\r\nHost: x\r\nX-Pad: \(padding)\r\nConnection: close\r\n\r\n"
+            let n = request.withCString { send(fine, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            #expect(n == request.utf8.count)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let got = recv(fine, &buffer, buffer.count, 0)
+            close(fine)
+            #expect(got > 0 && String(decoding: buffer[..<max(got, 0)], as: UTF8.self).hasPrefix("HTTP/1.1 409"))
+            // One endless header: cut off after the limit, not read to the end (1 GiB offered).
+            let long = Self.rawConnection(path)
+            let one = Self.flood(long, head: "GET /v1/refuse HTTP/1.1\r\nHost: x\r\nX-Long: ", line: String(repeating: "a", count: 1023) + "b", cap: 1 << 30)
+            close(long)
+            #expect(one.sent < 8 << 20, "the server read \(one.sent) bytes of one header")
+            #expect(!one.answer.contains("409"), "an over-long head reached the route: \(one.answer.prefix(80))")
+            // Endless small headers: cut off at the field count.
+            let many = Self.rawConnection(path)
+            let fields = Self.flood(many, head: "GET /v1/refuse HTTP/1.1\r\nHost: x\r\n", line: "X-A: b\r\n", cap: 1 << 30)
+            close(many)
+            #expect(fields.sent < 8 << 20, "the server read \(fields.sent) bytes of headers")
+            #expect(!fields.answer.contains("409"))
+            // An endless request line.
+            let url = Self.rawConnection(path)
+            let line = Self.flood(url, head: "GET /v1/", line: String(repeating: "a", count: 1024), cap: 1 << 30)
+            close(url)
+            #expect(line.sent < 8 << 20, "the server read \(line.sent) bytes of a request line")
+            #expect(server.malformedRequests == 3 && server.timedOutRequests == 0)
+            print("head limits: closed after \(one.sent) bytes of one header, \(fields.sent) of many, \(line.sent) of a request line (1 GiB offered each)")
+            let client = APIClient(endpoint: endpoint, timeout: .seconds(10))
+            let echo = try await client.json("POST", "/v1/echo/2", body: Echo(word: "ab"), as: Echo.self, group: group)
+            #expect(echo == Echo(word: "abab"))
+        }
+    }
 }

@@ -8,38 +8,14 @@ import OverlayDriver
 import OverlayModel
 import OverlayTestKit
 
-/// A long-running child: posix_spawn without waiting (Command.run waits), output to a file,
-/// no blocked signals, so SIGKILL/SIGTERM from the test act at once.
+/// A long-running child: started without waiting (Command.run waits), output to a file, no
+/// blocked signals, so SIGKILL/SIGTERM from the test act at once.
 struct Child {
     let pid: pid_t
     let log: String
 
     static func spawn(_ arguments: [String], log: String) throws -> Child {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // Nothing else the parent has open reaches the child: a NIO socket (not close-on-exec) held by
-        // a child outlives its close in the parent, and a port "freed" by a test stays bound.
-        ovl_spawn_close_from(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for sig in [SIGCHLD, SIGTERM, SIGINT, SIGPIPE, SIGHUP] { sigaddset(&defaults, sig) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { for a in argv { free(a) } }
-        var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, arguments[0], &actions, &attributes, argv, environ)
-        guard rc == 0 else { throw LabError("cannot start \(arguments[0]): \(String(cString: strerror(rc)))") }
+        let pid = try Command.start(arguments, log: log)
         return Child(pid: pid, log: log)
     }
 

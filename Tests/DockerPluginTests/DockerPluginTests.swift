@@ -167,6 +167,16 @@ func json(_ reply: DockerPluginReply) throws -> [String: Any] {
         await server.close()
         #expect(out.contains(#"{"Implements":["NetworkDriver","IpamDriver"]}"#))
         #expect(!FileManager.default.fileExists(atPath: path))
+        // A server whose socket another has taken over (a second daemon started on the same
+        // path) leaves the newer socket in place when it stops.
+        let old = try await DockerPluginServer.start(plugin, path: path, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "t"))
+        let new = try await DockerPluginServer.start(plugin, path: path, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "t"))
+        let before = SocketIdentity(path: path)
+        await old.close()
+        let answer = try curl(path, "/Plugin.Activate", body: "")
+        #expect(answer.contains("Implements"), "\(answer) \(String(describing: before)) \(String(describing: SocketIdentity(path: path)))")
+        await new.close()
+        #expect(!FileManager.default.fileExists(atPath: path))
         // Not a socket: refused with a line saying so.
         #expect(FileManager.default.createFile(atPath: path, contents: Data()))
         await #expect(throws: DockerPluginError("\(path) exists and is not a socket: remove it or pick another --docker-plugin-socket")) {

@@ -100,6 +100,17 @@ extern const int ovl_ifnamsiz;
 /// not stay open, bound and listening, in a child that outlives their close in the parent.
 int ovl_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
 
+/// Starts a child with a clean slate, the one way every spawn of the project goes (the daemon's
+/// containers, the test kit's commands and daemons): standard input from /dev/null; standard
+/// output and error appended to `log` (created 0600) or, when `log` is NULL, both onto `output_fd`;
+/// every other descriptor closed; no signal blocked and every signal at its default (a Swift
+/// parent blocks the signals swift-service-lifecycle or the test runner handle, and ignores
+/// SIGPIPE: a child inheriting that never sees a SIGTERM or its own children's exit); in a
+/// session of its own when `new_session` (a signal to the parent's process group does not reach
+/// it). `path` is searched on PATH when `search`. Returns 0 with the PID in `pid`, or an errno.
+int ovl_spawn_clean(pid_t *pid, const char *path, int search, char *const argv[], char *const envp[],
+                    const char *log, int output_fd, int new_session);
+
 // ---- Kernel IPsec ----
 
 /// Asks the kernel, in the calling thread's network namespace, to add a transport-mode ESP SA

@@ -1,10 +1,12 @@
 import ClusterManager
+import DockerPlugin
 import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
 import Synchronization
 
@@ -92,8 +94,10 @@ extension Request {
             throw APIError(413, "the request body is larger than \(limit) bytes")
         }
         let bytes: ByteBuffer
-        do { bytes = try await collectBody(upTo: limit) } catch {
+        do { bytes = try await collectBody(upTo: limit) } catch is NIOTooManyBytesError {
             throw APIError(413, "the request body is larger than \(limit) bytes")
+        } catch {
+            throw APIError(400, "the request body did not arrive whole: \(error)")
         }
         guard bytes.readableBytes > 0 else { throw APIError(400, "the request needs a JSON body") }
         do { return try JSONDecoder().decode(T.self, from: Data(bytes.readableBytesView)) } catch {
@@ -158,7 +162,8 @@ struct APIErrorMiddleware: RouterMiddleware {
 
 /// What one API listener allows, so that no one (least of all someone without a certificate)
 /// can hold it: connections at once, in all and per source address, how long a request may take
-/// to arrive, how long a kept-open connection may sit idle, and how large a body may be.
+/// to arrive, how long a kept-open connection may sit idle, and how large a request's head and
+/// body may be.
 public struct APIServerLimits: Sendable {
     /// Connections open at once; one more is closed as soon as it is accepted.
     public var maxConnections: Int
@@ -174,16 +179,24 @@ public struct APIServerLimits: Sendable {
     public var maxBody: Int
     /// The largest body before the sender is known (no client certificate on a TLS listener: the join call).
     public var maxUnauthenticatedBody: Int
+    /// The largest request head: the request line and every header's name and value together
+    /// (and so also the largest one header). More closes the connection unanswered.
+    public var maxHeaderBytes: Int
+    /// The most header fields in one request; more closes the connection unanswered.
+    public var maxHeaderFields: Int
 
     /// Makes limits; the defaults suit the manager port of a cluster of a thousand nodes.
     public init(maxConnections: Int = 2048, maxConnectionsPerSource: Int = 64, requestTimeout: TimeAmount = .seconds(10),
-                idleTimeout: TimeAmount = .seconds(90), maxBody: Int = 4 << 20, maxUnauthenticatedBody: Int = 64 << 10) {
+                idleTimeout: TimeAmount = .seconds(90), maxBody: Int = 4 << 20, maxUnauthenticatedBody: Int = 64 << 10,
+                maxHeaderBytes: Int = 16 << 10, maxHeaderFields: Int = 100) {
         self.maxConnections = maxConnections
         self.maxConnectionsPerSource = maxConnectionsPerSource
         self.requestTimeout = requestTimeout
         self.idleTimeout = idleTimeout
         self.maxBody = maxBody
         self.maxUnauthenticatedBody = maxUnauthenticatedBody
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxHeaderFields = maxHeaderFields
     }
 }
 
@@ -194,6 +207,7 @@ final class ConnectionGate: Sendable {
         var perSource: [String: Int] = [:]
         var refused = 0
         var timedOut = 0
+        var malformed = 0
     }
     private let state = Mutex(State())
     let limits: APIServerLimits
@@ -226,10 +240,12 @@ final class ConnectionGate: Sendable {
     }
 
     func countTimeout() { state.withLock { $0.timedOut += 1 } }
+    func countMalformed() { state.withLock { $0.malformed += 1 } }
 
     var open: Int { state.withLock { $0.open } }
     var refused: Int { state.withLock { $0.refused } }
     var timedOut: Int { state.withLock { $0.timedOut } }
+    var malformed: Int { state.withLock { $0.malformed } }
 }
 
 /// The daemon's HTTP/1.1 API on Hummingbird: a router of typed routes, kept-open connections,
@@ -238,6 +254,9 @@ public final class APIServer: Sendable {
     private let server: Server<GatedHTTPChannel>
     private let running: Task<Void, Never>
     private let gate: ConnectionGate
+    /// The Unix socket this server put in place (device and inode), so that closing removes it
+    /// only if it is still this server's: another daemon may have replaced it since.
+    private let boundSocket: SocketIdentity?
     /// Where it listens.
     public let endpoint: APIEndpoint
     /// The bound port (TCP) or 0.
@@ -248,9 +267,15 @@ public final class APIServer: Sendable {
     public var refusedConnections: Int { gate.refused }
     /// Connections cut off because their request did not arrive in time, since the start.
     public var timedOutRequests: Int { gate.timedOut }
+    /// Connections closed unanswered because the request's head was over its limits or not HTTP.
+    public var malformedRequests: Int { gate.malformed }
 
-    private init(server: Server<GatedHTTPChannel>, running: Task<Void, Never>, endpoint: APIEndpoint, port: Int, gate: ConnectionGate) {
+    private init(
+        server: Server<GatedHTTPChannel>, running: Task<Void, Never>, endpoint: APIEndpoint, port: Int, gate: ConnectionGate,
+        boundSocket: SocketIdentity?
+    ) {
         self.server = server
+        self.boundSocket = boundSocket
         self.running = running
         self.endpoint = endpoint
         self.port = port
@@ -277,11 +302,18 @@ public final class APIServer: Sendable {
                 }
                 try await writer.write(response: response.head, body: response.body)
             },
-            configuration: HTTP1Channel.Configuration(additionalChannelHandlers: [RequestDeadline(gate: gate)]))
+            configuration: HTTP1Channel.Configuration(
+                additionalChannelHandlers: [RequestDeadline(gate: gate)],
+                httpDecoderConfiguration: .init(
+                    maxHeaderFieldSize: limits.maxHeaderBytes, maxHeaderListSize: limits.maxHeaderBytes,
+                    maxHeaderFieldCount: limits.maxHeaderFields)))
         let child = GatedHTTPChannel(http: http, gate: gate, tls: tls, peers: peers, perSource: endpoint.isTCP)
         let address: BindAddress
+        // A Unix socket is bound beside its path and renamed into place (see `SocketFile`).
+        var staging: String?
+        if case .unix(let path) = endpoint { staging = SocketFile.staging(for: path) }
         switch endpoint {
-        case .unix(let path): address = .unixDomainSocket(path: path)
+        case .unix(let path): address = .unixDomainSocket(path: staging ?? path)
         case .tcp(let host, let port): address = .hostname(host, port: port)
         }
         let bound = AsyncStream<Int>.makeStream()
@@ -306,17 +338,31 @@ public final class APIServer: Sendable {
             running.cancel()
             throw APIError(500, "cannot listen on \(endpoint)")
         }
-        if case .unix(let path) = endpoint { chmod(path, 0o660) }
-        return APIServer(server: server, running: running, endpoint: endpoint, port: port, gate: gate)
+        var boundSocket: SocketIdentity?
+        if case .unix(let path) = endpoint {
+            chmod(staging ?? path, 0o660)
+            boundSocket = SocketIdentity(path: path)
+            if let staging {
+                do { boundSocket = try SocketFile.publish(staging, at: path) } catch {
+                    try? await server.shutdownGracefully()
+                    running.cancel()
+                    throw APIError(500, "\(error)")
+                }
+            }
+        }
+        return APIServer(server: server, running: running, endpoint: endpoint, port: port, gate: gate, boundSocket: boundSocket)
     }
 
-    /// Stops listening; requests in flight finish, idle connections close.
+    /// Stops listening; requests in flight finish, idle connections close. A Unix socket is
+    /// removed if it is still the one this server bound.
     public func close() async {
         try? await server.shutdownGracefully()
         running.cancel()
         await running.value
+        if case .unix(let path) = endpoint { SocketFile.remove(path, ifStill: boundSocket) }
     }
 }
+
 
 extension APIEndpoint {
     var isTCP: Bool {
@@ -431,6 +477,18 @@ final class RequestDeadline: ChannelDuplexHandler, RemovableChannelHandler, @unc
         }
         arm(context, idle: true)
         context.write(data, promise: promise)
+    }
+
+    /// A request the HTTP decoder refused (a head over the limits, bytes that are not HTTP):
+    /// the decoder would only discard what follows until the deadline, so the connection is
+    /// closed now, unanswered.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError {
+            gate.countMalformed()
+            context.close(promise: nil)
+            return
+        }
+        context.fireErrorCaught(error)
     }
 
     private func arm(_ context: ChannelHandlerContext, idle: Bool) {

@@ -15,32 +15,14 @@ enum ContainerSpawn {
     /// no descriptor of the daemon's but those. Returns its PID; ``reap(_:)`` collects it once it
     /// has exited.
     static func spawn(_ executable: String, _ arguments: [String], environment: [String: String], log: String) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        ovl_spawn_close_from(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = sigset_t()
-        sigfillset(&defaults)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        // A session of its own (POSIX_SPAWN_SETSID, 0x80, declared only with _GNU_SOURCE): a signal
-        // to the daemon's process group (Ctrl-C on a foreground overlayd) does not reach containers,
-        // which outlive a stopped daemon.
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | 0x80))
+        // A session of its own: a signal to the daemon's process group (Ctrl-C on a foreground
+        // overlayd) does not reach containers, which outlive a stopped daemon.
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for a in argv { free(a) } }
         let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for e in envp { free(e) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        let rc = ovl_spawn_clean(&pid, executable, 0, argv, envp, log, -1, 1)
         guard rc == 0 else { throw APIError(500, "cannot start \(executable): \(String(cString: strerror(rc)))") }
         reaper.watch(pid)
         return pid

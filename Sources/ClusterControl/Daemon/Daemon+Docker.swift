@@ -130,8 +130,7 @@ extension OverlayDaemon {
 
     func stopDockerPlugin() async {
         if let server = dockerPlugin.server {
-            await server.close()
-            if case .unix(let path) = server.endpoint { unlink(path) }
+            await server.close()  // removes the socket if it is still ours
         }
         dockerPlugin.server = nil
         for t in dockerPlugin.binding.values { t.cancel() }

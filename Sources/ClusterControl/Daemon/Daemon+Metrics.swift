@@ -57,6 +57,7 @@ extension OverlayDaemon {
             m.gauge("overlay_api_connections", ["api": api], server.openConnections)
             m.total("overlay_api_refused_connections_total", ["api": api], server.refusedConnections)
             m.total("overlay_api_timed_out_requests_total", ["api": api], server.timedOutRequests)
+            m.total("overlay_api_malformed_requests_total", ["api": api], server.malformedRequests)
         }
         if let agent {
             await refreshGossipMetrics(m, agent.db.node)
