@@ -257,8 +257,18 @@ struct LabDown: AsyncParsableCommand {
             if let containers = try? await client.call(LocalAPI.containers) {
                 for c in containers { _ = try? await client.call(LocalAPI.removeContainer, c.Id, query: [("force", "1")]) }
             }
-            kill(info.pid, SIGTERM)
             pids.append(info.pid)
+        }
+        // The daemons are frozen before any stops: a manager's reconciler would otherwise start a
+        // removed service task again on a daemon not yet stopped. While they are frozen and alive,
+        // their mount namespaces (where the containers' namespace handles are mounted; a
+        // container has a mount namespace of its own, without them) are read for every
+        // container's network namespace, so that what still runs there is killed below.
+        for p in pids { kill(p, SIGSTOP) }
+        let containerInodes = containerNamespaces(under: lab.stateRoot)
+        for p in pids {
+            kill(p, SIGTERM)
+            kill(p, SIGCONT)
         }
         for _ in 0..<50 where pids.contains(where: { kill($0, 0) == 0 }) { try await Task.sleep(for: .milliseconds(100)) }
         for p in pids where kill(p, 0) == 0 { kill(p, SIGKILL) }
@@ -273,8 +283,10 @@ struct LabDown: AsyncParsableCommand {
         // not answer) and the containers' own (a service's tasks, which a stopped daemon leaves
         // running for its next start). The containers' handles are mounted under the state root
         // in the daemons' mount namespaces, which this one does not see (`ip netns exec` gives
-        // each daemon its own): every process's mountinfo is read for them.
+        // each daemon its own): every process's mountinfo was read for them while the daemons
+        // were frozen, and is read again now (a daemon that did not answer).
         var labInodes = Set(lab.hosts().compactMap { inode("/run/netns/\(lab.namespace($0))") })
+        labInodes.formUnion(containerInodes)
         labInodes.formUnion(containerNamespaces(under: lab.stateRoot))
         killProcesses(inNamespaces: labInodes)
         for p in points.sorted(by: { $0.count > $1.count }) { umount2(p, Int32(MNT_DETACH)) }

@@ -288,6 +288,43 @@ import OverlayTestKit
         #expect(within(15) { (try? containers(lab, "h2", "web"))?.isEmpty == true } != nil, "h2 kept its moved task's container")
     }
 
+    /// The processes of `service`'s tasks running on this machine, by their environment.
+    func taskProcesses(_ service: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).filter { pid in
+            guard let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
+            return env.split(separator: 0).contains { $0.elementsEqual("OVERLAY_SERVICE_NAME=\(service)".utf8) }
+        }
+    }
+
+    /// `rm -f` of a service's task containers while the node's reconciler runs: the removal kills
+    /// the process and then awaits (DNS, endpoints) before the record goes, and a reconcile in
+    /// that window took the task for exited and started it again into the namespace being
+    /// removed: a process no container holds, left forever (found by chaos-soak at `lab down`).
+    @Test func removingTaskContainersLeavesNoProcessBehind() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let (lab, _) = try setUp("ovlt-svrm", hosts: 2)
+        defer { lab.down() }
+        _ = try lab.must("h1", ["network", "create", "--attachable", "--subnet", "10.61.0.0/24", "rmnet"])
+        _ = try lab.must("h1", ["service", "create", "--name", "rmme", "--network", "rmnet", "--replicas", "6", "--", "sleep", "infinity"])
+        #expect(try within(20) { try running(lab, "rmme").count == 6 } != nil, "rmme's 6 tasks did not start: \((try? tasks(lab, "rmme")) ?? [])")
+        for round in 0..<6 {
+            // Every task container on both hosts, removed at once from several clients.
+            let names = try ["h1", "h2"].flatMap { h in try containers(lab, h, "rmme").map { (h, $0) } }
+            await withTaskGroup(of: Void.self) { group in
+                for (h, name) in names { group.addTask { _ = try? lab.on(h, ["rm", "-f", name]) } }
+            }
+            let settled = try within(30) { try running(lab, "rmme").count == 6 && taskProcesses("rmme").count == 6 }
+            #expect(settled != nil, "round \(round): \(taskProcesses("rmme").count) task processes for 6 running tasks (\((try? running(lab, "rmme").count) ?? -1) running)")
+            if settled == nil { break }
+        }
+        _ = try lab.must("h1", ["service", "rm", "rmme"])
+        #expect(within(20) { taskProcesses("rmme").isEmpty } != nil, "\(taskProcesses("rmme").count) task processes left after service rm")
+    }
+
     @Test func ingressNetworkRulesAndReplacement() async throws {
         guard getuid() == 0 else {
             Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")

@@ -444,6 +444,9 @@ extension OverlayDaemon {
 
     func removeContainer(_ name: String, force: Bool) async throws {
         let c = try containerRecord(name)
+        guard !taskRuntime.removing.contains(c.name) else { throw APIError(409, "container \(c.name) is being removed") }
+        taskRuntime.removing.insert(c.name)
+        defer { taskRuntime.removing.remove(c.name) }
         // Another runtime's namespace (network connect): only our endpoints go; its processes stay.
         if c.ownsNamespace && isRunning(c) {
             guard force else { throw APIError(409, "container \(c.name) is running: stop its process or use rm -f") }

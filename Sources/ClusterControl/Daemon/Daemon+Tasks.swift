@@ -9,6 +9,10 @@ struct TaskRuntime: Sendable {
     var again = false
     /// Failed starts per task ID: retried with a backoff (`TaskFailures.backoff`).
     var failures: [String: TaskFailures] = [:]
+    /// Containers being removed now: their process is killed but their record and namespace
+    /// are still there while the removal awaits, and a reconcile running meanwhile must not take
+    /// the task for exited and start it again (a process left in a namespace nobody holds).
+    var removing: Set<String> = []
     /// The states of this node's tasks, as last reconciled (what `sendReport` reports).
     var states: [String: String] = [:]
     /// When pending releases are tried again.
@@ -64,7 +68,10 @@ extension OverlayDaemon {
         }
         var states = plan.states
         for name in plan.restart where !isStopped {
-            guard var c = containers.first(where: { $0.name == name }), let id = c.taskID else { continue }
+            // Read again: the removals above awaited, and a container may have been removed (or
+            // be being removed) since the plan was made. From here to the store nothing awaits.
+            guard !taskRuntime.removing.contains(name), var c = try? store.get(.container, name, as: ContainerRecord.self),
+                  !isRunning(c), let id = c.taskID else { continue }
             let n = (taskRuntime.failures[id]?.count ?? 0) + 1
             do {
                 try spawn(&c)
