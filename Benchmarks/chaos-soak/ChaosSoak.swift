@@ -214,7 +214,7 @@ final class Soak {
             let impact = probes.failed(from: record.began, to: record.healed + (all ?? 60))
             say("\(fault.rawValue) \(record.detail): \(impact) probes failed; every stream succeeded again \(shown) after it healed")
             if all == nil || all! > 10 {
-                violations.append("after \(fault.rawValue) \(record.detail): \(all == nil ? "not reachable again within 60 s" : String(format: "recovered in %.1f s", all!)) (\(late))")
+                violations.append("after \(fault.rawValue) \(record.detail): \(all == nil ? "not steadily reachable again within 60 s" : String(format: "recovered in %.1f s", all!)) (\(late))")
             }
             checkAddresses()
             quietFrom = record.healed + (all ?? 60) + Self.settle
@@ -309,7 +309,7 @@ final class Soak {
             let expected = expectedStreams()
             var latest = 0.0, latestName = 0.0
             var missing: [Stream] = []
-            var pending = false
+            var pending: [Stream] = []
             var slowest: (Stream, Double)?
             for s in expected {
                 let t: Double
@@ -317,7 +317,7 @@ final class Soak {
                 case .at(let at): t = at
                 case .pending(let at):
                     // Back, but not yet for the whole window: judged once it is.
-                    pending = true
+                    pending.append(s)
                     t = at
                 case .no:
                     missing.append(s)
@@ -327,12 +327,14 @@ final class Soak {
                 latest = max(latest, t - time)
                 if s.isName { latestName = max(latestName, t - time) }
             }
-            if missing.isEmpty && !pending {
+            if missing.isEmpty && pending.isEmpty {
                 return (latest, latestName, slowest.map { "slowest: \($0.0)" } ?? "")
             }
             if now > deadline + (missing.isEmpty ? Self.settle + 2 : 0) {
-                return (nil, nil, "still failing: " + missing.sorted().prefix(12).map(\.description).joined(separator: ", ")
-                    + (missing.count > 12 ? " and \(missing.count - 12) more" : ""))
+                func list(_ xs: [Stream]) -> String {
+                    xs.sorted().prefix(12).map(\.description).joined(separator: ", ") + (xs.count > 12 ? " and \(xs.count - 12) more" : "")
+                }
+                return (nil, nil, missing.isEmpty ? "back but failing again within \(Self.settle) s: " + list(pending) : "still failing: " + list(missing))
             }
             usleep(250_000)
         }

@@ -21,18 +21,17 @@ public final class DockerPluginServer: Sendable {
         self.path = path
     }
 
-    /// Makes `path`'s directory and removes a stale socket there; refuses anything else at `path`.
+    /// Makes `path`'s directory; refuses anything but a socket at `path` (a socket there is
+    /// replaced once the new one is bound).
     public static func prepareSocket(_ path: String) throws {
         let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
         var s = stat()
-        if lstat(path, &s) == 0 {
-            guard (s.st_mode & S_IFMT) == S_IFSOCK else {
-                throw DockerPluginError("\(path) exists and is not a socket: remove it or pick another --docker-plugin-socket")
-            }
-            unlink(path)
+        // A socket there (a daemon's before, maybe running) is replaced when the new one is in place.
+        if lstat(path, &s) == 0, (s.st_mode & S_IFMT) != S_IFSOCK {
+            throw DockerPluginError("\(path) exists and is not a socket: remove it or pick another --docker-plugin-socket")
         }
     }
 
@@ -142,8 +141,10 @@ public enum SocketFile {
     /// The name to bind before renaming onto `path`: in the same directory, unique to this
     /// process and call. nil when it would not fit a socket address (108 bytes): bind `path`.
     public static func staging(for path: String) -> String? {
-        let directory = path[..<(path.lastIndex(of: "/") ?? path.startIndex)]
-        let staging = "\(directory)/.\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        // In the same directory (a rename does not cross file systems); not `*.sock`: dockerd's
+        // plugin discovery lists `*.sock` in its plugin directory.
+        let name = ".ovl-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let staging = path.lastIndex(of: "/").map { path[...$0] + name } ?? name
         return staging.utf8.count <= 107 ? staging : nil
     }
 
@@ -155,12 +156,15 @@ public enum SocketFile {
             unlink(staging)
             throw DockerPluginError("\(path) exists and is not a socket: remove it or pick another path")
         }
+        // Read before the rename (which keeps the inode): what is at `path` afterwards may
+        // already be another's.
+        let identity = SocketIdentity(path: staging)
         guard rename(staging, path) == 0 else {
             let why = String(cString: strerror(errno))
             unlink(staging)
             throw DockerPluginError("cannot put the socket in place at \(path): \(why)")
         }
-        return SocketIdentity(path: path)
+        return identity
     }
 
     /// Removes `path` if it is still the socket `identity` names.

@@ -265,12 +265,16 @@ struct LabDown: AsyncParsableCommand {
         // container has a mount namespace of its own, without them) are read for every
         // container's network namespace, so that what still runs there is killed below.
         for p in pids { kill(p, SIGSTOP) }
-        let containerInodes = containerNamespaces(under: lab.stateRoot)
+        var containerInodes = containerNamespaces(under: lab.stateRoot)
         for p in pids {
             kill(p, SIGTERM)
             kill(p, SIGCONT)
         }
-        for _ in 0..<50 where pids.contains(where: { kill($0, 0) == 0 }) { try await Task.sleep(for: .milliseconds(100)) }
+        // Read again while they stop: a task whose start was under way when they froze.
+        for _ in 0..<50 where pids.contains(where: { kill($0, 0) == 0 }) {
+            containerInodes.formUnion(containerNamespaces(under: lab.stateRoot))
+            try await Task.sleep(for: .milliseconds(100))
+        }
         for p in pids where kill(p, 0) == 0 { kill(p, SIGKILL) }
         for h in lab.hosts() { LabEtcd.stop(lab, h) }
         // Namespace handles and other mounts the daemons left under the state root.

@@ -483,8 +483,9 @@ final class RequestDeadline: ChannelDuplexHandler, RemovableChannelHandler, @unc
     /// the decoder would only discard what follows until the deadline, so the connection is
     /// closed now, unanswered.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is HTTPParserError {
-            gate.countMalformed()
+        if let error = error as? HTTPParserError {
+            // A client hanging up mid-head is not a malformed request.
+            if error != .invalidEOFState { gate.countMalformed() }
             context.close(promise: nil)
             return
         }

@@ -358,6 +358,8 @@ extension OverlayDaemon {
         do { ns = try NetworkNamespace.open(path: c.namespacePath) } catch {
             throw APIError(409, "container \(c.name)'s namespace is gone: \(error)")
         }
+        try takeBusy(c.name)
+        defer { taskRuntime.busy.remove(c.name) }
         let interface = Self.freeInterface(in: ns)
         var joined = try await connect(c, to: n, interface: interface, ip: req.ip, aliases: req.aliases, nodeID: s.nodeID)
         joined.interface = interface
@@ -432,6 +434,7 @@ extension OverlayDaemon {
     /// `start`: runs a stopped container's command again (detached, its output appended to its log).
     func startContainer(_ name: String) async throws -> ContainerInspect {
         var c = try containerRecord(name)
+        guard !taskRuntime.busy.contains(c.name) else { throw APIError(409, "container \(c.name) is being changed (removed or connected): try again") }
         guard c.ownsNamespace else { throw APIError(409, "container \(c.name) belongs to another runtime: start it there") }
         if isRunning(c) { return try inspect(c) }
         guard !c.command.isEmpty else { throw APIError(409, "container \(c.name) has no command to start") }
@@ -442,11 +445,17 @@ extension OverlayDaemon {
         return try inspect(c)
     }
 
+    /// Marks a container as being changed, or refuses while another change is in flight.
+    func takeBusy(_ name: String) throws {
+        guard taskRuntime.busy.insert(name).inserted else {
+            throw APIError(409, "container \(name) is being changed (removed or connected): try again")
+        }
+    }
+
     func removeContainer(_ name: String, force: Bool) async throws {
         let c = try containerRecord(name)
-        guard !taskRuntime.removing.contains(c.name) else { throw APIError(409, "container \(c.name) is being removed") }
-        taskRuntime.removing.insert(c.name)
-        defer { taskRuntime.removing.remove(c.name) }
+        try takeBusy(c.name)
+        defer { taskRuntime.busy.remove(c.name) }
         // Another runtime's namespace (network connect): only our endpoints go; its processes stay.
         if c.ownsNamespace && isRunning(c) {
             guard force else { throw APIError(409, "container \(c.name) is running: stop its process or use rm -f") }

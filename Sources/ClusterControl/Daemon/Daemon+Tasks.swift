@@ -9,10 +9,11 @@ struct TaskRuntime: Sendable {
     var again = false
     /// Failed starts per task ID: retried with a backoff (`TaskFailures.backoff`).
     var failures: [String: TaskFailures] = [:]
-    /// Containers being removed now: their process is killed but their record and namespace
-    /// are still there while the removal awaits, and a reconcile running meanwhile must not take
-    /// the task for exited and start it again (a process left in a namespace nobody holds).
-    var removing: Set<String> = []
+    /// Containers with a removal or a network connect in flight. A removal kills the process
+    /// but the record and namespace stay while it awaits: a reconcile or a `start` meanwhile must
+    /// not take the container for exited and start it again (a process left in a namespace
+    /// nobody holds), and a connect must not write back a record the removal deleted.
+    var busy: Set<String> = []
     /// The states of this node's tasks, as last reconciled (what `sendReport` reports).
     var states: [String: String] = [:]
     /// When pending releases are tried again.
@@ -61,7 +62,7 @@ extension OverlayDaemon {
         let containers = (try? store.all(.container, as: ContainerRecord.self)) ?? []
         let plan = TaskPlan.make(nodeID: s.nodeID, tasks: allTasks(), services: allServices(), containers: containers,
                                  isRunning: { isRunning($0) }, failures: taskRuntime.failures, now: Date())
-        for name in plan.remove {
+        for name in plan.remove where !taskRuntime.busy.contains(name) {
             guard let c = containers.first(where: { $0.name == name }) else { continue }
             do { try await removeContainer(c.name, force: true) } catch { log(.tasks, ["container": "\(c.name)", "task": "\(c.taskID ?? "")"]).error("cannot remove task container \(c.name): \(error)") }
             if let id = c.taskID { taskRuntime.failures[id] = nil }
@@ -70,7 +71,7 @@ extension OverlayDaemon {
         for name in plan.restart where !isStopped {
             // Read again: the removals above awaited, and a container may have been removed (or
             // be being removed) since the plan was made. From here to the store nothing awaits.
-            guard !taskRuntime.removing.contains(name), var c = try? store.get(.container, name, as: ContainerRecord.self),
+            guard !taskRuntime.busy.contains(name), var c = try? store.get(.container, name, as: ContainerRecord.self),
                   !isRunning(c), let id = c.taskID else { continue }
             let n = (taskRuntime.failures[id]?.count ?? 0) + 1
             do {
