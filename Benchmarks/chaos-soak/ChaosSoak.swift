@@ -535,6 +535,12 @@ final class Soak {
     /// the median of its last minute, so one busy moment does not count as growth). h4's daemon,
     /// never killed, must be judged.
     func checkMemory() {
+        // Every sample, for a post-mortem: seconds into the run, host, PID, RSS in KiB.
+        var table = "t\thost\tpid\trss_kib\n"
+        for h in hosts {
+            for r in rss[h] ?? [] { table += String(format: "%.1f\t%@\t%d\t%d\n", r.t - start, h, r.pid, r.kb) }
+        }
+        try? table.write(toFile: dir + "/memory.tsv", atomically: true, encoding: .utf8)
         let half = start + (now - start) / 2
         for h in hosts {
             let samples = (rss[h] ?? []).filter { $0.t >= half }

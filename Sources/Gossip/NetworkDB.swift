@@ -28,8 +28,14 @@ public final class NetworkDB: Sendable {
         var continuation: AsyncStream<TableChange>.Continuation
     }
 
+    /// How the gossip node's hooks reach this database: weakly, since the database holds the
+    /// node (a strong reference here kept every database, its node and their tables alive after
+    /// `shutdown`: half a megabyte and more per `swarm leave` and join).
     private final class Ref: Sendable {
-        let db = Mutex<NetworkDB?>(nil)
+        private struct Weak { weak var db: NetworkDB? }
+        private let box = Mutex(Weak())
+        var db: NetworkDB? { box.withLock { $0.db } }
+        func set(_ db: NetworkDB) { box.withLock { $0.db = db } }
     }
 
     private let state: Mutex<State>
@@ -47,7 +53,7 @@ public final class NetworkDB: Sendable {
         let otherMerge = configuration.mergeUserState
         cfg.userMessage = { bytes in
             if TableWire.isTableMessage(bytes) {
-                ref.db.withLock { $0 }?.received(bytes)
+                ref.db?.received(bytes)
             } else {
                 otherMessage(bytes)
             }
@@ -57,11 +63,11 @@ public final class NetworkDB: Sendable {
         cfg.localUserState = { join in
             let mine = otherLocal(join)
             if !mine.isEmpty { return mine }
-            return ref.db.withLock { $0 }?.localState() ?? []
+            return ref.db?.localState() ?? []
         }
         cfg.mergeUserState = { bytes, join in
             if TableWire.isTableMessage(bytes) {
-                ref.db.withLock { $0 }?.received(bytes)
+                ref.db?.received(bytes)
             } else {
                 otherMerge(bytes, join)
             }
@@ -72,7 +78,7 @@ public final class NetworkDB: Sendable {
         let wallMillis = UInt64(max(0, Duration.nowSinceEpoch.components.seconds)) * 1000
         state = Mutex(State(core: NetworkDBCore(config: tc, clock: wallMillis)))
         (memberEvents, memberContinuation) = AsyncStream.makeStream(of: MemberEvent.self, bufferingPolicy: .bufferingNewest(4096))
-        ref.db.withLock { $0 = self }
+        ref.set(self)
     }
 
     private var now: Duration { ContinuousClock.now - epoch }

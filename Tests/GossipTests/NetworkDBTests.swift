@@ -365,6 +365,29 @@ struct TableSim {
 }
 
 @Suite(.serialized) struct NetworkDBNodeTests {
+    /// A database that was shut down is freed with its gossip node (a daemon makes a new pair at
+    /// every `swarm join`): the node's hooks held the database strongly, and the database holds
+    /// the node, so every leave and join kept the old pair and its tables (chaos-soak saw a
+    /// worker's RSS grow 22% in four leave-and-joins).
+    @Test func aShutDownDatabaseAndItsNodeAreFreed() async throws {
+        weak var weakDB: NetworkDB?
+        weak var weakNode: GossipNode?
+        do {
+            let ip = uniqueLoopback()
+            let db = try NetworkDB(configuration: GossipConfiguration(swim: fastSwim("f1", NodeAddress(ip: ip, port: 7946))),
+                                   tables: NetworkDBConfig(nodeName: "f1", tickInterval: .milliseconds(50)))
+            try await db.start()
+            db.joinNetwork("demo")
+            try db.createEntry(network: "demo", table: "endpoint_table", key: "ep1", value: Array("hello".utf8))
+            weakDB = db
+            weakNode = db.node
+            try await db.shutdown(leave: false)
+        }
+        // Its tasks end on their next wake-up.
+        #expect(try await waitUntil(.seconds(5)) { weakDB == nil && weakNode == nil },
+                "still alive after shutdown: database \(weakDB != nil), node \(weakNode != nil)")
+    }
+
     @Test func threeNodesOnLoopbackShareAWithdrawAndRestore() async throws {
         let ips = (0 ..< 3).map { _ in uniqueLoopback() }
         let names = ["t1", "t2", "t3"]
