@@ -69,7 +69,7 @@ struct Injected {
     @Option(help: "How long to inject faults: seconds, or with a unit (90s, 30m, 1h).") var duration = "30m"
     @Option(help: "The seed: the same seed draws the same faults in the same order.") var seed: UInt64 = 1
     @Option(help: "The lab's name (its namespaces are NAME-h1 ...; `ovl` and at most 9 more letters, digits or -).") var name = "ovl-chaos"
-    @Option(help: "Where the agents' results and captures go (default /tmp/chaos-soak-SEED).") var out: String?
+    @Option(help: "Where the agents' results, the captures, the memory samples and the daemons' logs go (default /tmp/chaos-soak-SEED).") var out: String?
     @Flag(help: "Leave the lab up at the end (the teardown check is skipped).") var keep = false
 
     func run() throws {
