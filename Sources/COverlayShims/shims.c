@@ -157,10 +157,6 @@ int ovl_packet_socket(const char *ifname) {
 
 #include <spawn.h>
 
-int ovl_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest) {
-    return posix_spawn_file_actions_addclosefrom_np(actions, lowest);
-}
-
 int ovl_spawn_clean(pid_t *pid, const char *path, int search, char *const argv[], char *const envp[],
                     const char *log, int output_fd, int new_session) {
     posix_spawn_file_actions_t actions;

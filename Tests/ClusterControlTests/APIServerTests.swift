@@ -137,19 +137,10 @@ import Testing
     @Test func anIdleConnectionThatSaysNothingIsCutOffAndCounted() async throws {
         try await Self.serving(limits: APIServerLimits(requestTimeout: .milliseconds(200))) { server, endpoint, _ in
             guard case .unix(let path) = endpoint else { return }
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            let fd = Self.rawConnection(path)
             defer { close(fd) }
-            var addr = sockaddr_un()
-            addr.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-                for (i, b) in path.utf8.enumerated() { raw[i] = b }
-            }
-            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-            #expect(rc == 0)
             _ = "GET /v1/refuse HTTP/1.1\r\n".withCString { send(fd, $0, 25, 0) }
             var buffer = [UInt8](repeating: 0, count: 16)
-            var tv = timeval(tv_sec: 5, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
             #expect(recv(fd, &buffer, buffer.count, 0) == 0, "the half-sent request was not cut off")
             #expect(server.timedOutRequests == 1)
         }

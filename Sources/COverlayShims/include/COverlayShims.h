@@ -93,12 +93,7 @@ extern const int ovl_af_llc;
 /// IFNAMSIZ (16, including the terminating zero).
 extern const int ovl_ifnamsiz;
 
-// ---- Spawning (glibc declares this only with _GNU_SOURCE / __USE_MISC) ----
-
-/// posix_spawn_file_actions_addclosefrom_np: the child closes every descriptor from `lowest` up,
-/// so sockets and pipes the parent opened without close-on-exec (SwiftNIO's are among them) do
-/// not stay open, bound and listening, in a child that outlives their close in the parent.
-int ovl_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
+// ---- Spawning ----
 
 /// Starts a child with a clean slate, the one way every spawn of the project goes (the daemon's
 /// containers, the test kit's commands and daemons): standard input from /dev/null; standard
