@@ -60,27 +60,27 @@ import OverlayTestKit
 
         // A worker runs and removes containers in a loop all along.
         let loopLog = "/run/ovl-ha/h5/loop.log"
-        let loop = try Child.spawn(["/usr/bin/setsid", lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h5", "--", "sh", "-c", """
+        let loop = try Child.spawn([lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h5", "--", "sh", "-c", """
             for i in $(seq 1 30); do
               if overlayctl run -d --name l$i --network net1 -- sleep 1000 >/dev/null 2>&1; then echo run-ok; else echo run-failed; fi
               overlayctl rm -f l$i >/dev/null 2>&1 && echo rm-ok || echo rm-failed
             done
             echo done
             """], log: loopLog)
-        defer { kill(loop.pid, SIGKILL) }
+        defer { kill(-loop.pid, SIGKILL) }
 
         // Pings between the workers' containers all along (5 a second), while h1 (the leader, and
         // the manager the workers joined through) is killed.
         let pingLog = "/run/ovl-ha/h4/ping.log"
-        let ping = try Child.spawn(["/usr/bin/setsid", lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h4", "--",
+        let ping = try Child.spawn([lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h4", "--",
                                     "overlayctl", "exec", "c-h4", "--", "ping", "-i", "0.2", "-c", "100", "-W", "1", ip5], log: pingLog)
-        defer { kill(ping.pid, SIGKILL) }
+        defer { kill(-ping.pid, SIGKILL) }
         // ... and from h5's container to the one on h1, whose daemon is the one killed (until h1's
         // daemon starts again: a restart rebuilds its sandboxes, Operations.md's "Restarts").
         let pingLog1 = "/run/ovl-ha/h5/ping1.log"
-        let ping1 = try Child.spawn(["/usr/bin/setsid", lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h5", "--",
+        let ping1 = try Child.spawn([lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h5", "--",
                                      "overlayctl", "exec", "c-h5", "--", "ping", "-i", "0.2", "-c", "100", "-W", "1", ip1], log: pingLog1)
-        defer { kill(ping1.pid, SIGKILL) }
+        defer { kill(-ping1.pid, SIGKILL) }
         let oldLeader = try #require(leader(lab, on: "h1"))
         #expect(oldLeader == "h1", "the first manager leads until it dies")
         let pid = try lab.pid("h1")
@@ -113,7 +113,7 @@ import OverlayTestKit
 
         // The old leader comes back as a follower.
         kill(-ping1.pid, SIGINT)
-        for _ in 0..<50 where kill(ping1.pid, 0) == 0 { usleep(100_000) }
+        for _ in 0..<50 where ping1.isRunning { usleep(100_000) }
         let pinged1 = (try? String(contentsOfFile: pingLog1, encoding: .utf8)) ?? ""
         #expect(pinged1.contains(" 0% packet loss"), "pings to the killed manager's container until it restarts: \(pinged1.suffix(300))")
         try lab.startDaemon("h1", hostIndex: 1, args: ["--cluster-store", Self.store])
@@ -128,9 +128,9 @@ import OverlayTestKit
 
         // Nothing lost between the existing containers; no address handed out twice; the
         // networks, services, tasks and containers are all there.
-        for _ in 0..<100 where kill(ping.pid, 0) == 0 { usleep(200_000) }
+        for _ in 0..<100 where ping.isRunning { usleep(200_000) }
         #expect(try lab.pings("h5", "c-h5", ip1), "h1's container after its daemon's restart")
-        for _ in 0..<300 where kill(loop.pid, 0) == 0 { usleep(200_000) }
+        for _ in 0..<300 where loop.isRunning { usleep(200_000) }
         let looped = (try? String(contentsOfFile: loopLog, encoding: .utf8)) ?? ""
         #expect(looped.contains("done") && !looped.contains("failed"), "h5's run/rm loop across the failover: \(looped)")
         #expect(looped.components(separatedBy: "run-ok").count - 1 == 30, "\(looped)")

@@ -278,8 +278,13 @@ extension DNSServerTests {
         #expect(answer == "203.0.113.7", "c2 got '\(answer)' while c1 flooded (\(out.output.trimmed))")
         let counters = await server.counters()
         // c1 held its share of 128 waiting; the rest of its flood (past the server's 1,024 in
-        // flight, which would otherwise have refused c2 too) was refused at once.
-        #expect(counters.overShare >= 1500, "\(counters)")
+        // flight, which would otherwise have refused c2 too) was refused at once. A busy machine
+        // drops some of the flood in the kernel before the server reads it (the socket's buffer
+        // overflows), so the server's own accounting is checked: every query it read was either
+        // forwarded (c1's 128 and c2's one) or refused over its container's share.
+        #expect(counters.queries > 1024 + 128, "the flood reached past the server's limit: \(counters)")
+        #expect(counters.forwarded <= 128 + 2, "\(counters)")
+        #expect(counters.overShare == counters.queries - counters.forwarded, "\(counters)")
         #expect(out.output.contains("servfail"), "\(out.output)")
     }
 }
