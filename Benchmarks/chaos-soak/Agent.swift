@@ -8,7 +8,9 @@
 /// 5 s retries), then a 16 KiB echo to that address on the plain network; the same by
 /// `c-hN.secret` on the encrypted one; a page through the service's VIP (`web:8000`); and a page
 /// through the routing mesh of every host (`198.18.0.N:8080`). Each result is a JSON line in OUT:
-/// `{"t": completion time, "k": kind, "to": target, "ok": bool}`.
+/// `{"t": completion time, "k": kind, "to": target, "ok": bool}`, and for a failure `"e"`: what
+/// failed (`dns: no answer`, `timeout`, `ConnectionRefusedError`, `short echo`, ...). The VIP probe
+/// resolves `web` the same way (not through libc, whose lost query costs 5 s) and asks the VIP.
 let agentSource = #"""
 import json, random, socket, struct, sys, threading, time, urllib.request
 me, peers_file, out = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -16,9 +18,17 @@ payload = bytes(range(256)) * 64
 lock = threading.Lock()
 f = open(out, "a", buffering=1)
 
-def put(kind, to, ok):
+def put(kind, to, ok, err=None):
+    r = {"t": time.time(), "k": kind, "to": to, "ok": ok}
+    if not ok and err:
+        r["e"] = err
     with lock:
-        f.write(json.dumps({"t": time.time(), "k": kind, "to": to, "ok": ok}) + "\n")
+        f.write(json.dumps(r) + "\n")
+
+def why(e):
+    if isinstance(e, socket.timeout) or "timed out" in str(e):
+        return "timeout"
+    return (type(e).__name__ + ": " + str(e))[:80]
 
 def peers():
     try:
@@ -101,50 +111,58 @@ def transfer(addr):
 
 def page(url):
     with urllib.request.urlopen(url, timeout=1) as r:
-        return r.status == 200 and b"chaos" in r.read()
+        if r.status == 200 and b"chaos" in r.read():
+            return None
+        return "wrong page (status %d)" % r.status
 
 def named(peer):
     if peer not in peers()["hosts"]:
         return
+    err = "dns: no answer"
     try:
         addr = resolve("c-" + peer)
-    except Exception:
-        addr = None
-    put("dns", peer, addr is not None)
+    except Exception as e:
+        addr, err = None, "dns: " + why(e)
+    put("dns", peer, addr is not None, err)
     ok = False
     if addr:
         try:
             ok = transfer(addr)
-        except Exception:
-            pass
-    put("plain", peer, ok)
+            err = "short echo"
+        except Exception as e:
+            err = why(e)
+    put("plain", peer, ok, err)
 
 def secret(peer):
     if peer not in peers()["hosts"]:
         return
-    ok = False
+    ok, err = False, "dns: no answer"
     try:
         addr = resolve("c-" + peer + ".secret")
-        ok = addr is not None and transfer(addr)
-    except Exception:
-        pass
-    put("secret", peer, ok)
+        if addr is not None:
+            err = "short echo"
+            ok = transfer(addr)
+    except Exception as e:
+        err = why(e)
+    put("secret", peer, ok, err)
 
 def vip():
-    ok = False
+    err = "dns: no answer"
     try:
-        ok = page("http://web:8000/")
-    except Exception:
-        pass
-    put("vip", "web", ok)
+        addr = resolve("web")
+        if addr is not None:
+            err = page("http://%s:8000/" % addr)
+    except Exception as e:
+        err = why(e)
+    put("vip", "web", err is None, err)
 
 def mesh(host, address):
-    ok = False
+    err = None
     try:
-        ok = page("http://%s:8080/" % address)
-    except Exception:
-        pass
-    put("mesh", host, ok)
+        err = page("http://%s:8080/" % address)
+    except Exception as e:
+        err = why(e)
+    put("mesh", host, err is None, err)
 
 def every(fn, *args):
     while True:

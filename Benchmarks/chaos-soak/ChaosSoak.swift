@@ -212,7 +212,8 @@ final class Soak {
             injected.append(record)
             let shown = all.map { String(format: "%.1f s", $0) } ?? "not within 60 s"
             let impact = probes.failed(from: record.began, to: record.healed + (all ?? 60))
-            say("\(fault.rawValue) \(record.detail): \(impact) probes failed; every stream succeeded again \(shown) after it healed")
+            say("\(fault.rawValue) \(record.detail): \(impact) probes failed; every stream succeeded again \(shown) after it healed"
+                + ((all ?? 60) > 5 ? " (\(late))" : ""))
             if all == nil || all! > 10 {
                 violations.append("after \(fault.rawValue) \(record.detail): \(all == nil ? "not steadily reachable again within 60 s" : String(format: "recovered in %.1f s", all!)) (\(late))")
             }
@@ -328,13 +329,18 @@ final class Soak {
                 if s.isName { latestName = max(latestName, t - time) }
             }
             if missing.isEmpty && pending.isEmpty {
-                return (latest, latestName, slowest.map { "slowest: \($0.0)" } ?? "")
+                return (latest, latestName, slowest.map { s, t in
+                    let why = probes.reasons(s, from: time, to: time + t)
+                    return "slowest: \(s)" + (why.isEmpty ? "" : "; its failures since the heal: " + why)
+                } ?? "")
             }
             if now > deadline + (missing.isEmpty ? Self.settle + 2 : 0) {
                 func list(_ xs: [Stream]) -> String {
                     xs.sorted().prefix(12).map(\.description).joined(separator: ", ") + (xs.count > 12 ? " and \(xs.count - 12) more" : "")
                 }
-                return (nil, nil, missing.isEmpty ? "back but failing again within \(Self.settle) s: " + list(pending) : "still failing: " + list(missing))
+                let failing = missing.isEmpty ? pending : missing
+                let why = failing.sorted().prefix(3).map { "\($0): " + probes.reasons($0, from: time, to: now) }.joined(separator: "; ")
+                return (nil, nil, (missing.isEmpty ? "back but failing again within \(Self.settle) s: " : "still failing: ") + list(failing) + " (\(why))")
             }
             usleep(250_000)
         }

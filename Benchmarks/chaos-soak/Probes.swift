@@ -9,6 +9,8 @@ struct Probe: Decodable {
     /// The peer host, `web`, or the host whose mesh was asked.
     var to: String
     var ok: Bool
+    /// What failed, for a failure.
+    var e: String?
 }
 
 /// A probe stream: who asks, what, of whom.
@@ -31,6 +33,8 @@ final class ProbeLog {
     private(set) var failures: [Stream: Int] = [:]
     /// When each stream's probes failed, in order.
     private(set) var failedAt: [Stream: [Double]] = [:]
+    /// What each of those failures was (the agent's reason), in the same order.
+    private(set) var failureReasons: [Stream: [String]] = [:]
     /// When each stream's latest probe finished.
     private(set) var lastResult: [Stream: Double] = [:]
     /// When each failed probe finished, in the order read.
@@ -69,6 +73,7 @@ final class ProbeLog {
                 } else {
                     failures[s, default: 0] += 1
                     failedAt[s, default: []].append(p.t)
+                    failureReasons[s, default: []].append(p.e ?? "unknown")
                     failureTimes.append(p.t)
                 }
             }
@@ -103,6 +108,15 @@ final class ProbeLog {
             return (lastResult[stream] ?? 0) >= ok + settle ? .at(ok) : .pending(ok)
         }
         return .no
+    }
+
+    /// What `stream`'s failures after `from` and up to `to` were: each reason with its count,
+    /// the most frequent first (`3× timeout, 1× dns: no answer`).
+    func reasons(_ stream: Stream, from: Double, to: Double) -> String {
+        guard let times = failedAt[stream], let why = failureReasons[stream] else { return "" }
+        var counts: [String: Int] = [:]
+        for (t, r) in zip(times, why) where t > from && t <= to { counts[r, default: 0] += 1 }
+        return counts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.value)× \($0.key)" }.joined(separator: ", ")
     }
 
     /// Failed probes per stream that finished after `from` and up to `to`.

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
@@ -306,3 +307,11 @@ int ovl_xfrm_probe_esp_gcm(char *message, size_t message_len) {
     close(fd);
     return rc;
 }
+
+void ovl_heap_usage(uint64_t *in_use, uint64_t *held_free) {
+    struct mallinfo2 m = mallinfo2();
+    *in_use = (uint64_t)m.uordblks + (uint64_t)m.hblkhd;
+    *held_free = (uint64_t)m.fordblks;
+}
+
+int ovl_heap_trim(void) { return malloc_trim(0); }

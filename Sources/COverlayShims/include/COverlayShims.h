@@ -114,4 +114,15 @@ int ovl_spawn_clean(pid_t *pid, const char *path, int search, char *const argv[]
 /// a throwaway namespace: the SA (192.0.2.1 -> 192.0.2.2, SPI 0x0ff1ce01) exists for a moment.
 int ovl_xfrm_probe_esp_gcm(char *message, size_t message_len);
 
+// ---- The C heap (glibc malloc) ----
+
+/// What glibc's allocator holds, over all its arenas (mallinfo2): `in_use`, the bytes of live
+/// allocations (mmapped ones included); `held_free`, the bytes it keeps free without giving them
+/// back to the kernel (freed chunks inside its arenas).
+void ovl_heap_usage(uint64_t *in_use, uint64_t *held_free);
+
+/// Gives the free pages inside every arena back to the kernel (malloc_trim(0)). 1 when some
+/// memory was released, 0 when none could be.
+int ovl_heap_trim(void);
+
 #endif

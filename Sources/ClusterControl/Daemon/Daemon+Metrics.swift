@@ -48,6 +48,9 @@ extension OverlayDaemon {
     func refreshMetrics() async {
         guard let m = metrics else { return }
         m.gauge("overlay_cluster_state_version", cluster.version)
+        let heap = ProcessHeap.usage()
+        m.gauge("overlay_heap_bytes", ["state": "in_use"], heap.inUse)
+        m.gauge("overlay_heap_bytes", ["state": "free"], heap.heldFree)
         let containers = (try? store.all(.container, as: ContainerRecord.self)) ?? []
         let running = containers.filter { isRunning($0) }.count
         m.gauge("overlay_containers", ["state": "running"], running)

@@ -380,6 +380,7 @@ extension OverlayDaemon: Service {
                 return
             }
             self.configuration.onReady?()
+            group.addTask { await Self.trimHeapPeriodically() }
             group.addTask {
                 // A graceful shutdown, or the group cancelled: either way, stop.
                 try? await gracefulShutdown()

@@ -31,6 +31,7 @@ public enum MetricsCatalog {
         "overlay_reconcile_duration_seconds": .init(help: "How long one reconciliation of tasks and load balancers took.", buckets: slow),
         "overlay_reconcile_lag_seconds": .init(help: "From a change reaching this node (cluster state, a task, an endpoint) to the end of the reconciliation that applied it.", buckets: slow),
         "overlay_containers": .init(help: "Containers this node holds, by whether their process runs."),
+        "overlay_heap_bytes": .init(help: "overlayd's C heap, by state (in_use: live allocations; free: freed chunks the allocator keeps for reuse, their whole pages given back to the kernel at each trim)."),
         // Gossip
         "overlay_gossip_members": .init(help: "Gossip members this node knows (itself included), by state."),
         "overlay_gossip_packets_total": .init(help: "Gossip UDP packets, by direction."),
@@ -67,6 +68,7 @@ public enum MetricsCatalog {
         "overlay_api_request_duration_seconds": .init(help: "From a request's head to its answer, by API, route, method and status code.", buckets: slow),
         "overlay_api_connections": .init(help: "API connections open now, by API."),
         "overlay_api_refused_connections_total": .init(help: "API connections closed at accept for being over a limit, by API."),
+        "overlay_api_malformed_requests_total": .init(help: "API connections closed because their request did not parse (a head over its limits among them), by API."),
         "overlay_api_timed_out_requests_total": .init(help: "API connections cut off because their request did not arrive in time, by API."),
         // IPAM (managers)
         "overlay_ipam_addresses_allocated": .init(help: "Addresses the manager has handed out, by network."),
