@@ -9,7 +9,8 @@
 /// `c-hN.secret` on the encrypted one; a page through the service's VIP (`web:8000`); and a page
 /// through the routing mesh of every host (`198.18.0.N:8080`). Each result is a JSON line in OUT:
 /// `{"t": completion time, "k": kind, "to": target, "ok": bool}`, and for a failure `"e"`: what
-/// failed (`dns: no answer`, `timeout`, `ConnectionRefusedError`, `short echo`, ...). The VIP probe
+/// failed (`dns: no answer`, `dns: timeout`, `timeout`, `short echo`, or the exception's type and
+/// text, e.g. `ConnectionRefusedError: [Errno 111] Connection refused`). The VIP probe
 /// resolves `web` the same way (not through libc, whose lost query costs 5 s) and asks the VIP.
 let agentSource = #"""
 import json, random, socket, struct, sys, threading, time, urllib.request
@@ -139,21 +140,27 @@ def secret(peer):
     ok, err = False, "dns: no answer"
     try:
         addr = resolve("c-" + peer + ".secret")
-        if addr is not None:
-            err = "short echo"
-            ok = transfer(addr)
     except Exception as e:
-        err = why(e)
+        addr, err = None, "dns: " + why(e)
+    if addr is not None:
+        try:
+            ok = transfer(addr)
+            err = "short echo"
+        except Exception as e:
+            err = why(e)
     put("secret", peer, ok, err)
 
 def vip():
     err = "dns: no answer"
     try:
         addr = resolve("web")
-        if addr is not None:
-            err = page("http://%s:8000/" % addr)
     except Exception as e:
-        err = why(e)
+        addr, err = None, "dns: " + why(e)
+    if addr is not None:
+        try:
+            err = page("http://%s:8000/" % addr)
+        except Exception as e:
+            err = why(e)
     put("vip", "web", err is None, err)
 
 def mesh(host, address):

@@ -107,8 +107,9 @@ final class Soak {
     /// settle window, before the next one), per stream.
     var quiet: [Stream: Int] = [:]
     var addressChecks = 0
-    var rss: [String: [(t: Double, pid: Int32, kb: Int)]] = [:]
+    var rss: [String: [MemorySample]] = [:]
     var lastSample = 0.0
+    var lastHeapSample = 0.0
     var captures: [Int32] = []
     let probes: ProbeLog
     let start = Date().timeIntervalSince1970
@@ -339,7 +340,10 @@ final class Soak {
                     xs.sorted().prefix(12).map(\.description).joined(separator: ", ") + (xs.count > 12 ? " and \(xs.count - 12) more" : "")
                 }
                 let failing = missing.isEmpty ? pending : missing
-                let why = failing.sorted().prefix(3).map { "\($0): " + probes.reasons($0, from: time, to: now) }.joined(separator: "; ")
+                let why = failing.sorted().prefix(3).map { s in
+                    let r = probes.reasons(s, from: time, to: now)
+                    return "\(s): " + (r.isEmpty ? "no results" : r)
+                }.joined(separator: "; ")
                 return (nil, nil, (missing.isEmpty ? "back but failing again within \(Self.settle) s: " : "still failing: ") + list(failing) + " (\(why))")
             }
             usleep(250_000)
@@ -521,15 +525,31 @@ final class Soak {
     }
 
     /// Each overlayd's resident memory, every 10 s.
+    /// Every 10 s, each overlayd's resident memory: the whole (VmRSS, what is judged), its
+    /// anonymous part (heap, stacks) and its file-backed part (the binary's and libraries' pages
+    /// it has run); every 60 s also its live C heap (`overlay_heap_bytes{state="in_use"}`).
     func sampleMemory() {
         guard now - lastSample >= 10 else { return }
         lastSample = now
+        let withHeap = now - lastHeapSample >= 60
+        if withHeap { lastHeapSample = now }
         for h in hosts {
             guard let pid = pids(matching: "/run/\(lab)/\(h)/overlayd.sock", binary: "overlayd").first,
-                  let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-                  let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-                  let kb = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") else { continue }
-            rss[h, default: []].append((now, pid, kb))
+                  let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { continue }
+            func field(_ name: String) -> Int? {
+                guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return nil }
+                return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+            }
+            guard let kb = field("VmRSS") else { continue }
+            var heap: Int?
+            if withHeap {
+                let scrape = shell(h, ["curl", "-s", "-m", "2", "http://198.18.0.\(h.dropFirst()):9323/metrics"], timeout: 10)
+                heap = scrape.output.split(separator: "\n")
+                    .first { $0.hasPrefix("overlay_heap_bytes{") && $0.contains("in_use") }
+                    .flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }.map { Int($0) / 1024 }
+            }
+            rss[h, default: []].append(MemorySample(t: now, pid: pid, kb: kb, anonKB: field("RssAnon") ?? 0, fileKB: field("RssFile") ?? 0,
+                                                    heapKB: heap))
         }
     }
 
@@ -542,9 +562,11 @@ final class Soak {
     /// never killed, must be judged.
     func checkMemory() {
         // Every sample, for a post-mortem: seconds into the run, host, PID, RSS in KiB.
-        var table = "t\thost\tpid\trss_kib\n"
+        var table = "t\thost\tpid\trss_kib\tanon_kib\tfile_kib\theap_in_use_kib\n"
         for h in hosts {
-            for r in rss[h] ?? [] { table += String(format: "%.1f\t%@\t%d\t%d\n", r.t - start, h, r.pid, r.kb) }
+            for r in rss[h] ?? [] {
+                table += String(format: "%.1f\t%@\t%d\t%d\t%d\t%d\t%@\n", r.t - start, h, r.pid, r.kb, r.anonKB, r.fileKB, r.heapKB.map { "\($0)" } ?? "")
+            }
         }
         try? table.write(toFile: dir + "/memory.tsv", atomically: true, encoding: .utf8)
         let half = start + (now - start) / 2
@@ -558,10 +580,16 @@ final class Soak {
                 if h == Self.memoryWitness { violations.append("the memory of \(h)'s overlayd, never killed, could not be judged") }
                 continue
             }
-            let tail = lived.filter { $0.t >= last.t - 60 }.map(\.kb).sorted()
-            let end = tail[tail.count / 2]
+            let tailSamples = lived.filter { $0.t >= last.t - 60 }
+            func median(_ xs: [Int]) -> Int { xs.sorted()[xs.count / 2] }
+            let end = median(tailSamples.map(\.kb))
             let growth = Double(end - first.kb) / Double(first.kb) * 100
-            say(String(format: "memory %@ (pid %d): %d KiB -> %d KiB over %.0f s, %+.1f%%", h, pid, first.kb, end, last.t - first.t, growth))
+            // What grew: the anonymous part, the file-backed part, the live heap (informative).
+            let heaps = lived.compactMap(\.heapKB)
+            let heapText = heaps.count >= 2 ? String(format: "; live heap %d -> %d KiB", heaps.first!, heaps.last!) : ""
+            say(String(format: "memory %@ (pid %d): %d KiB -> %d KiB over %.0f s, %+.1f%% (anonymous %d -> %d KiB, file-backed %d -> %d KiB%@)",
+                       h, pid, first.kb, end, last.t - first.t, growth, first.anonKB, median(tailSamples.map(\.anonKB)),
+                       first.fileKB, median(tailSamples.map(\.fileKB)), heapText))
             if growth >= 10 { violations.append(String(format: "overlayd on %@ grew %.1f%% over the second half", h, growth)) }
         }
     }
@@ -649,4 +677,15 @@ final class Soak {
         for v in violations { emit("  - \(v)") }
         return violations.count
     }
+}
+
+/// One sample of an overlayd's memory (KiB).
+struct MemorySample {
+    var t: Double
+    var pid: Int32
+    var kb: Int
+    var anonKB: Int
+    var fileKB: Int
+    /// The live C heap, on the samples that scraped it.
+    var heapKB: Int?
 }

@@ -315,3 +315,5 @@ void ovl_heap_usage(uint64_t *in_use, uint64_t *held_free) {
 }
 
 int ovl_heap_trim(void) { return malloc_trim(0); }
+
+int ovl_heap_limit_arenas(int arenas) { return mallopt(M_ARENA_MAX, arenas); }

@@ -190,6 +190,8 @@ struct Overlayd: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Two malloc arenas, not glibc's eight per core (Operations.md, "Memory").
+        OverlayDaemon.limitHeapArenas()
         // Everything the daemon writes (store, keys, certificates, logs) is for root alone.
         umask(0o077)
         // Descriptors up to the hard limit: the manager port alone may hold 2,048 connections.

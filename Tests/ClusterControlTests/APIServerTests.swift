@@ -40,6 +40,29 @@ import Testing
         try await group.shutdownGracefully()
     }
 
+    /// The socket is given its mode and group under its staging name, before the rename puts it
+    /// at its path (the group can connect from the first moment); nothing of the staging is left.
+    @Test(.enabled(if: getuid() == 0, "giving a socket to another group needs root"))
+    func aUnixSocketHasItsModeAndGroupAndNoStagingNameIsLeft() async throws {
+        let daemonGroup = try #require(getgrnam("daemon")).pointee.gr_gid
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let dir = "/tmp/ovl-api-group-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/api.sock"
+        let server = try await APIServer.start(.unix(path), socketGroup: daemonGroup, group: group, logger: Logger(label: "test"),
+                                               router: Router(context: APIContext.self))
+        var st = stat()
+        let statted = stat(path, &st)
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        await server.close()
+        try await group.shutdownGracefully()
+        #expect(statted == 0)
+        #expect(st.st_gid == daemonGroup && st.st_mode & 0o777 == 0o660, "gid \(st.st_gid), mode \(String(st.st_mode & 0o777, radix: 8))")
+        #expect(entries == ["api.sock"])
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
     @Test func routesAnswerAndErrorsKeepTheAPIShape() async throws {
         try await Self.serving { _, endpoint, group in
             let client = APIClient(endpoint: endpoint, timeout: .seconds(60))

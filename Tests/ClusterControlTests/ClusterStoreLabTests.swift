@@ -38,6 +38,7 @@ import OverlayTestKit
     func startMember(_ lab: CLILab, _ host: String) throws {
         let dir = "/run/\(lab.name)/\(host)/etcd"
         let arguments = try String(contentsOfFile: dir + "/command", encoding: .utf8).split(separator: "\n").map(String.init)
+        // Through setsid, which forks: etcd becomes init's child, reaped when killed (see killMember).
         _ = try Child.spawn(["/usr/bin/setsid"] + arguments, log: dir + "/etcd.log")
     }
 

@@ -114,6 +114,8 @@ struct CLILab {
     /// it answers.
     func startDaemon(_ host: String, hostIndex: Int, env: [String] = [], args: [String] = [], binary: String? = nil) throws {
         let dir = "/run/\(name)/\(host)"
+        // setsid forks (Command.start already made it a session leader) and its parent exits at
+        // once: the daemon is init's child, reaped when it dies, so `kill(pid, 0)` sees it go.
         _ = try Child.spawn(["/usr/bin/setsid", "ip", "netns", "exec", "\(name)-\(host)", "/usr/bin/env"] + env
             + [binary ?? bin + "/overlayd"] + (args.contains("--config-file") ? [] : ["--config-file", dir + "/daemon.json"]) + ["--state-dir", dir, "--socket", dir + "/overlayd.sock", "--hostname", host,
                "--advertise-addr", "198.18.0.\(hostIndex)", "--fast-gossip"] + args, log: dir + "/overlayd.log")

@@ -117,12 +117,15 @@ int ovl_xfrm_probe_esp_gcm(char *message, size_t message_len);
 // ---- The C heap (glibc malloc) ----
 
 /// What glibc's allocator holds, over all its arenas (mallinfo2): `in_use`, the bytes of live
-/// allocations (mmapped ones included); `held_free`, the bytes it keeps free without giving them
-/// back to the kernel (freed chunks inside its arenas).
+/// allocations (mmapped ones included); `held_free`, the free bytes inside its arenas (freed
+/// chunks and each arena's top), whose whole pages a trim gives back to the kernel.
 void ovl_heap_usage(uint64_t *in_use, uint64_t *held_free);
 
 /// Gives the free pages inside every arena back to the kernel (malloc_trim(0)). 1 when some
 /// memory was released, 0 when none could be.
 int ovl_heap_trim(void);
+
+/// Lets the allocator make at most `arenas` arenas (mallopt M_ARENA_MAX). 1 when taken.
+int ovl_heap_limit_arenas(int arenas);
 
 #endif

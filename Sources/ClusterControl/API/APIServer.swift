@@ -283,9 +283,11 @@ public final class APIServer: Sendable {
     }
 
     /// Binds and starts serving `router`. `tls` adds TLS and reads the client's identity from it.
+    /// A Unix socket is mode 0660 and, with `socketGroup`, that group's before it takes its path:
+    /// the group can connect from the first moment the socket is there.
     public static func start(
-        _ endpoint: APIEndpoint, tls: TLSSetup? = nil, limits: APIServerLimits = APIServerLimits(), group: any EventLoopGroup,
-        logger: Logger, router: Router<APIContext>
+        _ endpoint: APIEndpoint, tls: TLSSetup? = nil, limits: APIServerLimits = APIServerLimits(), socketGroup: gid_t? = nil,
+        group: any EventLoopGroup, logger: Logger, router: Router<APIContext>
     ) async throws -> APIServer {
         let gate = ConnectionGate(limits: limits)
         let peers = PeerRegistry()
@@ -341,6 +343,9 @@ public final class APIServer: Sendable {
         var boundSocket: SocketIdentity?
         if case .unix(let path) = endpoint {
             chmod(staging ?? path, 0o660)
+            if let socketGroup, chown(staging ?? path, uid_t.max, socketGroup) != 0 {
+                logger.error("cannot give the socket \(path) to group \(socketGroup): \(String(cString: strerror(errno)))")
+            }
             boundSocket = SocketIdentity(path: path)
             if let staging {
                 do { boundSocket = try SocketFile.publish(staging, at: path) } catch {

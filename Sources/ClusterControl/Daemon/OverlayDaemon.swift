@@ -277,10 +277,8 @@ public actor OverlayDaemon {
                 throw error
             }
         }
-        localServer = try await APIServer.start(.unix(configuration.socketPath), group: group, logger: log(.api), router: localRouter())
-        if let gid = configuration.socketGroup, chown(configuration.socketPath, uid_t.max, gid) != 0 {
-            log(.api).error("cannot give the API socket to group \(gid): \(String(cString: strerror(errno)))")
-        }
+        localServer = try await APIServer.start(.unix(configuration.socketPath), socketGroup: configuration.socketGroup, group: group,
+                                                logger: log(.api), router: localRouter())
         log(.api).info("overlayd listening on \(configuration.socketPath)")
         try await startMetrics()
         try await startDockerPlugin()

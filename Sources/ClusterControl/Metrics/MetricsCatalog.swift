@@ -31,7 +31,7 @@ public enum MetricsCatalog {
         "overlay_reconcile_duration_seconds": .init(help: "How long one reconciliation of tasks and load balancers took.", buckets: slow),
         "overlay_reconcile_lag_seconds": .init(help: "From a change reaching this node (cluster state, a task, an endpoint) to the end of the reconciliation that applied it.", buckets: slow),
         "overlay_containers": .init(help: "Containers this node holds, by whether their process runs."),
-        "overlay_heap_bytes": .init(help: "overlayd's C heap, by state (in_use: live allocations; free: freed chunks the allocator keeps for reuse, their whole pages given back to the kernel at each trim)."),
+        "overlay_heap_bytes": .init(help: "overlayd's C heap, by state (in_use: live allocations; free: free bytes inside the allocator's arenas, kept for reuse; a trim gives their whole pages back to the kernel)."),
         // Gossip
         "overlay_gossip_members": .init(help: "Gossip members this node knows (itself included), by state."),
         "overlay_gossip_packets_total": .init(help: "Gossip UDP packets, by direction."),
