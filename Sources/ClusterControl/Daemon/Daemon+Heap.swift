@@ -38,7 +38,7 @@ enum ProcessHeap {
 }
 
 extension OverlayDaemon {
-    /// Keeps the C heap to ``ProcessHeap/arenas`` arenas, unless the environment sets
+    /// Keeps the C heap to two arenas, unless the environment sets
     /// `MALLOC_ARENA_MAX` (glibc's own tunable, which then decides). Call it first thing, before
     /// the threads that would each make an arena start. With glibc's default of 16 arenas on 2
     /// cores, a leave/join loop held 39 MiB of arena memory for 8.6 MiB in use; with 2, 17 MiB.
