@@ -116,47 +116,43 @@ def page(url):
             return None
         return "wrong page (status %d)" % r.status
 
+def lookup(name):
+    # The address, or None and what failed.
+    try:
+        addr = resolve(name)
+    except Exception as e:
+        return None, "dns: " + why(e)
+    return addr, None if addr else "dns: no answer"
+
+def echoed(addr):
+    # Whether the echo came back whole, and what failed.
+    try:
+        return (True, None) if transfer(addr) else (False, "short echo")
+    except Exception as e:
+        return False, why(e)
+
 def named(peer):
     if peer not in peers()["hosts"]:
         return
-    err = "dns: no answer"
-    try:
-        addr = resolve("c-" + peer)
-    except Exception as e:
-        addr, err = None, "dns: " + why(e)
+    addr, err = lookup("c-" + peer)
     put("dns", peer, addr is not None, err)
     ok = False
     if addr:
-        try:
-            ok = transfer(addr)
-            err = "short echo"
-        except Exception as e:
-            err = why(e)
+        ok, err = echoed(addr)
     put("plain", peer, ok, err)
 
 def secret(peer):
     if peer not in peers()["hosts"]:
         return
-    ok, err = False, "dns: no answer"
-    try:
-        addr = resolve("c-" + peer + ".secret")
-    except Exception as e:
-        addr, err = None, "dns: " + why(e)
-    if addr is not None:
-        try:
-            ok = transfer(addr)
-            err = "short echo"
-        except Exception as e:
-            err = why(e)
+    addr, err = lookup("c-" + peer + ".secret")
+    ok = False
+    if addr:
+        ok, err = echoed(addr)
     put("secret", peer, ok, err)
 
 def vip():
-    err = "dns: no answer"
-    try:
-        addr = resolve("web")
-    except Exception as e:
-        addr, err = None, "dns: " + why(e)
-    if addr is not None:
+    addr, err = lookup("web")
+    if addr:
         try:
             err = page("http://%s:8000/" % addr)
         except Exception as e:
