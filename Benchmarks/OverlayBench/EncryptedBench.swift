@@ -128,40 +128,47 @@ func runEncryptedBenchmark(seconds: Int, rounds: Int) throws {
         let r = try Command.run(["nsenter", "--net=\(p.1)", "--", "ping", "-c", "3", "-i", "0.2", "-W", "2", p.3], timeout: 20)
         guard r.succeeded else { throw LabError("\(p.0): \(p.3) does not answer: \(r.output.suffix(200))") }
     }
-    // OVERLAY_BENCH_PATHS=3 measures only those rows (0-based), e.g. under `perf record`.
+    // OVERLAY_BENCH_PATHS=1,3 measures only those rows (0-based), e.g. under `perf record`.
     let selected = ProcessInfo.processInfo.environment["OVERLAY_BENCH_PATHS"].map {
-        Set($0.split(separator: ",").compactMap { Int($0) })
+        $0.split(separator: ",").compactMap { Int($0) }.filter { paths.indices.contains($0) }
     }
+    let rows = (selected?.isEmpty ?? true) ? Array(paths.indices) : Array(Set(selected!)).sorted()
+    // Paired rounds: every round measures each row once, the order rotating (A B C D, B C D A, ...)
+    // so no row always runs first or after the same neighbour, and a ratio is taken within a round,
+    // where both rows saw the same machine.
     var samples: [[EncryptedResult]] = Array(repeating: [], count: paths.count)
-    for _ in 0..<rounds {
-        for (i, p) in paths.enumerated() where selected?.contains(i) ?? true {
+    for round in 0..<rounds {
+        for k in rows.indices {
+            let i = rows[(round + k) % rows.count]
+            let p = paths[i]
             var r = try iperfOnce(client: p.1, server: p.2, serverIP: p.3, seconds: seconds)
             r.name = p.0
             samples[i].append(r)
         }
     }
-    func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
-    if selected != nil {
-        for s in samples where !s.isEmpty {
-            print("  " + s[0].name.padding(toLength: 36, withPad: " ", startingAt: 0)
-                  + String(format: "%6.2f Gbit/s   %5.2f CPU-s/Gbit", median(s.map(\.bps)) / 1e9, median(s.map(\.cpuSecondsPerGbit))))
+    print("iperf3 TCP, 1 stream, \(seconds) s x \(rounds) paired rounds; CPU = the whole machine's busy seconds per Gbit moved")
+    print("Gbit/s per round:")
+    for i in rows {
+        print("  " + paths[i].0.padding(toLength: 36, withPad: " ", startingAt: 0)
+              + samples[i].map { String(format: "%.2f", $0.bps / 1e9) }.joined(separator: " "))
+    }
+    print("row                                   Gbit/s (median, quartiles)   CPU-s/Gbit (median, quartiles)   retransmits (median)")
+    for i in rows {
+        let g = quantiles(samples[i].map { $0.bps / 1e9 }), c = quantiles(samples[i].map(\.cpuSecondsPerGbit))
+        print("  " + paths[i].0.padding(toLength: 36, withPad: " ", startingAt: 0)
+              + String(format: "%5.2f (%.2f-%.2f)", g.median, g.low, g.high).padding(toLength: 29, withPad: " ", startingAt: 0)
+              + String(format: "%5.2f (%.2f-%.2f)", c.median, c.low, c.high).padding(toLength: 33, withPad: " ", startingAt: 0)
+              + String(format: "%.0f", median(samples[i].map { Double($0.retransmits) })))
+    }
+    // The aims: each encrypted row against the plain overlay (row 1) in the same round.
+    if rows.contains(1) {
+        for (i, label) in [(2, "bare ESP / plain overlay:  "), (3, "ESP in UDP / plain overlay:")] where rows.contains(i) {
+            print("  " + label + " " + ratioSummary(zip(samples[i], samples[1]).map { $0.bps / $1.bps }))
         }
-        return
     }
-    let results = samples.map { s in
-        EncryptedResult(name: s[0].name, bps: median(s.map(\.bps)), cpuSecondsPerGbit: median(s.map(\.cpuSecondsPerGbit)),
-                        retransmits: Int(median(s.map { Double($0.retransmits) })))
+    if rows.contains(2) { print("  h1 bare-ESP datapath: \(drivers[0].userspaceDatapath.counters)") }
+    if rows.contains(3) {
+        let u = udpDrivers[0].userspaceDatapath
+        print("  h1 ESP-in-UDP datapath (offloads \(u.udpOffloads)): \(u.counters)")
     }
-    print("iperf3 TCP, 1 stream, \(seconds) s x \(rounds) rounds (median); CPU = whole machine, busy seconds per Gbit moved")
-    for r in results {
-        let name = r.name.padding(toLength: 36, withPad: " ", startingAt: 0)
-        print("  " + name + String(format: "%6.2f Gbit/s   %5.2f CPU-s/Gbit   %5d retransmits", r.bps / 1e9, r.cpuSecondsPerGbit, r.retransmits))
-    }
-    let plainBps = results[1].bps, encBps = results[2].bps, udpBps = results[3].bps
-    print(String(format: "  bare ESP / plain overlay: %.0f%%   bare ESP / underlay: %.0f%%", encBps / plainBps * 100, encBps / results[0].bps * 100))
-    print(String(format: "  ESP in UDP / plain overlay: %.0f%%   ESP in UDP / underlay: %.0f%%", udpBps / plainBps * 100, udpBps / results[0].bps * 100))
-    let c = drivers[0].userspaceDatapath.counters
-    print("  h1 bare-ESP datapath: \(c)")
-    let u = udpDrivers[0].userspaceDatapath
-    print("  h1 ESP-in-UDP datapath (offloads \(u.udpOffloads)): \(u.counters)")
 }

@@ -10,6 +10,8 @@ let usage = """
     usage: overlay-bench codec|ipam|netlink|dataplane|encrypted|all [--seconds S] [--links N] [--iperf-seconds T] [--rounds R] [--rtt-blocks B]
       OVERLAY_BENCH_PATHS=2,5 (dataplane, encrypted): measure only those rows (0-based); for dataplane in
       paired rounds, with per-round ratios against the first row, their quartiles and a 95% interval of the median
+      encrypted always runs paired rounds: per-round ratios of each encrypted row to the plain overlay, with
+      quartiles and a 95% interval of the median, and each row's CPU-seconds per Gbit
     """
 var args = Array(CommandLine.arguments.dropFirst())
 var seconds = 2.0
