@@ -166,9 +166,15 @@ func runEncryptedBenchmark(seconds: Int, rounds: Int) throws {
             print("  " + label + " " + ratioSummary(zip(samples[i], samples[1]).map { $0.bps / $1.bps }))
         }
     }
-    if rows.contains(2) { print("  h1 bare-ESP datapath: \(drivers[0].userspaceDatapath.counters)") }
+    // Both ends' counters: h1 sends the data and receives the ACKs, h2 the other way round (its
+    // merged writes against its frames give the segments per super-frame its container gets).
+    if rows.contains(2) {
+        for (h, d) in drivers.enumerated() { print("  h\(h + 1) bare-ESP datapath: \(d.userspaceDatapath.counters)") }
+    }
     if rows.contains(3) {
-        let u = udpDrivers[0].userspaceDatapath
-        print("  h1 ESP-in-UDP datapath (offloads \(u.udpOffloads)): \(u.counters)")
+        for (h, d) in udpDrivers.enumerated() {
+            let u = d.userspaceDatapath
+            print("  h\(h + 1) ESP-in-UDP datapath (offloads \(u.udpOffloads)): \(u.counters)")
+        }
     }
 }
