@@ -3,6 +3,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
 
 /// Reads a whole file, or nil if it cannot be opened.
 func readWholeFile(_ path: String) -> [UInt8]? {
@@ -32,6 +33,54 @@ func replayFiles(name: String, _ body: ([UInt8]) -> Void) {
         }
         body(bytes)
         print("\(name): \(path) (\(bytes.count) bytes) ok")
+    }
+}
+
+/// Runs `body` on a detached task and returns its value once the task has dropped everything it
+/// captured. libFuzzer compares mallocs and frees around each input and, when they differ, asks
+/// LeakSanitizer, which cannot follow a reference kept in an enum's spare bits (as `Data` keeps
+/// its storage): a task still releasing its closure after the harness returned was reported as a
+/// leak (fuzz-cni, 2026-12-07). So the task's job gives up its closure and its result box in its
+/// `deinit`, before it signals.
+func runDetached<T>(_ body: @escaping @Sendable () async -> T) -> T {
+    let released = DispatchSemaphore(value: 0)
+    let out = DetachedResult<T>()
+    // Made in the capture list, so the task's closure holds the only reference to the job.
+    Task.detached { [job = DetachedJob(body: body, out: out, released: released)] in await job.run() }
+    released.wait()
+    guard let value = out.value else { fatalError("the detached task ended without a value") }
+    out.value = nil
+    return value
+}
+
+/// Where a detached job leaves its value. `@unchecked Sendable`: written by the task before its
+/// job is released, read by the harness after the job's `deinit` signalled.
+final class DetachedResult<T>: @unchecked Sendable {
+    var value: T?
+}
+
+/// One detached run's closure and result box, released in `deinit` before the harness is woken.
+/// `@unchecked Sendable`: only the task touches it after it is made.
+final class DetachedJob<T>: @unchecked Sendable {
+    private var body: (@Sendable () async -> T)?
+    private var out: DetachedResult<T>?
+    private let released: DispatchSemaphore
+
+    init(body: @escaping @Sendable () async -> T, out: DetachedResult<T>, released: DispatchSemaphore) {
+        self.body = body
+        self.out = out
+        self.released = released
+    }
+
+    func run() async {
+        guard let body else { return }
+        out?.value = await body()
+    }
+
+    deinit {
+        body = nil
+        out = nil
+        released.signal()
     }
 }
 

@@ -41,14 +41,7 @@ func fuzzCNI(_ bytes: [UInt8]) {
     let config = Data(cut < rest.endIndex ? rest[(cut + 1)...] : [])
     let env = ["CNI_COMMAND": commands[Int(first) % commands.count], "CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/run/netns/x",
                "CNI_ARGS": head.first.map(String.init) ?? "", "CNI_IFNAME": head.count > 1 ? String(head[1]) : "eth0"]
-    let done = DispatchSemaphore(value: 0)
-    nonisolated(unsafe) var answer: (Data, Int32)?
-    Task.detached {
-        answer = await plugin.run(env: env, stdin: config)
-        done.signal()
-    }
-    done.wait()
-    guard let (out, status) = answer else { fatalError("no answer") }
+    let (out, status) = runDetached { await plugin.run(env: env, stdin: config) }
     guard status == 0 || status == 1 else { fatalError("exit status \(status): \(bytes)") }
     guard out.isEmpty || (try? JSONSerialization.jsonObject(with: out)) is [String: Any] else {
         fatalError("the answer is not a JSON object: \(String(decoding: out, as: UTF8.self)): \(bytes)")

@@ -43,14 +43,7 @@ func fuzzDocker(_ bytes: [UInt8]) {
     guard let first = bytes.first else { return }
     let path = calls[Int(first) % calls.count]
     let body = Data(bytes.dropFirst())
-    let done = DispatchSemaphore(value: 0)
-    nonisolated(unsafe) var reply: DockerPluginReply?
-    Task.detached {
-        reply = await plugin.handle(path: path, body: body)
-        done.signal()
-    }
-    done.wait()
-    guard let reply else { fatalError("no reply to \(path)") }
+    let reply = runDetached { await plugin.handle(path: path, body: body) }
     guard [200, 400, 404].contains(reply.status) else { fatalError("\(path): status \(reply.status): \(bytes)") }
     guard (try? JSONSerialization.jsonObject(with: reply.body)) is [String: Any] else {
         fatalError("\(path): the answer is not a JSON object: \(reply.text): \(bytes)")
