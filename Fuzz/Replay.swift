@@ -38,10 +38,10 @@ func replayFiles(name: String, _ body: ([UInt8]) -> Void) {
 
 /// Runs `body` on a detached task and returns its value once the task has dropped everything it
 /// captured. libFuzzer compares mallocs and frees around each input and, when they differ, asks
-/// LeakSanitizer, which cannot follow a reference kept in an enum's spare bits (as `Data` keeps
-/// its storage): a task still releasing its closure after the harness returned was reported as a
-/// leak (fuzz-cni, 2026-12-07). So the task's job gives up its closure and its result box in its
-/// `deinit`, before it signals.
+/// LeakSanitizer, which most likely cannot follow a reference kept with an enum tag in its spare
+/// bits (as `Data` keeps its storage): a task still releasing its closure after the harness
+/// returned was reported as a leak (fuzz-cni, 2026-12-07). So the task's job gives up its closure
+/// and its result box in its `deinit`, before it signals; the box is then the harness's alone.
 func runDetached<T>(_ body: @escaping @Sendable () async -> T) -> T {
     let released = DispatchSemaphore(value: 0)
     let out = DetachedResult<T>()
@@ -49,7 +49,6 @@ func runDetached<T>(_ body: @escaping @Sendable () async -> T) -> T {
     Task.detached { [job = DetachedJob(body: body, out: out, released: released)] in await job.run() }
     released.wait()
     guard let value = out.value else { fatalError("the detached task ended without a value") }
-    out.value = nil
     return value
 }
 
