@@ -428,6 +428,17 @@ struct EtcdWireTests {
             down.phrase("127.0.0.1:1,127.0.0.1:2") == "etcd at 127.0.0.1:1,127.0.0.1:2 has no quorum (request timed out)")
         #expect(EtcdClient.reason([.noLeader, .noAnswer("connection refused"), .noAnswer("connection refused")]) == .noQuorum("1 of 3 members answer, none has a leader"))
         #expect(EtcdClient.reason([.noAnswer("connection refused"), .noAnswer("connection refused")]) == .noAnswer("connection refused"))
+        // Members that answer nothing in time (their leader just died, or a cut): the next call
+        // probes them at once instead of being refused, since they may serve a moment later.
+        let silent = EtcdClient.reason([.noAnswer("connection refused"), .silent, .silent], after: "request timed out after 1.0 seconds")
+        #expect(silent == .silent("request timed out after 1.0 seconds; 2 of 3 members answer nothing in time: electing a leader, overloaded or cut off"))
+        #expect(EtcdClient.reason([.silent, .noLeader]) == .noQuorum("1 of 2 members answer, none has a leader"))
+        #expect(EtcdClient.reason([.noAnswer("connection refused")], after: "request timed out after 3.0 seconds")
+                == .noAnswer("request timed out after 3.0 seconds; no member answers"))
+        e.failed(silent, now: t0)
+        #expect(e.admission(now: t0 + .milliseconds(1)) == .probe([1, 2, 0]))
+        e.failed(down, now: t0)
+        #expect(e.admission(now: t0 + .milliseconds(1)) == .refuse(down))
     }
 
     @Test func endpointsAreChecked() throws {

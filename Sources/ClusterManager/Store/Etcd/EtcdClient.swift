@@ -192,7 +192,7 @@ final class EtcdClient: Sendable {
                         switch self.classify(error, on: i) {
                         case .tls(let why): return (i, .tls(why))
                         case .notConnected(let why), .broken(let why): return (i, .noAnswer(why))
-                        case .timedOut: return (i, .noAnswer("no answer in \(timeout)"))
+                        case .timedOut: return (i, .silent)
                         }
                     }
                 }
@@ -356,15 +356,8 @@ final class EtcdClient: Sendable {
         } else if timedOut {
             // Say why it timed out: a member without quorum answers /health at once.
             let health = await self.health()
-            let answering = health.filter { if case .noAnswer = $0 { false } else { true } }.count
             let waited = "request timed out after \(timeout)"
-            if health.contains(.healthy) {
-                reason = .slow(waited)
-            } else if answering > 0 {
-                reason = .noQuorum("\(waited); \(answering) of \(health.count) members answer, none has a leader")
-            } else {
-                reason = .noAnswer("\(waited); no member answers")
-            }
+            reason = health.contains(.healthy) ? .slow(waited) : Self.reason(health, after: waited)
         } else {
             reason = failure ?? .noAnswer("no member was asked")
         }
@@ -474,11 +467,19 @@ final class EtcdClient: Sendable {
         return nil
     }
 
-    /// What the health of every member says about the cluster.
-    static func reason(_ health: [EtcdHealth]) -> EtcdUnreachable {
+    /// What the health of every member says about a cluster none of whose members is healthy,
+    /// after what the caller saw first (`after`, e.g. its request timing out), if anything.
+    static func reason(_ health: [EtcdHealth], after: String? = nil) -> EtcdUnreachable {
+        let prefix = after.map { $0 + "; " } ?? ""
         for h in health { if case .tls(let why) = h { return .tls(why) } }
         let answering = health.filter { $0 == .noLeader }.count
-        if answering > 0 { return .noQuorum("\(answering) of \(health.count) members answer, none has a leader") }
+        if answering > 0 { return .noQuorum("\(prefix)\(answering) of \(health.count) members answer, none has a leader") }
+        let silent = health.filter { $0 == .silent }.count
+        if silent > 0 {
+            return .silent("\(prefix)\(silent) of \(health.count) members answer nothing in time: "
+                           + "electing a leader, overloaded or cut off")
+        }
+        if let after { return .noAnswer("\(after); no member answers") }
         for h in health { if case .noAnswer(let why) = h, !why.isEmpty { return .noAnswer(why) } }
         return .noAnswer("no member answers")
     }
@@ -489,6 +490,10 @@ enum EtcdHealth: Sendable, Equatable {
     case healthy
     /// It answered, without a leader (`{"health":"false"}`).
     case noLeader
+    /// It gave no answer within the health check's timeout (a member whose leader just died holds
+    /// the check for a second; one cut off by the network never answers).
+    case silent
+    /// It refused the connection, or broke it.
     case noAnswer(String)
     case tls(String)
 }

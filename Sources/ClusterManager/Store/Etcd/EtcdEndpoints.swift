@@ -8,6 +8,10 @@ enum EtcdUnreachable: Sendable, Equatable {
     case noAnswer(String)
     /// A member refused the TLS connection: a wrong CA, client certificate or key.
     case tls(String)
+    /// No member answered, none refused either: members that accept a connection and say
+    /// nothing in time. A member whose leader just died does that for a second (etcd holds its
+    /// health check until it notices), and so does a member cut off by the network.
+    case silent(String)
     /// A member answered, but not within the request timeout, while the cluster seems healthy.
     case slow(String)
     /// The connection broke after the request was sent (the member stopped, the network broke).
@@ -19,8 +23,19 @@ enum EtcdUnreachable: Sendable, Equatable {
         case .noQuorum(let why): "etcd at \(endpoints) has no quorum (\(why))"
         case .noAnswer(let why): "no etcd member answers at \(endpoints) (\(why))"
         case .tls(let why): "etcd at \(endpoints) refused the TLS connection (\(why))"
+        case .silent(let why): "etcd at \(endpoints) does not answer (\(why))"
         case .slow(let why): "etcd at \(endpoints) did not answer in time (\(why))"
         case .interrupted(let why): "the connection to etcd at \(endpoints) broke before an answer (\(why))"
+        }
+    }
+
+    /// Whether the cluster was seen in a state that lasts (no leader, no connection, TLS refused),
+    /// so that calls in the next moment are refused without asking. A silent cluster may be
+    /// electing a leader and serve again a moment later: the next call probes it instead.
+    var isSettled: Bool {
+        switch self {
+        case .noQuorum, .noAnswer, .tls: true
+        case .silent, .slow, .interrupted: false
         }
     }
 }
@@ -31,12 +46,13 @@ enum EtcdUnreachable: Sendable, Equatable {
 ///
 /// - Members are asked from the one that answered last; one that fails to connect or says it has
 ///   no leader is skipped for the next in the list.
-/// - After the cluster was found unavailable, calls in the next `failFast` fail at once with the
+/// - After the cluster was found unavailable in a state that lasts (``EtcdUnreachable/isSettled``:
+///   no leader, nothing accepts a connection), calls in the next `failFast` fail at once with the
 ///   same reason, without a request: nothing is sent, so nothing is changed. Etcd would otherwise
 ///   make every caller wait for a request timeout.
-/// - After that window, the first call probes every member's `/health` (they answer at once,
-///   with or without a leader) and asks a healthy one; if none is, it fails at once and the
-///   window starts again.
+/// - After that window, or at once after a silent cluster, the first call probes every member's
+///   `/health` (they answer at once, with or without a leader, except in the second after their
+///   leader died) and asks a healthy one; if none is, it fails then and the window starts again.
 struct EtcdEndpoints: Sendable {
     /// What a caller may do now.
     enum Admission: Equatable {
@@ -67,7 +83,7 @@ struct EtcdEndpoints: Sendable {
     /// Whether and where to send a request at `now`.
     func admission(now: ContinuousClock.Instant) -> Admission {
         guard let failure else { return .ask(order) }
-        if now < failure.at + failFast { return .refuse(failure.reason) }
+        if failure.reason.isSettled && now < failure.at + failFast { return .refuse(failure.reason) }
         return .probe(order)
     }
 
