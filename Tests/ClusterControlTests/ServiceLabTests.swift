@@ -114,10 +114,17 @@ import OverlayTestKit
 
         // The mesh: h3 runs no task and still answers 8080, from both tasks.
         #expect(try within(10) { try curl(lab, "h1", "http://198.18.0.3:8080/").hasPrefix("web.") } != nil, "h3:8080 never answered")
+        // Every request is answered, each within 10 s. In CI (2026-12-07) one request in 20 got
+        // nothing within 3 s, with the whole suite's labs sharing two cores (iperf3 among them):
+        // a lost SYN or SYN-ACK costs a 1 s retransmission, two cost 3 s. A failure says curl's
+        // exit status (28 timed out, 7 refused, 56 reset); a slow answer is printed.
         var seen: Set<String> = []
         for _ in 0..<20 {
-            let body = try curl(lab, "h1", "http://198.18.0.3:8080/")
-            #expect(body.hasPrefix("web."), "a request through h3's mesh failed: '\(body)'")
+            let start = Date()
+            let r = try lab.sh("h1", ["curl", "-s", "-S", "-m", "10", "http://198.18.0.3:8080/"])
+            let body = r.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(body.hasPrefix("web."), "a request through h3's mesh failed after \(Date().timeIntervalSince(start)) s (curl exit \(r.status)): '\(body)'")
+            if Date().timeIntervalSince(start) > 0.9 { print("ServiceLabTests: a request through h3's mesh took \(Date().timeIntervalSince(start)) s") }
             if let n = body.split(separator: " ").first { seen.insert(String(n)) }
         }
         #expect(seen.count == 2, "the mesh reached \(seen), not both tasks")
