@@ -4,7 +4,8 @@
 # test vectors (Tests/VXLANCodecTests/Vectors/*.pcap, Tests/GossipTests/SerfVectors.swift) plus the
 # small seeds under Fuzz/<name>/seeds/. Everything written goes under .build-fuzz/ (git-ignored).
 # Usage: Scripts/fuzz.sh [SECONDS] [HARNESS...]   (harnesses: fuzz-vxlan fuzz-gossip fuzz-model fuzz-dns fuzz-esp fuzz-rx fuzz-docker fuzz-api fuzz-records fuzz-cni)
-# Exit status: 0 when no harness found a crash, 1 otherwise (inputs in .build-fuzz/artifacts/).
+# Exit status: 0 when no harness found a crash, 1 otherwise (inputs in .build-fuzz/crashes/; not artifacts/, which
+# SwiftPM owns in a scratch path and empties when another harness is built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-180}"
@@ -66,7 +67,7 @@ for name in "${harnesses[@]}"; do
     echo "== building $name"
     swift build --product "$name" --scratch-path "$scratch" "${flags[@]}" 2>&1 | grep -v "Cannot export local symbol" | tail -3
     corpus="$scratch/corpus/$name"
-    artifacts="$scratch/artifacts/$name"
+    artifacts="$scratch/crashes/$name"
     mkdir -p "$artifacts"
     make_seeds "$name" "$corpus"
     log="$scratch/$name.log"

@@ -145,6 +145,25 @@ struct ReceivePathTests {
         #expect(single.writes.count == 1 && single.writes.first?.bytes == frames[0])
     }
 
+    @Test("the UDP_GRO segment size is read from a control buffer; cmsg lengths past the buffer are refused")
+    func groSegmentSizeIsReadSafely() {
+        /// A cmsghdr on LP64: length (8), level (4), type (4), then the data, padded to 8.
+        func cmsg(length: Int, level: Int32 = UDPOffload.solUDP, type: Int32 = UDPOffload.gro, value: Int32) -> [UInt8] {
+            withUnsafeBytes(of: length) { Array($0) } + withUnsafeBytes(of: level) { Array($0) } + withUnsafeBytes(of: type) { Array($0) }
+                + withUnsafeBytes(of: value) { Array($0) } + [0, 0, 0, 0]
+        }
+        func size(_ bytes: [UInt8]) -> Int? { bytes.withUnsafeBytes { UDPOffload.groSegmentSize($0.baseAddress!, $0.count) } }
+        #expect(size(cmsg(length: 20, value: 1424)) == 1424)
+        // After another option's message; a zero size and a short buffer give nil.
+        #expect(size(cmsg(length: 20, level: 0, type: 8, value: 7) + cmsg(length: 20, value: 1416)) == 1416)
+        #expect(size(cmsg(length: 20, value: 0)) == nil)
+        #expect(size(Array(cmsg(length: 20, value: 1424).prefix(15))) == nil)
+        // A length past the buffer, and one near Int.max after a first message (fuzz-rx,
+        // 2026-12-07: `off + len` overflowed and trapped): nil, not a crash.
+        #expect(size(cmsg(length: 64, value: 1424)) == nil)
+        #expect(size(cmsg(length: 20, level: 0, type: 8, value: 7) + cmsg(length: Int.max - 1, value: 1424)) == nil)
+    }
+
     @Test("ESP no key opens is logged once per interval, with the counts of every batch since the last line")
     func keyMismatchLogCountsBatches() {
         let log = RecordedLog()

@@ -88,7 +88,9 @@ package enum UDPOffload {
         var off = 0
         while off + 16 <= length {
             let len = p.loadUnaligned(fromByteOffset: off, as: Int.self)
-            guard len >= 16, off + len <= length else { return nil }
+            // `len <= length - off`, not `off + len <= length`: a length near Int.max must not
+            // overflow (fuzz-rx found one: a trap, not a nil).
+            guard len >= 16, len <= length - off else { return nil }
             if p.loadUnaligned(fromByteOffset: off + 8, as: Int32.self) == solUDP,
                p.loadUnaligned(fromByteOffset: off + 12, as: Int32.self) == gro, len >= 20 {
                 let s = Int(p.loadUnaligned(fromByteOffset: off + 16, as: Int32.self))
