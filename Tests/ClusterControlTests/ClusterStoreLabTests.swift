@@ -111,7 +111,15 @@ import OverlayTestKit
         let rest = ["h1", "h2", "h3"].filter { $0 != first }
         try killMember(lab, first)
         try waitForLeader(lab, members: rest)
-        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "net2"])
+        // The manager's own lease renewal may have timed out in the election's window; its client
+        // then refuses calls for a second, saying "the change was not made", which is safe to ask
+        // again (Operations.md). Any other refusal is a failure.
+        var created = try lab.on("h1", ["network", "create", "-d", "overlay", "net2"])
+        for _ in 0..<10 where !created.succeeded && created.output.contains("the change was not made") {
+            usleep(500_000)
+            created = try lab.on("h1", ["network", "create", "-d", "overlay", "net2"])
+        }
+        #expect(created.succeeded, "network create after etcd's leader was lost: \(created.output)")
         #expect(try keys(lab, "network").count == 3)
 
         // Two down: etcd has no quorum. A write is refused with one line within seconds; the data
@@ -128,11 +136,13 @@ import OverlayTestKit
         #expect(try lab.pings("h2", "c2", ip1, tries: 3))
         #expect(try lab.on("h3", ["exec", "c3", "--", "ping", "-c", "1", "-W", "1", "c1"]).succeeded)
 
-        // etcd back: writes resume.
+        // etcd back: writes resume. A refusal that said the change may have been made may have
+        // been: etcd applies the held proposal once it has a quorum again, and then net3 exists.
         try startMember(lab, first)
         try startMember(lab, rest[1])
         let resumed = try lab.retrying("h1", ["network", "create", "-d", "overlay", "net3"], tries: 30, every: 500_000)
-        #expect(resumed.succeeded, "\(resumed.output)")
+        let appliedLater = line.contains("may have been made") && resumed.output.contains("already exists")
+        #expect(resumed.succeeded || appliedLater, "refused with: \(line); then: \(resumed.output)")
         #expect(try keys(lab, "network").count == 4)
     }
 
