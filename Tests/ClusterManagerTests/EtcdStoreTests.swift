@@ -434,6 +434,8 @@ struct EtcdWireTests {
         #expect(silent == .silent("request timed out after 1.0 seconds; 2 of 3 members answer nothing in time: electing a leader, overloaded or cut off"))
         #expect(EtcdClient.reason([.silent, .noLeader]) == .noQuorum("1 of 2 members answer, none has a leader"))
         #expect(EtcdClient.reason([.noAnswer("connection refused")], after: "request timed out after 3.0 seconds")
+                == .noAnswer("request timed out after 3.0 seconds; connection refused"))
+        #expect(EtcdClient.reason([.noAnswer(""), .noAnswer("")], after: "request timed out after 3.0 seconds")
                 == .noAnswer("request timed out after 3.0 seconds; no member answers"))
         e.failed(silent, now: t0)
         #expect(e.admission(now: t0 + .milliseconds(1)) == .probe([1, 2, 0]))

@@ -479,9 +479,9 @@ final class EtcdClient: Sendable {
             return .silent("\(prefix)\(silent) of \(health.count) members answer nothing in time: "
                            + "electing a leader, overloaded or cut off")
         }
-        if let after { return .noAnswer("\(after); no member answers") }
-        for h in health { if case .noAnswer(let why) = h, !why.isEmpty { return .noAnswer(why) } }
-        return .noAnswer("no member answers")
+        // Why the first member that said anything failed (refused, reset), so the line says it.
+        let why = health.lazy.compactMap { h -> String? in if case .noAnswer(let w) = h, !w.isEmpty { w } else { nil } }.first
+        return .noAnswer(prefix + (why ?? "no member answers"))
     }
 }
 
