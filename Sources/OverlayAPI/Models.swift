@@ -412,6 +412,11 @@ public struct ContainerRecord: Codable, Sendable, Hashable {
     public var command: [String]
     public var detached: Bool
     public var pid: Int32?
+    /// When the daemon started `pid` (clock ticks since boot, field 22 of `/proc/PID/stat`): the
+    /// process is the container's only while its PID has this start time (a PID is reused by
+    /// another process once it is collected). Absent for another runtime's process and in records
+    /// written before it was kept.
+    public var startTime: UInt64?
     public var logPath: String?
     public var networks: [ContainerNetwork]
     public var publish: [String]
@@ -433,6 +438,7 @@ public struct ContainerRecord: Codable, Sendable, Hashable {
         command: [String],
         detached: Bool,
         pid: Int32? = nil,
+        startTime: UInt64? = nil,
         logPath: String? = nil,
         networks: [ContainerNetwork],
         publish: [String],
@@ -448,6 +454,7 @@ public struct ContainerRecord: Codable, Sendable, Hashable {
         self.command = command
         self.detached = detached
         self.pid = pid
+        self.startTime = startTime
         self.logPath = logPath
         self.networks = networks
         self.publish = publish

@@ -63,6 +63,17 @@ enum ContainerSpawn {
         }
     }
 
+    /// A process's state letter (`R`, `S`, `Z` for a zombie, ...) and start time (clock ticks
+    /// since boot), from `/proc/PID/stat`; nil when there is no such process.
+    static func status(_ pid: pid_t) -> (state: Character, startTime: UInt64)? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        // After the command name (in parentheses, which may hold spaces): field 3, the state, on.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 19, let state = fields[0].first, let start = UInt64(fields[19]) else { return nil }
+        return (state, start)
+    }
+
     /// Collects `pid` if it is a child of this daemon that has exited (so it leaves no zombie);
     /// nothing for a process that runs or is not this daemon's child (one started before a
     /// restart).

@@ -178,22 +178,28 @@ extension OverlayDaemon {
         if let service = record.serviceName { env["OVERLAY_SERVICE_NAME"] = service }
         let argv = ContainerProcess.argv(namespacePath: record.namespacePath, resolvConf: containerResolvConf(record), command: record.command)
         do {
-            record.pid = try ContainerSpawn.spawn("/usr/bin/nsenter", Array(argv.dropFirst()), environment: env, log: log)
+            let pid = try ContainerSpawn.spawn("/usr/bin/nsenter", Array(argv.dropFirst()), environment: env, log: log)
+            record.pid = pid
+            // It exists until it is collected, which only this daemon does: the start time is there.
+            record.startTime = ContainerSpawn.status(pid)?.startTime
         } catch {
             throw APIError(500, "cannot start \(record.command.joined(separator: " ")): \(error)")
         }
         record.logPath = log
     }
 
+    /// Whether the container's process runs. A process this daemon started is known by its PID
+    /// and start time: from the moment it is spawned, while `nsenter` has not yet entered the
+    /// namespace too (a removal then kills it, and a reconcile does not start a second one). Another
+    /// runtime's process, or one recorded without its start time, must be in the container's namespace.
     func isRunning(_ c: ContainerRecord) -> Bool {
         guard let pid = c.pid else { return false }
         ContainerSpawn.reap(pid)
-        guard kill(pid, 0) == 0 else { return false }
+        guard kill(pid, 0) == 0, let status = ContainerSpawn.status(pid), status.state != "Z" else { return false }
+        if let started = c.startTime { return status.startTime == started }
         // The PID may have been reused: it must still be in the container's namespace.
         var a = stat(), b = stat()
         guard stat("/proc/\(pid)/ns/net", &a) == 0, stat(c.namespacePath, &b) == 0 else { return false }
-        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-           let close = stat.lastIndex(of: ")"), stat[stat.index(close, offsetBy: 2)] == "Z" { return false }
         return a.st_ino == b.st_ino
     }
 
