@@ -111,14 +111,10 @@ import OverlayTestKit
         let rest = ["h1", "h2", "h3"].filter { $0 != first }
         try killMember(lab, first)
         try waitForLeader(lab, members: rest)
-        // The manager's own lease renewal may have timed out in the election's window; its client
-        // then refuses calls for a second, saying "the change was not made", which is safe to ask
-        // again (Operations.md). Any other refusal is a failure.
-        var created = try lab.on("h1", ["network", "create", "-d", "overlay", "net2"])
-        for _ in 0..<10 where !created.succeeded && created.output.contains("the change was not made") {
-            usleep(500_000)
-            created = try lab.on("h1", ["network", "create", "-d", "overlay", "net2"])
-        }
+        // The manager's own lease renewal may have timed out or been stopped in the election's
+        // window; neither makes its client refuse the next call (a cancelled renewal once did, as
+        // "no etcd member answers").
+        let created = try lab.on("h1", ["network", "create", "-d", "overlay", "net2"])
         #expect(created.succeeded, "network create after etcd's leader was lost: \(created.output)")
         #expect(try keys(lab, "network").count == 3)
 

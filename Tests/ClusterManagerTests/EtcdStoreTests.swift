@@ -204,6 +204,38 @@ struct EtcdStoreTests {
         }
     }
 
+    /// A call its caller cancels (a lease renewal stopped while etcd elects a leader) failed for
+    /// that alone: the next call asks etcd instead of being refused for a second as if no member
+    /// had answered.
+    @Test func aCancelledCallDoesNotMarkTheClusterDown() async throws {
+        // A member that accepts connections and says nothing.
+        let port = PortPool.take(1)[0]
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        try #require(bound == 0 && listen(fd, 16) == 0)
+        var configuration = EtcdConfiguration(endpoints: ["http://127.0.0.1:\(port)"])
+        configuration.requestTimeout = .milliseconds(600)
+        try await using(try EtcdStore(configuration, clusterID: "cancel")) { store in
+            let call = Task { try await store.load([.network]) }
+            try await Task.sleep(for: .milliseconds(200))
+            call.cancel()
+            _ = await call.result
+            let start = ContinuousClock.now
+            let error = await #expect(throws: StoreUnavailable.self) { try await store.load([.network]) }
+            let took = ContinuousClock.now - start
+            let line = error?.message ?? ""
+            #expect(took >= .milliseconds(550), "refused after \(took), without asking: \(line)")
+            #expect(line.contains("does not answer (request timed out after 0.6 seconds; 1 of 1 members answer nothing in time"), "\(line)")
+        }
+    }
+
     /// Three members, two killed: a commit fails within the request timeout with one line,
     /// the next at once; with the members back, commits work again.
     @Test func aClusterThatLosesQuorumFailsFastAndRecovers() async throws {

@@ -264,6 +264,8 @@ final class EtcdClient: Sendable {
         case .refuse(let reason): throw unavailable(reason, intent, maybeMade: false)
         case .probe:
             let health = await self.health()
+            // A probe cut short by the caller's cancellation says nothing about the cluster.
+            try Task.checkCancellation()
             let healthy = health.indices.filter { health[$0] == .healthy }
             guard !healthy.isEmpty else {
                 let reason = Self.reason(health)
@@ -287,7 +289,11 @@ final class EtcdClient: Sendable {
                     break rounds
                 }
                 try Task.checkCancellation()
-                switch await attempt(path, body, on: i, deadline: deadline, watch: watch) {
+                let outcome = await attempt(path, body, on: i, deadline: deadline, watch: watch)
+                // A request the caller cancelled failed for that alone (a lease renewal stopped
+                // while etcd elected a leader): it must not mark members or the cluster down.
+                if case .failed = outcome { try Task.checkCancellation() }
+                switch outcome {
                 case .answered(let response):
                     let status = Int(response.status.code)
                     if status == 200 {
@@ -356,6 +362,7 @@ final class EtcdClient: Sendable {
         } else if timedOut {
             // Say why it timed out: a member without quorum answers /health at once.
             let health = await self.health()
+            try Task.checkCancellation()
             let waited = "request timed out after \(timeout)"
             reason = health.contains(.healthy) ? .slow(waited) : Self.reason(health, after: waited)
         } else {
