@@ -574,7 +574,7 @@ struct Logs: AsyncParsableCommand {
 
 struct Stop: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Stop containers' processes: SIGTERM, then SIGKILL after --time seconds. They keep their networks and addresses.")
+        abstract: "Stop containers' processes: SIGTERM, then SIGKILL after --time seconds; then the rest of each container's processes. They keep their networks and addresses.")
     @OptionGroup var global: HostOptions
     @Option(name: [.short, .long], help: "Seconds to wait before SIGKILL.") var time = 10
     @Argument(help: "Container names or IDs.") var names: [String]

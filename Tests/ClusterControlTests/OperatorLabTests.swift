@@ -158,8 +158,20 @@ import Testing
         #expect(masks["SigBlk:"] == 0, "talker (pid \(pid)) has signals blocked: \(masks)")
         #expect(masks["SigIgn:"].map { $0 & (1 << (UInt64(SIGPIPE) - 1)) == 0 } == true, "talker (pid \(pid)) ignores SIGPIPE: \(masks)")
         // stop: SIGTERM reaches the process (its trap says so), the container stays with its address.
+        // The container stops whole: its command's `sleep infinity` child does not run on (it did,
+        // with init as its parent, until the next reboot).
+        let netns = try #require(try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net"))
+        func inContainer() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter {
+                Int($0) != nil && (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/ns/net")) == netns
+            }
+        }
+        #expect(inContainer().count >= 2, "sh and its sleep in \(netns)")
         #expect(try lab.must("h1", ["stop", "-t", "10", "talker"]) == "talker")
         #expect(try status() == "exited")
+        var left = inContainer()
+        for _ in 0..<20 where !left.isEmpty { usleep(50_000); left = inContainer() }
+        #expect(left.isEmpty, "processes left in the stopped container: \(left)")
         #expect(try lab.must("h1", ["logs", "--tail", "1", "talker"]) == "stopping", "stop's SIGTERM did not reach the container's process")
         #expect(try lab.ip("h1", "talker", network: "web") == ip)
         // start: the command runs again; its output goes on in the same log.
@@ -174,7 +186,12 @@ import Testing
         #expect(!missing.succeeded && missing.output.contains("nobody") && missing.output.split(separator: "\n").count == 1, "\(missing.output)")
         let badTail = try lab.on("h1", ["logs", "--tail", "-3", "talker"])
         #expect(!badTail.succeeded, "\(badTail.output)")
+        // rm -f: every process of the container goes (the shell and its child).
+        #expect(inContainer().count >= 2)
         _ = try lab.must("h1", ["rm", "-f", "talker"])
+        left = inContainer()
+        for _ in 0..<20 where !left.isEmpty { usleep(50_000); left = inContainer() }
+        #expect(left.isEmpty, "processes left after rm -f: \(left)")
     }
 }
 

@@ -74,6 +74,24 @@ enum ContainerSpawn {
         return (state, start)
     }
 
+    /// Kills (SIGKILL) every process in the network namespace at `path` but this one; returns how
+    /// many. A container's processes are those in its namespace: its command's children and
+    /// `exec`'d processes too, which end with it as they do in Docker (there, with its PID
+    /// namespace), instead of running on with their namespace removed.
+    @discardableResult
+    static func killAll(inNamespaceAt path: String) -> Int {
+        var target = stat()
+        guard stat(path, &target) == 0, let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return 0 }
+        var killed = 0
+        for e in entries {
+            guard let pid = pid_t(e), pid != getpid() else { continue }
+            var ns = stat()
+            guard stat("/proc/\(e)/ns/net", &ns) == 0, ns.st_ino == target.st_ino, ns.st_dev == target.st_dev else { continue }
+            if kill(pid, SIGKILL) == 0 { killed += 1 }
+        }
+        return killed
+    }
+
     /// Collects `pid` if it is a child of this daemon that has exited (so it leaves no zombie);
     /// nothing for a process that runs or is not this daemon's child (one started before a
     /// restart).

@@ -425,7 +425,10 @@ extension OverlayDaemon {
     func stopContainer(_ name: String, timeout: Int) async throws -> ContainerInspect {
         let c = try containerRecord(name)
         guard c.ownsNamespace else { throw APIError(409, "container \(c.name) belongs to another runtime: stop it there") }
-        guard let pid = c.pid, isRunning(c) else { return try inspect(c) }
+        guard let pid = c.pid, isRunning(c) else {
+            ContainerSpawn.killAll(inNamespaceAt: c.namespacePath)
+            return try inspect(c)
+        }
         kill(pid, SIGTERM)
         let deadline = ContinuousClock.now + .seconds(max(0, min(timeout, 3600)))
         while isRunning(c) && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
@@ -433,7 +436,10 @@ extension OverlayDaemon {
             kill(pid, SIGKILL)
             while isRunning(c) { try? await Task.sleep(for: .milliseconds(20)) }
         }
-        log(.containers, ["container": "\(c.name)"]).info("container \(c.name) stopped")
+        // The container stops whole, as Docker's does when its first process ends: what that
+        // process left running (background children, `exec`'d processes) is killed.
+        let left = ContainerSpawn.killAll(inNamespaceAt: c.namespacePath)
+        log(.containers, ["container": "\(c.name)"]).info("container \(c.name) stopped\(left > 0 ? " (\(left) more of its processes killed)" : "")")
         return try inspect(c)
     }
 
@@ -445,6 +451,8 @@ extension OverlayDaemon {
         if isRunning(c) { return try inspect(c) }
         guard !c.command.isEmpty else { throw APIError(409, "container \(c.name) has no command to start") }
         c.detached = true
+        // Nothing of the last run goes on beside the new one.
+        ContainerSpawn.killAll(inNamespaceAt: c.namespacePath)
         try spawn(&c, appendingLog: true)
         try store.put(.container, c.name, c)
         log(.containers, ["container": "\(c.name)"]).info("container \(c.name) started again")
@@ -467,6 +475,8 @@ extension OverlayDaemon {
             guard force else { throw APIError(409, "container \(c.name) is running: stop its process or use rm -f") }
             kill(c.pid!, SIGKILL)
         }
+        // Every process in its namespace goes with it (the command's children, `exec`'d ones).
+        if c.ownsNamespace { ContainerSpawn.killAll(inNamespaceAt: c.namespacePath) }
         await stopDNS(c)
         await disconnectAll(c)
         if c.ownsNamespace {

@@ -75,6 +75,8 @@ extension OverlayDaemon {
                   !isRunning(c), let id = c.taskID else { continue }
             let n = (taskRuntime.failures[id]?.count ?? 0) + 1
             do {
+                // Its exited command's children go first: the task starts again whole.
+                if c.ownsNamespace { ContainerSpawn.killAll(inNamespaceAt: c.namespacePath) }
                 try spawn(&c)
                 try store.put(.container, c.name, c)
                 taskRuntime.failures[id] = TaskFailures(count: n, lastAttempt: Date(), reason: "exited")
