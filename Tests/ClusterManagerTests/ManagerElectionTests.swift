@@ -65,4 +65,28 @@ struct ManagerElectionTests {
             try await s3.shutdown()
         }
     }
+
+    /// A leader whose events consumer stops (a manager shutting down) gives the leadership up at
+    /// once: it revokes its lease, and the next manager leads well within the 3 s lease. (The
+    /// revoke ran in the cancelled task and was refused unsent; the key lasted until the TTL.)
+    @Test func aLeaderThatStopsGivesTheLeadershipUpAtOnce() async throws {
+        try await withEtcd { lab in
+            let cluster = "c-\(UUID().uuidString.prefix(6))"
+            let s1 = try lab.store(clusterID: cluster), s2 = try lab.store(clusterID: cluster)
+            let e1 = ManagerElection(store: s1, nodeID: "m1", address: "10.0.0.1:2377")
+            let e2 = ManagerElection(store: s2, nodeID: "m2", address: "10.0.0.2:2377")
+            var it1: AsyncStream<ManagerElection.Event>.AsyncIterator? = e1.events().makeAsyncIterator()
+            guard case .leading? = await it1?.next() else { Issue.record("m1 did not lead"); return }
+            var it2 = e2.events().makeAsyncIterator()
+            #expect(await it2.next() == .following(.init(nodeID: "m1", address: "10.0.0.1:2377")))
+            let stopped = ContinuousClock.now
+            it1 = nil  // the stream ends with its last iterator: m1 stops
+            guard case .leading? = await it2.next() else { Issue.record("m2 did not lead"); return }
+            let handedOver = ContinuousClock.now - stopped
+            #expect(handedOver < .milliseconds(2500), "m2 led \(handedOver) after m1 stopped (the lease is 3 s)")
+            print("election: m2 led \(handedOver) after m1 stopped")
+            try await s1.shutdown()
+            try await s2.shutdown()
+        }
+    }
 }

@@ -88,7 +88,10 @@ public actor ManagerElection {
         keepAlive?.cancel()
         watch?.cancel()
         retry?.cancel()
-        if let lease { try? await lease.revoke() }
+        // This runs in the cancelled events task: the revoke goes in a task of its own, which a
+        // cancellation does not reach (in this one it was refused before it was sent, and the
+        // leadership lasted until its lease's TTL).
+        if let lease { await Task { try? await lease.revoke() }.value }
         lease = nil
         output?.finish()
     }
