@@ -15,7 +15,11 @@ import Testing
     /// Whether /v1/slow has answered yet.
     static let slowAnswered = Mutex(false)
 
-    static func serving(limits: APIServerLimits = APIServerLimits(), _ body: (APIServer, APIEndpoint, EventLoopGroup) async throws -> Void) async throws {
+    /// Serves the test routes. Tests not about deadlines give a request two minutes to arrive
+    /// whole: the client writes it from a task, and CI's parallel suites held both cooperative
+    /// threads past the default 10 s between the server's accept and that task's write (the
+    /// connection was cut before the request came, and the call read "closed before an answer").
+    static func serving(limits: APIServerLimits = APIServerLimits(requestTimeout: .seconds(120)), _ body: (APIServer, APIEndpoint, EventLoopGroup) async throws -> Void) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let path = "/tmp/ovl-api-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
         let router = Router(context: APIContext.self)
