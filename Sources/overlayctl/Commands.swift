@@ -533,7 +533,7 @@ struct PS: AsyncParsableCommand {
 struct Remove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove containers (their addresses go back to the pool).")
     @OptionGroup var global: HostOptions
-    @Flag(name: .shortAndLong, help: "Kill a running container's process first.") var force = false
+    @Flag(name: .shortAndLong, help: "Kill the container's processes first (without it, a container with any process running is refused).") var force = false
     @Argument(help: "Container names or IDs.") var names: [String]
     func validate() throws { if names.isEmpty { throw ValidationError("give at least one container name") } }
     func run() async throws {

@@ -12,9 +12,9 @@ import Synchronization
 enum ContainerSpawn {
     /// Starts `executable` with `arguments` (not including argv[0], which is the executable) and
     /// `environment`, standard input from /dev/null, standard output and error appended to `log`,
-    /// no descriptor of the daemon's but those. Returns its PID; ``reap(_:)`` collects it once it
-    /// has exited.
-    static func spawn(_ executable: String, _ arguments: [String], environment: [String: String], log: String) throws -> pid_t {
+    /// no descriptor of the daemon's but those. Returns its PID and start time (read before the
+    /// reaper may collect it; nil if it was gone already); ``reap(_:)`` collects it once it has exited.
+    static func spawn(_ executable: String, _ arguments: [String], environment: [String: String], log: String) throws -> (pid: pid_t, startTime: UInt64?) {
         // A session of its own: a signal to the daemon's process group (Ctrl-C on a foreground
         // overlayd) does not reach containers, which outlive a stopped daemon.
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
@@ -24,8 +24,10 @@ enum ContainerSpawn {
         var pid: pid_t = 0
         let rc = ovl_spawn_clean(&pid, executable, 0, argv, envp, log, -1, 1)
         guard rc == 0 else { throw APIError(500, "cannot start \(executable): \(String(cString: strerror(rc)))") }
+        // Nothing collects it before this line: the PID is still this child's.
+        let started = status(pid)?.startTime
         reaper.watch(pid)
-        return pid
+        return (pid, started)
     }
 
     /// Collects the daemon's exited container processes every second, so that one that ends
@@ -66,30 +68,45 @@ enum ContainerSpawn {
     /// A process's state letter (`R`, `S`, `Z` for a zombie, ...) and start time (clock ticks
     /// since boot), from `/proc/PID/stat`; nil when there is no such process.
     static func status(_ pid: pid_t) -> (state: Character, startTime: UInt64)? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
+        // Bytes, not UTF-8: the command name is any bytes a process chose (cut at 15).
+        guard let stat = FileManager.default.contents(atPath: "/proc/\(pid)/stat"),
+              let close = stat.lastIndex(of: UInt8(ascii: ")")) else { return nil }
         // After the command name (in parentheses, which may hold spaces): field 3, the state, on.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 19, let state = fields[0].first, let start = UInt64(fields[19]) else { return nil }
-        return (state, start)
+        let fields = stat[stat.index(after: close)...].split(separator: UInt8(ascii: " "))
+        guard fields.count > 19, let state = fields[0].first,
+              let start = UInt64(String(decoding: fields[19], as: UTF8.self)) else { return nil }
+        return (Character(Unicode.Scalar(state)), start)
     }
 
     /// Kills (SIGKILL) every process in the network namespace at `path` but this one; returns how
     /// many. A container's processes are those in its namespace: its command's children and
     /// `exec`'d processes too, which end with it as they do in Docker (there, with its PID
     /// namespace), instead of running on with their namespace removed.
+    ///
+    /// Nothing is killed when the namespace is this daemon's or init's (a path that is not a
+    /// container's own namespace must never empty the host).
     @discardableResult
     static func killAll(inNamespaceAt path: String) -> Int {
-        var target = stat()
-        guard stat(path, &target) == 0, let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return 0 }
         var killed = 0
-        for e in entries {
-            guard let pid = pid_t(e), pid != getpid() else { continue }
-            var ns = stat()
-            guard stat("/proc/\(e)/ns/net", &ns) == 0, ns.st_ino == target.st_ino, ns.st_dev == target.st_dev else { continue }
-            if kill(pid, SIGKILL) == 0 { killed += 1 }
-        }
+        for pid in processes(inNamespaceAt: path) where kill(pid, SIGKILL) == 0 { killed += 1 }
         return killed
+    }
+
+    /// The processes (but this one) in the network namespace at `path`; none when that is this
+    /// daemon's namespace or init's.
+    static func processes(inNamespaceAt path: String) -> [pid_t] {
+        var target = stat(), mine = stat(), initial = stat()
+        guard stat(path, &target) == 0, stat("/proc/self/ns/net", &mine) == 0,
+              (target.st_ino, target.st_dev) != (mine.st_ino, mine.st_dev) else { return [] }
+        // Init's may be out of reach (a PID 1 of another user namespace): then only this one's.
+        if stat("/proc/1/ns/net", &initial) == 0, (target.st_ino, target.st_dev) == (initial.st_ino, initial.st_dev) { return [] }
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        return entries.compactMap { e -> pid_t? in
+            guard let pid = pid_t(e), pid != getpid() else { return nil }
+            var ns = stat()
+            guard stat("/proc/\(e)/ns/net", &ns) == 0, ns.st_ino == target.st_ino, ns.st_dev == target.st_dev else { return nil }
+            return pid
+        }
     }
 
     /// Collects `pid` if it is a child of this daemon that has exited (so it leaves no zombie);

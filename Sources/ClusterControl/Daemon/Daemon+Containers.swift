@@ -106,6 +106,7 @@ extension OverlayDaemon {
             await stopDNS(record)
             await disconnectAll(record)
             if let pid = record.pid { kill(pid, SIGKILL) }
+            killContainerProcesses(record)
             try? NetworkNamespace.delete(named: handle, handleDirectory: containerHandleDirectory)
             if let e = error as? APIError { throw e }
             throw APIError(500, "\(error)")
@@ -178,14 +179,27 @@ extension OverlayDaemon {
         if let service = record.serviceName { env["OVERLAY_SERVICE_NAME"] = service }
         let argv = ContainerProcess.argv(namespacePath: record.namespacePath, resolvConf: containerResolvConf(record), command: record.command)
         do {
-            let pid = try ContainerSpawn.spawn("/usr/bin/nsenter", Array(argv.dropFirst()), environment: env, log: log)
-            record.pid = pid
-            // It exists until it is collected, which only this daemon does: the start time is there.
-            record.startTime = ContainerSpawn.status(pid)?.startTime
+            (record.pid, record.startTime) = try ContainerSpawn.spawn("/usr/bin/nsenter", Array(argv.dropFirst()), environment: env, log: log)
         } catch {
             throw APIError(500, "cannot start \(record.command.joined(separator: " ")): \(error)")
         }
         record.logPath = log
+    }
+
+    /// The processes in a container's own namespace (none for another runtime's, nor for a
+    /// path that is not a handle this daemon made).
+    func containerProcesses(_ c: ContainerRecord) -> [pid_t] {
+        guard c.ownsNamespace, c.namespacePath.hasPrefix(containerHandleDirectory + "/") else { return [] }
+        return ContainerSpawn.processes(inNamespaceAt: c.namespacePath)
+    }
+
+    /// Kills every process in a container's own namespace (its command's children, `exec`'d
+    /// ones), as Docker's container ends whole with its PID namespace; returns how many.
+    @discardableResult
+    func killContainerProcesses(_ c: ContainerRecord) -> Int {
+        var killed = 0
+        for pid in containerProcesses(c) where kill(pid, SIGKILL) == 0 { killed += 1 }
+        return killed
     }
 
     /// Whether the container's process runs. A process this daemon started is known by its PID
@@ -420,13 +434,16 @@ extension OverlayDaemon {
         return ["log": text]
     }
 
-    /// `stop`: SIGTERM to the container's process, SIGKILL after `timeout` seconds. The container
-    /// keeps its namespace, addresses and names (a task's is started again by its reconciler).
+    /// `stop`: SIGTERM to the container's process, SIGKILL after `timeout` seconds, then to every
+    /// other process in its namespace. The container keeps its namespace, addresses and names (a
+    /// task's is started again by its reconciler, once the stop is over: it is busy until then).
     func stopContainer(_ name: String, timeout: Int) async throws -> ContainerInspect {
         let c = try containerRecord(name)
         guard c.ownsNamespace else { throw APIError(409, "container \(c.name) belongs to another runtime: stop it there") }
+        try takeBusy(c.name)
+        defer { taskRuntime.busy.remove(c.name) }
         guard let pid = c.pid, isRunning(c) else {
-            ContainerSpawn.killAll(inNamespaceAt: c.namespacePath)
+            killContainerProcesses(c)
             return try inspect(c)
         }
         kill(pid, SIGTERM)
@@ -438,7 +455,7 @@ extension OverlayDaemon {
         }
         // The container stops whole, as Docker's does when its first process ends: what that
         // process left running (background children, `exec`'d processes) is killed.
-        let left = ContainerSpawn.killAll(inNamespaceAt: c.namespacePath)
+        let left = killContainerProcesses(c)
         log(.containers, ["container": "\(c.name)"]).info("container \(c.name) stopped\(left > 0 ? " (\(left) more of its processes killed)" : "")")
         return try inspect(c)
     }
@@ -452,7 +469,7 @@ extension OverlayDaemon {
         guard !c.command.isEmpty else { throw APIError(409, "container \(c.name) has no command to start") }
         c.detached = true
         // Nothing of the last run goes on beside the new one.
-        ContainerSpawn.killAll(inNamespaceAt: c.namespacePath)
+        killContainerProcesses(c)
         try spawn(&c, appendingLog: true)
         try store.put(.container, c.name, c)
         log(.containers, ["container": "\(c.name)"]).info("container \(c.name) started again")
@@ -471,12 +488,13 @@ extension OverlayDaemon {
         try takeBusy(c.name)
         defer { taskRuntime.busy.remove(c.name) }
         // Another runtime's namespace (network connect): only our endpoints go; its processes stay.
-        if c.ownsNamespace && isRunning(c) {
-            guard force else { throw APIError(409, "container \(c.name) is running: stop its process or use rm -f") }
-            kill(c.pid!, SIGKILL)
+        // Running: its command, or any process in its namespace (a foreground `run`, an `exec`).
+        if c.ownsNamespace && (isRunning(c) || !containerProcesses(c).isEmpty) {
+            guard force else { throw APIError(409, "container \(c.name) is running: stop it or use rm -f") }
+            if let pid = c.pid, isRunning(c) { kill(pid, SIGKILL) }
         }
         // Every process in its namespace goes with it (the command's children, `exec`'d ones).
-        if c.ownsNamespace { ContainerSpawn.killAll(inNamespaceAt: c.namespacePath) }
+        killContainerProcesses(c)
         await stopDNS(c)
         await disconnectAll(c)
         if c.ownsNamespace {
@@ -500,7 +518,9 @@ extension OverlayDaemon {
         await reclaimIntents()
         for c in try store.all(.container, as: ContainerRecord.self) {
             var path = c.namespacePath
-            if (try? NetworkNamespace.open(path: path)) == nil, let pid = c.pid, kill(pid, 0) == 0 {
+            // Its handle gone but its process alive (the same start time: not a PID reused since).
+            if (try? NetworkNamespace.open(path: path)) == nil, let pid = c.pid, kill(pid, 0) == 0,
+               c.startTime == nil || ContainerSpawn.status(pid)?.startTime == c.startTime {
                 path = "/proc/\(pid)/ns/net"
             }
             guard let ns = try? NetworkNamespace.open(path: path) else {

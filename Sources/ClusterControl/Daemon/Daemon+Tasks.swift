@@ -76,7 +76,7 @@ extension OverlayDaemon {
             let n = (taskRuntime.failures[id]?.count ?? 0) + 1
             do {
                 // Its exited command's children go first: the task starts again whole.
-                if c.ownsNamespace { ContainerSpawn.killAll(inNamespaceAt: c.namespacePath) }
+                killContainerProcesses(c)
                 try spawn(&c)
                 try store.put(.container, c.name, c)
                 taskRuntime.failures[id] = TaskFailures(count: n, lastAttempt: Date(), reason: "exited")
