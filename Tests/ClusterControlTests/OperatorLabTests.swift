@@ -186,8 +186,16 @@ import Testing
         #expect(!missing.succeeded && missing.output.contains("nobody") && missing.output.split(separator: "\n").count == 1, "\(missing.output)")
         let badTail = try lab.on("h1", ["logs", "--tail", "-3", "talker"])
         #expect(!badTail.succeeded, "\(badTail.output)")
-        // rm -f: every process of the container goes (the shell and its child).
-        #expect(inContainer().count >= 2)
+        // rm without -f refuses a container that runs anything: after stop, an `exec` is enough.
+        _ = try lab.must("h1", ["stop", "-t", "1", "talker"])
+        let session = try Child.spawn([lab.bin + "/overlayctl", "lab", "exec", "--name", lab.name, "h1", "--",
+                                       "overlayctl", "exec", "talker", "--", "sleep", "30"], log: "/run/\(lab.name)/exec.log")
+        defer { _ = session.stop() }
+        for _ in 0..<50 where inContainer().isEmpty { usleep(50_000) }
+        #expect(inContainer().count == 1, "the exec'd sleep: \(inContainer())")
+        let refused = try lab.on("h1", ["rm", "talker"])
+        #expect(!refused.succeeded && refused.output.contains("is running"), "\(refused.output)")
+        // rm -f: every process of the container goes (here the exec'd one).
         _ = try lab.must("h1", ["rm", "-f", "talker"])
         left = inContainer()
         for _ in 0..<20 where !left.isEmpty { usleep(50_000); left = inContainer() }

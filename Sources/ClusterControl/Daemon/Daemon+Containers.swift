@@ -186,20 +186,17 @@ extension OverlayDaemon {
         record.logPath = log
     }
 
-    /// The processes in a container's own namespace (none for another runtime's, nor for a
-    /// path that is not a handle this daemon made).
-    func containerProcesses(_ c: ContainerRecord) -> [pid_t] {
-        guard c.ownsNamespace, c.namespacePath.hasPrefix(containerHandleDirectory + "/") else { return [] }
-        return ContainerSpawn.processes(inNamespaceAt: c.namespacePath)
+    /// The handle of a container's own namespace: nil for another runtime's, and for a path that
+    /// is not a handle this daemon made (its processes are never this daemon's to kill).
+    func ownNamespaceHandle(_ c: ContainerRecord) -> String? {
+        c.ownsNamespace && c.namespacePath.hasPrefix(containerHandleDirectory + "/") ? c.namespacePath : nil
     }
 
     /// Kills every process in a container's own namespace (its command's children, `exec`'d
     /// ones), as Docker's container ends whole with its PID namespace; returns how many.
     @discardableResult
     func killContainerProcesses(_ c: ContainerRecord) -> Int {
-        var killed = 0
-        for pid in containerProcesses(c) where kill(pid, SIGKILL) == 0 { killed += 1 }
-        return killed
+        ownNamespaceHandle(c).map { ContainerSpawn.killAll(inNamespaceAt: $0) } ?? 0
     }
 
     /// Whether the container's process runs. A process this daemon started is known by its PID
@@ -488,13 +485,16 @@ extension OverlayDaemon {
         try takeBusy(c.name)
         defer { taskRuntime.busy.remove(c.name) }
         // Another runtime's namespace (network connect): only our endpoints go; its processes stay.
-        // Running: its command, or any process in its namespace (a foreground `run`, an `exec`).
-        if c.ownsNamespace && (isRunning(c) || !containerProcesses(c).isEmpty) {
-            guard force else { throw APIError(409, "container \(c.name) is running: stop it or use rm -f") }
-            if let pid = c.pid, isRunning(c) { kill(pid, SIGKILL) }
+        if c.ownsNamespace {
+            // Running: its command, or any process in its namespace (a foreground `run`, an `exec`).
+            let running = isRunning(c)
+            if !force && (running || !(ownNamespaceHandle(c).map(ContainerSpawn.processes(inNamespaceAt:)) ?? []).isEmpty) {
+                throw APIError(409, "container \(c.name) is running: stop it or use rm -f")
+            }
+            // Its command first (it may not have entered the namespace yet), then every process there.
+            if running, let pid = c.pid { kill(pid, SIGKILL) }
+            killContainerProcesses(c)
         }
-        // Every process in its namespace goes with it (the command's children, `exec`'d ones).
-        killContainerProcesses(c)
         await stopDNS(c)
         await disconnectAll(c)
         if c.ownsNamespace {
