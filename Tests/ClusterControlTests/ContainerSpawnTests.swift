@@ -5,12 +5,15 @@ import Testing
 
 /// A container's process is known by its PID and start time, from the moment it is spawned
 /// (while `nsenter` and `unshare` have yet to exec the command) until it is collected.
+///
+/// The processes live long (1,000 s, killed by the test): CI's parallel suites have held this
+/// suite's tasks for 50 s, past a 30 s `sleep`.
 @Suite struct ContainerSpawnTests {
     /// Waits until `pid` is collected (here or by the spawner's reaper) and gone from /proc.
     func gone(_ pid: pid_t) async throws -> Bool {
         var status: Int32 = 0
         _ = waitpid(pid, &status, WNOHANG)  // -1 (ECHILD) when the reaper took it first
-        for _ in 0..<40 where ContainerSpawn.status(pid) != nil {
+        for _ in 0..<200 where ContainerSpawn.status(pid) != nil {
             try await Task.sleep(for: .milliseconds(50))
             _ = waitpid(pid, &status, WNOHANG)
         }
@@ -20,7 +23,7 @@ import Testing
     @Test func aSpawnedProcessKeepsItsStartTimeThroughItsExecsAndLosesItWhenCollected() async throws {
         let log = NSTemporaryDirectory() + "spawn-\(getpid()).log"
         defer { try? FileManager.default.removeItem(atPath: log) }
-        let (pid, started) = try ContainerSpawn.spawn("/bin/sh", ["-c", "sleep 0.3; exec sleep 30"], environment: [:], log: log)
+        let (pid, started) = try ContainerSpawn.spawn("/bin/sh", ["-c", "sleep 0.3; exec sleep 1000"], environment: [:], log: log)
         let first = try #require(ContainerSpawn.status(pid), "no /proc/\(pid)/stat right after the spawn")
         #expect(first.state != "Z" && started == first.startTime)
         try await Task.sleep(for: .milliseconds(600))
@@ -40,7 +43,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // The kernel names a process after the file it executes: a link named "a) b (c".
         try FileManager.default.createSymbolicLink(atPath: dir + "/a) b (c", withDestinationPath: "/bin/sleep")
-        let (pid, _) = try ContainerSpawn.spawn(dir + "/a) b (c", ["30"], environment: [:], log: dir + "/log")
+        let (pid, _) = try ContainerSpawn.spawn(dir + "/a) b (c", ["1000"], environment: [:], log: dir + "/log")
         let command = try String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)
         #expect(command == "a) b (c\n")
         let status = try #require(ContainerSpawn.status(pid))
@@ -54,9 +57,9 @@ import Testing
 
         // A process that names itself with a byte that is not UTF-8 (prctl PR_SET_NAME).
         let (named, _) = try ContainerSpawn.spawn("/usr/bin/python3", ["-c",
-            "import ctypes, time; ctypes.CDLL(None).prctl(15, b'x\\xff', 0, 0, 0); time.sleep(30)"], environment: [:], log: dir + "/log")
+            "import ctypes, time; ctypes.CDLL(None).prctl(15, b'x\\xff', 0, 0, 0); time.sleep(1000)"], environment: [:], log: dir + "/log")
         var rawComm: [UInt8] = []
-        for _ in 0..<100 where rawComm != [UInt8(ascii: "x"), 0xff, 0x0a] {
+        for _ in 0..<500 where rawComm != [UInt8(ascii: "x"), 0xff, 0x0a] {
             usleep(20_000)
             rawComm = FileManager.default.contents(atPath: "/proc/\(named)/comm").map { Array($0) } ?? []
         }
@@ -72,10 +75,10 @@ import Testing
     func aNamespacesProcessesAreFoundAndKilled() async throws {
         let log = NSTemporaryDirectory() + "spawn-ns-\(getpid()).log"
         defer { try? FileManager.default.removeItem(atPath: log) }
-        let (pid, _) = try ContainerSpawn.spawn("/usr/bin/unshare", ["--net", "--", "/bin/sh", "-c", "sleep 30 & sleep 30 & wait"],
+        let (pid, _) = try ContainerSpawn.spawn("/usr/bin/unshare", ["--net", "--", "/bin/sh", "-c", "sleep 1000 & sleep 1000 & wait"],
                                                 environment: [:], log: log)
         var found: [pid_t] = []
-        for _ in 0..<100 where found.count < 3 {
+        for _ in 0..<500 where found.count < 3 {
             try await Task.sleep(for: .milliseconds(20))
             found = ContainerSpawn.processes(inNamespaceAt: "/proc/\(pid)/ns/net")
         }
