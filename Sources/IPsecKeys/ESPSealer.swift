@@ -115,14 +115,38 @@ public final class ESPSealer: Sendable {
     /// ``sealedLength(payloadLength:)`` bytes. Writes the header before the payload and the
     /// trailer and ICV after it, encrypts, and returns the packet's length (from `buffer[0]`).
     public func seal(into buffer: UnsafeMutableRawBufferPointer, payloadLength: Int, nextHeader: UInt8) throws(IPsecError) -> Int {
+        try seal(into: buffer, headLength: payloadLength, rest: nil, restLength: 0, nextHeader: nextHeader)
+    }
+
+    /// Seals a payload in two parts without copying the second: its first `headLength` bytes
+    /// already sit at `buffer[ESP.headerLength...]`, the other `rest.count` bytes are read from
+    /// `rest` (say, a TCP segment's data still in the super-frame it was cut from) and encrypted
+    /// straight into the buffer after the head. The packet is the one ``seal(into:payloadLength:nextHeader:)``
+    /// makes of the two parts laid end to end; `buffer` must hold ``sealedLength(payloadLength:)``
+    /// bytes for the whole payload, and `rest` must not overlap it.
+    public func seal(into buffer: UnsafeMutableRawBufferPointer, headLength: Int, rest: UnsafeRawBufferPointer,
+                     nextHeader: UInt8) throws(IPsecError) -> Int {
+        try seal(into: buffer, headLength: headLength, rest: rest.baseAddress, restLength: rest.count, nextHeader: nextHeader)
+    }
+
+    private func seal(into buffer: UnsafeMutableRawBufferPointer, headLength: Int, rest: UnsafeRawPointer?, restLength: Int,
+                      nextHeader: UInt8) throws(IPsecError) -> Int {
         let sa = securityAssociation
-        guard (0...Int(Int32.max) - 64).contains(payloadLength) else {
-            throw IPsecError(.bufferTooSmall, "an ESP payload must be 0...\(Int(Int32.max) - 64) bytes, got \(payloadLength)")
+        let limit = Int(Int32.max) - 64
+        guard (0...limit).contains(headLength), (0...(limit - headLength)).contains(restLength), rest != nil || restLength == 0 else {
+            throw IPsecError(.bufferTooSmall, "an ESP payload must be 0...\(limit) bytes, got \(headLength) + \(restLength)")
         }
+        let payloadLength = headLength + restLength
         let ctLen = ESP.ciphertextLength(payloadLength: payloadLength)
         let total = ESP.headerLength + ctLen + sa.icvLength.rawValue
         guard let base = buffer.baseAddress, buffer.count >= total else {
             throw IPsecError(.bufferTooSmall, "an ESP packet for a \(payloadLength)-byte payload needs \(total) bytes; the buffer has \(buffer.count)")
+        }
+        if let rest, restLength > 0 {
+            let start = UnsafeRawPointer(base)
+            guard rest + restLength <= start || rest >= start + total else {
+                throw IPsecError(.invalidParameter, "the second part of an ESP payload overlaps the buffer it is sealed into")
+            }
         }
         // Trailer (RFC 4303 2.4, 2.5, 2.6): padding 1, 2, 3, ..., pad length, next header.
         let padLen = ctLen - payloadLength - ESP.trailerLength
@@ -162,7 +186,8 @@ public final class ESPSealer: Sendable {
                 let ok = st.engine.seal(
                     nonce: UnsafeRawPointer(s).assumingMemoryBound(to: UInt8.self),
                     aad: aad.assumingMemoryBound(to: UInt8.self), aadLength: aadLen,
-                    data: (base + ESP.headerLength).assumingMemoryBound(to: UInt8.self), count: ctLen,
+                    out: (base + ESP.headerLength).assumingMemoryBound(to: UInt8.self), head: headLength,
+                    from: rest?.assumingMemoryBound(to: UInt8.self), mid: restLength, tail: ctLen - payloadLength,
                     tag: base + ESP.headerLength + ctLen, tagLength: sa.icvLength.rawValue)
                 if ok {
                     st.counters.sealedPackets &+= 1

@@ -117,6 +117,52 @@ private let payload20 = hex("12b512b5001c0000") + Array("hello, esp!!".utf8)
         #expect(sealer.lastSequenceNumber == 1)  // a refused seal uses no sequence number
     }
 
+    @Test(arguments: [ESPICVLength.eight, .sixteen])
+    func aPayloadSealedFromTwoPartsIsTheSamePacket(icv: ESPICVLength) throws {
+        let whole = try ESPSealer(sa(icv: icv), ivMask: 0)
+        let parts = try ESPSealer(sa(icv: icv), ivMask: 0)
+        let opener = try ESPOpener([sa(icv: icv)])
+        var rng = SplitMix(state: 0x5EA1)
+        for (head, rest) in [(16, 0), (86, 1360), (70, 1376), (0, 1), (16, 1), (33, 300)] {
+            let payload = (0..<(head + rest)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let expected = try whole.seal(payload: payload, nextHeader: 17)
+            // The head sits in the buffer; the rest is read from elsewhere, as the TX thread reads
+            // a segment's data from the TSO super-frame.
+            var buf = [UInt8](repeating: 0xEE, count: expected.count + 7)
+            let tailBytes = Array(payload[head...])
+            let n = try buf.withUnsafeMutableBytes { b in
+                for i in 0..<head { b[ESP.headerLength + i] = payload[i] }
+                return try tailBytes.withUnsafeBytes { r in try parts.seal(into: b, headLength: head, rest: r, nextHeader: 17) }
+            }
+            #expect(Array(buf[..<n]) == expected, "head \(head), rest \(rest)")
+            #expect(try opener.open(expected).payload == payload)
+        }
+        // The rest may not overlap the buffer it is sealed into; a refusal uses no sequence number.
+        var buf = [UInt8](repeating: 0, count: 2048)
+        let before = parts.lastSequenceNumber
+        #expect(errorCode {
+            _ = try buf.withUnsafeMutableBytes { b in
+                try parts.seal(into: b, headLength: 16, rest: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(b)[100..<600]), nextHeader: 17)
+            }
+        } == .invalidParameter)
+        #expect(errorCode {
+            _ = try buf.withUnsafeMutableBytes { b in
+                try parts.seal(into: UnsafeMutableRawBufferPointer(rebasing: b[..<100]), headLength: 16, rest: UnsafeRawBufferPointer(b), nextHeader: 17)
+            }
+        } == .bufferTooSmall)
+        let other = [UInt8](repeating: 1, count: 8)
+        for (head, restBytes) in [(Int.max, 8), (Int(Int32.max) - 64, 8), (-1, 8)] {
+            #expect(errorCode {
+                _ = try buf.withUnsafeMutableBytes { b in
+                    try other.withUnsafeBytes { r in
+                        try parts.seal(into: b, headLength: head, rest: UnsafeRawBufferPointer(rebasing: r[..<restBytes]), nextHeader: 17)
+                    }
+                }
+            } == .bufferTooSmall)
+        }
+        #expect(parts.lastSequenceNumber == before)
+    }
+
     @Test func esnInferenceAcrossTwoToThe32() throws {
         let s = sa(esn: true)
         let start: UInt64 = (1 << 32) - 4

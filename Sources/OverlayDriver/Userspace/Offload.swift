@@ -202,13 +202,24 @@ package enum TCPSegmentation {
     /// segmentCount(...)` and that `dst` holds `layout.headerLength + mss` bytes.
     package static func writeSegment(_ index: Int, of frame: UnsafeRawPointer, length: Int, layout: TCPFrameLayout,
                              mss: Int, to dst: UnsafeMutableRawPointer) -> Int {
+        let (segLen, payload) = writeSegmentHeaders(index, of: frame, length: length, layout: layout, mss: mss, to: dst)
+        if let p = payload.baseAddress, payload.count > 0 { (dst + layout.headerLength).copyMemory(from: p, byteCount: payload.count) }
+        return segLen
+    }
+
+    /// ``writeSegment(_:of:length:layout:mss:to:)`` without the payload: writes only the
+    /// segment's `layout.headerLength` header bytes to `dst` (its checksum covers the payload
+    /// where it lies in `frame`) and returns the segment's length and where its payload is in
+    /// `frame`, for a caller that copies (or encrypts) it from there itself.
+    package static func writeSegmentHeaders(_ index: Int, of frame: UnsafeRawPointer, length: Int, layout: TCPFrameLayout,
+                                    mss: Int, to dst: UnsafeMutableRawPointer) -> (length: Int, payload: UnsafeRawBufferPointer) {
         let hl = layout.headerLength
-        let payload = length - hl
+        let payloadLength = length - hl
         let offset = index * mss
-        let chunk = max(0, min(mss, payload - offset))
-        let last = offset + chunk >= payload
+        let chunk = max(0, min(mss, payloadLength - offset))
+        let last = offset + chunk >= payloadLength
         dst.copyMemory(from: frame, byteCount: hl)
-        if chunk > 0 { (dst + hl).copyMemory(from: frame + hl + offset, byteCount: chunk) }
+        let payload = UnsafeRawBufferPointer(start: chunk > 0 ? frame + hl + offset : nil, count: chunk)
         let segLen = hl + chunk
         let l3 = layout.l3, l4 = layout.l4
         let tcpLen = segLen - l4
@@ -231,8 +242,11 @@ package enum TCPSegmentation {
         if index > 0 { flags &= ~cwr }
         tcp.storeBytes(of: flags, toByteOffset: 13, as: UInt8.self)
         tcp.storeBytes(of: UInt16(0), toByteOffset: 16, as: UInt16.self)
-        tcp.storeBytes(of: ~InternetChecksum.fold(InternetChecksum.add(tcp, tcpLen, to: sum)), toByteOffset: 16, as: UInt16.self)
-        return segLen
+        // The TCP header is a multiple of 4 bytes, so the payload's words line up after it.
+        var tcpSum = InternetChecksum.add(tcp, hl - l4, to: sum)
+        if let p = payload.baseAddress { tcpSum = InternetChecksum.add(p, chunk, to: tcpSum) }
+        tcp.storeBytes(of: ~InternetChecksum.fold(tcpSum), toByteOffset: 16, as: UInt16.self)
+        return (segLen, payload)
     }
 }
 

@@ -85,6 +85,7 @@ extension UserspaceDatapath {
             var runOpen = false, runSize = 0, runBytes = 0, runVTEP: UInt32 = 0
             var noKeysSeen = false
             var sealError: String?
+            var lastSealer: ESPSealer?, lastSealerVTEP: UInt32 = 0
 
             func flush() {
                 var sent = 0
@@ -109,12 +110,23 @@ extension UserspaceDatapath {
                 return buf + cursor
             }
 
-            /// Encapsulates and seals the frame at `slot + frameOffset` for `vtep` into send slot `out`.
-            func prepare(_ slot: UnsafeMutableRawPointer, _ frameLen: Int, _ vtep: UInt32, _ flow: UInt16) {
-                guard let sealer = keys.sealers[vtep] else {
-                    noKeysSeen = true
-                    local[CounterBlock.dropBase + UserspaceDropReason.noKeys.rawValue] &+= 1
-                    return
+            /// Encapsulates and seals the `frameLen`-byte frame for `vtep` into send slot `out`: the
+            /// frame at `slot + frameOffset`, or its headers there and its last `rest.count` bytes
+            /// in `rest` (a segment's payload in the super-frame, encrypted from where it lies).
+            func prepare(_ slot: UnsafeMutableRawPointer, _ frameLen: Int, _ vtep: UInt32, _ flow: UInt16,
+                         rest: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
+                let sealer: ESPSealer
+                if let cached = lastSealer, lastSealerVTEP == vtep {
+                    sealer = cached  // a super-frame's segments all go to one VTEP: one lookup for the lot
+                } else {
+                    guard let found = keys.sealers[vtep] else {
+                        noKeysSeen = true
+                        local[CounterBlock.dropBase + UserspaceDropReason.noKeys.rawValue] &+= 1
+                        return
+                    }
+                    sealer = found
+                    lastSealer = found
+                    lastSealerVTEP = vtep
                 }
                 let udp = slot + ESP.headerLength
                 udp.storeBytes(of: flow.bigEndian, toByteOffset: 0, as: UInt16.self)
@@ -125,8 +137,10 @@ extension UserspaceDatapath {
                 udp.storeBytes(of: vxlanWord, toByteOffset: 12, as: UInt32.self)
                 let total: Int
                 do throws(IPsecError) {
-                    total = try sealer.seal(
-                        into: UnsafeMutableRawBufferPointer(start: slot, count: slotSize), payloadLength: 16 + frameLen, nextHeader: 17)
+                    let into = UnsafeMutableRawBufferPointer(start: slot, count: slotSize)
+                    total = rest.isEmpty
+                        ? try sealer.seal(into: into, payloadLength: 16 + frameLen, nextHeader: 17)
+                        : try sealer.seal(into: into, headLength: 16 + frameLen - rest.count, rest: rest, nextHeader: 17)
                 } catch {
                     sealError = error.message
                     local[CounterBlock.dropBase + UserspaceDropReason.sealFailed.rawValue] &+= 1
@@ -229,14 +243,15 @@ extension UserspaceDatapath {
                     local[CounterBlock.dropBase + UserspaceDropReason.badFrame.rawValue] &+= 1
                     continue
                 case .segments(let layout, let mss, let segments):
-                    // A TSO super-frame: cut into MSS-sized segments, each sealed on its own.
+                    // A TSO super-frame: cut into MSS-sized segments, each sealed on its own, its
+                    // payload encrypted from the super-frame into the slot (no copy of its own).
                     local[CounterBlock.txSuperFrames] &+= 1
                     for d in 0..<destinations {
                         for i in 0..<segments {
                             let slot = nextSlot()
-                            let segLen = TCPSegmentation.writeSegment(i, of: frame, length: len, layout: layout, mss: mss,
-                                                                      to: slot + Self.frameOffset)
-                            prepare(slot, segLen, destinations == 1 ? single : tables.flood[d], flow)
+                            let (segLen, payload) = TCPSegmentation.writeSegmentHeaders(
+                                i, of: frame, length: len, layout: layout, mss: mss, to: slot + Self.frameOffset)
+                            prepare(slot, segLen, destinations == 1 ? single : tables.flood[d], flow, rest: payload)
                         }
                     }
                     continue
