@@ -51,7 +51,7 @@ private func iperf(_ lab: Lab, client: String, server: String, serverIP: String,
     usleep(200_000)
     let stolenBefore = stealSeconds()
     let r = try Command.run(["nsenter", "--net=\(client)", "--", "iperf3", "-A", "0", "-c", serverIP, "-p", port,
-                             "-t", "\(seconds)", "-P", "\(streams)", "-J"], timeout: Double(seconds) + 20)
+                             "-t", "\(seconds)", "-P", "\(streams)", "-J"] + congestionArguments(), timeout: Double(seconds) + 20)
     let stolen = stealSeconds() - stolenBefore
     guard r.succeeded,
           let json = try? JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any],
@@ -349,6 +349,7 @@ func runDataplaneBenchmark(seconds: Int, rounds: Int = 3, rttBlocks: Int = 40) t
     let chosenOnly = !(selected ?? []).isEmpty
     print("dataplane: 2 lab hosts, iperf3 TCP \(seconds) s per run, " + (chosenOnly ? "" : "ping 200 x 10 ms, ")
           + "median of \(rounds) interleaved rounds; MTU 1450 on every VXLAN path")
+    print(congestionLine())
     if let selected, !selected.isEmpty {
         // Paired rounds: every round measures each chosen row once (the order rotating), and the
         // ratios are taken within a round, where the rows saw the same machine. Besides the

@@ -36,7 +36,7 @@ private func iperfOnce(client: String, server: String, serverIP: String, seconds
     usleep(200_000)
     let hz = Double(sysconf(Int32(_SC_CLK_TCK)))
     let before = cpuJiffies()
-    let r = try Command.run(["nsenter", "--net=\(client)", "--", "iperf3", "-c", serverIP, "-p", port, "-t", "\(seconds)", "-J"],
+    let r = try Command.run(["nsenter", "--net=\(client)", "--", "iperf3", "-c", serverIP, "-p", port, "-t", "\(seconds)", "-J"] + congestionArguments(),
                             timeout: Double(seconds) + 30)
     let after = cpuJiffies()
     guard r.succeeded,
@@ -147,6 +147,7 @@ func runEncryptedBenchmark(seconds: Int, rounds: Int) throws {
         }
     }
     print("iperf3 TCP, 1 stream, \(seconds) s x \(rounds) paired rounds; CPU = the whole machine's busy seconds per Gbit moved")
+    print(congestionLine())
     print("Gbit/s per round:")
     for i in rows {
         print("  " + paths[i].0.padding(toLength: 36, withPad: " ", startingAt: 0)

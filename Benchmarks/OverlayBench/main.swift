@@ -8,6 +8,9 @@ import Foundation
 
 let usage = """
     usage: overlay-bench codec|ipam|netlink|dataplane|encrypted|all [--seconds S] [--links N] [--iperf-seconds T] [--rounds R] [--rtt-blocks B]
+                         [--congestion ALGO]
+      --congestion ALGO (dataplane, encrypted): the iperf3 clients' TCP congestion control (iperf3 -C), e.g.
+      cubic or bbr; without it the system's default, which every report names (it moves the figures a lot)
       OVERLAY_BENCH_PATHS=2,5 (dataplane, encrypted): measure only those rows (0-based); for dataplane in
       paired rounds, with per-round ratios against the first row, their quartiles and a 95% interval of the median
       encrypted always runs paired rounds: per-round ratios of each encrypted row to the plain overlay, with
@@ -38,6 +41,14 @@ while !args.isEmpty {
     case "--rtt-blocks":
         guard let v = args.first.flatMap(Int.init), v > 0 else { FileHandle.standardError.write(Data("\(usage)\n".utf8)); exit(2) }
         rttBlocks = v; args.removeFirst()
+    case "--congestion":
+        guard let v = args.first, !v.isEmpty, !v.hasPrefix("-") else { FileHandle.standardError.write(Data("\(usage)\n".utf8)); exit(2) }
+        guard congestionAvailable(v) else {
+            FileHandle.standardError.write(Data("overlay-bench: this kernel has no TCP congestion control '\(v)' (see /proc/sys/net/ipv4/tcp_available_congestion_control)\n".utf8))
+            exit(2)
+        }
+        setenv("OVERLAY_BENCH_CONGESTION", v, 1)
+        args.removeFirst()
     case "codec", "ipam", "netlink", "dataplane", "encrypted": which.append(a)
     case "all": which += ["codec", "ipam", "netlink", "dataplane", "encrypted"]
     case "-h", "--help": print(usage); exit(0)
