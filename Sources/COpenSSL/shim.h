@@ -15,8 +15,8 @@
  * the ESP hot path. EVP_EncryptInit_ex / EVP_CIPHER_CTX_ctrl / EVP_*Final in OpenSSL 3 cost about
  * 230 ns per packet whatever its size (the IV length and the tag go through OSSL_PARAM lookups by
  * name on every call); calling the provider's own init/update/final/get-set-params functions does
- * the same cipher work in about 130 ns of fixed cost. Only public API is used: the provider is
- * loaded with OSSL_PROVIDER_load and its algorithm table read with OSSL_PROVIDER_query_operation.
+ * the same cipher work in about 130 ns of fixed cost. Only public API is used: the implementation
+ * is the one EVP_CIPHER_fetch picks, and its functions come from OSSL_PROVIDER_query_operation.
  */
 typedef struct overlay_gcm_impl {
     void *provctx;
@@ -30,23 +30,27 @@ typedef struct overlay_gcm_impl {
     OSSL_FUNC_cipher_set_ctx_params_fn *set_ctx_params;
 } overlay_gcm_impl;
 
-/* Fills `out` with the default provider's functions for `name` ("AES-128-GCM", ...); 1 on success,
- * 0 when the provider or the algorithm is not there (the caller then uses EVP). The provider stays
- * loaded for the life of the process. */
+/* Fills `out` with the functions of the AES-GCM implementation EVP itself would use for `name`
+ * ("AES-128-GCM", ...), when that is OpenSSL's "default" provider (whose parameters this code
+ * knows); 1 on success, 0 otherwise (a FIPS-only or engine configuration: the caller then uses
+ * EVP). No provider is loaded here: the fetched cipher is kept for the life of the process, which
+ * keeps its provider, and so the function pointers, valid. */
 static inline int overlay_gcm_lookup(const char *name, overlay_gcm_impl *out) {
-    OSSL_PROVIDER *prov = OSSL_PROVIDER_load(NULL, "default");
-    if (prov == NULL) return 0;
+    EVP_CIPHER *cipher = EVP_CIPHER_fetch(NULL, name, NULL);
+    if (cipher == NULL) return 0;
+    const OSSL_PROVIDER *prov = EVP_CIPHER_get0_provider(cipher);
+    const char *pname = prov != NULL ? OSSL_PROVIDER_get0_name(prov) : NULL;
+    if (pname == NULL || strcmp(pname, "default") != 0) { EVP_CIPHER_free(cipher); return 0; }
     int no_store = 0;
-    const OSSL_ALGORITHM *alg = OSSL_PROVIDER_query_operation(prov, OSSL_OP_CIPHER, &no_store);
+    const OSSL_ALGORITHM *algs = OSSL_PROVIDER_query_operation(prov, OSSL_OP_CIPHER, &no_store);
     size_t n = strlen(name);
     const OSSL_DISPATCH *d = NULL;
-    for (; alg != NULL && alg->algorithm_names != NULL; alg++) {
+    for (const OSSL_ALGORITHM *alg = algs; alg != NULL && alg->algorithm_names != NULL; alg++) {
         const char *names = alg->algorithm_names;
         if (strncmp(names, name, n) == 0 && (names[n] == ':' || names[n] == '\0')) { d = alg->implementation; break; }
     }
-    if (d == NULL) return 0;
     memset(out, 0, sizeof(*out));
-    for (; d->function_id != 0; d++) {
+    for (; d != NULL && d->function_id != 0; d++) {
         switch (d->function_id) {
         case OSSL_FUNC_CIPHER_NEWCTX: out->newctx = (OSSL_FUNC_cipher_newctx_fn *)d->function; break;
         case OSSL_FUNC_CIPHER_FREECTX: out->freectx = (OSSL_FUNC_cipher_freectx_fn *)d->function; break;
@@ -59,9 +63,12 @@ static inline int overlay_gcm_lookup(const char *name, overlay_gcm_impl *out) {
         default: break;
         }
     }
+    if (algs != NULL) OSSL_PROVIDER_unquery_operation(prov, OSSL_OP_CIPHER, algs);
     out->provctx = OSSL_PROVIDER_get0_provider_ctx(prov);
-    return out->newctx && out->freectx && out->einit && out->dinit && out->update && out->final
+    int ok = out->newctx && out->freectx && out->einit && out->dinit && out->update && out->final
         && out->get_ctx_params && out->set_ctx_params;
+    if (!ok) EVP_CIPHER_free(cipher);
+    return ok;
 }
 
 /* A cipher context with `key` set for one direction (encrypt 1, decrypt 0); NULL on failure. */

@@ -7,8 +7,8 @@ import OverlayCrypto
 /// The context is the default provider's own AES-GCM context, driven through the provider's
 /// functions (see `overlay_gcm_run` in the COpenSSL shim): OpenSSL 3's EVP layer costs about
 /// 230 ns per call whatever the packet's size, this path about 130 ns, for the same cipher code.
-/// When the default provider does not offer the cipher (an OpenSSL configured without it), the
-/// engine uses EVP instead; ``usesProviderDirectly`` says which.
+/// When EVP would take the cipher from another provider (a FIPS-only configuration, say), or the
+/// provider's context cannot be made, the engine uses EVP instead; ``usesProviderDirectly`` says which.
 ///
 /// `@unchecked Sendable`: every instance is owned by one ``ESPSealer`` or ``ESPOpener`` and only
 /// used inside that owner's `Mutex.withLock`, so no two threads touch the OpenSSL context at once.
@@ -29,6 +29,8 @@ final class GCMEngine: @unchecked Sendable {
     /// The default provider's AES-GCM functions by key length (16, 24, 32), looked up once.
     private static let implementations: Implementations = {
         var found = Implementations()
+        ERR_set_mark()  // a failed lookup's errors are dropped; the caller's queued ones are kept
+        defer { ERR_pop_to_mark() }
         for (bytes, name) in [(16, "AES-128-GCM"), (24, "AES-192-GCM"), (32, "AES-256-GCM")] {
             let impl = UnsafeMutablePointer<overlay_gcm_impl>.allocate(capacity: 1)  // kept for the process
             if overlay_gcm_lookup(name, impl) == 1 {
@@ -37,7 +39,6 @@ final class GCMEngine: @unchecked Sendable {
                 impl.deallocate()
             }
         }
-        ERR_clear_error()
         return found
     }()
 
@@ -57,11 +58,11 @@ final class GCMEngine: @unchecked Sendable {
             let ctx = key.withUnsafeBytes { k in
                 overlay_gcm_new(impl, k.bindMemory(to: UInt8.self).baseAddress, k.count, encrypt ? 1 : 0)
             }
-            guard let ctx else {
-                throw IPsecError(.openssl, "setting up AES-GCM failed: \(Self.drainErrors())")
+            if let ctx {
+                context = .provider(impl, ctx)
+                return
             }
-            context = .provider(impl, ctx)
-            return
+            ERR_clear_error()  // EVP below reports its own failure, if it fails too
         }
         context = .evp(try Self.evpContext(key: key, encrypt: encrypt))
     }

@@ -135,11 +135,23 @@ private let payload20 = hex("12b512b5001c0000") + Array("hello, esp!!".utf8)
                 return try tailBytes.withUnsafeBytes { r in try parts.seal(into: b, headLength: head, rest: r, nextHeader: 17) }
             }
             #expect(Array(buf[..<n]) == expected, "head \(head), rest \(rest)")
-            #expect(try opener.open(expected).payload == payload)
+            #expect(try opener.open(Array(buf[..<n])).payload == payload)
         }
         // The rest may not overlap the buffer it is sealed into; a refusal uses no sequence number.
         var buf = [UInt8](repeating: 0, count: 2048)
         let before = parts.lastSequenceNumber
+        let total = ESP.sealedLength(payloadLength: 16 + 100, icvLength: icv)
+        for (restStart, allowed) in [(900, true), (901, false), (1000 + total - 1, false), (1000 + total, true)] {
+            let code = errorCode {
+                _ = try buf.withUnsafeMutableBytes { b in
+                    try parts.seal(into: UnsafeMutableRawBufferPointer(rebasing: b[1000..<1600]), headLength: 16,
+                                   rest: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(b)[restStart..<(restStart + 100)]), nextHeader: 17)
+                }
+            }
+            #expect(allowed ? code == nil : code == .invalidParameter, "rest at \(restStart)")
+        }
+        let afterAllowed = parts.lastSequenceNumber
+        #expect(afterAllowed == before + 2)
         #expect(errorCode {
             _ = try buf.withUnsafeMutableBytes { b in
                 try parts.seal(into: b, headLength: 16, rest: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(b)[100..<600]), nextHeader: 17)
@@ -160,7 +172,7 @@ private let payload20 = hex("12b512b5001c0000") + Array("hello, esp!!".utf8)
                 }
             } == .bufferTooSmall)
         }
-        #expect(parts.lastSequenceNumber == before)
+        #expect(parts.lastSequenceNumber == afterAllowed)
     }
 
     @Test func esnInferenceAcrossTwoToThe32() throws {

@@ -1,3 +1,4 @@
+import COpenSSL
 @testable import IPsecKeys
 import OverlayCrypto
 import Testing
@@ -43,7 +44,8 @@ import Testing
                         text[length / 2] ^= 1
                         #expect(!open(engine, nonce, aad, &text, tagA))
                     }
-                    // A failure leaves the context usable for the next packet.
+                    // A failure leaves no OpenSSL error queued and the context usable for the next packet.
+                    #expect(ERR_peek_error() == 0)
                     text = a
                     #expect(open(engine, nonce, aad, &text, tagA))
                 }
@@ -55,25 +57,27 @@ import Testing
         for engine in [try engines(keyBytes: 16, seed: 3).direct, try engines(keyBytes: 16, seed: 3).evp] {
             var rng = SplitMix(state: 7)
             for (head, mid, tail) in [(0, 0, 0), (70, 1376, 4), (86, 1360, 3), (16, 0, 2), (0, 1400, 0), (1, 1, 1), (33, 300, 17)] {
+              for tagLength in [8, 16] {
                 let nonce = (0..<12).map { _ in UInt8.random(in: 0...255, using: &rng) }
                 let aad = (0..<8).map { _ in UInt8.random(in: 0...255, using: &rng) }
                 let text = (0..<(head + mid + tail)).map { _ in UInt8.random(in: 0...255, using: &rng) }
                 var whole = text
-                var tagWhole = [UInt8](repeating: 0, count: 16)
+                var tagWhole = [UInt8](repeating: 0, count: tagLength)
                 #expect(seal(engine, nonce, aad, &whole, &tagWhole))
                 // The middle piece comes from elsewhere; the buffer holds only the head and tail.
                 let middle = Array(text[head..<(head + mid)])
                 var pieces = text
                 for i in head..<(head + mid) { pieces[i] = 0xA5 }
-                var tagPieces = [UInt8](repeating: 0, count: 16)
+                var tagPieces = [UInt8](repeating: 0, count: tagLength)
                 let ok = nonce.withUnsafeBufferPointer { n in aad.withUnsafeBufferPointer { a in
                     pieces.withUnsafeMutableBufferPointer { o in middle.withUnsafeBufferPointer { m in tagPieces.withUnsafeMutableBytes { t in
                         engine.seal(nonce: n.baseAddress!, aad: a.baseAddress!, aadLength: a.count, out: o.baseAddress ?? UnsafeMutablePointer(bitPattern: 16)!,
-                                    head: head, from: m.baseAddress, mid: mid, tail: tail, tag: t.baseAddress!, tagLength: 16)
+                                    head: head, from: m.baseAddress, mid: mid, tail: tail, tag: t.baseAddress!, tagLength: tagLength)
                     } } }
                 } }
                 #expect(ok)
-                #expect(pieces == whole && tagPieces == tagWhole, "pieces \(head)+\(mid)+\(tail)")
+                #expect(pieces == whole && tagPieces == tagWhole, "pieces \(head)+\(mid)+\(tail), tag \(tagLength)")
+              }
             }
         }
     }
