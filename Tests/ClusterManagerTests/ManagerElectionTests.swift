@@ -89,4 +89,42 @@ struct ManagerElectionTests {
             try await s2.shutdown()
         }
     }
+
+    /// A leader that finds the store late in its keep-alive loop steps down, revokes its lease
+    /// and asks for a new one, all in that loop's task, which the revoke cancels. Those calls
+    /// must still reach etcd: the revoke was refused unsent, so the old lease held the leadership
+    /// key until its TTL, and the grant after it waited for a retry.
+    @Test func aRevokeAndGrantFromACancelledTaskStillReachTheStore() async throws {
+        try await withEtcd { lab in
+            let cluster = "c-\(UUID().uuidString.prefix(6))"
+            let s1 = try lab.store(clusterID: cluster), s2 = try lab.store(clusterID: cluster)
+            let e1 = ManagerElection(store: s1, nodeID: "m1", address: "10.0.0.1:2377")
+            var it1 = e1.events().makeAsyncIterator()
+            guard case .leading? = await it1.next() else { Issue.record("m1 did not lead"); return }
+            let old = await e1.lease
+            #expect(old != nil)
+            let start = ContinuousClock.now
+            let chain = Task {
+                withUnsafeCurrentTask { $0?.cancel() }  // as the revoke cancels the keep-alive task it runs in
+                await e1.perform([.stopLeading(reason: "test"), .revokeLease, .grantLease])
+            }
+            await chain.value
+            guard case .steppedDown? = await it1.next() else { Issue.record("m1 did not step down"); return }
+            // The key goes with the revoked lease at once (its TTL is 3 s), and a new lease is held.
+            var keyGone: Duration?, newLease: Duration?
+            while ContinuousClock.now - start < .seconds(5), keyGone == nil || newLease == nil {
+                if keyGone == nil, try await s2.load([.leader]).entry(.leader, ManagerElection.key) == nil {
+                    keyGone = ContinuousClock.now - start
+                }
+                if newLease == nil, let l = await e1.lease, l != old { newLease = ContinuousClock.now - start }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(keyGone != nil && keyGone! < .milliseconds(1500), "the leadership key went \(String(describing: keyGone)) after the revoke (the lease is 3 s)")
+            #expect(newLease != nil && newLease! < .milliseconds(1500), "a new lease after \(String(describing: newLease))")
+            print("election: key gone \(String(describing: keyGone)), new lease \(String(describing: newLease)) after a revoke from a cancelled task")
+            _ = it1
+            try await s1.shutdown()
+            try await s2.shutdown()
+        }
+    }
 }

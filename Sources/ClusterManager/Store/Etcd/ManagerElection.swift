@@ -50,6 +50,8 @@ public actor ManagerElection {
     var watch: Task<Void, Never>?
     var retry: Task<Void, Never>?
     var output: AsyncStream<Event>.Continuation?
+    /// Set once the events' consumer stopped: nothing more is done.
+    var stopped = false
 
     /// An election among the managers sharing `store`.
     public init(store: EtcdStore, nodeID: String, address: String, ttl: Duration = .seconds(3), margin: Duration = .seconds(1)) {
@@ -85,6 +87,7 @@ public actor ManagerElection {
     }
 
     func end() async {
+        stopped = true
         keepAlive?.cancel()
         watch?.cancel()
         retry?.cancel()
@@ -101,7 +104,22 @@ public actor ManagerElection {
     }
 
     func perform(_ actions: [ElectionCore.Action]) async {
-        for action in actions {
+        for (index, action) in actions.enumerated() {
+            if stopped { return }
+            // A new lease or none: the current one's keep-alive loop ends, and it may be the task
+            // running this (its renewals feed the election). A store call in a cancelled task is
+            // refused before it is sent (a stepping-down leader's revoke was, and the grant after
+            // it, so the old lease held the leadership key until its TTL), so the rest of the
+            // actions then go on in a task of their own, in order.
+            if action == .revokeLease || action == .grantLease {
+                keepAlive?.cancel()
+                keepAlive = nil
+            }
+            if action.callsTheStore, Task.isCancelled {
+                let rest = Array(actions[index...])
+                Task { await self.perform(rest) }
+                return
+            }
             switch action {
             case .grantLease: await grant()
             case .campaign: await campaign()
@@ -109,7 +127,6 @@ public actor ManagerElection {
             case .startLeading(let term): output?.yield(.leading(term: term))
             case .stopLeading(let reason): output?.yield(.steppedDown(reason: reason))
             case .revokeLease:
-                keepAlive?.cancel()
                 if let lease { try? await lease.revoke() }
                 lease = nil
             case .retryLater:
@@ -134,6 +151,12 @@ public actor ManagerElection {
         let seconds = max(1, Int64(core.ttl.components.seconds))
         do {
             let granted = try await EtcdLease.grant(ttl: seconds, on: store)
+            if stopped {
+                // Granted after the consumer stopped (the grant ran in a task `end()` does not
+                // reach): given back, never renewed.
+                Task { try? await granted.revoke() }
+                return
+            }
             lease = granted
             let origin = origin
             keepAlive = Task { [weak self] in
@@ -195,6 +218,16 @@ public actor ManagerElection {
                     try? await Task.sleep(for: .milliseconds(500))
                 }
             }
+        }
+    }
+}
+
+extension ElectionCore.Action {
+    /// Whether carrying it out is a request to etcd.
+    var callsTheStore: Bool {
+        switch self {
+        case .grantLease, .campaign, .revokeLease: true
+        case .watchLeader, .startLeading, .stopLeading, .retryLater: false
         }
     }
 }
