@@ -48,10 +48,28 @@ public actor ManagerElection {
     var lease: EtcdLease?
     var keepAlive: Task<Void, Never>?
     var watch: Task<Void, Never>?
+    /// Bumped whenever the watch is replaced or stopped, so a stale watch's report is ignored.
+    var watchGeneration = 0
     var retry: Task<Void, Never>?
     var output: AsyncStream<Event>.Continuation?
-    /// Set once the events' consumer stopped: nothing more is done.
-    var stopped = false
+    /// Where the helper tasks (clock, keep-alive, watch, retry) report; only the driver acts.
+    var signals: AsyncStream<Signal>.Continuation?
+
+    /// What the helper tasks report to the driver.
+    enum Signal: Sendable {
+        /// 200 ms passed.
+        case tick
+        /// A keepalive of `lease` found this.
+        case renewal(EtcdLease, EtcdLease.Renewal)
+        /// The watch numbered `watch` saw the leadership key go.
+        case leaderGone(watch: Int)
+        /// The watch numbered `watch` could not reach the store.
+        case watchFailed(watch: Int)
+        /// The pause after an unavailable store is over.
+        case retry
+        /// An input for the core as it is (tests drive decisions with it).
+        case input(ElectionCore.Input)
+    }
 
     /// An election among the managers sharing `store`.
     public init(store: EtcdStore, nodeID: String, address: String, ttl: Duration = .seconds(3), margin: Duration = .seconds(1)) {
@@ -61,41 +79,93 @@ public actor ManagerElection {
     }
 
     /// Campaigns until the stream's consumer stops; then gives the leadership up at once.
+    ///
+    /// One driver task makes every decision and every store call of the election, one at a
+    /// time; the keep-alive loop, the watch, the clock and the retry pause only report to it.
+    /// (When they acted themselves, a step-down decided on a keepalive ran its revoke and grant
+    /// in the keep-alive task the revoke had just cancelled, which etcd's client refuses
+    /// unsent; and a leader's own watch, seeing its revoke delete the key, could grant a second
+    /// lease beside the first, whose keep-alive then ran on with nothing to stop it.)
     public nonisolated func events() -> AsyncStream<Event> {
         let (stream, continuation) = AsyncStream.makeStream(of: Event.self)
-        let task = Task {
-            await self.begin(continuation)
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(200))
-                await self.tick()
-            }
-            await self.end()
-        }
+        let (signals, signalInput) = AsyncStream.makeStream(of: Signal.self)
+        let task = Task { await self.drive(continuation, signals, signalInput) }
         continuation.onTermination = { _ in task.cancel() }
         return stream
     }
 
     var now: Duration { ContinuousClock.now - origin }
 
-    func tick() async { await feed(.tick(at: now)) }
+    /// Hands `signal` to the driver (tests use it to feed the core an input).
+    func signal(_ signal: Signal) { signals?.yield(signal) }
 
-    func unavailable() async { await feed(.storeUnavailable(at: now)) }
-
-    func begin(_ continuation: AsyncStream<Event>.Continuation) async {
-        output = continuation
+    func drive(_ out: AsyncStream<Event>.Continuation, _ incoming: AsyncStream<Signal>,
+               _ input: AsyncStream<Signal>.Continuation) async {
+        output = out
+        signals = input
+        let clock = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(200))
+                input.yield(.tick)
+            }
+        }
         await perform(ElectionCore.start)
+        for await signal in incoming {
+            if Task.isCancelled { break }
+            await handle(signal)
+        }
+        clock.cancel()
+        await end()
+    }
+
+    func handle(_ signal: Signal) async {
+        switch signal {
+        case .tick:
+            await feed(.tick(at: now))
+        case .renewal(let which, let renewal):
+            guard which == lease else { return }  // an earlier lease's late report
+            switch renewal {
+            case .alive: break  // recorded as it came (acknowledged(_:at:))
+            case .expired:
+                stopKeepAlive()
+                lease = nil
+                await feed(.leaseExpired)
+            case .unconfirmed: await feed(.storeUnavailable(at: now))
+            }
+        case .leaderGone(let generation):
+            guard generation == watchGeneration else { return }
+            await feed(.leaderGone)
+        case .watchFailed(let generation):
+            guard generation == watchGeneration else { return }
+            await feed(.storeUnavailable(at: now))
+        case .retry:
+            retry = nil
+            // After a failed grant: a new lease. After a failed campaign (the lease held and
+            // renewed): the campaign again; without it nothing would ever campaign or watch.
+            if lease == nil || core.lastAcknowledged == nil {
+                await perform([.grantLease])
+            } else if core.role == .candidate {
+                await perform([.campaign])
+            }
+        case .input(let input):
+            await feed(input)
+        }
     }
 
     func end() async {
-        stopped = true
-        keepAlive?.cancel()
-        watch?.cancel()
+        stopKeepAlive()
+        stopWatch()
         retry?.cancel()
-        // This runs in the cancelled events task: the revoke goes in a task of its own, which a
+        retry = nil
+        // This runs in the cancelled driver task: the revoke goes in a task of its own, which a
         // cancellation does not reach (in this one it was refused before it was sent, and the
         // leadership lasted until its lease's TTL).
-        if let lease { await Task { try? await lease.revoke() }.value }
-        lease = nil
+        if let held = lease {
+            lease = nil
+            await Self.revoke(held)
+        }
+        signals?.finish()
+        signals = nil
         output?.finish()
     }
 
@@ -104,22 +174,7 @@ public actor ManagerElection {
     }
 
     func perform(_ actions: [ElectionCore.Action]) async {
-        for (index, action) in actions.enumerated() {
-            if stopped { return }
-            // A new lease or none: the current one's keep-alive loop ends, and it may be the task
-            // running this (its renewals feed the election). A store call in a cancelled task is
-            // refused before it is sent (a stepping-down leader's revoke was, and the grant after
-            // it, so the old lease held the leadership key until its TTL), so the rest of the
-            // actions then go on in a task of their own, in order.
-            if action == .revokeLease || action == .grantLease {
-                keepAlive?.cancel()
-                keepAlive = nil
-            }
-            if action.callsTheStore, Task.isCancelled {
-                let rest = Array(actions[index...])
-                Task { await self.perform(rest) }
-                return
-            }
+        for action in actions {
             switch action {
             case .grantLease: await grant()
             case .campaign: await campaign()
@@ -127,57 +182,66 @@ public actor ManagerElection {
             case .startLeading(let term): output?.yield(.leading(term: term))
             case .stopLeading(let reason): output?.yield(.steppedDown(reason: reason))
             case .revokeLease:
-                if let lease { try? await lease.revoke() }
-                lease = nil
+                // The key goes with the lease: watching it means nothing any more.
+                stopKeepAlive()
+                stopWatch()
+                if let held = lease {
+                    lease = nil
+                    await Self.revoke(held)
+                }
             case .retryLater:
-                // A task of its own (not a nested call: a store down for hours would nest
-                // without end), and one at a time.
-                guard retry == nil else { break }
-                retry = Task { [weak self] in
+                guard retry == nil, let signals else { break }
+                retry = Task {
                     try? await Task.sleep(for: .milliseconds(500))
-                    await self?.retried()
+                    signals.yield(.retry)
                 }
             }
         }
     }
 
-    func retried() async {
-        retry = nil
-        if lease == nil { await perform([.grantLease]) }
+    /// Revokes `held` in a task of its own: a cancellation of the caller (the driver, when the
+    /// consumer stops during a step-down) does not reach it, so the key never waits for the TTL.
+    static func revoke(_ held: EtcdLease) async {
+        await Task { try? await held.revoke() }.value
+    }
+
+    /// Records a keepalive of `granted` at once, not behind the driver's queue: a store call
+    /// that takes long (a slow campaign) must not make a fresh lease look stale when it returns.
+    /// The core never acts on an acknowledgement, so this needs no driver.
+    func acknowledged(_ granted: EtcdLease, at: ContinuousClock.Instant) {
+        guard granted == lease else { return }
+        _ = core.handle(.keepAliveAcknowledged(at: at - origin))
+    }
+
+    func stopKeepAlive() {
+        keepAlive?.cancel()
+        keepAlive = nil
+    }
+
+    func stopWatch() {
+        watch?.cancel()
+        watch = nil
+        watchGeneration += 1
     }
 
     func grant() async {
-        keepAlive?.cancel()
+        stopKeepAlive()
+        lease = nil  // the core gave it up (expired, or revoked before this)
         let seconds = max(1, Int64(core.ttl.components.seconds))
         do {
             let granted = try await EtcdLease.grant(ttl: seconds, on: store)
-            if stopped {
-                // Granted after the consumer stopped (the grant ran in a task `end()` does not
-                // reach): given back, never renewed.
-                Task { try? await granted.revoke() }
-                return
-            }
             lease = granted
-            let origin = origin
+            let signals = signals
             keepAlive = Task { [weak self] in
                 for await renewal in granted.keepAlive(every: .milliseconds(Int64(seconds) * 1000 / 3)) {
-                    switch renewal {
-                    case .alive(_, let at): await self?.feed(.keepAliveAcknowledged(at: at - origin))
-                    case .expired: await self?.leaseEnded(granted)
-                    case .unconfirmed: await self?.feed(.storeUnavailable(at: ContinuousClock.now - origin))
-                    }
+                    if case .alive(_, let at) = renewal { await self?.acknowledged(granted, at: at) }
+                    signals?.yield(.renewal(granted, renewal))
                 }
             }
             await feed(.leaseGranted(at: now))
         } catch {
             await feed(.storeUnavailable(at: now))
         }
-    }
-
-    func leaseEnded(_ which: EtcdLease) async {
-        guard lease == which else { return }
-        lease = nil
-        await feed(.leaseExpired)
     }
 
     func campaign() async {
@@ -188,7 +252,19 @@ public actor ManagerElection {
             if result.committed { return await feed(.campaignWon(term: result.revision)) }
             let view = try await store.load([.leader])
             if let holder = try view.get(.leader, Self.key, as: Leader.self) {
-                if holder != me { output?.yield(.following(holder)) }
+                if holder == me {
+                    // Our own key, on this lease (a commit that timed out after etcd applied it)
+                    // or an earlier one of ours. Never lead on it unknowingly, never follow
+                    // ourselves for good: give this lease back, then watch the key go (at once,
+                    // or when the earlier lease ends) and campaign afresh.
+                    if self.lease == lease {
+                        stopKeepAlive()
+                        self.lease = nil
+                    }
+                    await Self.revoke(lease)
+                } else {
+                    output?.yield(.following(holder))
+                }
                 await feed(.campaignLost(leader: holder.nodeID))
             } else {
                 await feed(.leaderGone)
@@ -198,36 +274,31 @@ public actor ManagerElection {
         }
     }
 
-    /// Watches the leadership key until it goes (deleted, or its lease expired).
+    /// Watches the leadership key until it goes (deleted, or its lease expired), and reports it.
     func startWatch() {
-        watch?.cancel()
-        watch = Task { [weak self] in
-            guard let self else { return }
+        stopWatch()
+        let generation = watchGeneration
+        let store = store, signals = signals
+        watch = Task {
             while !Task.isCancelled {
                 do {
-                    let view = try await self.store.load([.leader])
-                    guard view.entry(.leader, Self.key) != nil else { return await self.feed(.leaderGone) }
-                    for try await batch in self.store.watch([.leader], after: view.revision) {
+                    let view = try await store.load([.leader])
+                    guard view.entry(.leader, Self.key) != nil else {
+                        signals?.yield(.leaderGone(watch: generation))
+                        return
+                    }
+                    for try await batch in store.watch([.leader], after: view.revision) {
                         if batch.events.contains(where: { if case .delete(_, Self.key, _) = $0 { true } else { false } }) {
-                            return await self.feed(.leaderGone)
+                            signals?.yield(.leaderGone(watch: generation))
+                            return
                         }
                     }
                 } catch {
                     if Task.isCancelled { return }
-                    await self.unavailable()
+                    signals?.yield(.watchFailed(watch: generation))
                     try? await Task.sleep(for: .milliseconds(500))
                 }
             }
-        }
-    }
-}
-
-extension ElectionCore.Action {
-    /// Whether carrying it out is a request to etcd.
-    var callsTheStore: Bool {
-        switch self {
-        case .grantLease, .campaign, .revokeLease: true
-        case .watchLeader, .startLeading, .stopLeading, .retryLater: false
         }
     }
 }
