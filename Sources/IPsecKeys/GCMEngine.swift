@@ -103,13 +103,6 @@ final class GCMEngine: @unchecked Sendable {
         }
     }
 
-    /// Encrypts `count` bytes at `data` in place, authenticating `aad`; writes `tagLength` tag bytes.
-    func seal(nonce: UnsafePointer<UInt8>, aad: UnsafePointer<UInt8>, aadLength: Int,
-              data: UnsafeMutablePointer<UInt8>, count: Int, tag: UnsafeMutableRawPointer, tagLength: Int) -> Bool {
-        seal(nonce: nonce, aad: aad, aadLength: aadLength, out: data, head: count, from: nil, mid: 0, tail: 0,
-             tag: tag, tagLength: tagLength)
-    }
-
     /// Encrypts a text laid out in three pieces into `out`: `head` bytes already at `out` (in
     /// place), then `mid` bytes read from `from` and written after them, then `tail` bytes in place
     /// after those; authenticates `aad` and writes `tagLength` tag bytes. The pieces are one GCM
@@ -120,12 +113,10 @@ final class GCMEngine: @unchecked Sendable {
         precondition(encrypt)
         switch context {
         case .provider(let impl, let ctx):
-            guard overlay_gcm_run(impl, ctx, 1, nonce, aad, aadLength, out, head, from, mid, tail,
-                                  tag.assumingMemoryBound(to: UInt8.self), tagLength) == 1 else {
-                ERR_clear_error()
-                return false
-            }
-            return true
+            let ok = overlay_gcm_run(impl, ctx, 1, nonce, aad, aadLength, out, head, from, mid, tail,
+                                     tag.assumingMemoryBound(to: UInt8.self), tagLength) == 1
+            if !ok { ERR_clear_error() }
+            return ok
         case .evp(let ctx):
             var len: Int32 = 0
             var scratch: UInt64 = 0
@@ -148,12 +139,10 @@ final class GCMEngine: @unchecked Sendable {
         precondition(!encrypt)
         switch context {
         case .provider(let impl, let ctx):
-            guard overlay_gcm_run(impl, ctx, 0, nonce, aad, aadLength, data, count, nil, 0, 0,
-                                  tag.assumingMemoryBound(to: UInt8.self), tagLength) == 1 else {
-                ERR_clear_error()
-                return false
-            }
-            return true
+            let ok = overlay_gcm_run(impl, ctx, 0, nonce, aad, aadLength, data, count, nil, 0, 0,
+                                     tag.assumingMemoryBound(to: UInt8.self), tagLength) == 1
+            if !ok { ERR_clear_error() }
+            return ok
         case .evp(let ctx):
             var len: Int32 = 0
             var scratch: UInt64 = 0

@@ -86,8 +86,8 @@ import Testing
         let count = text.count, tagLength = tag.count
         return nonce.withUnsafeBufferPointer { n in aad.withUnsafeBufferPointer { a in
             text.withUnsafeMutableBufferPointer { d in tag.withUnsafeMutableBytes { t in
-                e.seal(nonce: n.baseAddress!, aad: a.baseAddress!, aadLength: a.count, data: d.baseAddress ?? UnsafeMutablePointer(bitPattern: 16)!,
-                       count: count, tag: t.baseAddress!, tagLength: tagLength)
+                e.seal(nonce: n.baseAddress!, aad: a.baseAddress!, aadLength: a.count, out: d.baseAddress ?? UnsafeMutablePointer(bitPattern: 16)!,
+                       head: count, from: nil, mid: 0, tail: 0, tag: t.baseAddress!, tagLength: tagLength)
             } }
         } }
     }

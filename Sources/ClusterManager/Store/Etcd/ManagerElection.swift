@@ -125,7 +125,7 @@ public actor ManagerElection {
         case .renewal(let which, let renewal):
             guard which == lease else { return }  // an earlier lease's late report
             switch renewal {
-            case .alive: break  // recorded as it came (acknowledged(_:at:))
+            case .alive: break  // recorded as it comes (acknowledged(_:at:)), never queued
             case .expired:
                 stopKeepAlive()
                 lease = nil
@@ -234,8 +234,11 @@ public actor ManagerElection {
             let signals = signals
             keepAlive = Task { [weak self] in
                 for await renewal in granted.keepAlive(every: .milliseconds(Int64(seconds) * 1000 / 3)) {
-                    if case .alive(_, let at) = renewal { await self?.acknowledged(granted, at: at) }
-                    signals?.yield(.renewal(granted, renewal))
+                    if case .alive(_, let at) = renewal {
+                        await self?.acknowledged(granted, at: at)
+                    } else {
+                        signals?.yield(.renewal(granted, renewal))
+                    }
                 }
             }
             await feed(.leaseGranted(at: now))
