@@ -96,7 +96,7 @@ let package = Package(
             name: "DiscoveryServer", dependencies: ["Discovery", "OverlayModel", "Netlink", nioCore, nioPosix, logging, metrics],
             exclude: ["README.md"]),
         .target(
-            name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys", "PacketFilter", logging],
+            name: "OverlayDriver", dependencies: ["OverlayModel", "VXLANCodec", "Netlink", "IPsecKeys", "PacketFilter", "COverlayShims", logging],
             exclude: ["README.md"]),
         // The API's models, errors and client: what the CLI (or any client) needs, without the
         // manager's store, PKI or TLS.

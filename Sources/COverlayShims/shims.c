@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
@@ -32,6 +33,14 @@ _Static_assert(IFNAMSIZ == 16, "IFNAMSIZ is 16 on Linux");
 int ovl_unshare_net(void) { return unshare(CLONE_NEWNET) == 0 ? 0 : -errno; }
 
 int ovl_setns_net(int fd) { return setns(fd, CLONE_NEWNET) == 0 ? 0 : -errno; }
+
+int ovl_set_thread_name(const char *name) {
+    char truncated[16];
+    strncpy(truncated, name, sizeof truncated - 1);
+    truncated[sizeof truncated - 1] = 0;
+    int rc = pthread_setname_np(pthread_self(), truncated);
+    return rc == 0 ? 0 : -rc;
+}
 
 int ovl_is_net_namespace(int fd) {
     int type = ioctl(fd, NS_GET_NSTYPE);

@@ -236,14 +236,18 @@ struct EncryptedWireTests {
         #expect(dp.tunnelVNIs.map(\.value) == [EncryptedLab.secVNI])
         #expect(dp.isReceiving)
         #expect(dp.hasCleartextDropRule(vni: try VNI(EncryptedLab.secVNI)))
-        let threadsBefore = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count
+        // Each host's datapath runs one TX thread per tunnel and one RX thread, named for `top -H`.
+        let tx = "ovl-tx-\(EncryptedLab.secVNI)"
+        let before = try threadNames()
+        #expect(before[tx] == 2 && before["ovl-esp-rx"] == 2, "\(before)")
         try d.detach(endpoint: "s1")
         #expect(dp.tunnelVNIs.isEmpty)
         #expect(!dp.isReceiving)
         #expect(!dp.hasCleartextDropRule(vni: try VNI(EncryptedLab.secVNI)))
         #expect(d.sandboxPath(network: "sec") == nil)
-        let threadsAfter = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count
-        print("teardown: threads \(threadsBefore) -> \(threadsAfter)")
+        // This host's threads are gone (joined), the other host's run on.
+        let after = try threadNames()
+        #expect(after[tx] == 1 && after["ovl-esp-rx"] == 1, "\(after)")
         let hostLinks = try NetlinkSocket(namespace: e.f.lab.hosts[0].namespace).links().map(\.name)
         #expect(!hostLinks.contains { $0.hasPrefix(dp.linkPrefix) })
         // The plain network's sandbox is untouched; the network comes back on the next attach.
@@ -254,6 +258,16 @@ struct EncryptedWireTests {
         try d.removeNetwork(named: "sec")
         #expect(!dp.isReceiving)
     }
+}
+
+/// How many of this process's threads carry each name (`/proc/self/task/*/comm`).
+func threadNames() throws -> [String: Int] {
+    var names: [String: Int] = [:]
+    for task in try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") {
+        guard let comm = try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8) else { continue }
+        names[comm.trimmingCharacters(in: .newlines), default: 0] += 1
+    }
+    return names
 }
 
 /// Sends `bytes` as a bare ESP packet (IP protocol 50) from host `from`'s namespace to host `to`.

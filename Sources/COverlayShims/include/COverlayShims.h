@@ -26,6 +26,9 @@ int ovl_make_shared(const char *path);
 int ovl_umount_detach(const char *path);
 /// The kernel thread ID of the calling thread.
 int32_t ovl_gettid(void);
+/// Names the calling thread (pthread_setname_np, a GNU extension): the kernel keeps the first 15
+/// bytes. 0 or -errno.
+int ovl_set_thread_name(const char *name);
 
 // ---- TUN/TAP (TUNSETIFF takes a union-bearing struct ifreq) ----
 

@@ -1,3 +1,4 @@
+import COverlayShims
 import Glibc
 
 /// `struct mmsghdr` (glibc declares it only under _GNU_SOURCE, which Swift's Glibc module lacks):
@@ -28,9 +29,13 @@ final class WorkerThread: @unchecked Sendable {
     private var thread = pthread_t()
     private var joined = false
 
-    /// Starts `body` on a new thread (`name` is for messages); nil if the system cannot make one.
+    /// Starts `body` on a new thread named `name` (what `top -H`, `ps -L` and `perf` show; the
+    /// kernel keeps 15 bytes of it); nil if the system cannot make one.
     init?(name: String, _ body: @escaping @Sendable () -> Void) {
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        let box = Unmanaged.passRetained(Box {
+            _ = ovl_set_thread_name(name)
+            body()
+        }).toOpaque()
         let rc = pthread_create(&thread, nil, { arg in
             let b = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
             b.body()
