@@ -69,6 +69,7 @@ public final class Lab: @unchecked Sendable {
             try swSocket.setUp("lo")
             try swSocket.createBridge(named: "lab0")
             try swSocket.setUp("lab0")
+            try Lab.quietSwitchFirewall(sw)
             var hosts: [Host] = []
             for i in 1...hostCount {
                 let hostName = "h\(i)"
@@ -87,6 +88,20 @@ public final class Lab: @unchecked Sendable {
         } catch {
             destroyAll(prefix: name + "-", handleDirectory: handleDirectory)
             throw error
+        }
+    }
+
+    /// The switch is a plain L2 bridge, like the hardware switch it stands for. Once anything has
+    /// loaded `br_netfilter` (dockerd does), a new namespace's bridges pass every frame through the
+    /// IPv4/IPv6/ARP firewall hooks too (`net.bridge.bridge-nf-call-*` start at 1 in each
+    /// namespace), a per-packet cost that would make the lab's speed depend on what ran before it.
+    /// The switch namespace turns them off when they exist; without `br_netfilter` there is nothing
+    /// to turn off.
+    static func quietSwitchFirewall(_ sw: NetworkNamespace) throws {
+        for family in ["iptables", "ip6tables", "arptables"] {
+            let key = "net.bridge.bridge-nf-call-\(family)"
+            guard (try? sw.sysctl(key)) != nil else { continue }
+            try sw.setSysctl(key, to: "0")
         }
     }
 

@@ -37,6 +37,19 @@ let isRoot = getuid() == 0
         #expect(!NetworkNamespace.list().contains("\(name)-stale"))
     }
 
+    @Test(.enabled(if: isRoot, "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) to create network namespaces"),
+          .enabled(if: access("/proc/sys/net/bridge", F_OK) == 0, "br_netfilter is not in this kernel: no bridge firewall hooks to turn off"))
+    func theSwitchIsAPlainBridgeAndTheHostsKeepTheirFirewall() throws {
+        let lab = try Lab.create(name: "ovlt-lab\(UInt16.random(in: 0...0xFFFF))", hosts: 1)
+        defer { lab.destroy() }
+        for family in ["iptables", "ip6tables", "arptables"] {
+            let key = "net.bridge.bridge-nf-call-\(family)"
+            #expect(try lab.switchNamespace.sysctl(key) == "0")
+            // A host's own bridges (dockerd's) keep the kernel's default.
+            #expect(try lab.hosts[0].namespace.sysctl(key) == "1")
+        }
+    }
+
     @Test func refusesBadLabs() {
         #expect(throws: LabError.self) { try Lab.create(name: "mylab", hosts: 2) }
         #expect(throws: LabError.self) { try Lab.create(name: "ovlt-x", hosts: 0) }
