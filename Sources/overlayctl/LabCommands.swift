@@ -53,7 +53,12 @@ func binDirectory() -> String {
 
 struct LabUp: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "up", abstract: "Create the lab's hosts and start overlayd in each (not yet in a swarm).")
+        commandName: "up", abstract: "Create the lab's hosts and start overlayd in each (not yet in a swarm).",
+        discussion: """
+            Each host's overlayd runs in a cgroup of its own, <cgroup2>/swift-overlay/<name>/<host>, \
+            and so does every container it starts: lab down kills what is left there even when a \
+            daemon was killed with SIGKILL. Without a cgroup2 hierarchy the lab runs without them.
+            """)
     @OptionGroup var lab: LabOptions
     @Option(help: "How many hosts (1-250).") var hosts = 3
     @Flag(help: "Docker's gossip intervals instead of the lab's fast ones.") var normalGossip = false
@@ -120,7 +125,9 @@ struct LabUp: AsyncParsableCommand {
             if docker {
                 do { try LabDocker.setUp(lab, h.name, extra: dockerdArguments) } catch { throw CLIError("cannot set up Docker on \(h.name): \(error)") }
             }
-            let enter: [String] = podman || docker ? LabMountNamespace.enter(lab, h.name) : ["ip", "netns", "exec", lab.namespace(h.name)]
+            // In the host's cgroup first (overlayd and every container it starts), then in its namespaces.
+            let enter: [String] = try LabCgroup.enter(lab, h.name)
+                + (podman || docker ? LabMountNamespace.enter(lab, h.name) : ["ip", "netns", "exec", lab.namespace(h.name)])
             var daemon: [String] = [overlayd, "--config-file", dir + "/daemon.json", "--state-dir", dir, "--socket", lab.socket(h.name),
                                     "--hostname", h.name, "--advertise-addr", h.address.description]
             if !normalGossip { daemon.append("--fast-gossip") }
@@ -237,7 +244,7 @@ struct LabRestart: AsyncParsableCommand {
 
 struct LabDown: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "down", abstract: "Stop every host's overlayd, remove its containers and the lab's namespaces.")
+        commandName: "down", abstract: "Stop every host's overlayd, remove its containers, the lab's cgroup and its namespaces.")
     @OptionGroup var lab: LabOptions
 
     func run() async throws {
@@ -276,6 +283,10 @@ struct LabDown: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(100))
         }
         for p in pids where kill(p, 0) == 0 { kill(p, SIGKILL) }
+        // What the daemons left in the lab's cgroup: containers of a daemon that did not answer
+        // (one killed with SIGKILL took its mount namespace, and the list of its containers'
+        // namespaces, with it) and a service's tasks.
+        await LabCgroup.killAll(lab)
         for h in lab.hosts() { LabEtcd.stop(lab, h) }
         // Namespace handles and other mounts the daemons left under the state root.
         let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""

@@ -201,6 +201,56 @@ import Testing
         for _ in 0..<20 where !left.isEmpty { usleep(50_000); left = inContainer() }
         #expect(left.isEmpty, "processes left after rm -f: \(left)")
     }
+
+    @Test func labDownStopsTheContainersOfADaemonKilledWithSIGKILL() async throws {
+        guard getuid() == 0 else {
+            Issue.record("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for the lab")
+            return
+        }
+        let lab = try CLILab.up("ovlt-kill9", hosts: 1)
+        defer { lab.down() }
+        _ = try lab.must("h1", ["swarm", "init", "--advertise-addr", "198.18.0.1"])
+        _ = try lab.must("h1", ["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.44.0.0/24", "web"])
+        // The container starts a process in a network namespace of its own, where neither the
+        // host's nor the container's namespace finds it.
+        _ = try lab.must("h1", ["run", "-d", "--name", "orphan", "--network", "web", "--",
+                                "sh", "-c", "unshare --net sleep 1000 & exec sleep infinity"])
+        let inspect = try JSONSerialization.jsonObject(with: Data(try lab.must("h1", ["inspect", "orphan"]).utf8)) as? [[String: Any]]
+        let main = Int32((inspect?.first?["State"] as? [String: Any])?["Pid"] as? Int ?? 0)
+        #expect(main > 0 && kill(main, 0) == 0, "\(String(describing: inspect))")
+        var children: [Int32] = []
+        for _ in 0..<50 where children.isEmpty {
+            usleep(100_000)
+            children = ((try? String(contentsOfFile: "/proc/\(main)/task/\(main)/children", encoding: .utf8)) ?? "")
+                .split(separator: " ").compactMap { Int32($0) }
+                .filter { ((try? String(contentsOfFile: "/proc/\($0)/cmdline", encoding: .utf8)) ?? "").hasPrefix("sleep\u{0}1000") }
+        }
+        #expect(children.count == 1, "no sleep 1000 under \(main)")
+        let pid = children.first ?? main
+        // The daemon and the container share the host's cgroup (where the machine has cgroup2).
+        let cgroup = try String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8)
+        let hasV2 = (try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)).contains(" - cgroup2 ")
+        if hasV2 { #expect(cgroup.contains("0::/swift-overlay/ovlt-kill9/h1"), "\(cgroup)") }
+        let daemon = try lab.pid("h1")
+        kill(daemon, SIGKILL)
+        for _ in 0..<50 where kill(daemon, 0) == 0 { usleep(100_000) }
+        let down = try lab.ctl(["lab", "down", "--name", "ovlt-kill9"], timeout: 60)
+        #expect(down.succeeded, "\(down.output)")
+        // Gone (or a zombie of whoever adopted it, which nothing runs in).
+        func running() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            return !stat[stat.index(after: close)...].hasPrefix(" Z")
+        }
+        for _ in 0..<20 where running() { usleep(100_000) }
+        #expect(!running(), "the container's process \(pid) outlived lab down")
+        kill(pid, SIGKILL)  // (when it did: not left to the next test)
+        if hasV2 {
+            let root = (try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)).split(separator: "\n")
+                .first { $0.contains(" - cgroup2 ") }.map { String($0.split(separator: " ")[4]) } ?? ""
+            #expect(!FileManager.default.fileExists(atPath: root + "/swift-overlay/ovlt-kill9"), "the lab's cgroup is left")
+        }
+    }
 }
 
 /// `network connect NETWORK CONTAINER` and `network disconnect`, across hosts and a restart.

@@ -1,0 +1,94 @@
+import Foundation
+import Glibc
+
+/// A cgroup (v2) per lab host, holding its overlayd and, because a child starts in its parent's
+/// cgroup, every container that overlayd starts: `<cgroup2>/swift-overlay/<lab>/<host>`.
+///
+/// `lab down` finds a lab's containers by their network namespaces, which it reads from the
+/// daemons' mount namespaces. A daemon killed with SIGKILL takes its mount namespace with it, and
+/// the processes of its containers (each in a network and mount namespace of its own) were left
+/// running. The cgroup keeps them together whatever became of the daemon: `lab down` kills the
+/// lab's cgroup (`cgroup.kill`, the whole subtree at once) and removes it.
+///
+/// Where the machine has no cgroup2 hierarchy, the lab runs without one and `lab down` relies on
+/// the namespaces alone, as before.
+enum LabCgroup {
+    /// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup` on a unified system,
+    /// `/sys/fs/cgroup/unified` on a hybrid one), from this process's mount table; nil if nowhere.
+    static func mountPoint() -> String? {
+        guard let table = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+        for line in table.split(separator: "\n") {
+            // ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER-OPTIONS
+            let fields = line.split(separator: " ")
+            guard let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count, fields.count > 4,
+                  fields[dash + 1] == "cgroup2" else { continue }
+            return String(fields[4])
+        }
+        return nil
+    }
+
+    /// The lab's cgroup (nil without a cgroup2 hierarchy).
+    static func directory(_ lab: LabOptions) -> String? {
+        mountPoint().map { "\($0)/swift-overlay/\(lab.name)" }
+    }
+
+    /// Makes the host's cgroup and returns the words that start a command in it: a shell that
+    /// moves itself there and then becomes the command, so the command and all it starts are in
+    /// the cgroup from their first instruction. Empty (start the command as it is) without cgroup2.
+    static func enter(_ lab: LabOptions, _ host: String) throws -> [String] {
+        guard let lab = directory(lab) else { return [] }
+        let dir = "\(lab)/\(host)"
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        } catch {
+            throw CLIError("cannot make the cgroup \(dir) for \(host): \(error.localizedDescription)")
+        }
+        return ["/bin/sh", "-c", #"echo $$ > "$0" && exec "$@""#, dir + "/cgroup.procs"]
+    }
+
+    /// Kills every process in the lab's cgroup and removes it (and `swift-overlay` when no other
+    /// lab has one). Returns how many processes were still there (0 when there is no cgroup).
+    @discardableResult
+    static func killAll(_ lab: LabOptions) async -> Int {
+        guard let dir = directory(lab), FileManager.default.fileExists(atPath: dir) else { return 0 }
+        let hosts = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
+            .filter { isDirectory("\(dir)/\($0)") }.map { "\(dir)/\($0)" }
+        let left = hosts.reduce(0) { $0 + pids($1).count }
+        // cgroup.kill (Linux 5.14) kills the subtree atomically, forks in flight included; before
+        // it, SIGKILL to each process listed, again until none is.
+        if !write("1", to: dir + "/cgroup.kill") {
+            for _ in 0..<50 {
+                let all = hosts.flatMap(pids)
+                if all.isEmpty { break }
+                for p in all { kill(p, SIGKILL) }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        // A cgroup can be removed once its processes have exited (zombies do not count).
+        for _ in 0..<100 where hosts.contains(where: { !pids($0).isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for h in hosts { rmdir(h) }
+        rmdir(dir)
+        rmdir((dir as NSString).deletingLastPathComponent)
+        return left
+    }
+
+    /// The processes in the cgroup at `dir` (not its children's).
+    static func pids(_ dir: String) -> [pid_t] {
+        ((try? String(contentsOfFile: dir + "/cgroup.procs", encoding: .utf8)) ?? "")
+            .split(separator: "\n").compactMap { pid_t($0) }
+    }
+
+    private static func isDirectory(_ path: String) -> Bool {
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+    }
+
+    private static func write(_ text: String, to path: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return text.withCString { Glibc.write(fd, $0, strlen($0)) } == text.utf8.count
+    }
+}
