@@ -33,9 +33,31 @@ for i in 1 2; do
 done
 ip netns exec rt-a1 ping -c 3 -q 10.77.0.2 >/dev/null
 ip netns exec rt-b1 ping -c 3 -q 10.77.1.2 >/dev/null
-for r in 1 2 3; do
-  A=$(ip netns exec rt-a1 ping -c 300 -i 0.005 -q 10.77.0.2 | tail -1)
-  B=$(ip netns exec rt-b1 ping -c 300 -i 0.005 -q 10.77.1.2 | tail -1)
-  echo "A pair-in-container: $A"; echo "B sandbox+macvlan:   $B"
+# BLOCKS blocks (default 20) of 200 pings 5 ms apart per path, alternating; each block's 10%-trimmed
+# mean RTT (ping prints whole microseconds, so medians move in steps), and B/A per block: its median
+# and quartiles.
+BLOCKS=${BLOCKS:-20}
+out=$(mktemp)
+for r in $(seq "$BLOCKS"); do
+  ip netns exec rt-a1 ping -c 200 -i 0.005 10.77.0.2 | sed -n 's/.*time=\([0-9.]*\) ms/A \1/p' | sed "s/^/$r /" >> "$out"
+  ip netns exec rt-b1 ping -c 200 -i 0.005 10.77.1.2 | sed -n 's/.*time=\([0-9.]*\) ms/B \1/p' | sed "s/^/$r /" >> "$out"
 done
+python3 - "$out" <<'PY'
+import sys, statistics as st
+blocks = {}
+for line in open(sys.argv[1]):
+    r, path, t = line.split()
+    blocks.setdefault(int(r), {}).setdefault(path, []).append(float(t) * 1000)
+def trimmed(xs):
+    xs = sorted(xs); k = len(xs) // 10
+    return st.mean(xs[k:len(xs) - k])
+a = [trimmed(b["A"]) for b in blocks.values()]
+b = [trimmed(b["B"]) for b in blocks.values()]
+ratios = sorted(y / x for x, y in zip(a, b))
+q = st.quantiles(ratios, n=4)
+print(f"A pair-in-container: trimmed mean {st.median(a):.2f} us (median of {len(a)} blocks)")
+print(f"B sandbox+macvlan:   trimmed mean {st.median(b):.2f} us")
+print(f"B/A per block: median {100 * st.median(ratios):.1f}%, quartiles {100 * q[0]:.1f}-{100 * q[2]:.1f}%")
+PY
+rm -f "$out"
 cleanup

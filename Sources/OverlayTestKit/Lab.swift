@@ -91,12 +91,12 @@ public final class Lab: @unchecked Sendable {
         }
     }
 
-    /// The switch is a plain L2 bridge, like the hardware switch it stands for. Once anything has
-    /// loaded `br_netfilter` (dockerd does), a new namespace's bridges pass every frame through the
-    /// IPv4/IPv6/ARP firewall hooks too (`net.bridge.bridge-nf-call-*` start at 1 in each
-    /// namespace), a per-packet cost that would make the lab's speed depend on what ran before it.
-    /// The switch namespace turns them off when they exist; without `br_netfilter` there is nothing
-    /// to turn off.
+    /// The switch is a plain L2 bridge, like the hardware switch it stands for. Where the kernel
+    /// has `br_netfilter` (built in, or loaded by dockerd), a new namespace's bridges pass every
+    /// frame through the IPv4/IPv6/ARP firewall hooks too (`net.bridge.bridge-nf-call-*` start at 1
+    /// in each namespace): a per-packet cost that made the lab's speed depend on whether the module
+    /// was there. The switch namespace turns them off; without `br_netfilter` there is nothing to
+    /// turn off.
     static func quietSwitchFirewall(_ sw: NetworkNamespace) throws {
         for family in ["iptables", "ip6tables", "arptables"] {
             let key = "net.bridge.bridge-nf-call-\(family)"
