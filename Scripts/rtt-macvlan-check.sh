@@ -34,8 +34,8 @@ done
 ip netns exec rt-a1 ping -c 3 -q 10.77.0.2 >/dev/null
 ip netns exec rt-b1 ping -c 3 -q 10.77.1.2 >/dev/null
 # BLOCKS blocks (default 20) of 200 pings 5 ms apart per path, alternating; each block's 10%-trimmed
-# mean RTT (ping prints whole microseconds, so medians move in steps), and B/A per block: its median
-# and quartiles.
+# mean RTT (ping prints whole microseconds, so medians move in steps), and B/A per block: its median,
+# quartiles and a bootstrap 95% interval of the median.
 BLOCKS=${BLOCKS:-20}
 out=$(mktemp)
 for r in $(seq "$BLOCKS"); do
@@ -57,7 +57,11 @@ ratios = sorted(y / x for x, y in zip(a, b))
 q = st.quantiles(ratios, n=4)
 print(f"A pair-in-container: trimmed mean {st.median(a):.2f} us (median of {len(a)} blocks)")
 print(f"B sandbox+macvlan:   trimmed mean {st.median(b):.2f} us")
-print(f"B/A per block: median {100 * st.median(ratios):.1f}%, quartiles {100 * q[0]:.1f}-{100 * q[2]:.1f}%")
+import random
+random.seed(1)
+boot = sorted(st.median(random.choices(ratios, k=len(ratios))) for _ in range(2000))
+print(f"B/A per block: median {100 * st.median(ratios):.1f}%, quartiles {100 * q[0]:.1f}-{100 * q[2]:.1f}%, "
+      f"95% interval of the median {100 * boot[50]:.1f}-{100 * boot[1949]:.1f}% (bootstrap)")
 PY
 rm -f "$out"
 cleanup
