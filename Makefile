@@ -101,8 +101,9 @@ bench: deps
 # containers, in <cgroup2>/swift-overlay/<lab>/<host>) and removes them.
 lab-clean:
 	@for ns in $$(ip netns list | awk '{print $$1}' | grep '^ovl'); do ip netns del $$ns && echo "removed $$ns"; done; true
-	@cg=$$(awk '{for (i = 7; i < NF; i++) if ($$i == "-") { if ($$(i+1) == "cgroup2") { print $$5; exit } break }}' /proc/self/mountinfo)/swift-overlay; \
-	if [ -d "$$cg" ]; then \
-	  for lab in "$$cg"/*/; do [ -d "$$lab" ] && { echo 1 > "$$lab/cgroup.kill"; echo "killed cgroup $$lab"; }; done; \
-	  sleep 1; for d in "$$cg"/*/*/ "$$cg"/*/ "$$cg"; do [ -d "$$d" ] && rmdir "$$d"; done; \
+	@mp=$$(awk '{for (i = 7; i < NF; i++) if ($$i == "-") { if ($$(i+1) == "cgroup2") { print $$5; exit } break }}' /proc/self/mountinfo); \
+	if [ -n "$$mp" ] && [ -d "$$mp/swift-overlay" ]; then \
+	  for lab in "$$mp"/swift-overlay/*/; do [ -f "$$lab/cgroup.procs" ] || continue; \
+	    echo 1 > "$$lab/cgroup.kill" 2>/dev/null || cat "$$lab"/*/cgroup.procs | xargs -r kill -9; echo "killed cgroup $$lab"; done; \
+	  sleep 1; for d in "$$mp"/swift-overlay/*/*/ "$$mp"/swift-overlay/*/; do [ -f "$$d/cgroup.procs" ] && rmdir "$$d"; done; \
 	fi; true

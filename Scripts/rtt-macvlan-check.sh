@@ -36,8 +36,9 @@ ip netns exec rt-b1 ping -c 3 -q 10.77.1.2 >/dev/null
 # BLOCKS blocks (default 20) of 200 pings 5 ms apart per path, alternating; each block's 10%-trimmed
 # mean RTT (ping prints whole microseconds, so medians move in steps), and B/A per block: its median,
 # quartiles and a bootstrap 95% interval of the median.
-BLOCKS=${BLOCKS:-20}
+BLOCKS=${BLOCKS:-20}; [ "$BLOCKS" -ge 2 ] || BLOCKS=2
 out=$(mktemp)
+trap 'rm -f "$out"; cleanup' EXIT
 for r in $(seq "$BLOCKS"); do
   ip netns exec rt-a1 ping -c 200 -i 0.005 10.77.0.2 | sed -n 's/.*time=\([0-9.]*\) ms/A \1/p' | sed "s/^/$r /" >> "$out"
   ip netns exec rt-b1 ping -c 200 -i 0.005 10.77.1.2 | sed -n 's/.*time=\([0-9.]*\) ms/B \1/p' | sed "s/^/$r /" >> "$out"
@@ -63,5 +64,4 @@ boot = sorted(st.median(random.choices(ratios, k=len(ratios))) for _ in range(20
 print(f"B/A per block: median {100 * st.median(ratios):.1f}%, quartiles {100 * q[0]:.1f}-{100 * q[2]:.1f}%, "
       f"95% interval of the median {100 * boot[50]:.1f}-{100 * boot[1949]:.1f}% (bootstrap)")
 PY
-rm -f "$out"
-cleanup
+

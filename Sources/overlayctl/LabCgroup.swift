@@ -34,20 +34,28 @@ enum LabCgroup {
 
     /// Makes the host's cgroup and returns the words that start a command in it: a shell that
     /// moves itself there and then becomes the command, so the command and all it starts are in
-    /// the cgroup from their first instruction. Empty (start the command as it is) without cgroup2.
-    static func enter(_ lab: LabOptions, _ host: String) throws -> [String] {
-        guard let lab = directory(lab) else { return [] }
-        let dir = "\(lab)/\(host)"
-        do {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        } catch {
-            throw CLIError("cannot make the cgroup \(dir) for \(host): \(error.localizedDescription)")
+    /// the cgroup from their first instruction. Where the cgroup cannot be made or joined (no
+    /// cgroup2, a read-only one, no delegation) the command starts outside it, with a warning:
+    /// the lab works as it did before it had cgroups.
+    static func enter(_ lab: LabOptions, _ host: String) -> [String] {
+        guard let labDir = directory(lab) else { return [] }
+        let dir = "\(labDir)/\(host)"
+        for path in [(labDir as NSString).deletingLastPathComponent, labDir, dir] where mkdir(path, 0o755) != 0 && errno != EEXIST {
+            warn("cannot make the cgroup \(path) (\(String(cString: strerror(errno)))): \(host)'s overlayd and its containers run outside it, and lab down finds them by their namespaces only")
+            return []
         }
-        return ["/bin/sh", "-c", #"echo $$ > "$0" && exec "$@""#, dir + "/cgroup.procs"]
+        return ["/bin/sh", "-c",
+                #"echo $$ 2>/dev/null > "$0" || echo "overlayctl lab: cannot join the cgroup ${0%/cgroup.procs}: lab down finds this host's containers by their namespaces only" >&2; exec "$@""#,
+                dir + "/cgroup.procs"]
     }
 
-    /// Kills every process in the lab's cgroup and removes it (and `swift-overlay` when no other
-    /// lab has one). Returns how many processes were still there (0 when there is no cgroup).
+    private static func warn(_ message: String) {
+        FileHandle.standardError.write(Data("overlayctl lab: \(message)\n".utf8))
+    }
+
+    /// Kills every process in the lab's cgroup and removes it (`swift-overlay` stays: another
+    /// lab may be making its cgroup in it). Returns how many processes were still there (0 when
+    /// there is no cgroup).
     @discardableResult
     static func killAll(_ lab: LabOptions) async -> Int {
         guard let dir = directory(lab), FileManager.default.fileExists(atPath: dir) else { return 0 }
@@ -68,16 +76,18 @@ enum LabCgroup {
         for _ in 0..<100 where hosts.contains(where: { !pids($0).isEmpty }) {
             try? await Task.sleep(for: .milliseconds(50))
         }
-        for h in hosts { rmdir(h) }
+        for h in hosts where rmdir(h) != 0 {
+            warn("cannot remove the cgroup \(h) (\(String(cString: strerror(errno)))); processes left: \(pids(h))")
+        }
         rmdir(dir)
-        rmdir((dir as NSString).deletingLastPathComponent)
         return left
     }
 
-    /// The processes in the cgroup at `dir` (not its children's).
+    /// The processes in the cgroup at `dir` (not its children's). A process outside this one's
+    /// PID namespace is listed as 0 and left out, and so is this process.
     static func pids(_ dir: String) -> [pid_t] {
         ((try? String(contentsOfFile: dir + "/cgroup.procs", encoding: .utf8)) ?? "")
-            .split(separator: "\n").compactMap { pid_t($0) }
+            .split(separator: "\n").compactMap { pid_t($0) }.filter { $0 > 0 && $0 != getpid() }
     }
 
     private static func isDirectory(_ path: String) -> Bool {

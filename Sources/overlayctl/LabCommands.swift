@@ -56,8 +56,9 @@ struct LabUp: AsyncParsableCommand {
         commandName: "up", abstract: "Create the lab's hosts and start overlayd in each (not yet in a swarm).",
         discussion: """
             Each host's overlayd runs in a cgroup of its own, <cgroup2>/swift-overlay/<name>/<host>, \
-            and so does every container it starts: lab down kills what is left there even when a \
-            daemon was killed with SIGKILL. Without a cgroup2 hierarchy the lab runs without them.
+            and so does every container it starts (not dockerd's or podman's): lab down kills what \
+            is left there even when a daemon was killed with SIGKILL. Where no cgroup2 hierarchy \
+            can be written, the lab runs without them (with a warning).
             """)
     @OptionGroup var lab: LabOptions
     @Option(help: "How many hosts (1-250).") var hosts = 3
@@ -92,7 +93,10 @@ struct LabUp: AsyncParsableCommand {
         }
         // What an earlier lab of this name left (its namespaces, or only its state directory,
         // whose store would make the new daemons rejoin the old swarm) goes first.
-        if !lab.hosts().isEmpty || FileManager.default.fileExists(atPath: lab.stateRoot) { try await LabDown.tearDown(lab) }
+        if !lab.hosts().isEmpty || FileManager.default.fileExists(atPath: lab.stateRoot)
+            || LabCgroup.directory(lab).map({ FileManager.default.fileExists(atPath: $0) }) == true {
+            try await LabDown.tearDown(lab)
+        }
         if FileManager.default.fileExists(atPath: lab.stateRoot) {
             throw CLIError("cannot remove \(lab.stateRoot), left by an earlier lab \(lab.name): see what holds it (mounts, processes) and remove it")
         }
@@ -126,7 +130,7 @@ struct LabUp: AsyncParsableCommand {
                 do { try LabDocker.setUp(lab, h.name, extra: dockerdArguments) } catch { throw CLIError("cannot set up Docker on \(h.name): \(error)") }
             }
             // In the host's cgroup first (overlayd and every container it starts), then in its namespaces.
-            let enter: [String] = try LabCgroup.enter(lab, h.name)
+            let enter: [String] = LabCgroup.enter(lab, h.name)
                 + (podman || docker ? LabMountNamespace.enter(lab, h.name) : ["ip", "netns", "exec", lab.namespace(h.name)])
             var daemon: [String] = [overlayd, "--config-file", dir + "/daemon.json", "--state-dir", dir, "--socket", lab.socket(h.name),
                                     "--hostname", h.name, "--advertise-addr", h.address.description]
@@ -283,6 +287,9 @@ struct LabDown: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(100))
         }
         for p in pids where kill(p, 0) == 0 { kill(p, SIGKILL) }
+        // Read once more (a daemon that did not answer) before the cgroup's processes, whose
+        // mount tables hold the handles, are killed.
+        containerInodes.formUnion(containerNamespaces(under: lab.stateRoot))
         // What the daemons left in the lab's cgroup: containers of a daemon that did not answer
         // (one killed with SIGKILL took its mount namespace, and the list of its containers'
         // namespaces, with it) and a service's tasks.
@@ -299,10 +306,9 @@ struct LabDown: AsyncParsableCommand {
         // running for its next start). The containers' handles are mounted under the state root
         // in the daemons' mount namespaces, which this one does not see (`ip netns exec` gives
         // each daemon its own): every process's mountinfo was read for them while the daemons
-        // were frozen, and is read again now (a daemon that did not answer).
+        // were frozen, and again after they stopped. Without a lab cgroup this is the only way.
         var labInodes = Set(lab.hosts().compactMap { inode("/run/netns/\(lab.namespace($0))") })
         labInodes.formUnion(containerInodes)
-        labInodes.formUnion(containerNamespaces(under: lab.stateRoot))
         killProcesses(inNamespaces: labInodes)
         for p in points.sorted(by: { $0.count > $1.count }) { umount2(p, Int32(MNT_DETACH)) }
         try? FileManager.default.removeItem(atPath: lab.stateRoot)

@@ -114,9 +114,13 @@ struct CLILab {
     /// it answers.
     func startDaemon(_ host: String, hostIndex: Int, env: [String] = [], args: [String] = [], binary: String? = nil) throws {
         let dir = "/run/\(name)/\(host)"
+        // In the host's cgroup, as lab up started it: the words before the daemon's own in the
+        // argv lab up kept (a shell that joins the cgroup, then execs the rest), if it has them.
+        let kept = FileManager.default.contents(atPath: dir + "/overlayd.argv").flatMap { try? JSONDecoder().decode([String].self, from: $0) } ?? []
+        let cgroup = kept.first == "/bin/sh" && kept.count > 4 ? Array(kept.prefix(4)) : []
         // setsid forks (Command.start already made it a session leader) and its parent exits at
         // once: the daemon is init's child, reaped when it dies, so `kill(pid, 0)` sees it go.
-        _ = try Child.spawn(["/usr/bin/setsid", "ip", "netns", "exec", "\(name)-\(host)", "/usr/bin/env"] + env
+        _ = try Child.spawn(cgroup + ["/usr/bin/setsid", "ip", "netns", "exec", "\(name)-\(host)", "/usr/bin/env"] + env
             + [binary ?? bin + "/overlayd"] + (args.contains("--config-file") ? [] : ["--config-file", dir + "/daemon.json"]) + ["--state-dir", dir, "--socket", dir + "/overlayd.sock", "--hostname", host,
                "--advertise-addr", "198.18.0.\(hostIndex)", "--fast-gossip"] + args, log: dir + "/overlayd.log")
         for _ in 0..<100 {

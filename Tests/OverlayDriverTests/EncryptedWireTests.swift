@@ -236,18 +236,23 @@ struct EncryptedWireTests {
         #expect(dp.tunnelVNIs.map(\.value) == [EncryptedLab.secVNI])
         #expect(dp.isReceiving)
         #expect(dp.hasCleartextDropRule(vni: try VNI(EncryptedLab.secVNI)))
-        // Each host's datapath runs one TX thread per tunnel and one RX thread, named for `top -H`.
-        let tx = "ovl-tx-\(EncryptedLab.secVNI)"
-        let before = try threadNames()
-        #expect(before[tx] == 2 && before["ovl-esp-rx"] == 2, "\(before)")
+        // The datapath runs one TX thread per tunnel and one RX thread, named for `top -H`.
+        let threads = dp.workerThreads
+        #expect(Set(threads.map(\.name)) == ["ovl-tx-\(EncryptedLab.secVNI)", "ovl-esp-rx"], "\(threads)")
+        for t in threads { #expect(threadName(t.tid) == t.name, "thread \(t.tid)") }
         try d.detach(endpoint: "s1")
         #expect(dp.tunnelVNIs.isEmpty)
         #expect(!dp.isReceiving)
         #expect(!dp.hasCleartextDropRule(vni: try VNI(EncryptedLab.secVNI)))
         #expect(d.sandboxPath(network: "sec") == nil)
-        // This host's threads are gone (joined), the other host's run on.
-        let after = try threadNames()
-        #expect(after[tx] == 1 && after["ovl-esp-rx"] == 1, "\(after)")
+        // Its threads are gone (joined; /proc lists a joined thread a moment longer), the other
+        // host's run on.
+        #expect(dp.workerThreads.isEmpty)
+        for t in threads {
+            for _ in 0..<100 where threadName(t.tid) == t.name { usleep(10_000) }
+            #expect(threadName(t.tid) != t.name, "thread \(t.tid) (\(t.name)) still runs")
+        }
+        #expect(!e.drivers[1].userspaceDatapath.workerThreads.isEmpty)
         let hostLinks = try NetlinkSocket(namespace: e.f.lab.hosts[0].namespace).links().map(\.name)
         #expect(!hostLinks.contains { $0.hasPrefix(dp.linkPrefix) })
         // The plain network's sandbox is untouched; the network comes back on the next attach.
@@ -260,14 +265,10 @@ struct EncryptedWireTests {
     }
 }
 
-/// How many of this process's threads carry each name (`/proc/self/task/*/comm`).
-func threadNames() throws -> [String: Int] {
-    var names: [String: Int] = [:]
-    for task in try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") {
-        guard let comm = try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8) else { continue }
-        names[comm.trimmingCharacters(in: .newlines), default: 0] += 1
-    }
-    return names
+/// The name of this process's thread `tid` (`/proc/self/task/<tid>/comm`), nil if it has none.
+func threadName(_ tid: Int32) -> String? {
+    guard tid > 0, let comm = try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8) else { return nil }
+    return comm.trimmingCharacters(in: .newlines)
 }
 
 /// Sends `bytes` as a bare ESP packet (IP protocol 50) from host `from`'s namespace to host `to`.

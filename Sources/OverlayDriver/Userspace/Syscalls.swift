@@ -1,5 +1,6 @@
 import COverlayShims
 import Glibc
+import Synchronization
 
 /// `struct mmsghdr` (glibc declares it only under _GNU_SOURCE, which Swift's Glibc module lacks):
 /// a `msghdr` and the byte count the kernel fills in, padded to 64 bytes on LP64.
@@ -28,12 +29,23 @@ final class WorkerThread: @unchecked Sendable {
 
     private var thread = pthread_t()
     private var joined = false
+    private final class KernelID: Sendable {
+        let value = Atomic<Int32>(0)
+    }
+
+    private let kernelID = KernelID()
+    /// The thread's name, as given.
+    let name: String
+    /// The thread's kernel ID (`/proc/self/task/<tid>`), 0 until it has started.
+    var tid: Int32 { kernelID.value.load(ordering: .acquiring) }
 
     /// Starts `body` on a new thread named `name` (what `top -H`, `ps -L` and `perf` show; the
     /// kernel keeps 15 bytes of it); nil if the system cannot make one.
     init?(name: String, _ body: @escaping @Sendable () -> Void) {
-        let box = Unmanaged.passRetained(Box {
+        self.name = name
+        let box = Unmanaged.passRetained(Box { [kernelID] in
             _ = ovl_set_thread_name(name)
+            kernelID.value.store(ovl_gettid(), ordering: .releasing)
             body()
         }).toOpaque()
         let rc = pthread_create(&thread, nil, { arg in

@@ -629,6 +629,14 @@ public final class UserspaceDatapath: Datapath, @unchecked Sendable {
         lock.withLock { tunnels.keys.sorted().compactMap { try? VNI($0) } }
     }
 
+    /// The running TX and RX threads' names and kernel thread IDs (for tests: a test process
+    /// runs many datapaths at once, so a thread is told apart by its ID, not its name).
+    package var workerThreads: [(name: String, tid: Int32)] {
+        lock.withLock {
+            (tunnels.values.compactMap(\.thread) + [rxThread].compactMap { $0 }).map { ($0.name, $0.tid) }
+        }
+    }
+
     /// Whether the receive thread and the ESP socket (raw or UDP) exist (they do while any tunnel does).
     public var isReceiving: Bool { lock.withLock { rawFD >= 0 } }
 
