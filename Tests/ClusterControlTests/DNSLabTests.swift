@@ -30,11 +30,11 @@ import OverlayTestKit
             return
         }
         // The hosts' upstream resolver is a dnsmasq on h3's underlay address that owns upstream.test.
-        let lab = try CLILab.up("ovlt-dd", hosts: 3, extra: ["--dns", "198.18.0.3"])
+        let lab = try CLILab.up("ovlt-dnsl", hosts: 3, extra: ["--dns", "198.18.0.3"])
         defer { lab.down() }
-        let upstreamLog = "/run/ovlt-dd/dnsmasq.log"
+        let upstreamLog = "/run/ovlt-dnsl/dnsmasq.log"
         let upstream = try Child.spawn(
-            ["ip", "netns", "exec", "ovlt-dd-h3", "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+            ["ip", "netns", "exec", "ovlt-dnsl-h3", "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
              "--bind-interfaces", "--listen-address=198.18.0.3", "--address=/upstream.test/203.0.113.7", "--pid-file=",
              "--user=root", "--group=root"], log: upstreamLog)
         defer {
@@ -79,7 +79,7 @@ import OverlayTestKit
         #expect(try short(lab, "h2", "c2", "upstream.test") == "203.0.113.7")
         #expect(try dig(lab, "h2", "c2", ["@127.0.0.11", "+tcp", "+short", "upstream.test"]).contains("203.0.113.7"))
         #expect(try dig(lab, "h3", "ci", ["@127.0.0.11", "upstream.test"]).contains("status: REFUSED"))
-        let log = (try? String(contentsOfFile: "/run/ovlt-dd/h3/overlayd.log", encoding: .utf8)) ?? ""
+        let log = (try? String(contentsOfFile: "/run/ovlt-dnsl/h3/overlayd.log", encoding: .utf8)) ?? ""
         #expect(log.contains("not forwarding upstream.test"), "no log line for the refusal")
 
         // rm: the name is gone from every host within 2 s.

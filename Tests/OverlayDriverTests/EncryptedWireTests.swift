@@ -228,7 +228,7 @@ struct EncryptedWireTests {
 
     @Test("detaching the last endpoint stops the threads and removes the TAP device and the nft table")
     func teardown() throws {
-        let e = try EncryptedLab("ovlt-enct", hosts: 2, keys: try testKeyring())
+        let e = try EncryptedLab("ovlt-encd", hosts: 2, keys: try testKeyring())
         defer { e.destroy() }
         let d = e.drivers[0]
         let dp = d.userspaceDatapath
