@@ -72,8 +72,13 @@ enum LabCgroup {
                 try? await Task.sleep(for: .milliseconds(100))
             }
         }
-        // A cgroup can be removed once its processes have exited (zombies do not count).
-        for _ in 0..<100 where hosts.contains(where: { !pids($0).isEmpty }) {
+        // A cgroup can be removed once its processes have exited (zombies do not count). A killed
+        // process still has to leave the kernel, and one in an uninterruptible wait (for the RTNL
+        // lock, say, while other labs make and delete links) can take seconds: a local CI run once
+        // left a lab's cgroup behind after 5 s of waiting. Up to 20 s, killing again every second
+        // (cgroup.kill is cheap and also catches anything that got in late).
+        for tick in 0..<400 where populated(dir) {
+            if tick % 20 == 19 { _ = write("1", to: dir + "/cgroup.kill") }
             try? await Task.sleep(for: .milliseconds(50))
         }
         for h in hosts where rmdir(h) != 0 {
@@ -81,6 +86,13 @@ enum LabCgroup {
         }
         rmdir(dir)
         return left
+    }
+
+    /// Whether the cgroup at `dir` or one below it still has a live process (`cgroup.events`;
+    /// false when that cannot be read).
+    static func populated(_ dir: String) -> Bool {
+        guard let events = try? String(contentsOfFile: dir + "/cgroup.events", encoding: .utf8) else { return false }
+        return events.split(separator: "\n").contains("populated 1")
     }
 
     /// The processes in the cgroup at `dir` (not its children's). A process outside this one's
