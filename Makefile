@@ -97,8 +97,8 @@ bench: deps
 	$$($(SWIFT) build -c release --show-bin-path)/overlay-bench all
 
 # Removes every namespace the lab, the demo or a test left behind (they are all prefixed "ovl").
-# Also kills what is left in the labs' cgroups (`lab up` starts each host's overlayd, and so its
-# containers, in <cgroup2>/swift-overlay/<lab>/<host>) and removes them.
+# Also kills what is left in the labs' cgroups (`lab up` starts each host's overlayd, and so the
+# containers it starts, in <cgroup2>/swift-overlay/<lab>/<host>) and removes them.
 lab-clean:
 	@for ns in $$(ip netns list | awk '{print $$1}' | grep '^ovl'); do ip netns del $$ns && echo "removed $$ns"; done; true
 	@mp=$$(awk '{for (i = 7; i < NF; i++) if ($$i == "-") { if ($$(i+1) == "cgroup2") { print $$5; exit } break }}' /proc/self/mountinfo); \

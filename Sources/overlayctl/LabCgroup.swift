@@ -4,11 +4,12 @@ import Glibc
 /// A cgroup (v2) per lab host, holding its overlayd and, because a child starts in its parent's
 /// cgroup, every container that overlayd starts: `<cgroup2>/swift-overlay/<lab>/<host>`.
 ///
-/// `lab down` finds a lab's containers by their network namespaces, which it reads from the
-/// daemons' mount namespaces. A daemon killed with SIGKILL takes its mount namespace with it, and
-/// the processes of its containers (each in a network and mount namespace of its own) were left
-/// running. The cgroup keeps them together whatever became of the daemon: `lab down` kills the
-/// lab's cgroup (`cgroup.kill`, the whole subtree at once) and removes it.
+/// Without it `lab down` finds a lab's containers only by their network namespaces (the hosts',
+/// and the containers' handles read from every process's mount table), and a process a container
+/// started in a network namespace of its own was left running, whether or not its daemon could be
+/// asked (a daemon killed with SIGKILL cannot). The cgroup keeps them together whatever became of
+/// the daemon: `lab down` kills the lab's cgroup (`cgroup.kill`, the whole subtree at once) and
+/// removes it.
 ///
 /// Where the machine has no cgroup2 hierarchy, the lab runs without one and `lab down` relies on
 /// the namespaces alone, as before.
@@ -54,38 +55,27 @@ enum LabCgroup {
     }
 
     /// Kills every process in the lab's cgroup and removes it (`swift-overlay` stays: another
-    /// lab may be making its cgroup in it). Returns how many processes were still there (0 when
-    /// there is no cgroup).
-    @discardableResult
-    static func killAll(_ lab: LabOptions) async -> Int {
-        guard let dir = directory(lab), FileManager.default.fileExists(atPath: dir) else { return 0 }
+    /// lab may be making its cgroup in it).
+    static func killAll(_ lab: LabOptions) async {
+        guard let dir = directory(lab), FileManager.default.fileExists(atPath: dir) else { return }
         let hosts = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
             .filter { isDirectory("\(dir)/\($0)") }.map { "\(dir)/\($0)" }
-        let left = hosts.reduce(0) { $0 + pids($1).count }
-        // cgroup.kill (Linux 5.14) kills the subtree atomically, forks in flight included; before
-        // it, SIGKILL to each process listed, again until none is.
-        if !write("1", to: dir + "/cgroup.kill") {
-            for _ in 0..<50 {
-                let all = hosts.flatMap(pids)
-                if all.isEmpty { break }
-                for p in all { kill(p, SIGKILL) }
-                try? await Task.sleep(for: .milliseconds(100))
-            }
-        }
         // A cgroup can be removed once its processes have exited (zombies do not count). A killed
         // process still has to leave the kernel, and one in an uninterruptible wait (for the RTNL
         // lock, say, while other labs make and delete links) can take seconds: a local CI run once
-        // left a lab's cgroup behind after 5 s of waiting. Up to 20 s, killing again every second
-        // (cgroup.kill is cheap and also catches anything that got in late).
+        // left a lab's cgroup behind after 5 s of waiting. So: up to 20 s, killing again every
+        // second, which also catches anything that got in late. cgroup.kill (Linux 5.14) kills
+        // the subtree at once, forks in flight included; before it, SIGKILL to each process listed.
         for tick in 0..<400 where populated(dir) {
-            if tick % 20 == 19 { _ = write("1", to: dir + "/cgroup.kill") }
+            if tick % 20 == 0, !write("1", to: dir + "/cgroup.kill") {
+                for p in hosts.flatMap(pids) { kill(p, SIGKILL) }
+            }
             try? await Task.sleep(for: .milliseconds(50))
         }
         for h in hosts where rmdir(h) != 0 {
             warn("cannot remove the cgroup \(h) (\(String(cString: strerror(errno)))); processes left: \(pids(h))")
         }
         rmdir(dir)
-        return left
     }
 
     /// Whether the cgroup at `dir` or one below it still has a live process (`cgroup.events`;

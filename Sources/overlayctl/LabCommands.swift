@@ -290,9 +290,9 @@ struct LabDown: AsyncParsableCommand {
         // Read once more (a daemon that did not answer) before the cgroup's processes, whose
         // mount tables hold the handles, are killed.
         containerInodes.formUnion(containerNamespaces(under: lab.stateRoot))
-        // What the daemons left in the lab's cgroup: containers of a daemon that did not answer
-        // (one killed with SIGKILL took its mount namespace, and the list of its containers'
-        // namespaces, with it) and a service's tasks.
+        // What the daemons left in the lab's cgroup: containers of a daemon that did not answer,
+        // a service's tasks, and what the namespaces below do not lead to (a process a container
+        // started in a network namespace of its own).
         await LabCgroup.killAll(lab)
         for h in lab.hosts() { LabEtcd.stop(lab, h) }
         // Namespace handles and other mounts the daemons left under the state root.
